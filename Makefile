@@ -1,0 +1,61 @@
+# nmt — the pipeline as file targets: a finished stage is skipped, a changed input reruns what
+# follows it, and an interrupted `make train` resumes training from runs/<name>/last.
+#
+#   make train           venv → prepare → tokenize → train → evaluate (report.md / report.json)
+#   make test            the test suite (what CI runs)
+#   make eval            re-evaluate runs/<name>/best
+#   make NAME=tiny train another experiment: configs/<NAME>.yaml
+#
+# Settings per stage are stamped into runs/<name>/config/<section>.json, rewritten only when they
+# change, so editing decode.beam re-evaluates without retraining and editing model.* retrains.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+NAME ?= bible-es-en
+CONFIG := configs/$(NAME).yaml
+RUN := runs/$(NAME)
+STAMPS := $(RUN)/config
+DATA_SOURCE := $(shell sed -n 's/^  source: *\([^ #]*\).*/\1/p' $(CONFIG))
+
+.PHONY: all venv train eval test bench clean-run FORCE
+all: train
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Stamps: always evaluated, but each file only changes when its section of the config changes.
+$(STAMPS)/resolved.json: $(CONFIG) $(VENV)/.installed FORCE
+	$(PY) pipelines/stamp_config.py $(CONFIG)
+
+$(STAMPS)/%.json: $(STAMPS)/resolved.json ;
+
+$(RUN)/data/stats.json: $(STAMPS)/data.json $(wildcard $(DATA_SOURCE))
+	$(PY) pipelines/prepare_data.py $(CONFIG)
+
+$(RUN)/tokenizer/tokenizer.json: $(RUN)/data/stats.json $(STAMPS)/tokenizer.json
+	$(PY) pipelines/train_tokenizer.py $(CONFIG)
+
+$(RUN)/train_summary.json: $(RUN)/tokenizer/tokenizer.json $(STAMPS)/model.json $(STAMPS)/train.json
+	$(PY) pipelines/train_model.py $(CONFIG)
+
+$(RUN)/report.json: $(RUN)/train_summary.json $(STAMPS)/decode.json
+	$(PY) pipelines/evaluate.py $(RUN)/best
+
+train: $(RUN)/report.json
+	@cat $(RUN)/report.md | head -20
+
+eval: $(RUN)/train_summary.json
+	$(PY) pipelines/evaluate.py $(RUN)/best
+
+test: $(VENV)/.installed
+	HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+
+FORCE:

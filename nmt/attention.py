@@ -1,0 +1,45 @@
+"""Additive (Bahdanau) attention.
+
+    score(q, k_j)  = v · tanh(W_q q + W_k k_j)
+    α_j            = softmax_j(score(q, k_j))        (padding positions get α_j = 0)
+    context        = Σ_j α_j k_j
+
+The module holds only parameters. The projected keys ``W_k k`` are computed once per sentence by
+``project_keys`` and handed back by the caller at every step, so the module has no hidden state.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AdditiveAttention(nn.Module):
+    def __init__(self, query_dim: int, key_dim: int, attn_dim: int):
+        super().__init__()
+        self.key_proj = nn.Linear(key_dim, attn_dim, bias=False)  # W_k
+        self.query_proj = nn.Linear(query_dim, attn_dim, bias=True)  # W_q (+ bias)
+        self.v = nn.Linear(attn_dim, 1, bias=False)  # v
+
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """(B, S, key_dim) → (B, S, attn_dim): W_k k_j for every source position, once a sentence."""
+        return self.key_proj(keys)
+
+    def forward(
+        self, query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attend from every query to the source.
+
+        query:     (B, T, query_dim)   T decoder positions (T = 1 for one step)
+        proj_keys: (B, S, attn_dim)    from ``project_keys``
+        values:    (B, S, key_dim)     encoder outputs
+        mask:      (B, S) bool         True at real tokens
+        returns    context (B, T, key_dim), weights (B, T, S)
+        """
+        q = self.query_proj(query)  # (B, T, A)
+        hidden = torch.tanh(q.unsqueeze(2) + proj_keys.unsqueeze(1))  # (B, T, S, A)
+        scores = self.v(hidden).squeeze(-1)  # (B, T, S)
+        scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))  # padding never attended
+        weights = torch.softmax(scores, dim=-1)  # (B, T, S), rows sum to 1
+        context = torch.bmm(weights, values)  # (B, T, key_dim)
+        return context, weights

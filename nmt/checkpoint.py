@@ -1,0 +1,171 @@
+"""Self-contained, safe checkpoints.
+
+A checkpoint is a folder:
+
+    checkpoint.json      format version, step, the resolved config, file list
+    model.safetensors    weights (tied weights stored once)
+    src.model tgt.model  the SentencePiece models
+    trainer.safetensors  optimizer moments and RNG state (for resuming; optional for translation)
+    trainer.json         step, epoch, scheduler and early-stopping state
+
+Nothing is ever unpickled: tensors come from safetensors, everything else from JSON, so loading
+a checkpoint cannot execute code. A folder is written under a temporary name and renamed into
+place; ``best`` and ``last`` are symbolic links swapped atomically, so a reader never sees a half
+checkpoint, and an interrupted save leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from nmt.atomic import atomic_write_text
+from nmt.config import Config, ConfigError, from_dict
+from nmt.errors import NmtError
+from nmt.model import Seq2Seq, build_model
+from nmt.tokenizer import Tokenizer, TokenizerError
+
+FORMAT_VERSION = 1
+MANIFEST = "checkpoint.json"
+REQUIRED = (MANIFEST, "model.safetensors", "src.model", "tgt.model")
+
+
+class CheckpointError(NmtError):
+    """A checkpoint folder that is missing, incomplete or from an incompatible version."""
+
+
+@dataclass
+class Loaded:
+    config: Config
+    model: Seq2Seq
+    tokenizer: Tokenizer
+    step: int
+    path: Path
+
+
+def save_checkpoint(
+    folder: Path,
+    model: Seq2Seq,
+    config: Config,
+    tokenizer: Tokenizer,
+    step: int,
+    trainer_tensors: dict[str, torch.Tensor] | None = None,
+    trainer_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write a complete checkpoint to ``folder`` (which must not exist yet) via a temporary name."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        tokenizer.save(tmp)
+        files = list(REQUIRED)
+        if trainer_tensors is not None:
+            save_file({k: v.contiguous().cpu() for k, v in trainer_tensors.items()}, str(tmp / "trainer.safetensors"))
+            atomic_write_text(tmp / "trainer.json", json.dumps(trainer_state or {}, indent=2))
+            files += ["trainer.safetensors", "trainer.json"]
+        manifest = {"format_version": FORMAT_VERSION, "step": step, "files": files, "config": config.to_dict()}
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def point(link: Path, target: Path) -> None:
+    """Make ``link`` a relative symbolic link to ``target``, atomically (the run folder can move)."""
+    tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}.lnk")
+    os.symlink(os.path.relpath(target, link.parent), tmp)
+    os.replace(tmp, link)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {folder}")
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{folder}: incomplete checkpoint (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{manifest_path}: not valid JSON") from exc
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{folder}: checkpoint format version {version!r}; this nmt reads version {FORMAT_VERSION}"
+        )
+    missing = [name for name in manifest.get("files", REQUIRED) if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{folder}: incomplete checkpoint (missing {', '.join(missing)})")
+    return manifest
+
+
+def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu") -> Loaded:
+    """Rebuild the model from the checkpoint alone: config, tokenizer and weights."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    try:
+        config = from_dict(manifest["config"])
+        tokenizer = Tokenizer.from_folder(folder)
+    except (ConfigError, TokenizerError, KeyError) as exc:
+        raise CheckpointError(f"{folder}: unusable checkpoint ({exc})") from exc
+    model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab)
+    try:
+        missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise CheckpointError(f"{folder}: model weights do not fit the config ({str(exc).splitlines()[0]})") from exc
+    if missing or unexpected:
+        raise CheckpointError(f"{folder}: weights do not match the model (missing {sorted(missing)[:3]})")
+    model.to(device).eval()
+    return Loaded(config, model, tokenizer, int(manifest["step"]), folder)
+
+
+def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    folder = Path(folder)
+    read_manifest(folder)
+    try:
+        tensors = load_file(str(folder / "trainer.safetensors"))
+        state = json.loads((folder / "trainer.json").read_text(encoding="utf-8"))
+    except (OSError, SafetensorError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{folder}: cannot resume, trainer state unreadable ({exc})") from exc
+    return tensors, state
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (for safetensors) and plain JSON data."""
+    state_dict = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in state_dict["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], data: dict[str, Any]
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for name, value in data.get("scalars", {}).items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": data["param_groups"]})

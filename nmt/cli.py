@@ -1,0 +1,178 @@
+"""The ``nmt`` command line. Thin: parse, call nmt.pipeline / nmt.translate, own the terminal.
+
+torch, datasets and sentencepiece are imported inside the commands, so ``nmt --help`` is instant.
+Errors the user can fix (``NmtError``) print one line on stderr and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nmt.errors import NmtError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Neural machine translation with LSTMs.")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML file.")]
+Overrides = Annotated[Optional[list[str]], typer.Argument(help="Config overrides: section.key=value …")]
+RunsOpt = Annotated[Path, typer.Option("--runs", help="Folder that holds runs/<name>/.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda if present)")]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise SystemExit(1)
+
+
+def guarded(command):
+    """Turn the errors a user can fix into one line on stderr and exit status 1 (commands and
+    pipelines/ scripts alike)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+        try:
+            return command(*args, **kwargs)
+        except NmtError as exc:
+            _fail(str(exc))
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            _fail(f"{exc.strerror}: {exc.filename}")
+        except UnicodeDecodeError as exc:
+            _fail(f"input is not valid UTF-8 (byte {exc.start})")
+
+    return wrapper
+
+
+def _load(config: Path, overrides: list[str] | None):
+    from nmt.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+@app.command()
+@guarded
+def prepare(config: ConfigOpt, overrides: Overrides = None, runs: RunsOpt = Path("runs")) -> None:
+    """Load, normalise, filter and split the parallel text into runs/<name>/data/."""
+    from nmt import pipeline
+    from nmt.config import run_paths
+
+    cfg = _load(config, overrides)
+    typer.echo(pipeline.prepare(cfg, run_paths(cfg, runs)))
+
+
+@app.command()
+@guarded
+def tokenize(config: ConfigOpt, overrides: Overrides = None, runs: RunsOpt = Path("runs")) -> None:
+    """Train SentencePiece on the training split into runs/<name>/tokenizer/."""
+    from nmt import pipeline
+    from nmt.config import run_paths
+
+    cfg = _load(config, overrides)
+    typer.echo(pipeline.tokenize(cfg, run_paths(cfg, runs)))
+
+
+def progress_bar():
+    """A tqdm bar fed by the trainer's per-step progress callback."""
+    from tqdm import tqdm
+
+    bar = tqdm(unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+
+    def update(p) -> None:
+        bar.n = p.step
+        fields = {"loss": f"{p.loss:.3f}", "tok/s": f"{p.tokens_per_s:,.0f}", "lr": f"{p.lr:.2g}"}
+        if p.validation:
+            bar.write(f"step {p.step}: dev BLEU {p.validation['dev_bleu']:.2f}, ppl {p.validation['dev_ppl']:.2f}")
+        bar.set_postfix(fields, refresh=False)
+        bar.update(0)
+
+    return bar, update
+
+
+@app.command()
+@guarded
+def train(
+    config: ConfigOpt, overrides: Overrides = None, runs: RunsOpt = Path("runs"), device: DeviceOpt = None
+) -> None:
+    """Train the model (resumes from runs/<name>/last when it exists)."""
+    import json
+
+    from nmt import pipeline
+    from nmt.config import run_paths
+
+    cfg = _load(config, overrides)
+    bar, update = progress_bar()
+    with bar:
+        summary = pipeline.train(cfg, run_paths(cfg, runs), device, update)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+@guarded
+def translate(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder, e.g. runs/<name>/best.")],
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Source file (default: stdin).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default: stdout).")] = None,
+    beam: Annotated[int, typer.Option(min=1, help="Beam size; 1 = greedy.")] = 1,
+    alpha: Annotated[Optional[float], typer.Option(help="Length penalty exponent (default: config).")] = None,
+    nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line, tab-separated with scores.")] = 1,
+    device: DeviceOpt = None,
+) -> None:
+    """Translate one sentence per line; the output has exactly as many lines as the input."""
+    from nmt.atomic import atomic_write_text
+    from nmt.data import read_lines
+    from nmt.translate import Translator
+
+    if nbest > beam:
+        _fail(f"--nbest {nbest} needs --beam of at least {nbest}")
+    lines = read_lines(input) if input is not None else _stdin_lines()
+    translator = Translator.from_checkpoint(checkpoint, device)
+    if nbest == 1:
+        out = translator.translate(lines, beam=beam, alpha=alpha)
+    else:
+        found = translator.hypotheses(lines, beam=beam, alpha=alpha, nbest=nbest)
+        decode = translator.tokenizer.decode_tgt
+        out = ["\t".join(f"{h.score:.4f}\t{decode([h.tokens])[0]}" for h in hyps) for hyps in found]
+    text = "".join(line + "\n" for line in out)
+    if output is not None:
+        atomic_write_text(output, text)
+    else:
+        sys.stdout.write(text)
+
+
+def _stdin_lines() -> list[str]:
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    return data.decode("utf-8").splitlines()
+
+
+@app.command()
+@guarded
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder, e.g. runs/<name>/best.")],
+    src: Annotated[Optional[Path], typer.Option(help="Source file (default: the run's test split).")] = None,
+    ref: Annotated[Optional[Path], typer.Option(help="Reference file (default: the run's test split).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Report folder (default: the run folder).")] = None,
+    beam: Annotated[Optional[int], typer.Option(min=1, help="Beam size (default: config).")] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Decode the test set greedily and with beam search; write report.md and report.json."""
+    from nmt import pipeline
+
+    report = pipeline.evaluate(checkpoint, src, ref, out, beam, device)
+    typer.echo(score_lines(report))
+
+
+def score_lines(report: dict) -> str:
+    """One line per system: BLEU, chrF and TER."""
+    return "\n".join(
+        f"{name}: " + "  ".join(f"{m.upper() if m != 'chrf' else 'chrF'} {v['score']:.2f}" for m, v in s["scores"].items())
+        for name, s in report["systems"].items()
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,269 @@
+"""Typed, frozen experiment configuration.
+
+One YAML file per experiment is read into the dataclasses below. Unknown keys and values of the
+wrong type are errors (``ConfigError``), so a typo never silently falls back to a default.
+Dotted overrides (``train.lr=0.001``) are applied before validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from nmt.errors import NmtError
+
+
+class ConfigError(NmtError, ValueError):
+    """A configuration that cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "data/bible.es-en.tsv.gz"  # local TSV/CSV/JSONL file, text file, or hub name
+    target: str | None = None  # second text file when `source` is the source side of a pair
+    src_lang: str = "es"
+    tgt_lang: str = "en"
+    columns: tuple[str, ...] = ("id", "es", "en")  # names for a headerless TSV/CSV; () = header row
+    src_field: str = "es"
+    tgt_field: str = "en"
+    id_field: str | None = "id"  # None: no ids, random split only
+    hub_config: str | None = None
+    hub_split: str = "train"
+    min_words: int = 1
+    max_words: int = 80
+    max_ratio: float = 3.0  # longer side / shorter side, in whitespace words
+    dev_groups: tuple[str, ...] = ("JDG", "RUT", "JON", "PHP", "1JN", "TIT")
+    test_groups: tuple[str, ...] = ("DAN", "ACT", "ROM", "JAS", "1PE")
+    dev_size: int = 1000  # used when no groups are given: a seeded random split
+    test_size: int = 2000
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    model_type: Literal["unigram", "bpe"] = "unigram"
+    vocab_size: int = 8000
+    joint: bool = True  # one model for both languages (lets target embeddings be tied)
+    character_coverage: float = 1.0
+    max_sentences: int = 2_000_000  # SentencePiece input_sentence_size
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"
+    emb_dim: int = 256
+    enc_hidden: int = 256  # per direction; the encoder is bidirectional
+    enc_layers: int = 1
+    dec_hidden: int = 256
+    dec_layers: int = 1
+    attention: Literal["none", "bahdanau"] = "bahdanau"
+    attn_dim: int = 256
+    input_feeding: bool = True  # feed the previous attentional vector into the decoder RNN
+    dropout: float = 0.2
+    tie_embeddings: bool = True  # target embeddings == output projection (needs emb == dec)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 1
+    max_tokens: int = 4000  # target tokens per batch (token budget)
+    lr: float = 0.002
+    min_lr: float = 1e-5
+    lr_patience: int = 2  # validations without dev-BLEU gain before the lr is halved
+    patience: int = 6  # validations without gain before training stops
+    clip_norm: float = 1.0
+    label_smoothing: float = 0.1
+    max_steps: int = 100_000
+    max_minutes: float = 60.0  # wall-clock budget of the training loop
+    valid_every: int = 500
+    valid_max_sentences: int = 0  # 0 = the whole dev split
+    max_train_len: int = 128  # drop training pairs longer than this many pieces
+    threads: int = 0  # 0 = choose automatically
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    beam: int = 5
+    alpha: float = 0.6  # GNMT length penalty exponent; 0 = raw log-probability
+    max_len_ratio: float = 2.0
+    max_len_offset: int = 10
+    batch_size: int = 64  # sentences per decoding batch
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "bible-es-en"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a type hint, converting only where it is lossless."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {value!r} is not a valid {hint}")
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_convert(v, item, where) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in values.items():
+        kwargs[key] = _convert(value, hints[key], f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _parse_scalar(text: str) -> Any:
+    """Read the right-hand side of an override with YAML rules (``1e-3``, ``true``, ``[a, b]``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse override value {text!r}") from exc
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with ``section.key=value`` overrides applied."""
+    raw = json.loads(json.dumps(raw))  # deep copy of plain data
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {dotted!r}: {part} is not a section")
+        node[parts[-1]] = _parse_scalar(text)
+    return raw
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    config = _build(Config, raw, "")
+    validate(config)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    return from_dict(apply_overrides(raw, overrides or []))
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    m, t = config.model, config.train
+    if not 1 <= m.enc_layers <= 4 or not 1 <= m.dec_layers <= 4:
+        raise ConfigError("model.enc_layers and model.dec_layers must be between 1 and 4")
+    if m.tie_embeddings and m.emb_dim != m.dec_hidden:
+        raise ConfigError("model.tie_embeddings needs model.emb_dim == model.dec_hidden")
+    if m.input_feeding and m.attention == "none":
+        raise ConfigError("model.input_feeding needs attention; set it to false with attention: none")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError("model.dropout must be in [0, 1)")
+    if not 0.0 <= t.label_smoothing < 1.0:
+        raise ConfigError("train.label_smoothing must be in [0, 1)")
+    if t.max_tokens < t.max_train_len:
+        raise ConfigError("train.max_tokens must be at least train.max_train_len")
+    if config.decode.beam < 1:
+        raise ConfigError("decode.beam must be at least 1")
+    if config.tokenizer.vocab_size < 8:
+        raise ConfigError("tokenizer.vocab_size must be at least 8")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each stage of one experiment writes: ``runs/<name>/…``."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+
+def run_paths(config: Config, runs_dir: str | Path = "runs") -> RunPaths:
+    return RunPaths(Path(runs_dir) / config.name)

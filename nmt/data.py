@@ -1,0 +1,241 @@
+"""Read, normalise, filter and split parallel text. No torch here.
+
+Parallel text is loaded with Hugging Face ``datasets``: a local TSV/CSV/JSONL file with named
+columns, a pair of line-aligned text files, or a hub dataset name (online only). Splits are
+written as plain text, one sentence a line, ``{split}.{lang}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nmt.config import DataConfig
+from nmt.errors import NmtError
+from nmt.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+_SPACE = re.compile(r"\s+")
+
+
+class DataError(NmtError, ValueError):
+    """Input data that cannot be used; the message is one line for the user."""
+
+
+@dataclass
+class Pair:
+    src: str
+    tgt: str
+    id: str = ""
+
+
+@dataclass
+class PreparedData:
+    splits: dict[str, list[Pair]]
+    dropped: Counter = field(default_factory=Counter)
+    total: int = 0
+
+    def stats(self) -> dict:
+        return {
+            "read": self.total,
+            "kept": {name: len(pairs) for name, pairs in self.splits.items()},
+            "dropped": dict(sorted(self.dropped.items())),
+        }
+
+
+def normalise(text: str) -> str:
+    """Unicode NFC, every run of whitespace (tabs, NBSP, newlines) to one space, trimmed."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def _file_kind(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in (".gz", ".bz2", ".xz", ".zst"):
+        name = name.removesuffix(suffix)
+    if name.endswith((".tsv", ".csv")):
+        return "csv"
+    if name.endswith((".jsonl", ".json")):
+        return "json"
+    return "text"
+
+
+def _load_local_table(path: Path, config: DataConfig):
+    import datasets
+
+    kind = _file_kind(path)
+    if kind == "json":
+        return datasets.load_dataset("json", data_files=str(path), split="train")
+    delimiter = "\t" if ".tsv" in path.name.lower() else ","
+    options = dict(delimiter=delimiter, quoting=csv.QUOTE_NONE, na_filter=False)
+    if config.columns:  # a headerless file: name the columns and keep every one as text
+        options["column_names"] = list(config.columns)
+        options["features"] = datasets.Features({name: datasets.Value("string") for name in config.columns})
+    return datasets.load_dataset("csv", data_files=str(path), split="train", **options)
+
+
+def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:
+    import datasets
+
+    sides = []
+    for path in (src, tgt):
+        table = datasets.load_dataset("text", data_files=str(path), split="train", keep_linebreaks=False)
+        sides.append(table["text"])
+    if len(sides[0]) != len(sides[1]):
+        raise DataError(
+            f"aligned files differ in line count: {src} has {len(sides[0])}, {tgt} has {len(sides[1])}"
+        )
+    return [Pair(s, t, str(i)) for i, (s, t) in enumerate(zip(*sides))]
+
+
+def read_pairs(config: DataConfig) -> list[Pair]:
+    """Load raw pairs as described by ``config`` (no normalisation yet)."""
+    source = Path(config.source)
+    try:
+        if config.target is not None:
+            target = Path(config.target)
+            for path in (source, target):
+                if not path.is_file():
+                    raise DataError(f"data file not found: {path}")
+            return _load_text_pair(source, target)
+        if source.exists():
+            table = _load_local_table(source, config)
+        elif source.suffix or "/" in config.source and source.parent.exists():
+            raise DataError(f"data file not found: {source}")
+        else:  # a hub dataset name
+            import datasets
+
+            table = datasets.load_dataset(config.source, config.hub_config, split=config.hub_split)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{config.source}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    except DataError:
+        raise
+    except Exception as exc:  # datasets wraps parser errors in many types
+        cause = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, UnicodeDecodeError):
+            raise DataError(f"{config.source}: not valid UTF-8 ({cause.reason})") from exc
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot load {config.source}: {message}") from exc
+    return _pairs_from_table(table, config)
+
+
+def _field(record: dict, name: str):
+    """Look up ``a.b`` in nested records (hub translation sets keep pairs under ``translation``)."""
+    value = record
+    for part in name.split("."):
+        value = value[part]
+    return value
+
+
+def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
+    columns = set(table.column_names)
+    for name in (config.src_field, config.tgt_field):
+        if name.split(".")[0] not in columns:
+            raise DataError(f"{config.source}: no column {name!r} (columns: {', '.join(sorted(columns))})")
+    has_id = config.id_field is not None and config.id_field in columns
+    pairs = []
+    for i, record in enumerate(table):
+        pairs.append(
+            Pair(
+                str(_field(record, config.src_field) or ""),
+                str(_field(record, config.tgt_field) or ""),
+                str(record[config.id_field]) if has_id else str(i),
+            )
+        )
+    return pairs
+
+
+def filter_pairs(pairs: list[Pair], config: DataConfig) -> tuple[list[Pair], Counter]:
+    """Normalise every pair and drop the unusable ones; returns kept pairs and drop counts."""
+    kept, dropped = [], Counter()
+    for pair in pairs:
+        src, tgt = normalise(pair.src), normalise(pair.tgt)
+        n_src, n_tgt = len(src.split()), len(tgt.split())
+        if n_src == 0 or n_tgt == 0:
+            dropped["empty"] += 1
+        elif min(n_src, n_tgt) < config.min_words:
+            dropped["too_short"] += 1
+        elif max(n_src, n_tgt) > config.max_words:
+            dropped["too_long"] += 1
+        elif max(n_src, n_tgt) / min(n_src, n_tgt) > config.max_ratio:
+            dropped["length_ratio"] += 1
+        else:
+            kept.append(Pair(src, tgt, pair.id))
+    return kept, dropped
+
+
+def _group(pair_id: str) -> str:
+    return pair_id.split(".", 1)[0]
+
+
+def split_pairs(pairs: list[Pair], config: DataConfig) -> dict[str, list[Pair]]:
+    """Split by whole groups (id prefix before the first dot) when groups are given, else randomly."""
+    if config.dev_groups or config.test_groups:
+        dev, test = set(config.dev_groups), set(config.test_groups)
+        splits: dict[str, list[Pair]] = {name: [] for name in SPLITS}
+        for pair in pairs:
+            group = _group(pair.id)
+            splits["dev" if group in dev else "test" if group in test else "train"].append(pair)
+        return splits
+    order = list(range(len(pairs)))
+    random.Random(config.seed).shuffle(order)
+    n_dev, n_test = config.dev_size, config.test_size
+    if n_dev + n_test >= len(pairs):
+        raise DataError(f"only {len(pairs)} pairs: too few for dev_size={n_dev} and test_size={n_test}")
+    picked = {
+        "dev": sorted(order[:n_dev]),
+        "test": sorted(order[n_dev : n_dev + n_test]),
+        "train": sorted(order[n_dev + n_test :]),
+    }
+    return {name: [pairs[i] for i in picked[name]] for name in SPLITS}
+
+
+def prepare(config: DataConfig) -> PreparedData:
+    """Read, normalise, filter and split. Raises ``DataError`` on unusable input."""
+    raw = read_pairs(config)
+    kept, dropped = filter_pairs(raw, config)
+    splits = split_pairs(kept, config)
+    if not splits["train"]:
+        raise DataError(f"{config.source}: the training set is empty after filtering ({len(raw)} pairs read)")
+    prepared = PreparedData(splits, dropped, len(raw))
+    log.info("read %d pairs, kept %s, dropped %s", len(raw), prepared.stats()["kept"], dict(dropped))
+    return prepared
+
+
+def split_path(folder: Path, split: str, lang: str) -> Path:
+    return Path(folder) / f"{split}.{lang}"
+
+
+def write_splits(prepared: PreparedData, folder: Path, config: DataConfig) -> Path:
+    """Write ``{split}.{lang}`` and ``{split}.ids`` files, then ``stats.json`` last (the stage's marker)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, pairs in prepared.splits.items():
+        atomic_write_text(split_path(folder, name, config.src_lang), "".join(p.src + "\n" for p in pairs))
+        atomic_write_text(split_path(folder, name, config.tgt_lang), "".join(p.tgt + "\n" for p in pairs))
+        atomic_write_text(folder / f"{name}.ids", "".join(p.id + "\n" for p in pairs))
+    stats_path = folder / "stats.json"
+    atomic_write_text(stats_path, json.dumps(prepared.stats(), indent=2) + "\n")
+    return stats_path
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Read a UTF-8 text file as lines without their line ends; a clear error on bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
+    return text.splitlines()

@@ -1,0 +1,208 @@
+"""Encoder–decoder RNN with optional additive attention.
+
+    encoder   h_1 … h_S = BiRNN(E_src x)                       (B, S, 2H)
+    bridge    s_0 = tanh(W_b [→h_S ; ←h_1])                   decoder start state
+    decoder   s_t = RNN(s_{t-1}, [E_tgt y_{t-1} ; ã_{t-1}])    ã fed back = input feeding
+    attention c_t = Σ_j α_tj h_j,  α_t = softmax(v·tanh(W_q s_t + W_k h_j))
+    output    ã_t = tanh(W_c [c_t ; s_t]),  p(y_t | y_<t, x) = softmax(W_o ã_t)
+
+With ``attention: none`` the decoder sees the source only through s_0 (Sutskever et al.), and
+ã_t = s_t. Training and inference share ``Decoder.step``; without input feeding, training runs the
+decoder RNN over the whole target at once (same maths, fused kernels), tested equal to the steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from nmt.attention import AdditiveAttention
+from nmt.config import ModelConfig
+from nmt.tokenizer import PAD
+
+RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+@dataclass
+class Memory:
+    """What the decoder reads from the encoder, per sentence (rows can be selected / repeated)."""
+
+    values: torch.Tensor  # (B, S, 2H) encoder outputs
+    keys: torch.Tensor | None  # (B, S, A) projected once per sentence; None without attention
+    mask: torch.Tensor  # (B, S) bool, True at real tokens
+
+    def select(self, index: torch.Tensor) -> "Memory":
+        keys = None if self.keys is None else self.keys.index_select(0, index)
+        return Memory(self.values.index_select(0, index), keys, self.mask.index_select(0, index))
+
+    def repeat(self, k: int) -> "Memory":
+        """Each sentence k times in a row: rows b*k … b*k+k-1 are sentence b (for beams)."""
+        index = torch.arange(self.mask.size(0), device=self.mask.device).repeat_interleave(k)
+        return self.select(index)
+
+
+@dataclass
+class DecoderState:
+    """Recurrent state between decoder steps."""
+
+    hidden: torch.Tensor  # (L, B, D)
+    cell: torch.Tensor | None  # (L, B, D), LSTM only
+    feed: torch.Tensor | None  # (B, D) previous attentional vector ã_{t-1}, with input feeding
+
+    def select(self, index: torch.Tensor) -> "DecoderState":
+        pick = lambda t, dim: None if t is None else t.index_select(dim, index)  # noqa: E731
+        return DecoderState(pick(self.hidden, 1), pick(self.cell, 1), pick(self.feed, 0))
+
+    def repeat(self, k: int) -> "DecoderState":
+        index = torch.arange(self.hidden.size(1), device=self.hidden.device).repeat_interleave(k)
+        return self.select(index)
+
+    def rnn_state(self):
+        return self.hidden if self.cell is None else (self.hidden, self.cell)
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, config.emb_dim, padding_idx=PAD)
+        self.dropout = nn.Dropout(config.dropout)
+        self.rnn = RNNS[config.cell](
+            config.emb_dim,
+            config.enc_hidden,
+            num_layers=config.enc_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=config.dropout if config.enc_layers > 1 else 0.0,
+        )
+
+    def forward(self, src: torch.Tensor, lengths: torch.Tensor):
+        """src (B, S), lengths (B,) → outputs (B, S, 2H), final (h, c) each (B, 2H) of the top layer."""
+        x = self.dropout(self.embed(src))  # (B, S, E)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, state = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, 2H)
+        h, c = state if isinstance(state, tuple) else (state, None)
+        # h: (layers * 2, B, H); the last two rows are the top layer's forward and backward states.
+        top = lambda t: None if t is None else torch.cat([t[-2], t[-1]], dim=-1)  # noqa: E731
+        return self.dropout(out), top(h), top(c)
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.config = config
+        enc_dim, d = 2 * config.enc_hidden, config.dec_hidden
+        self.embed = nn.Embedding(vocab_size, config.emb_dim, padding_idx=PAD)
+        self.dropout = nn.Dropout(config.dropout)
+        self.input_feeding = config.input_feeding and config.attention != "none"
+        rnn_in = config.emb_dim + (d if self.input_feeding else 0)
+        self.rnn = RNNS[config.cell](
+            rnn_in,
+            d,
+            num_layers=config.dec_layers,
+            batch_first=True,
+            dropout=config.dropout if config.dec_layers > 1 else 0.0,
+        )
+        self.bridge_h = nn.Linear(enc_dim, config.dec_layers * d)
+        self.bridge_c = nn.Linear(enc_dim, config.dec_layers * d) if config.cell == "lstm" else None
+        if config.attention == "bahdanau":
+            self.attention: AdditiveAttention | None = AdditiveAttention(d, enc_dim, config.attn_dim)
+            self.combine: nn.Linear | None = nn.Linear(enc_dim + d, d, bias=False)  # W_c
+        else:
+            self.attention, self.combine = None, None
+
+    def init_state(self, final_h: torch.Tensor, final_c: torch.Tensor | None) -> DecoderState:
+        """Bridge from the encoder's final top-layer states (B, 2H) to the decoder's start state."""
+        layers, b = self.config.dec_layers, final_h.size(0)
+        as_layers = lambda t: t.view(b, layers, -1).transpose(0, 1).contiguous()  # noqa: E731
+        hidden = as_layers(torch.tanh(self.bridge_h(final_h)))  # (L, B, D)
+        cell = as_layers(self.bridge_c(final_c)) if self.bridge_c is not None else None
+        feed = final_h.new_zeros(b, self.config.dec_hidden) if self.input_feeding else None
+        return DecoderState(hidden, cell, feed)
+
+    def _attend(self, out: torch.Tensor, memory: Memory):
+        """out (B, T, D) decoder RNN outputs → attentional vectors (B, T, D), weights (B, T, S)."""
+        if self.attention is None:
+            return out, None
+        context, weights = self.attention(out, memory.keys, memory.values, memory.mask)
+        return torch.tanh(self.combine(torch.cat([context, out], dim=-1))), weights
+
+    def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
+        """One target position: prev (B,) ids → ã_t (B, D), new state, weights (B, S) or None."""
+        x = self.dropout(self.embed(prev)).unsqueeze(1)  # (B, 1, E)
+        if self.input_feeding:
+            x = torch.cat([x, state.feed.unsqueeze(1)], dim=-1)  # (B, 1, E + D)
+        out, rnn_state = self.rnn(x, state.rnn_state())  # out (B, 1, D)
+        attn_vec, weights = self._attend(out, memory)  # (B, 1, D), (B, 1, S)
+        h, c = rnn_state if isinstance(rnn_state, tuple) else (rnn_state, None)
+        new_state = DecoderState(h, c, attn_vec.squeeze(1) if self.input_feeding else None)
+        return attn_vec.squeeze(1), new_state, None if weights is None else weights.squeeze(1)
+
+    def forward(self, tgt_in: torch.Tensor, state: DecoderState, memory: Memory) -> torch.Tensor:
+        """Teacher forcing over the whole target: tgt_in (B, T) → attentional vectors (B, T, D)."""
+        if self.input_feeding:  # ã_{t-1} feeds step t: the recurrence must go one step at a time
+            outs = []
+            for t in range(tgt_in.size(1)):
+                attn_vec, state, _ = self.step(tgt_in[:, t], state, memory)
+                outs.append(attn_vec)
+            return torch.stack(outs, dim=1)
+        x = self.dropout(self.embed(tgt_in))  # (B, T, E)
+        out, _ = self.rnn(x, state.rnn_state())  # (B, T, D), one fused call
+        return self._attend(out, memory)[0]
+
+
+class Seq2Seq(nn.Module):
+    """encode → decode_step / forward, plus the output projection (the 'generator')."""
+
+    def __init__(self, config: ModelConfig, src_vocab: int, tgt_vocab: int):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config, src_vocab)
+        self.decoder = Decoder(config, tgt_vocab)
+        self.dropout = nn.Dropout(config.dropout)
+        self.generator = nn.Linear(config.dec_hidden, tgt_vocab, bias=True)  # W_o
+        if config.tie_embeddings:
+            self.generator.weight = self.decoder.embed.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for embed in (self.encoder.embed, self.decoder.embed):
+            nn.init.normal_(embed.weight, std=embed.embedding_dim**-0.5)
+            with torch.no_grad():
+                embed.weight[PAD].zero_()
+        nn.init.zeros_(self.generator.bias)
+
+    def encode(self, src: torch.Tensor, lengths: torch.Tensor) -> tuple[Memory, DecoderState]:
+        values, final_h, final_c = self.encoder(src, lengths)
+        mask = src != PAD  # (B, S)
+        attention = self.decoder.attention
+        keys = attention.project_keys(values) if attention is not None else None
+        return Memory(values, keys, mask), self.decoder.init_state(final_h, final_c)
+
+    def decode_step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
+        """prev (B,) → log-probabilities (B, V), next state, attention weights (B, S) or None."""
+        attn_vec, state, weights = self.decoder.step(prev, state, memory)
+        logits = self.generator(self.dropout(attn_vec)).float()
+        return torch.log_softmax(logits, dim=-1), state, weights
+
+    def forward(self, src: torch.Tensor, lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V) of the next target token at every position."""
+        memory, state = self.encode(src, lengths)
+        attn_vecs = self.decoder(tgt_in, state, memory)  # (B, T, D)
+        return self.generator(self.dropout(attn_vecs))  # one large matmul for all positions
+
+
+def build_model(config: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
+    """The one factory: a model from its config and vocabulary sizes (all a checkpoint needs)."""
+    return Seq2Seq(config, src_vocab, tgt_vocab)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def without_dropout(config: ModelConfig) -> ModelConfig:
+    return replace(config, dropout=0.0)

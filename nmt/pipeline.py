@@ -1,0 +1,124 @@
+"""The stages as functions — prepare → tokenize → train → evaluate — each writing one artifact.
+
+Both the ``nmt`` command line and the scripts in ``pipelines/`` call these, so a stage behaves
+the same whichever way it is run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from nmt.config import Config, RunPaths
+
+log = logging.getLogger(__name__)
+
+
+def prepare(config: Config, paths: RunPaths) -> Path:
+    """Load, normalise, filter and split the parallel text; returns ``data/stats.json``."""
+    from nmt import data
+
+    prepared = data.prepare(config.data)
+    return data.write_splits(prepared, paths.data, config.data)
+
+
+def tokenize(config: Config, paths: RunPaths) -> Path:
+    """Train SentencePiece on the training split only; returns ``tokenizer/tokenizer.json``."""
+    from nmt.data import read_lines, split_path
+    from nmt.tokenizer import train_tokenizer
+
+    src = read_lines(split_path(paths.data, "train", config.data.src_lang))
+    tgt = read_lines(split_path(paths.data, "train", config.data.tgt_lang))
+    return train_tokenizer(src, tgt, config.tokenizer, paths.tokenizer)
+
+
+def train(config: Config, paths: RunPaths, device: str | None = None, on_progress: Callable | None = None) -> dict:
+    """Train (resuming from ``last`` if present); returns the summary also written to disk."""
+    from nmt.train import Trainer
+
+    trainer = Trainer(config, paths.data, paths.tokenizer, paths.root, device)
+    return trainer.train(on_progress)
+
+
+def evaluate(
+    checkpoint: Path,
+    src_path: Path | None = None,
+    ref_path: Path | None = None,
+    out_dir: Path | None = None,
+    beam: int | None = None,
+    device: str | None = None,
+    samples: int = 8,
+) -> dict:
+    """Decode ``src_path`` greedily and with beam search, score both against ``ref_path`` with
+    sacreBLEU, and write the hypotheses, ``report.json`` and ``report.md`` into ``out_dir``.
+
+    Defaults: the test split of the run that holds ``checkpoint`` (runs/<name>/best → runs/<name>),
+    and that run folder for the output."""
+    import time
+
+    from nmt.atomic import atomic_write_text
+    from nmt.data import DataError, read_lines, split_path
+    from nmt.metrics import corpus_scores
+    from nmt.report import render_markdown
+    from nmt.translate import Translator
+
+    translator = Translator.from_checkpoint(checkpoint, device)
+    run_dir = Path(checkpoint).parent
+    data_cfg = translator.config.data
+    src_path = Path(src_path or split_path(run_dir / "data", "test", data_cfg.src_lang))
+    ref_path = Path(ref_path or split_path(run_dir / "data", "test", data_cfg.tgt_lang))
+    out_dir = Path(out_dir or run_dir)
+    sources, refs = read_lines(src_path), read_lines(ref_path)
+    if len(sources) != len(refs):
+        raise DataError(f"{src_path} has {len(sources)} lines but {ref_path} has {len(refs)}")
+    beam = beam or translator.config.decode.beam
+    systems = {}
+    lang = translator.config.data.tgt_lang
+    for name, k in (("greedy", 1), (f"beam{beam}", beam)):
+        t0 = time.perf_counter()
+        hyps = translator.translate(sources, beam=k)
+        seconds = time.perf_counter() - t0
+        atomic_write_text(Path(out_dir) / f"{src_path.stem}.{name}.{lang}", "".join(h + "\n" for h in hyps))
+        systems[name] = {
+            "beam": k,
+            "alpha": translator.config.decode.alpha if k > 1 else 0.0,
+            "scores": corpus_scores(hyps, refs),
+            "seconds": round(seconds, 2),
+            "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 2),
+            "hypotheses": hyps,
+        }
+    report = {
+        "checkpoint": str(checkpoint),
+        "step": _checkpoint_step(checkpoint),
+        "source": str(src_path),
+        "reference": str(ref_path),
+        "sentences": len(sources),
+        "systems": {name: {k: v for k, v in s.items() if k != "hypotheses"} for name, s in systems.items()},
+        "samples": _samples(sources, refs, systems, samples),
+    }
+    summary_path = run_dir / "train_summary.json"
+    if summary_path.is_file():
+        report["training"] = json.loads(summary_path.read_text(encoding="utf-8"))
+    atomic_write_text(Path(out_dir) / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(Path(out_dir) / "report.md", render_markdown(report))
+    return report
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    from nmt.checkpoint import read_manifest
+
+    return int(read_manifest(Path(checkpoint))["step"])
+
+
+def _samples(sources: list[str], refs: list[str], systems: dict, count: int) -> list[dict]:
+    """Evenly spaced test sentences, so the samples are not all from the first chapter."""
+    if not sources or count <= 0:
+        return []
+    step = max(1, len(sources) // count)
+    picks = list(range(0, len(sources), step))[:count]
+    return [
+        {"index": i, "source": sources[i], "reference": refs[i], **{n: s["hypotheses"][i] for n, s in systems.items()}}
+        for i in picks
+    ]

@@ -1,0 +1,223 @@
+"""Decoders approximating argmax_T p(T | S): greedy, batched beam, and exhaustive (a test oracle).
+
+All three score a hypothesis the same way: the sum of its token log-probabilities (</s> included),
+divided by the GNMT length penalty lp(n) = ((5 + n) / 6) ** alpha; alpha = 0 leaves raw log p.
+A hypothesis ends at </s>, or is cut at its sentence's ``max_len`` tokens. <pad> and <s> are
+never produced. Sentences that have finished are dropped from the batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+from nmt.model import Seq2Seq
+from nmt.tokenizer import BOS, EOS, PAD
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without </s>
+    log_prob: float  # sum of token log-probabilities, </s> included when it was produced
+    score: float  # log_prob / lp(length): what the search maximises
+    attention: torch.Tensor | None = None  # (len(tokens) + ended, S) weights, when asked for
+
+
+def length_penalty(length: int | torch.Tensor, alpha: float):
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def max_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> torch.Tensor:
+    """Most target tokens (</s> included) allowed per sentence: ratio * source length + offset."""
+    return (src_lengths.float() * ratio).long() + offset
+
+
+def _forbid_specials(log_probs: torch.Tensor) -> torch.Tensor:
+    log_probs[:, PAD] = float("-inf")
+    log_probs[:, BOS] = float("-inf")
+    return log_probs
+
+
+@torch.inference_mode()
+def greedy(
+    model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor, limits: torch.Tensor, keep_attention: bool = False
+) -> list[Hypothesis]:
+    """Pick the most probable token at every step. src (B, S), lengths (B,), limits (B,)."""
+    memory, state = model.encode(src, lengths)
+    b = src.size(0)
+    alive = torch.arange(b)  # rows of the original batch still decoding
+    prev = torch.full((b,), BOS, dtype=torch.long, device=src.device)
+    tokens: list[list[int]] = [[] for _ in range(b)]
+    log_prob = [0.0] * b
+    attn: list[list[torch.Tensor]] = [[] for _ in range(b)]
+    ended = [False] * b
+    limits = limits.tolist()
+    for t in range(max(limits)):
+        log_probs, state, weights = model.decode_step(prev, state, memory)
+        best_lp, best = _forbid_specials(log_probs).max(dim=-1)
+        keep = []
+        for row, (i, tok, lp) in enumerate(zip(alive.tolist(), best.tolist(), best_lp.tolist())):
+            log_prob[i] += lp
+            if keep_attention and weights is not None:
+                attn[i].append(weights[row].float().cpu())
+            if tok == EOS:
+                ended[i] = True
+            else:
+                tokens[i].append(tok)
+                if t + 1 < limits[i]:
+                    keep.append(row)
+        if not keep:
+            break
+        if len(keep) < len(alive):  # drop finished sentences from the batch
+            rows = torch.tensor(keep, device=src.device)
+            memory, state, alive, best = memory.select(rows), state.select(rows), alive[rows.cpu()], best[rows]
+        prev = best
+    return [
+        Hypothesis(
+            tokens[i],
+            log_prob[i],
+            log_prob[i],
+            torch.stack(attn[i]) if attn[i] else None,
+        )
+        for i in range(b)
+    ]
+
+
+def _rescore(hyps: list[Hypothesis], alpha: float) -> list[Hypothesis]:
+    for h in hyps:
+        h.score = h.log_prob / length_penalty(len(h.tokens) + 1, alpha)
+    return hyps
+
+
+@torch.inference_mode()
+def beam_search(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    lengths: torch.Tensor,
+    limits: torch.Tensor,
+    beam: int,
+    alpha: float = 0.0,
+    nbest: int = 1,
+    keep_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """Batched beam search; returns the ``nbest`` best hypotheses of every sentence, best first.
+
+    Each step expands the k live hypotheses of every sentence, keeps the k best of the k·V
+    candidates; candidates ending in </s> move to the sentence's finished list and leave the
+    beam. A sentence stops once it has ``nbest`` finished hypotheses and no live one can still
+    beat them: log p only falls as tokens are added and lp grows with length, so a live
+    hypothesis's best reachable score is log p / lp(max_len). With beam 1 this is greedy search.
+    """
+    k, device = beam, src.device
+    memory, state = model.encode(src, lengths)
+    b = src.size(0)
+    memory, state = memory.repeat(k), state.repeat(k)
+    sentence = torch.arange(b)  # original sentence of each live row group
+    limit = limits.clone()
+    scores = torch.full((b, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # start with one live hypothesis per sentence
+    history = torch.full((b * k, 0), BOS, dtype=torch.long, device=device)
+    attn_history = None
+    finished: list[list[Hypothesis]] = [[] for _ in range(b)]
+    prev = torch.full((b * k,), BOS, dtype=torch.long, device=device)
+
+    for t in range(int(limits.max())):
+        log_probs, state, weights = model.decode_step(prev, state, memory)
+        vocab = log_probs.size(-1)
+        cand = scores.unsqueeze(-1) + _forbid_specials(log_probs).view(-1, k, vocab)  # (n, k, V)
+        top, flat = cand.view(-1, k * vocab).topk(k, dim=-1)  # (n, k)
+        origin, token = flat // vocab, flat % vocab
+        rows = (origin + torch.arange(len(sentence), device=device).unsqueeze(1) * k).view(-1)
+        history = torch.cat([history.index_select(0, rows), token.view(-1, 1)], dim=1)
+        if keep_attention and weights is not None:
+            step_attn = weights.index_select(0, rows).unsqueeze(1).float()
+            attn_history = step_attn if attn_history is None else torch.cat(
+                [attn_history.index_select(0, rows), step_attn], dim=1
+            )
+        state = state.select(rows)
+
+        is_eos = (token == EOS) & torch.isfinite(top)
+        at_limit = (t + 1) >= limit.to(device)  # (n,)
+        done_rows, top_cpu, eos_cpu = [], top.cpu(), is_eos.cpu()
+        for g, i in enumerate(sentence.tolist()):
+            for j in range(k):
+                lp = float(top_cpu[g, j])
+                if lp == float("-inf"):
+                    continue
+                if eos_cpu[g, j] or at_limit[g]:
+                    r = g * k + j
+                    seq = history[r, :-1] if eos_cpu[g, j] else history[r]
+                    att = attn_history[r].cpu() if attn_history is not None else None
+                    finished[i].append(Hypothesis(seq.tolist(), lp, 0.0, att))
+            _rescore(finished[i], alpha)
+            finished[i].sort(key=lambda h: -h.score)
+            live = top_cpu[g][~eos_cpu[g]]
+            bound = float(live.max()) / length_penalty(int(limit[g]), alpha) if len(live) else float("-inf")
+            enough = len(finished[i]) >= nbest and finished[i][nbest - 1].score >= bound
+            if at_limit[g] or enough or not torch.isfinite(live).any():
+                done_rows.append(g)
+        scores = top.masked_fill(is_eos, float("-inf"))
+        prev = token.view(-1)
+        if done_rows:
+            keep = [g for g in range(len(sentence)) if g not in set(done_rows)]
+            if not keep:
+                break
+            g_keep = torch.tensor(keep)
+            r_keep = (g_keep.unsqueeze(1) * k + torch.arange(k)).view(-1).to(device)
+            sentence, limit = sentence[g_keep], limit[g_keep]
+            scores, prev = scores[g_keep.to(device)], prev[r_keep]
+            memory, state, history = memory.select(r_keep), state.select(r_keep), history[r_keep]
+            if attn_history is not None:
+                attn_history = attn_history[r_keep]
+    return [hyps[:nbest] for hyps in finished]
+
+
+@torch.inference_mode()
+def sequence_log_prob(model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor, tokens: list[int], ended: bool):
+    """log p(tokens [+ </s>] | src) of one sentence (src (1, S)), by teacher forcing."""
+    target = tokens + ([EOS] if ended else [])
+    tgt_in = torch.tensor([[BOS] + target[:-1]], device=src.device)
+    log_probs = torch.log_softmax(model(src, lengths, tgt_in).float(), dim=-1)[0]
+    return float(log_probs.gather(1, torch.tensor(target, device=src.device).unsqueeze(1)).sum())
+
+
+@torch.inference_mode()
+def exhaustive(model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor, limit: int, alpha: float = 0.0) -> Hypothesis:
+    """The exact best hypothesis of one sentence (src (1, S)) by scoring every sequence.
+
+    Feasible only for tiny vocabularies and limits: (V - 2) ** limit sequences are enumerated.
+    The test oracle for beam search.
+    """
+    memory, state = model.encode(src, lengths)
+    prefixes: list[list[int]] = [[]]
+    prefix_lp = torch.zeros(1, device=src.device)
+    best: Hypothesis | None = None
+    prev = torch.tensor([BOS], device=src.device)
+    for t in range(limit):
+        log_probs, state, _ = model.decode_step(prev, state, memory)
+        log_probs = _forbid_specials(log_probs)
+        vocab = log_probs.size(-1)
+        total = prefix_lp.unsqueeze(1) + log_probs  # (P, V)
+        for p, prefix in enumerate(prefixes):
+            for tok in range(vocab):
+                lp = float(total[p, tok])
+                if lp == float("-inf") or (tok != EOS and t + 1 < limit):
+                    continue
+                tokens = prefix if tok == EOS else prefix + [tok]
+                score = lp / length_penalty(len(tokens) + 1, alpha)
+                if best is None or score > best.score:
+                    best = Hypothesis(tokens, lp, score)
+        grow = [(p, tok) for p, tok in itertools.product(range(len(prefixes)), range(vocab))
+                if tok not in (EOS, PAD, BOS)]
+        if t + 1 >= limit or not grow:
+            break
+        rows = torch.tensor([p for p, _ in grow], device=src.device)
+        toks = torch.tensor([tok for _, tok in grow], device=src.device)
+        prefix_lp = total[rows, toks]
+        prefixes = [prefixes[p] + [tok] for p, tok in grow]
+        memory, state = memory.select(rows), state.select(rows)  # one row per prefix
+        prev = toks
+    assert best is not None
+    return best

@@ -1,0 +1,120 @@
+"""SentencePiece training, encoding and decoding. No torch here.
+
+Piece ids are fixed so the model can rely on them: 0 = <pad>, 1 = <unk>, 2 = <s>, 3 = </s>.
+A tokenizer is a folder holding ``src.model`` and ``tgt.model`` (the same bytes when joint).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import sentencepiece as spm
+
+from nmt.atomic import atomic_write_bytes, atomic_write_text
+from nmt.config import TokenizerConfig
+from nmt.errors import NmtError
+
+log = logging.getLogger(__name__)
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+FILES = ("src.model", "tgt.model")
+
+
+class TokenizerError(NmtError, ValueError):
+    """A tokenizer that cannot be trained or loaded; one line for the user."""
+
+
+def _train_model(lines: list[str], config: TokenizerConfig) -> bytes:
+    if not lines:
+        raise TokenizerError("cannot train SentencePiece on an empty training split")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        model_type=config.model_type,
+        vocab_size=config.vocab_size,
+        character_coverage=config.character_coverage,
+        input_sentence_size=config.max_sentences,
+        shuffle_input_sentence=True,
+        pad_id=PAD,
+        unk_id=UNK,
+        bos_id=BOS,
+        eos_id=EOS,
+        hard_vocab_limit=False,  # tiny corpora: a smaller vocabulary instead of an error
+        num_threads=2,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def train_tokenizer(src_lines: list[str], tgt_lines: list[str], config: TokenizerConfig, folder: Path) -> Path:
+    """Train on the training split only and write the tokenizer folder; returns its manifest."""
+    folder = Path(folder)
+    if config.joint:
+        joint = _train_model(src_lines + tgt_lines, config)
+        models = (joint, joint)
+    else:
+        models = (_train_model(src_lines, config), _train_model(tgt_lines, config))
+    for name, data in zip(FILES, models):
+        atomic_write_bytes(folder / name, data)
+    manifest = folder / "tokenizer.json"
+    atomic_write_text(manifest, json.dumps({"model_type": config.model_type, "joint": config.joint}) + "\n")
+    tok = Tokenizer.from_folder(folder)
+    log.info("SentencePiece %s: %d source / %d target pieces", config.model_type, tok.src_vocab, tok.tgt_vocab)
+    return manifest
+
+
+class Tokenizer:
+    """Source and target SentencePiece processors with the project's fixed special ids."""
+
+    def __init__(self, src_model: bytes, tgt_model: bytes):
+        self.src_model, self.tgt_model = src_model, tgt_model
+        self.src = spm.SentencePieceProcessor(model_proto=src_model)
+        self.tgt = spm.SentencePieceProcessor(model_proto=tgt_model)
+        for proc in (self.src, self.tgt):
+            if (proc.pad_id(), proc.unk_id(), proc.bos_id(), proc.eos_id()) != (PAD, UNK, BOS, EOS):
+                raise TokenizerError("SentencePiece model has unexpected special ids (need pad=0 unk=1 bos=2 eos=3)")
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "Tokenizer":
+        folder = Path(folder)
+        paths = [folder / name for name in FILES]
+        for path in paths:
+            if not path.is_file():
+                raise TokenizerError(f"tokenizer file missing: {path}")
+        try:
+            return cls(paths[0].read_bytes(), paths[1].read_bytes())
+        except RuntimeError as exc:
+            raise TokenizerError(f"{folder}: not a SentencePiece model ({exc})") from exc
+
+    def save(self, folder: Path) -> None:
+        for name, data in zip(FILES, (self.src_model, self.tgt_model)):
+            atomic_write_bytes(Path(folder) / name, data)
+
+    @property
+    def src_vocab(self) -> int:
+        return self.src.get_piece_size()
+
+    @property
+    def tgt_vocab(self) -> int:
+        return self.tgt.get_piece_size()
+
+    def encode_src(self, lines: list[str]) -> list[list[int]]:
+        """Source ids, each sentence closed by </s>."""
+        return [ids + [EOS] for ids in self.src.encode(lines)]
+
+    def encode_tgt(self, lines: list[str]) -> list[list[int]]:
+        """Target ids without <s> or </s> (the batcher adds them)."""
+        return self.tgt.encode(lines)
+
+    def decode_tgt(self, ids: list[list[int]]) -> list[str]:
+        return [self.tgt.decode(seq) for seq in ids]
+
+    def src_pieces(self, line: str) -> list[str]:
+        return self.src.encode(line, out_type=str) + ["</s>"]
+
+    def tgt_pieces(self, ids: list[int]) -> list[str]:
+        return [self.tgt.id_to_piece(i) for i in ids]

@@ -1,0 +1,361 @@
+"""The training loop: maximise log p(T | S) by teacher forcing, validate, keep the best, resume.
+
+Run folder layout (``run_dir``):
+
+    checkpoints/step-NNNNNNN/   complete checkpoints (see nmt.checkpoint)
+    best -> checkpoints/…       best dev BLEU so far
+    last -> checkpoints/…       most recent; training resumes from here
+    metrics.jsonl               one JSON object per log interval or validation
+    train_summary.json          written when training has finished (the Makefile's target)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nmt.atomic import atomic_write_text
+from nmt.batching import Sequences, make_batch, token_batches
+from nmt.checkpoint import (
+    load_trainer_state,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    point,
+    read_manifest,
+    save_checkpoint,
+)
+from nmt.config import Config
+from nmt.data import DataError, read_lines, split_path
+from nmt.errors import NmtError
+from nmt.model import Seq2Seq, build_model, count_parameters
+from nmt.tokenizer import PAD, Tokenizer
+from nmt.translate import Translator
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY = 20  # steps between training-metric lines
+
+
+@dataclass
+class Progress:
+    """What the caller (a progress bar) is told after every step."""
+
+    step: int
+    epoch: int
+    loss: float
+    tokens_per_s: float
+    lr: float
+    grad_norm: float
+    elapsed_s: float
+    validation: dict | None = None
+
+
+@dataclass
+class TrainerState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_bleu: float = -1.0
+    best_step: int = 0
+    bad_validations: int = 0  # since the last improvement: early stopping
+    lr_bad_validations: int = 0  # since the last improvement or lr change: halving
+    lr: float = 0.0
+    elapsed_s: float = 0.0
+    stopped: str = ""
+    history: list = field(default_factory=list)
+
+
+def choose_threads(requested: int) -> int:
+    """Use every core this process may run on, unless the user says otherwise."""
+    if requested > 0:
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise NmtError(f"device {name} requested but CUDA is not available")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_split(tokenizer: Tokenizer, data_dir: Path, split: str, config: Config) -> tuple[Sequences, Sequences]:
+    src = read_lines(split_path(data_dir, split, config.data.src_lang))
+    tgt = read_lines(split_path(data_dir, split, config.data.tgt_lang))
+    if len(src) != len(tgt):
+        raise DataError(f"{data_dir}: {split} sides differ in line count ({len(src)} vs {len(tgt)})")
+    return Sequences.from_lists(tokenizer.encode_src(src)), Sequences.from_lists(tokenizer.encode_tgt(tgt))
+
+
+def loss_fn(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> tuple[torch.Tensor, int]:
+    """Summed token cross-entropy (padding ignored) and the number of target tokens."""
+    n_tokens = int((target != PAD).sum())
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(),
+        target.reshape(-1),
+        ignore_index=PAD,
+        label_smoothing=smoothing,
+        reduction="sum",
+    )
+    return loss, n_tokens
+
+
+@torch.inference_mode()
+def dev_loss(model: Seq2Seq, src: Sequences, tgt: Sequences, max_tokens: int, device) -> float:
+    """Mean per-token cross-entropy of the dev split (no smoothing): log-perplexity."""
+    model.eval()
+    total, count = 0.0, 0
+    for index in token_batches(src.lengths, tgt.lengths, max_tokens):
+        batch = make_batch(src, index, tgt).to(device)
+        loss, n = loss_fn(model(batch.src, batch.src_lengths, batch.tgt_in), batch.tgt_out, 0.0)
+        total, count = total + float(loss), count + n
+    return total / max(1, count)
+
+
+class Trainer:
+    """Owns the optimisation; knows the model only through forward() and the checkpoint format."""
+
+    def __init__(self, config: Config, data_dir: Path, tokenizer_dir: Path, run_dir: Path, device: str | None = None):
+        self.config, self.run_dir = config, Path(run_dir)
+        self.data_dir = Path(data_dir)
+        self.device = pick_device(device)
+        torch.set_num_threads(choose_threads(config.train.threads))
+        self.tokenizer = Tokenizer.from_folder(tokenizer_dir)
+        src, tgt = load_split(self.tokenizer, self.data_dir, "train", config)
+        keep = np.flatnonzero((src.lengths <= config.train.max_train_len) & (tgt.lengths < config.train.max_train_len))
+        self.train_src, self.train_tgt = _subset(src, keep), _subset(tgt, keep)
+        self.dev_src, self.dev_tgt = load_split(self.tokenizer, self.data_dir, "dev", config)
+        self.dev_lines = read_lines(split_path(self.data_dir, "dev", config.data.src_lang))
+        self.dev_refs = read_lines(split_path(self.data_dir, "dev", config.data.tgt_lang))
+        if config.train.valid_max_sentences:
+            self.dev_lines = self.dev_lines[: config.train.valid_max_sentences]
+            self.dev_refs = self.dev_refs[: config.train.valid_max_sentences]
+
+        torch.manual_seed(config.train.seed)
+        self.model = build_model(config.model, self.tokenizer.src_vocab, self.tokenizer.tgt_vocab).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr)
+        self.state = TrainerState(lr=config.train.lr)
+        log.info("model: %s parameters, %d training pairs", f"{count_parameters(self.model):,}", len(keep))
+        if (self.run_dir / "last").exists():
+            self._resume(self.run_dir / "last")
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _resume(self, folder: Path) -> None:
+        manifest = read_manifest(folder)
+        for section in ("model", "tokenizer", "data"):
+            if manifest["config"][section] != self.config.to_dict()[section]:
+                raise NmtError(
+                    f"{folder} was trained with other {section} settings; "
+                    f"delete {self.run_dir} or choose a new name to start afresh"
+                )
+        from safetensors.torch import load_model
+
+        load_model(self.model, str(folder / "model.safetensors"))
+        tensors, data = load_trainer_state(folder)
+        optimizer_from_tensors(self.optimizer, tensors, data["optimizer"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.state = TrainerState(**data["trainer"])
+        self.state.stopped = ""  # the stop conditions are checked again with this run's settings
+        self._set_lr(self.state.lr)
+        _truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
+        log.info("resumed from %s at step %d", folder, self.state.step)
+
+    def _save(self, is_best: bool) -> None:
+        tensors, optim_data = optimizer_to_tensors(self.optimizer)
+        tensors["rng.torch"] = torch.get_rng_state()
+        folder = self.run_dir / "checkpoints" / f"step-{self.state.step:07d}"
+        save_checkpoint(
+            folder,
+            self.model,
+            self.config,
+            self.tokenizer,
+            self.state.step,
+            tensors,
+            {"optimizer": optim_data, "trainer": self.state.__dict__},
+        )
+        if is_best:
+            point(self.run_dir / "best", folder)
+        point(self.run_dir / "last", folder)
+        keep = {(self.run_dir / name).resolve() for name in ("best", "last")}
+        for old in (self.run_dir / "checkpoints").glob("step-*"):
+            if old.resolve() not in keep:
+                shutil.rmtree(old, ignore_errors=True)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.state.lr = lr
+
+    def _train_step(self, batch) -> tuple[float, int, float]:
+        self.model.train()
+        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
+        loss, n_tokens = loss_fn(logits, batch.tgt_out, self.config.train.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss / n_tokens).backward()
+        # Clip by the global L2 norm of all gradients; the norm before clipping is logged.
+        norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_norm))
+        self.optimizer.step()
+        return float(loss) / n_tokens, n_tokens, norm
+
+    def validate(self) -> dict:
+        from nmt.metrics import corpus_scores
+
+        loss = dev_loss(self.model, self.dev_src, self.dev_tgt, self.config.train.max_tokens, self.device)
+        translator = Translator(self.model, self.tokenizer, self.config, self.device)
+        hyps = translator.translate(self.dev_lines, beam=1)
+        bleu = corpus_scores(hyps, self.dev_refs, metrics=("bleu",))["bleu"]["score"]
+        return {"dev_loss": loss, "dev_ppl": math.exp(min(loss, 50.0)), "dev_bleu": bleu}
+
+    def _after_validation(self, result: dict) -> bool:
+        """Update best / lr / patience; returns True when training should stop."""
+        cfg, st = self.config.train, self.state
+        improved = result["dev_bleu"] > st.best_bleu
+        if improved:
+            st.best_bleu, st.best_step, st.bad_validations, st.lr_bad_validations = result["dev_bleu"], st.step, 0, 0
+        else:
+            st.bad_validations += 1
+            st.lr_bad_validations += 1
+            if st.lr_bad_validations >= cfg.lr_patience and st.lr > cfg.min_lr:
+                self._set_lr(max(cfg.min_lr, st.lr / 2))  # halve on a dev plateau
+                st.lr_bad_validations = 0
+                log.info("dev BLEU plateau: learning rate halved to %.2g", st.lr)
+        self._save(improved)
+        if st.bad_validations >= cfg.patience:
+            st.stopped = f"early stopping: no dev BLEU gain in {cfg.patience} validations"
+            return True
+        return False
+
+    def train(self, on_progress: Callable[[Progress], None] | None = None) -> dict:
+        cfg, st = self.config.train, self.state
+        metrics_path = self.run_dir / "metrics.jsonl"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        start, window = time.perf_counter() - st.elapsed_s, _Window()
+        stop = self._budget_spent()
+        while not stop:
+            rng = np.random.default_rng([cfg.seed, st.epoch])  # same batches for the same epoch
+            batches = token_batches(self.train_src.lengths, self.train_tgt.lengths, cfg.max_tokens, rng)
+            for index in batches[st.batch_in_epoch :]:
+                t0 = time.perf_counter()
+                batch = make_batch(self.train_src, index, self.train_tgt).to(self.device)
+                loss, n_tokens, norm = self._train_step(batch)
+                st.step, st.batch_in_epoch = st.step + 1, st.batch_in_epoch + 1
+                st.elapsed_s = time.perf_counter() - start
+                window.add(loss, n_tokens, norm, time.perf_counter() - t0, norm > cfg.clip_norm)
+                validation = None
+                if st.step % LOG_EVERY == 0:
+                    _append(metrics_path, window.flush(st))
+                if st.step % cfg.valid_every == 0:
+                    validation = self._validate_and_log(metrics_path)
+                    stop = self._after_validation(validation)
+                if on_progress is not None:
+                    on_progress(Progress(st.step, st.epoch, loss, window.rate, st.lr, norm, st.elapsed_s, validation))
+                if stop or self._budget_spent():
+                    stop = True
+                    break
+            else:
+                st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+        if st.step % cfg.valid_every != 0 or st.best_step == 0:  # the final weights get a say too
+            self._after_validation(self._validate_and_log(metrics_path))
+        log.info("%s; best dev BLEU %.2f at step %d", st.stopped, st.best_bleu, st.best_step)
+        summary = {
+            "stopped": st.stopped,
+            "steps": st.step,
+            "epochs_completed": st.epoch,
+            "best_step": st.best_step,
+            "best_dev_bleu": st.best_bleu,
+            "train_minutes": st.elapsed_s / 60,
+            "parameters": count_parameters(self.model),
+            "threads": torch.get_num_threads(),
+            "device": str(self.device),
+        }
+        atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def _budget_spent(self) -> bool:
+        cfg, st = self.config.train, self.state
+        if st.step >= cfg.max_steps:
+            st.stopped = f"reached train.max_steps={cfg.max_steps}"
+        elif st.elapsed_s >= cfg.max_minutes * 60:
+            st.stopped = f"reached train.max_minutes={cfg.max_minutes:g}"
+        return bool(st.stopped)
+
+    def _validate_and_log(self, metrics_path: Path) -> dict:
+        t0 = time.perf_counter()
+        result = self.validate()
+        result.update(step=self.state.step, lr=self.state.lr, valid_seconds=time.perf_counter() - t0)
+        _append(metrics_path, {"kind": "valid", **result})
+        log.info("step %d: dev loss %.3f ppl %.1f BLEU %.2f", self.state.step, result["dev_loss"],
+                 result["dev_ppl"], result["dev_bleu"])
+        return result
+
+
+class _Window:
+    """Running means of the training metrics between two log lines."""
+
+    def __init__(self):
+        self.reset()
+        self.rate = 0.0
+
+    def reset(self):
+        self.loss = self.tokens = self.seconds = self.clipped = self.steps = 0.0
+        self.norms: list[float] = []
+
+    def add(self, loss: float, tokens: int, norm: float, seconds: float, clipped: bool):
+        self.loss += loss * tokens
+        self.tokens += tokens
+        self.seconds += seconds
+        self.clipped += clipped
+        self.steps += 1
+        self.norms.append(norm)
+        self.rate = self.tokens / max(self.seconds, 1e-9)
+
+    def flush(self, st: TrainerState) -> dict:
+        line = {
+            "kind": "train",
+            "step": st.step,
+            "epoch": st.epoch,
+            "train_loss": self.loss / max(1.0, self.tokens),
+            "lr": st.lr,
+            "grad_norm": float(np.mean(self.norms)) if self.norms else 0.0,
+            "grad_norm_max": max(self.norms, default=0.0),
+            "clipped_steps": int(self.clipped),
+            "tokens_per_s": self.rate,
+            "elapsed_s": st.elapsed_s,
+        }
+        self.reset()
+        return line
+
+
+def _subset(seqs: Sequences, keep: np.ndarray) -> Sequences:
+    return Sequences.from_lists([seqs.get(i).tolist() for i in keep])
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after the checkpoint we resume from (they will be logged again)."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))

@@ -1,0 +1,74 @@
+"""Translate lines of text with a trained model: ``Translator.from_checkpoint(path).translate(lines)``.
+
+Output keeps the input's order and line count; an empty (or all-space) line gives an empty line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nmt.batching import Sequences, make_batch, sentence_batches
+from nmt.config import Config
+from nmt.model import Seq2Seq
+from nmt.search import Hypothesis, beam_search, greedy, max_lengths
+from nmt.tokenizer import Tokenizer
+
+
+class Translator:
+    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: Config, device: torch.device | str = "cpu"):
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | None = None) -> "Translator":
+        from nmt.checkpoint import load_checkpoint
+        from nmt.train import pick_device
+
+        dev = pick_device(device)
+        loaded = load_checkpoint(path, dev)
+        return cls(loaded.model, loaded.tokenizer, loaded.config, dev)
+
+    def hypotheses(
+        self,
+        lines: list[str],
+        beam: int | None = None,
+        alpha: float | None = None,
+        nbest: int = 1,
+        keep_attention: bool = False,
+    ) -> list[list[Hypothesis]]:
+        """n-best hypotheses per line (an empty list for an empty line), in input order."""
+        cfg = self.config.decode
+        beam = cfg.beam if beam is None else beam
+        alpha = cfg.alpha if alpha is None else alpha
+        if nbest > beam:
+            raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
+        results: list[list[Hypothesis]] = [[] for _ in lines]
+        todo = [i for i, line in enumerate(lines) if line.strip()]
+        if not todo:
+            return results
+        src = Sequences.from_lists(self.tokenizer.encode_src([lines[i] for i in todo]))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for index in sentence_batches(src.lengths, cfg.batch_size):
+                batch = make_batch(src, index).to(self.device)
+                limits = max_lengths(batch.src_lengths, cfg.max_len_ratio, cfg.max_len_offset)
+                if beam == 1 and nbest == 1:
+                    found = [[h] for h in greedy(self.model, batch.src, batch.src_lengths, limits, keep_attention)]
+                else:
+                    found = beam_search(
+                        self.model, batch.src, batch.src_lengths, limits, beam, alpha, nbest, keep_attention
+                    )
+                for i, hyps in zip(np.asarray(index).tolist(), found):
+                    results[todo[i]] = hyps
+        finally:
+            self.model.train(was_training)
+        return results
+
+    def translate(self, lines: list[str], beam: int | None = None, alpha: float | None = None) -> list[str]:
+        """One detokenised translation per input line."""
+        found = self.hypotheses(lines, beam, alpha)
+        return [self.tokenizer.decode_tgt([hyps[0].tokens])[0] if hyps else "" for hyps in found]

@@ -1,0 +1,26 @@
+"""Stage 3: train the model → runs/<name>/train_summary.json (best/ and last/ checkpoints beside it).
+
+    python pipelines/train_model.py configs/NAME.yaml [section.key=value …]
+
+Interrupted runs resume from runs/<name>/last at the exact step.
+"""
+
+import json
+import sys
+
+from nmt import pipeline
+from nmt.cli import guarded, progress_bar
+from nmt.config import load_config, run_paths
+
+
+@guarded
+def main(argv: list[str]) -> None:
+    config = load_config(argv[0], argv[1:])
+    bar, update = progress_bar()
+    with bar:
+        summary = pipeline.train(config, run_paths(config), on_progress=update)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

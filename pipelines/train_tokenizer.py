@@ -1,0 +1,20 @@
+"""Stage 2: train SentencePiece on the training split → runs/<name>/tokenizer/tokenizer.json.
+
+    python pipelines/train_tokenizer.py configs/NAME.yaml [section.key=value …]
+"""
+
+import sys
+
+from nmt import pipeline
+from nmt.cli import guarded
+from nmt.config import load_config, run_paths
+
+
+@guarded
+def main(argv: list[str]) -> None:
+    config = load_config(argv[0], argv[1:])
+    print(pipeline.tokenize(config, run_paths(config)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
