@@ -85,6 +85,7 @@ class TrainConfig:
     valid_every: int = 500
     valid_max_sentences: int = 0  # 0 = the whole dev split
     max_train_len: int = 128  # drop training pairs longer than this many pieces
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast the forward pass (weights stay fp32)
     threads: int = 0  # 0 = choose automatically
 
 

@@ -205,14 +205,15 @@ class Trainer:
 
     def _train_step(self, batch) -> tuple[float, int, float]:
         self.model.train()
-        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.precision == "bf16"):
+            logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
         loss, n_tokens = loss_fn(logits, batch.tgt_out, self.config.train.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         (loss / n_tokens).backward()
         # Clip by the global L2 norm of all gradients; the norm before clipping is logged.
         norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_norm))
         self.optimizer.step()
-        return float(loss) / n_tokens, n_tokens, norm
+        return loss.item() / n_tokens, n_tokens, norm
 
     def validate(self) -> dict:
         from nmt.metrics import corpus_scores

@@ -1,0 +1,36 @@
+"""Shared fixtures: small random models and the tiny corpus, all offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_TSV = ROOT / "tests" / "data" / "tiny.es-en.tsv"
+TINY_CONFIG = ROOT / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hf_cache(tmp_path_factory, monkeypatch):
+    """datasets writes Arrow caches; keep them out of the user's home."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf-cache"))
+
+
+def small_model(cell: str = "lstm", attention: str = "bahdanau", input_feeding: bool = True, vocab: int = 9,
+                seed: int = 0, layers: int = 1):
+    import torch
+
+    from nmt.config import ModelConfig
+    from nmt.model import build_model
+
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        cell=cell, emb_dim=16, enc_hidden=12, enc_layers=layers, dec_hidden=16, dec_layers=layers,
+        attention=attention, attn_dim=10, input_feeding=input_feeding and attention != "none", dropout=0.0,
+    )
+    return build_model(config, vocab, vocab).eval()

@@ -1,0 +1,57 @@
+"""The model: attention is a distribution over real tokens, and one decoder step is shared."""
+
+import pytest
+import torch
+
+from conftest import small_model
+from nmt.attention import AdditiveAttention
+from nmt.search import sequence_log_prob
+
+
+def test_attention_weights_sum_to_one_and_ignore_padding():
+    torch.manual_seed(0)
+    attention = AdditiveAttention(query_dim=6, key_dim=8, attn_dim=5)
+    values = torch.randn(3, 7, 8)
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 1 + [0] * 6], dtype=torch.bool)
+    query = torch.randn(3, 2, 6)
+    context, weights = attention(query, attention.project_keys(values), values, mask)
+    assert weights.shape == (3, 2, 7) and context.shape == (3, 2, 8)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 2))
+    assert (weights[~mask.unsqueeze(1).expand_as(weights)] == 0).all()
+    # Changing what sits under the padding changes nothing.
+    noisy = values.clone()
+    noisy[~mask] = 100.0
+    context2, _ = attention(query, attention.project_keys(noisy), noisy, mask)
+    torch.testing.assert_close(context, context2)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("attention,feeding", [("bahdanau", True), ("bahdanau", False), ("none", False)])
+def test_teacher_forcing_equals_step_by_step_decoding(cell, attention, feeding):
+    """forward() (fused or looped) and decode_step() compute the same log p(T | S)."""
+    model = small_model(cell, attention, feeding, vocab=11, layers=2)
+    src = torch.tensor([[5, 6, 7, 8, 3], [9, 4, 3, 0, 0]])
+    lengths = torch.tensor([5, 3])
+    tgt_in = torch.tensor([[2, 4, 5, 6], [2, 7, 8, 0]])
+    with torch.no_grad():
+        logits = torch.log_softmax(model(src, lengths, tgt_in), dim=-1)
+        memory, state = model.encode(src, lengths)
+        for t in range(tgt_in.size(1)):
+            log_probs, state, _ = model.decode_step(tgt_in[:, t], state, memory)
+            torch.testing.assert_close(log_probs, logits[:, t], atol=1e-5, rtol=1e-5)
+
+
+def test_padding_in_a_batch_does_not_change_a_sentence():
+    model = small_model(vocab=11)
+    alone = torch.tensor([[5, 6, 3]])
+    padded = torch.tensor([[5, 6, 3, 0, 0], [4, 5, 6, 7, 3]])
+    lp_alone = sequence_log_prob(model, alone, torch.tensor([3]), [4, 5], True)
+    with torch.no_grad():
+        logits = torch.log_softmax(model(padded, torch.tensor([3, 5]), torch.tensor([[2, 4, 5], [2, 4, 5]])), -1)
+    lp_batch = float(logits[0, torch.arange(3), torch.tensor([4, 5, 3])].sum())
+    assert lp_alone == pytest.approx(lp_batch, abs=1e-5)
+
+
+def test_tied_embeddings_share_one_tensor():
+    model = small_model()
+    assert model.generator.weight.data_ptr() == model.decoder.embed.weight.data_ptr()

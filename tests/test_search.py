@@ -1,0 +1,88 @@
+"""Decoders: beam 1 is greedy, a wide beam finds the exhaustive optimum, batching changes nothing."""
+
+import pytest
+import torch
+
+from conftest import small_model
+from nmt.search import beam_search, exhaustive, greedy, max_lengths
+
+VOCAB = 7  # 4 specials + 3 words: exhaustive search over (V - 2) ** 4 = 625 sequences is cheap
+
+
+def _sources(seed: int, n: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, 6, (n,), generator=g)
+    src = torch.zeros(n, int(lengths.max()), dtype=torch.long)
+    for i, n_i in enumerate(lengths.tolist()):
+        src[i, : n_i - 1] = torch.randint(4, VOCAB, (n_i - 1,), generator=g)
+        src[i, n_i - 1] = 3  # </s>
+    return src, lengths
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("attention", ["bahdanau", "none"])
+def test_beam_of_one_is_greedy(cell, attention):
+    model = small_model(cell, attention, vocab=VOCAB, seed=3)
+    src, lengths = _sources(1)
+    limits = max_lengths(lengths, 2.0, 3)
+    found_greedy = greedy(model, src, lengths, limits)
+    found_beam = beam_search(model, src, lengths, limits, beam=1, alpha=0.6)
+    assert [h.tokens for h in found_greedy] == [hyps[0].tokens for hyps in found_beam]
+    for g, (b,) in zip(found_greedy, found_beam):
+        assert g.log_prob == pytest.approx(b.log_prob, abs=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_wide_beam_finds_the_exhaustive_optimum(alpha, seed):
+    model = small_model(vocab=VOCAB, seed=seed)
+    src, lengths = _sources(seed + 10, n=4)
+    limit = 4
+    limits = torch.full((len(src),), limit)
+    wide = beam_search(model, src, lengths, limits, beam=(VOCAB - 2) ** limit, alpha=alpha)
+    for i in range(len(src)):
+        oracle = exhaustive(model, src[i : i + 1, : lengths[i]], lengths[i : i + 1], limit, alpha)
+        assert wide[i][0].tokens == oracle.tokens
+        assert wide[i][0].score == pytest.approx(oracle.score, abs=1e-5)
+
+
+def test_beam_is_at_least_as_good_as_greedy_in_model_score():
+    model = small_model(vocab=VOCAB, seed=5)
+    src, lengths = _sources(7, n=8)
+    limits = max_lengths(lengths, 2.0, 3)
+    found_greedy = greedy(model, src, lengths, limits)
+    found_beam = beam_search(model, src, lengths, limits, beam=4, alpha=0.0)
+    for g, (b, *_) in zip(found_greedy, found_beam):
+        assert b.log_prob >= g.log_prob - 1e-5
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_output_of_a_sentence_does_not_depend_on_its_batch(beam):
+    model = small_model(vocab=VOCAB, seed=4)
+    src, lengths = _sources(3, n=7)
+    limits = max_lengths(lengths, 2.0, 3)
+    together = beam_search(model, src, lengths, limits, beam=beam, alpha=0.6)
+    for i in range(len(src)):
+        alone = beam_search(model, src[i : i + 1, : lengths[i]], lengths[i : i + 1], limits[i : i + 1], beam, 0.6)
+        assert alone[0][0].tokens == together[i][0].tokens
+
+
+def test_nbest_is_sorted_and_distinct():
+    model = small_model(vocab=VOCAB, seed=6)
+    src, lengths = _sources(4, n=3)
+    found = beam_search(model, src, lengths, max_lengths(lengths, 2.0, 3), beam=5, alpha=0.6, nbest=3)
+    for hyps in found:
+        assert len(hyps) == 3
+        scores = [h.score for h in hyps]
+        assert scores == sorted(scores, reverse=True)
+        assert len({tuple(h.tokens) for h in hyps}) == 3
+
+
+def test_hypotheses_respect_the_length_limit():
+    model = small_model(vocab=VOCAB, seed=8)
+    src, lengths = _sources(5, n=5)
+    limits = torch.full((5,), 2)
+    for hyps in beam_search(model, src, lengths, limits, beam=3):
+        assert len(hyps[0].tokens) <= 2
+    for hyp in greedy(model, src, lengths, limits):
+        assert len(hyp.tokens) <= 2
