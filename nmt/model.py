@@ -13,7 +13,7 @@ decoder RNN over the whole target at once (same maths, fused kernels), tested eq
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -227,7 +227,3 @@ def build_model(config: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
-def without_dropout(config: ModelConfig) -> ModelConfig:
-    return replace(config, dropout=0.0)

@@ -34,3 +34,27 @@ def small_model(cell: str = "lstm", attention: str = "bahdanau", input_feeding: 
         attention=attention, attn_dim=10, input_feeding=input_feeding and attention != "none", dropout=0.0,
     )
     return build_model(config, vocab, vocab).eval()
+
+
+SPM200 = ROOT / "tests" / "data" / "spm200"
+
+
+def tiny_config(runs_dir: Path, *overrides: str):
+    from nmt.config import load_config
+
+    return load_config(TINY_CONFIG, [f"data.source={TINY_TSV}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny experiment taken through prepare → tokenize → train once per test session (~15 s)."""
+    from nmt import pipeline
+    from nmt.config import run_paths
+
+    runs = tmp_path_factory.mktemp("runs")
+    config = tiny_config(runs)
+    paths = run_paths(config, runs)
+    pipeline.prepare(config, paths)
+    pipeline.tokenize(config, paths)
+    pipeline.train(config, paths)
+    return paths

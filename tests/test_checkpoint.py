@@ -1,0 +1,126 @@
+"""Checkpoints: self-contained, safe, identical after reload; resuming changes nothing."""
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import SPM200, small_model, tiny_config
+from nmt import pipeline
+from nmt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nmt.config import ModelConfig, load_config, run_paths
+from nmt.tokenizer import Tokenizer
+from nmt.translate import Translator
+
+LINES = ["Y dijo Dios: Sea la luz.", "", "Y vió Dios que la luz era buena.", "En el principio"]
+
+
+def _saved(tmp_path):
+    from conftest import TINY_CONFIG
+    from nmt.model import build_model
+
+    config = load_config(TINY_CONFIG)
+    tokenizer = Tokenizer.from_folder(SPM200)
+    torch.manual_seed(0)
+    model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab).eval()
+    folder = save_checkpoint(tmp_path / "ckpt", model, config, tokenizer, step=7)
+    return config, tokenizer, model, folder
+
+
+def test_save_then_load_translates_identically(tmp_path):
+    config, tokenizer, model, folder = _saved(tmp_path)
+    before = Translator(model, tokenizer, config).translate(LINES, beam=3)
+    loaded = load_checkpoint(folder)
+    after = Translator(loaded.model, loaded.tokenizer, loaded.config).translate(LINES, beam=3)
+    assert before == after and loaded.step == 7
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[name], tensor, rtol=0, atol=0)
+    # Loading needs nothing beside the folder: the config and tokenizer travel with it.
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(folder, moved)
+    assert Translator.from_checkpoint(moved).translate(LINES, beam=3) == before
+
+
+def test_checkpoint_holds_no_pickle(tmp_path):
+    *_, folder = _saved(tmp_path)
+    for path in folder.iterdir():
+        assert not path.read_bytes().startswith(b"\x80"), f"{path.name} looks like a pickle"
+    assert "decoder.embed.weight" in load_file(folder / "model.safetensors") or "generator.weight" in load_file(
+        folder / "model.safetensors"
+    )
+
+
+def test_incomplete_checkpoint(tmp_path):
+    *_, folder = _saved(tmp_path)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="incomplete checkpoint.*model.safetensors"):
+        load_checkpoint(folder)
+
+
+def test_incompatible_version(tmp_path):
+    *_, folder = _saved(tmp_path)
+    manifest = json.loads((folder / "checkpoint.json").read_text())
+    manifest["format_version"] = 99
+    (folder / "checkpoint.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(folder)
+
+
+def test_weights_that_do_not_fit_the_config(tmp_path):
+    *_, folder = _saved(tmp_path)
+    manifest = json.loads((folder / "checkpoint.json").read_text())
+    manifest["config"]["model"]["emb_dim"] = 48
+    manifest["config"]["model"]["dec_hidden"] = 48
+    (folder / "checkpoint.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="do not fit|do not match"):
+        load_checkpoint(folder)
+
+
+def test_missing_checkpoint_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nothing")
+
+
+def _train(runs, *overrides):
+    config = tiny_config(runs, "train.valid_every=8", *overrides)
+    paths = run_paths(config, runs)
+    if not paths.data.exists():
+        pipeline.prepare(config, paths)
+        shutil.copytree(SPM200, paths.tokenizer)
+    return pipeline.train(config, paths), paths
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    summary, straight = _train(tmp_path / "a", "train.max_steps=24")
+    _train(tmp_path / "b", "train.max_steps=12")  # "interrupted" after 12 steps
+    resumed_summary, resumed = _train(tmp_path / "b", "train.max_steps=24")  # picks up from last
+    assert resumed_summary["steps"] == summary["steps"] == 24
+    a = load_file(straight.root / "last" / "model.safetensors")
+    b = load_file(resumed.root / "last" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    steps = lambda p: [json.loads(l)["step"] for l in (p.root / "metrics.jsonl").read_text().splitlines()]  # noqa
+    assert steps(straight) == steps(resumed)  # metrics.jsonl logged once per step, no duplicates
+
+
+def test_same_seed_same_loss_curve(tmp_path):
+    _train(tmp_path / "a", "train.max_steps=16")
+    _train(tmp_path / "b", "train.max_steps=16")
+    curve = lambda r: [l for l in (r / "tiny" / "metrics.jsonl").read_text().splitlines()]  # noqa
+    strip = lambda lines: [{k: v for k, v in json.loads(l).items() if "second" not in k and k not in ("tokens_per_s", "elapsed_s")} for l in lines]  # noqa
+    assert strip(curve(tmp_path / "a")) == strip(curve(tmp_path / "b"))
+
+
+def test_best_and_last_are_complete_checkpoints(tiny_run):
+    for name in ("best", "last"):
+        loaded = load_checkpoint(tiny_run.root / name)
+        assert loaded.step > 0
+    summary = json.loads((tiny_run.root / "train_summary.json").read_text())
+    assert summary["best_step"] == load_checkpoint(tiny_run.root / "best").step
+    leftovers = [p for p in (tiny_run.root / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert not leftovers  # no temporary folders left behind
+    assert os.path.islink(tiny_run.root / "best")

@@ -1,0 +1,120 @@
+"""The nmt command line through Typer's runner: happy paths and the bad inputs users meet."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT, TINY_CONFIG, TINY_TSV
+from nmt.cli import app
+
+runner = CliRunner()
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from nmt.cli import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass\n" \
+           "assert 'torch' not in sys.modules and 'datasets' not in sys.modules, 'heavy import'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "translate" in result.stdout and "evaluate" in result.stdout
+
+
+def test_translate_keeps_line_count_and_order(tiny_run, tmp_path):
+    source = tmp_path / "in.es"
+    lines = ["Y dijo Dios: Sea la luz.", "", "   ", "Y fué la tarde y la mañana el día primero."]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.en"
+    for beam in ("1", "3"):
+        result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--input",
+                                     str(source), "--output", str(out), "--beam", beam])
+        assert result.exit_code == 0, result.output
+        produced = out.read_text(encoding="utf-8").split("\n")[:-1]
+        assert len(produced) == len(lines)
+        assert produced[1] == "" and produced[2] == ""
+
+
+def test_translate_reads_stdin_and_writes_stdout(tiny_run):
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best")],
+                           input="Y dijo Dios\n\nEn el principio\n")
+    assert result.exit_code == 0
+    assert len(result.stdout.split("\n")[:-1]) == 3
+
+
+def test_translate_nbest(tiny_run):
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--beam", "4",
+                                 "--nbest", "2"], input="Y dijo Dios\n")
+    assert result.exit_code == 0, result.output
+    fields = result.stdout.rstrip("\n").split("\t")
+    assert len(fields) == 4 and float(fields[0]) >= float(fields[2])
+
+
+def test_evaluate_writes_reports_for_greedy_and_beam(tiny_run, tmp_path):
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(tiny_run.root / "best"), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert set(report["systems"]) == {"greedy", "beam3"}
+    for system in report["systems"].values():
+        assert set(system["scores"]) == {"bleu", "chrf", "ter"}
+        assert system["scores"]["bleu"]["signature"].startswith("nrefs:1|")
+    assert "| greedy |" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    hyps = (tmp_path / "test.greedy.en").read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(hyps) == report["sentences"] == 34
+
+
+def _error(result):
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_prepare_missing_data_file(tmp_path):
+    result = runner.invoke(app, ["prepare", "-c", str(TINY_CONFIG), "--runs", str(tmp_path),
+                                 "data.source=nowhere/x.tsv"])
+    assert "data file not found" in _error(result)
+    assert not (tmp_path / "tiny" / "data" / "stats.json").exists()
+
+
+def test_unknown_config_key_on_the_command_line(tmp_path):
+    result = runner.invoke(app, ["prepare", "-c", str(TINY_CONFIG), "--runs", str(tmp_path), "model.colour=red"])
+    assert "unknown config key model.colour" in _error(result)
+
+
+def test_translate_with_a_bad_checkpoint_leaves_output_untouched(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    out = tmp_path / "out.txt"
+    out.write_text("precious\n")
+    src = tmp_path / "in.txt"
+    src.write_text("hola\n")
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tmp_path / "ckpt"), "-i", str(src), "-o", str(out)])
+    assert "incomplete checkpoint" in _error(result)
+    assert out.read_text() == "precious\n"
+
+
+def test_translate_invalid_utf8_input(tiny_run, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"caf\xe9\n")
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "-i", str(src)])
+    assert "not valid UTF-8" in _error(result)
+
+
+def test_empty_training_set(tmp_path):
+    result = runner.invoke(app, ["prepare", "-c", str(TINY_CONFIG), "--runs", str(tmp_path),
+                                 f"data.source={TINY_TSV}", "data.min_words=1000", "data.max_words=2000"])
+    assert "training set is empty" in _error(result)
+
+
+def test_nbest_larger_than_beam(tiny_run):
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--nbest", "3"],
+                           input="hola\n")
+    assert "--nbest 3 needs --beam" in _error(result)
+
+
+@pytest.mark.parametrize("stage", ["prepare_data", "train_tokenizer"])
+def test_pipeline_scripts_report_errors_in_one_line(stage, tmp_path):
+    result = subprocess.run([sys.executable, f"pipelines/{stage}.py", str(tmp_path / "missing.yaml")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: config file not found: {tmp_path / 'missing.yaml'}"]

@@ -1,0 +1,67 @@
+"""Configs: typed, frozen, unknown keys and wrong types are errors, overrides work."""
+
+import dataclasses
+
+import pytest
+
+from conftest import TINY_CONFIG
+from nmt.config import ConfigError, load_config
+
+ROOT_CONFIGS = ["configs/bible-es-en.yaml", "configs/tiny.yaml"]
+
+
+@pytest.mark.parametrize("path", ROOT_CONFIGS)
+def test_shipped_configs_load(path):
+    from conftest import ROOT
+
+    config = load_config(ROOT / path)
+    assert config.model.cell in ("lstm", "gru", "rnn")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.model.emb_dim = 3
+
+
+def test_default_config_documents_every_key():
+    """Every field of every section appears in the commented default config."""
+    from conftest import ROOT
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "configs/bible-es-en.yaml").read_text())
+    defaults = load_config(None).to_dict()
+    for section, values in defaults.items():
+        if isinstance(values, dict):
+            assert set(raw[section]) == set(values), section
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  hiden: 3\n")
+    with pytest.raises(ConfigError, match="unknown config key model.hiden"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.emb_dim=big", "expected an integer"),
+        ("model.cell=lstmx", "not one of"),
+        ("train.lr=[1]", "expected a number"),
+        ("model.tie_embeddings=1", "expected true or false"),
+        ("nosuchsection.x=1", "unknown config key nosuchsection"),
+        ("model.enc_layers=5", "between 1 and 4"),
+        ("model.attention=none", "input_feeding needs attention"),
+    ],
+)
+def test_bad_values_are_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(TINY_CONFIG, [override])
+
+
+def test_overrides_are_typed():
+    config = load_config(TINY_CONFIG, ["train.lr=1e-3", "model.cell=gru", "data.dev_groups=[RUT, JON]"])
+    assert config.train.lr == 0.001 and config.model.cell == "gru"
+    assert config.data.dev_groups == ("RUT", "JON")
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,36 @@
+"""Scores equal the sacrebleu command line's on the same files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nmt.errors import NmtError
+from nmt.metrics import corpus_scores
+
+HYPS = ["The cat sat on the mat.", "He said, “Let there be light.”", "", "Go now!"]
+REFS = ["The cat sat on a mat.", "God said, “Let there be light,” and there was light.", "Nothing.", "Go now!"]
+
+
+def test_scores_equal_the_sacrebleu_command_line(tmp_path):
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("\n".join(HYPS) + "\n", encoding="utf-8")
+    ref.write_text("\n".join(REFS) + "\n", encoding="utf-8")
+    cli = Path(sys.executable).with_name("sacrebleu")
+    out = subprocess.run(
+        [str(cli), str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "ter", "-f", "json"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    expected = {item["name"]: item for item in json.loads(out)}
+    ours = corpus_scores(HYPS, REFS)
+    assert ours["bleu"]["score"] == pytest.approx(expected["BLEU"]["score"], abs=1e-4)
+    assert ours["chrf"]["score"] == pytest.approx(expected["chrF2"]["score"], abs=1e-4)
+    assert ours["ter"]["score"] == pytest.approx(expected["TER"]["score"], abs=1e-4)
+    assert ours["bleu"]["signature"] == expected["BLEU"]["signature"]
+
+
+def test_line_count_mismatch_is_an_error():
+    with pytest.raises(NmtError, match="line counts must match"):
+        corpus_scores(HYPS, REFS[:-1])
