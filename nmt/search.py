@@ -85,12 +85,6 @@ def greedy(
     ]
 
 
-def _rescore(hyps: list[Hypothesis], alpha: float) -> list[Hypothesis]:
-    for h in hyps:
-        h.score = h.log_prob / length_penalty(len(h.tokens) + 1, alpha)
-    return hyps
-
-
 @torch.inference_mode()
 def beam_search(
     model: Seq2Seq,
@@ -139,29 +133,15 @@ def beam_search(
         state = state.select(rows)
 
         is_eos = (token == EOS) & torch.isfinite(top)
-        at_limit = (t + 1) >= limit.to(device)  # (n,)
-        done_rows, top_cpu, eos_cpu = [], top.cpu(), is_eos.cpu()
-        for g, i in enumerate(sentence.tolist()):
-            for j in range(k):
-                lp = float(top_cpu[g, j])
-                if lp == float("-inf"):
-                    continue
-                if eos_cpu[g, j] or at_limit[g]:
-                    r = g * k + j
-                    seq = history[r, :-1] if eos_cpu[g, j] else history[r]
-                    att = attn_history[r].cpu() if attn_history is not None else None
-                    finished[i].append(Hypothesis(seq.tolist(), lp, 0.0, att))
-            _rescore(finished[i], alpha)
-            finished[i].sort(key=lambda h: -h.score)
-            live = top_cpu[g][~eos_cpu[g]]
-            bound = float(live.max()) / length_penalty(int(limit[g]), alpha) if len(live) else float("-inf")
-            enough = len(finished[i]) >= nbest and finished[i][nbest - 1].score >= bound
-            if at_limit[g] or enough or not torch.isfinite(live).any():
-                done_rows.append(g)
+        live_best = top.masked_fill(is_eos, float("-inf")).max(dim=-1).values  # (n,)
+        bound = live_best / length_penalty(limit.to(device).float(), alpha)  # best reachable score
+        ending = _Ending(top.tolist(), is_eos.tolist(), ((t + 1) >= limit).tolist(), bound.tolist())
+        done_rows = _collect_finished(finished, sentence.tolist(), ending, history, attn_history, alpha, nbest)
         scores = top.masked_fill(is_eos, float("-inf"))
         prev = token.view(-1)
         if done_rows:
-            keep = [g for g in range(len(sentence)) if g not in set(done_rows)]
+            gone = set(done_rows)
+            keep = [g for g in range(len(sentence)) if g not in gone]
             if not keep:
                 break
             g_keep = torch.tensor(keep)
@@ -172,6 +152,45 @@ def beam_search(
             if attn_history is not None:
                 attn_history = attn_history[r_keep]
     return [hyps[:nbest] for hyps in finished]
+
+
+@dataclass
+class _Ending:
+    """One beam step's candidates as Python lists (read once per step, not element by element)."""
+
+    top: list[list[float]]  # (n, k) cumulative log-probabilities
+    eos: list[list[bool]]  # (n, k) candidate ends in </s>
+    at_limit: list[bool]  # (n,) the group reached its length limit
+    bound: list[float]  # (n,) best score any live candidate can still reach
+
+
+def _collect_finished(
+    finished: list[list[Hypothesis]],
+    sentence: list[int],
+    ending: _Ending,
+    history: torch.Tensor,
+    attn_history: torch.Tensor | None,
+    alpha: float,
+    nbest: int,
+) -> list[int]:
+    """Move candidates that ended (</s> or the length limit) to their sentence's finished list,
+    best first; return the groups whose search is over."""
+    done, k = [], len(ending.top[0]) if ending.top else 0
+    for g, i in enumerate(sentence):
+        tops, eos, at_limit = ending.top[g], ending.eos[g], ending.at_limit[g]
+        ends = [j for j in range(k) if tops[j] != float("-inf") and (eos[j] or at_limit)]
+        for j in ends:
+            row = g * k + j
+            tokens = (history[row, :-1] if eos[j] else history[row]).tolist()
+            attention = attn_history[row].cpu() if attn_history is not None else None
+            score = tops[j] / length_penalty(len(tokens) + 1, alpha)
+            finished[i].append(Hypothesis(tokens, tops[j], score, attention))
+        if ends:
+            finished[i].sort(key=lambda h: -h.score)
+        enough = len(finished[i]) >= nbest and finished[i][nbest - 1].score >= ending.bound[g]
+        if at_limit or enough or ending.bound[g] == float("-inf"):
+            done.append(g)
+    return done
 
 
 @torch.inference_mode()

@@ -36,3 +36,4 @@ def test_make_batch_shifts_targets():
     assert batch.tgt_in.tolist() == [[BOS, 8, 9, PAD], [BOS, 10, 11, 12]]
     assert batch.tgt_out.tolist() == [[8, 9, EOS, PAD], [10, 11, 12, EOS]]
     assert batch.n_tgt_tokens == 7  # </s> counted
+
