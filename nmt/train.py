@@ -195,8 +195,9 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
     def _resume(self, folder: Path) -> None:
         manifest = read_manifest(folder)
+        current = json.loads(self.config.to_json())  # as stored: tuples become lists
         for section in ("model", "tokenizer", "data"):
-            if manifest["config"][section] != self.config.to_dict()[section]:
+            if manifest["config"][section] != current[section]:
                 raise NmtError(
                     f"{folder} was trained with other {section} settings; "
                     f"delete {self.run_dir} or choose a new name to start afresh"

@@ -84,18 +84,31 @@ def test_missing_checkpoint_folder(tmp_path):
         load_checkpoint(tmp_path / "nothing")
 
 
-def _train(runs, *overrides):
+def _train(runs, *overrides, on_progress=None):
     config = tiny_config(runs, "train.valid_every=8", *overrides)
     paths = run_paths(config, runs)
     if not paths.data.exists():
         pipeline.prepare(config, paths)
         shutil.copytree(SPM200, paths.tokenizer)
-    return pipeline.train(config, paths), paths
+    return pipeline.train(config, paths, on_progress=on_progress), paths
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt_at(step):
+    def on_progress(progress):
+        if progress.step == step:
+            raise Interrupted  # as Ctrl-C or a killed job would, between two checkpoints
+    return on_progress
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     summary, straight = _train(tmp_path / "a", "train.max_steps=24")
-    _train(tmp_path / "b", "train.max_steps=12")  # "interrupted" after 12 steps
+    with pytest.raises(Interrupted):
+        _train(tmp_path / "b", "train.max_steps=24", on_progress=_interrupt_at(13))
+    assert load_checkpoint(tmp_path / "b" / "tiny" / "last").step == 8  # the last checkpoint before
     resumed_summary, resumed = _train(tmp_path / "b", "train.max_steps=24")  # picks up from last
     assert resumed_summary["steps"] == summary["steps"] == 24
     a = load_file(straight.root / "last" / "model.safetensors")
@@ -124,3 +137,9 @@ def test_best_and_last_are_complete_checkpoints(tiny_run):
     leftovers = [p for p in (tiny_run.root / "checkpoints").iterdir() if p.name.startswith(".")]
     assert not leftovers  # no temporary folders left behind
     assert os.path.islink(tiny_run.root / "best")
+
+
+def test_resume_refuses_a_run_with_another_model(tmp_path):
+    _train(tmp_path, "train.max_steps=8")
+    with pytest.raises(Exception, match="trained with other model settings"):
+        _train(tmp_path, "train.max_steps=16", "model.cell=gru")

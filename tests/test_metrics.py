@@ -20,7 +20,7 @@ def test_scores_equal_the_sacrebleu_command_line(tmp_path):
     ref.write_text("\n".join(REFS) + "\n", encoding="utf-8")
     cli = Path(sys.executable).with_name("sacrebleu")
     out = subprocess.run(
-        [str(cli), str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "ter", "-f", "json"],
+        [str(cli), str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "ter", "-f", "json", "-w", "4"],
         capture_output=True, text=True, check=True,
     ).stdout
     expected = {item["name"]: item for item in json.loads(out)}
