@@ -1,0 +1,43 @@
+"""SentencePiece: unigram or BPE, joint or separate, fixed special ids, lossless round trip."""
+
+import pytest
+
+from conftest import SPM200, TINY_TSV
+from nmt.config import DataConfig, TokenizerConfig
+from nmt.data import read_pairs
+from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, TokenizerError, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def sides():
+    pairs = read_pairs(DataConfig(source=str(TINY_TSV)))
+    return [p.src for p in pairs], [p.tgt for p in pairs]
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+@pytest.mark.parametrize("joint", [True, False])
+def test_train_encode_decode(tmp_path, sides, model_type, joint):
+    src, tgt = sides
+    train_tokenizer(src, tgt, TokenizerConfig(model_type=model_type, vocab_size=150, joint=joint), tmp_path)
+    tok = Tokenizer.from_folder(tmp_path)
+    assert (tok.src_model == tok.tgt_model) is joint
+    for proc in (tok.src, tok.tgt):
+        assert (proc.pad_id(), proc.unk_id(), proc.bos_id(), proc.eos_id()) == (PAD, UNK, BOS, EOS)
+    ids = tok.encode_tgt(tgt[:20])
+    assert tok.decode_tgt(ids) == tgt[:20]  # detokenised output is the original text
+    assert all(seq[-1] == EOS for seq in tok.encode_src(src[:5]))
+
+
+def test_checked_in_model_loads():
+    tok = Tokenizer.from_folder(SPM200)
+    assert tok.src_vocab == tok.tgt_vocab == 200
+
+
+def test_missing_tokenizer(tmp_path):
+    with pytest.raises(TokenizerError, match="tokenizer file missing"):
+        Tokenizer.from_folder(tmp_path)
+
+
+def test_empty_training_text(tmp_path):
+    with pytest.raises(TokenizerError, match="empty training split"):
+        train_tokenizer([], [], TokenizerConfig(joint=False), tmp_path)
