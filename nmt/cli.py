@@ -174,5 +174,48 @@ def score_lines(report: dict) -> str:
     )
 
 
+@app.command()
+@guarded
+def report(
+    checkpoint: Annotated[list[Path], typer.Option(help="Checkpoint folder; repeat to compare runs or cells.")],
+    name: Annotated[Optional[list[str]], typer.Option(help="Name per --checkpoint (default: its run).")] = None,
+    src: Annotated[Optional[Path], typer.Option(help="Source file (default: the first run's test split).")] = None,
+    ref: Annotated[Optional[Path], typer.Option(help="Reference file (default: the first run's test split).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Report folder (default: runs/<name>/report).")] = None,
+    beam: Annotated[Optional[int], typer.Option(min=1, help="Beam of the beam systems (default: config).")] = None,
+    beams: Annotated[str, typer.Option(help="Beam sizes of the sweep, comma-separated.")] = "1,2,5,10",
+    sweep_sentences: Annotated[int, typer.Option(min=1, help="Test lines the sweep decodes.")] = 500,
+    search_sentences: Annotated[int, typer.Option(min=0, help="Short lines checked for search errors.")] = 100,
+    search_max_pieces: Annotated[int, typer.Option(min=2, help="Most source pieces of a short line.")] = 20,
+    wide_beam: Annotated[int, typer.Option(min=2, help="Beam the search-error check compares with.")] = 50,
+    heatmaps: Annotated[int, typer.Option(min=0, help="Attention heatmaps per checkpoint.")] = 4,
+    examples: Annotated[int, typer.Option(min=0, help="Best and worst sentences shown.")] = 5,
+    device: DeviceOpt = None,
+) -> None:
+    """Evaluation report: report.html (self-contained), report.md and report.json, with confidence
+    intervals, paired significance, length buckets, a beam sweep, search errors, training curves,
+    attention heatmaps and the best and worst sentences."""
+    from nmt.evaluation import ReportOptions, build_report
+
+    logging.getLogger("sacrebleu").setLevel(logging.WARNING)  # one log line per bootstrap test
+    options = ReportOptions(
+        beam=beam, sweep_beams=_beam_sizes(beams), sweep_sentences=sweep_sentences, search_sentences=search_sentences,
+        search_max_pieces=search_max_pieces, wide_beam=wide_beam, heatmaps=heatmaps, examples=examples,
+    )
+    result = build_report(checkpoint, name, src, ref, out, options, device)
+    typer.echo(score_lines(result))
+    typer.echo(Path(result["output"]) / "report.html")
+
+
+def _beam_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise NmtError(f"--beams {text!r}: give beam sizes like 1,2,5,10")
+    return sizes
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

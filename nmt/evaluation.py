@@ -1,0 +1,313 @@
+"""``nmt report``: decode one test set with one or more checkpoints (greedy and beam each), then
+score, test, probe and plot, and write into one folder
+
+    report.html     self-contained: inline CSS, figures embedded as base64 PNG, no links out
+    report.md       the same content; figures in figures/*.png
+    report.json     every number, for machines
+    hyps/*.<lang>   each system's output, so any score can be checked with the sacrebleu CLI
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from nmt import analysis, diagnostics, plots
+from nmt.atomic import atomic_write_bytes, atomic_write_text
+from nmt.data import DataError, read_lines, split_path
+from nmt.diagnostics import Decoded
+from nmt.errors import NmtError
+from nmt.translate import Translator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    beam: int | None = None  # the beam system's size; None = each checkpoint's decode.beam
+    sweep_beams: tuple[int, ...] = (1, 2, 5, 10)
+    sweep_sentences: int = 500  # the sweep decodes this many lines per extra beam size
+    search_sentences: int = 100  # short lines checked for search errors
+    search_max_pieces: int = 20  # "short": at most this many source pieces, </s> included
+    wide_beam: int = 50  # the beam a checked output must not lose to
+    heatmaps: int = 4
+    examples: int = 5
+    bootstrap: int = analysis.BOOTSTRAP
+
+
+@dataclass
+class Candidate:
+    """One checkpoint and what it decoded on the whole test set, by beam size."""
+
+    name: str
+    path: Path
+    translator: Translator
+    beam: int
+    alpha: float
+    decoded: dict[int, Decoded] = field(default_factory=dict)
+
+    def system_names(self, several: bool) -> dict[int, str]:
+        prefix = f"{self.name} " if several else ""
+        names = {1: f"{prefix}greedy"}
+        if self.beam > 1:
+            names[self.beam] = f"{prefix}beam{self.beam}"
+        return names
+
+    @property
+    def main_beam(self) -> int:
+        return max(self.system_names(False))
+
+
+def _names(checkpoints: list[Path], names: list[str] | None) -> list[str]:
+    """Given names, else the run folder (runs/x/best → x), plus the folder for other checkpoints."""
+    if names and len(names) != len(checkpoints):
+        raise NmtError(f"{len(names)} --name for {len(checkpoints)} --checkpoint: give one per checkpoint or none")
+    found = list(names) if names else [
+        p.parent.name if p.name in ("best", "last") else f"{p.parent.name}/{p.name}" for p in map(Path, checkpoints)
+    ]
+    if len(set(found)) < len(found):  # two runs named alike: number them
+        found = [f"{n} ({i + 1})" for i, n in enumerate(found)]
+    return found
+
+
+def _load(
+    checkpoints: list[Path], names: list[str] | None, options: ReportOptions, device: str | None
+) -> list[Candidate]:
+    out = []
+    for name, path in zip(_names(checkpoints, names), checkpoints):
+        translator = Translator.from_checkpoint(path, device)
+        cfg = translator.config.decode
+        out.append(Candidate(name, Path(path), translator, options.beam or cfg.beam, cfg.alpha))
+    return out
+
+
+def _test_set(first: Candidate, src: Path | None, ref: Path | None) -> tuple[Path, Path, list[str], list[str]]:
+    data_dir = (analysis.find_run_dir(first.path) or first.path.parent) / "data"
+    langs = first.translator.config.data
+    src = Path(src or split_path(data_dir, "test", langs.src_lang))
+    ref = Path(ref or split_path(data_dir, "test", langs.tgt_lang))
+    sources, refs = read_lines(src), read_lines(ref)
+    if len(sources) != len(refs):
+        raise DataError(f"{src} has {len(sources)} lines but {ref} has {len(refs)}")
+    if not sources:
+        raise DataError(f"{src} is empty: nothing to evaluate")
+    return src, ref, sources, refs
+
+
+def _decode_systems(cands: list[Candidate], sources: list[str]) -> dict[str, tuple[Candidate, int]]:
+    """Decode the whole test set greedily and with each checkpoint's beam; {system: (cand, beam)}."""
+    systems = {}
+    for cand in cands:
+        for beam, system in cand.system_names(len(cands) > 1).items():
+            log.info("decoding %d lines: %s", len(sources), system)
+            cand.decoded[beam] = diagnostics.decode(cand.translator, sources, beam, cand.alpha)
+            systems[system] = (cand, beam)
+    return systems
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("_") or "system"
+
+
+def _score(systems: dict, intervals: dict, refs: list[str], out_dir: Path, lang: str) -> dict:
+    """Scores with intervals, length ratio and speed of every system; writes hyps/<system>.<lang>."""
+    from nmt.metrics import corpus_scores
+
+    out = {}
+    for name, (cand, beam) in systems.items():
+        decoded = cand.decoded[beam]
+        hyp_file = Path("hyps") / f"{_slug(name)}.{lang}"
+        atomic_write_text(out_dir / hyp_file, "".join(t + "\n" for t in decoded.texts))
+        scores = corpus_scores(decoded.texts, refs)
+        for metric, values in scores.items():  # sacreBLEU's score and signature, then the interval
+            values.update({k: v for k, v in analysis.interval_only(intervals[name][metric]).items() if k != "score"})
+        out[name] = {
+            "checkpoint": cand.name, "beam": beam, "alpha": cand.alpha if beam > 1 else 0.0,
+            "hypotheses": str(hyp_file), "scores": scores, "length": analysis.length_ratio(decoded.texts, refs),
+            "seconds": round(decoded.seconds, 2),
+            "sentences_per_s": round(len(refs) / max(decoded.seconds, 1e-9), 2),
+        }
+    return out
+
+
+def _significance(
+    cands: list[Candidate], texts: dict[str, list[str]], intervals: dict, refs: list[str], n: int
+) -> dict:
+    """Greedy vs beam for each checkpoint; every later checkpoint's main system vs the first's.
+
+    ``intervals`` already holds the paired tests against the first system (the first greedy)."""
+    several = len(cands) > 1
+    pairs = [tuple(c.system_names(several).values()) for c in cands if c.beam > 1]
+    first = cands[0].system_names(several)[cands[0].main_beam]
+    pairs += [(first, c.system_names(several)[c.main_beam]) for c in cands[1:]]
+    baseline = next(iter(intervals))
+    tests = [
+        analysis.compare(a, b, intervals) if a == baseline
+        else analysis.paired_test((a, texts[a]), (b, texts[b]), refs, n=n)
+        for a, b in pairs
+    ]
+    return {"method": "paired bootstrap resampling (sacreBLEU)", "resamples": n, "seed": analysis.bootstrap_seed(),
+            "pairs": tests}
+
+
+def _probe(cands: list[Candidate], sources: list[str], refs: list[str], options: ReportOptions) -> tuple[dict, dict]:
+    """The beam sweep and the search-error check of every checkpoint."""
+    beams = tuple(sorted(set(options.sweep_beams)))
+    nonempty = [i for i, s in enumerate(sources) if s.strip()]
+    sweep_index = diagnostics.spread(nonempty, options.sweep_sentences)
+    sweep, errors = {}, {}
+    for cand in cands:
+        t = cand.translator
+        rows = diagnostics.beam_sweep(t, sources, refs, beams, cand.alpha, sweep_index, cand.decoded)
+        sweep[cand.name] = {"sentences": len(sweep_index), "alpha": cand.alpha, "rows": rows}
+        short = diagnostics.short_sentences(t, sources, options.search_max_pieces, options.search_sentences)
+        log.info("%s: search errors on %d short sentences", cand.name, len(short))
+        found = diagnostics.search_errors(t, sources, refs, beams, cand.alpha, short, options.wide_beam)
+        errors[cand.name] = {"sentences": len(short), "alpha": cand.alpha, "rows": found}
+    search = {"max_source_pieces": options.search_max_pieces, "wide_beam": options.wide_beam,
+              "tolerance": diagnostics.SCORE_TOLERANCE, "checkpoints": errors}
+    return sweep, search
+
+
+def _curves(cands: list[Candidate]) -> dict:
+    """Training curves of each distinct run behind the checkpoints, with the checkpoints' steps."""
+    curves: dict[str, dict] = {}
+    for cand in cands:
+        run_dir = analysis.find_run_dir(cand.path)
+        if run_dir is None:
+            continue
+        name = next((n for n, c in curves.items() if c["run_dir"] == str(run_dir)), None)
+        if name is None:
+            name = run_dir.name if run_dir.name not in curves else cand.name
+            summary = run_dir / "train_summary.json"
+            curves[name] = {
+                "run_dir": str(run_dir), "clip_norm": cand.translator.config.train.clip_norm, "checkpoint_steps": [],
+                "summary": json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else None,
+                **analysis.read_curves(run_dir / "metrics.jsonl"),
+            }
+        curves[name]["checkpoint_steps"].append(_step(cand.path))
+    return curves
+
+
+def _step(checkpoint: Path) -> int:
+    from nmt.checkpoint import read_manifest
+
+    return int(read_manifest(checkpoint)["step"])
+
+
+def _attention(cands: list[Candidate], sources: list[str], count: int) -> tuple[dict, dict[str, bytes]]:
+    """Heatmaps of the same test lines for every checkpoint: {checkpoint: [map]} and the images."""
+    index = diagnostics.heatmap_sentences(sources, count)
+    report, images = {}, {}
+    if not index:
+        return report, images
+    for cand in cands:
+        maps = diagnostics.attention_maps(cand.translator, sources, index, cand.main_beam, cand.alpha)
+        report[cand.name] = []
+        for m in maps:
+            figure = f"attention-{_slug(cand.name)}-{m['index'] + 1}"
+            title = f"{cand.name}, test line {m['index'] + 1}"
+            images[figure] = plots.attention_figure(m["source_pieces"], m["target_pieces"], m["weights"], title)
+            hypothesis = cand.decoded[cand.main_beam].texts[m["index"]]
+            report[cand.name].append({
+                "index": m["index"], "source": sources[m["index"]], "hypothesis": hypothesis,
+                "source_pieces": m["source_pieces"], "target_pieces": m["target_pieces"], "figure": figure,
+            })
+    return report, images
+
+
+def _checkpoint_info(cand: Candidate) -> dict:
+    from nmt.model import count_parameters
+
+    model = cand.translator.config.model
+    return {
+        "name": cand.name, "path": str(cand.path), "step": _step(cand.path), "cell": model.cell,
+        "attention": model.attention, "parameters": count_parameters(cand.translator.model),
+        "model": asdict(model), "beam": cand.beam, "alpha": cand.alpha,
+    }
+
+
+def _figures(report: dict) -> dict[str, bytes]:
+    systems = list(report["systems"])
+    intervals = {n: s["scores"] for n, s in report["systems"].items()}
+    images = {
+        "scores": plots.scores_figure(intervals),
+        "lengths": plots.length_figure(report["length_buckets"], systems),
+        "beam-sweep": plots.sweep_figure(
+            {n: r["rows"] for n, r in report["beam_sweep"].items()},
+            {n: r["rows"] for n, r in report["search_errors"]["checkpoints"].items() if r["rows"]},
+        ),
+    }
+    if report["curves"]:
+        marks = {n: c["checkpoint_steps"] for n, c in report["curves"].items()}
+        images["training"] = plots.training_figure(report["curves"], marks)
+    return images
+
+
+def build_report(
+    checkpoints: list[Path],
+    names: list[str] | None = None,
+    src: Path | None = None,
+    ref: Path | None = None,
+    out_dir: Path | None = None,
+    options: ReportOptions = ReportOptions(),
+    device: str | None = None,
+) -> dict:
+    """Write report.html, report.md, report.json, figures/ and hyps/ into ``out_dir`` (default:
+    runs/<name>/report of the first checkpoint); returns the report dict (report.json)."""
+    import sacrebleu
+
+    if not checkpoints:
+        raise NmtError("give at least one --checkpoint")
+    t0 = time.perf_counter()
+    cands = _load(checkpoints, names, options, device)
+    src, ref, sources, refs = _test_set(cands[0], src, ref)
+    out_dir = Path(out_dir or (analysis.find_run_dir(cands[0].path) or cands[0].path.parent) / "report")
+    systems = _decode_systems(cands, sources)
+    texts = {name: cand.decoded[beam].texts for name, (cand, beam) in systems.items()}
+    lang = cands[0].translator.config.data.tgt_lang
+    intervals = analysis.confidence_intervals(texts, refs, n=options.bootstrap)  # and tests vs the first
+    report = {
+        "title": f"Evaluation report: {', '.join(c.name for c in cands)}",
+        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "sacrebleu": sacrebleu.__version__,
+        "output": str(out_dir), "source": str(src), "reference": str(ref), "sentences": len(sources),
+        "checkpoints": [_checkpoint_info(c) for c in cands],
+        "options": asdict(options),
+        "bootstrap": {
+            "resamples": options.bootstrap, "seed": analysis.bootstrap_seed(), "hypotheses_dir": str(out_dir / "hyps")
+        },
+        "systems": _score(systems, intervals, refs, out_dir, lang),
+        "significance": _significance(cands, texts, intervals, refs, options.bootstrap),
+        "length_buckets": analysis.length_buckets(sources, refs, texts, n=options.bootstrap),
+    }
+    report["beam_sweep"], report["search_errors"] = _probe(cands, sources, refs, options)
+    report["curves"] = _curves(cands)
+    main = {n: texts[n] for n in (c.system_names(len(cands) > 1)[c.main_beam] for c in cands)}
+    report["examples"] = {
+        n: analysis.best_and_worst(sources, refs, t, options.examples) for n, t in main.items() if options.examples
+    }
+    report["attention"], images = _attention(cands, sources, options.heatmaps)
+    images.update(_figures(report))
+    report["figures"] = sorted(images)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    _write(out_dir, report, images)
+    return report
+
+
+def _write(out_dir: Path, report: dict, images: dict[str, bytes]) -> None:
+    from nmt.report import render_html, render_markdown
+
+    for stale in (out_dir / "figures").glob("*.png"):  # left by an earlier report into this folder
+        if stale.stem not in images:
+            stale.unlink()
+    for name, data in images.items():
+        atomic_write_bytes(out_dir / "figures" / f"{name}.png", data)
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out_dir / "report.md", render_markdown(report))
+    atomic_write_text(out_dir / "report.html", render_html(report, images))
+    log.info("report written to %s (%.0f s)", out_dir / "report.html", report["seconds"])

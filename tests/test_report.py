@@ -1,0 +1,241 @@
+"""`nmt report`: rendered from a tiny trained run (two checkpoints), checked the way a reader would
+— every section there, every picture showing, every number the one sacreBLEU's own CLI prints."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT, TINY_TSV
+from nmt.cli import app
+from nmt.report import SECTION_IDS
+
+SECTION_TITLES = ("Scores", "Paired significance", "Scores by source length", "Beam-size sweep", "Search errors",
+                  "Training curves", "Attention", "Best and worst sentences")
+JSON_KEYS = ("systems", "significance", "length_buckets", "beam_sweep", "search_errors", "curves", "attention",
+             "examples")
+SWEEP = (1, 2, 3)  # the tiny config decodes with beam 3
+
+
+@pytest.fixture(scope="module")
+def report_dir(tiny_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    args = [
+        "report", "--checkpoint", str(tiny_run.root / "best"), "--checkpoint", str(tiny_run.root / "last"),
+        "--name", "best", "--name", "last", "--out", str(out), "--beams", ",".join(map(str, SWEEP)),
+        "--sweep-sentences", "8", "--search-sentences", "4", "--search-max-pieces", "80", "--wide-beam", "4",
+        "--heatmaps", "2", "--examples", "3",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(report_dir) -> dict:
+    def no_nan(name: str):
+        raise AssertionError(f"report.json holds {name}, which is not JSON")
+
+    return json.loads((report_dir / "report.json").read_text(encoding="utf-8"), parse_constant=no_nan)
+
+
+def _sacrebleu(ref: Path, hyp: Path, *extra: str) -> list[dict]:
+    cmd = [sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "ter", "-w", "4",
+           "--format", "json", *extra]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def test_every_section_is_in_html_markdown_and_json(report_dir, report):
+    html = (report_dir / "report.html").read_text(encoding="utf-8")
+    markdown = (report_dir / "report.md").read_text(encoding="utf-8")
+    for section_id in SECTION_IDS:
+        assert f'<section id="{section_id}">' in html
+        assert f'href="#{section_id}"' in html
+    for title in SECTION_TITLES:
+        assert f"\n## {title}\n" in markdown
+    for key in JSON_KEYS:
+        assert report[key], key
+    assert html.count("How to read this.") == len(SECTION_IDS)
+
+
+def test_html_is_self_contained_and_every_image_decodes(report_dir, report):
+    from base64 import b64decode
+
+    from matplotlib.image import imread
+
+    html = (report_dir / "report.html").read_text(encoding="utf-8")
+    assert not re.search(r"(?:src|href)=\"(?!data:|#)", html), "a link or file outside the page"
+    assert "http://" not in html and "https://" not in html
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == len(report["figures"]) >= 6  # scores, lengths, sweep, training, 2+ heatmaps
+    for data in images:
+        png = b64decode(data, validate=True)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        pixels = imread(io.BytesIO(png), format="png")
+        assert pixels.ndim == 3 and min(pixels.shape[:2]) > 50
+    markdown = (report_dir / "report.md").read_text(encoding="utf-8")
+    for name in report["figures"]:
+        assert f"](figures/{name}.png)" in markdown
+        assert (report_dir / "figures" / f"{name}.png").is_file()
+
+
+def test_scores_equal_the_sacrebleu_command_line(report_dir, report):
+    ref = Path(report["reference"])
+    for name, system in report["systems"].items():
+        cli = _sacrebleu(ref, report_dir / system["hypotheses"])
+        ours = system["scores"]
+        for metric, line in zip(("bleu", "chrf", "ter"), cli):
+            assert ours[metric]["score"] == pytest.approx(line["score"], abs=1e-4), (name, metric)
+            assert ours[metric]["signature"] == line["signature"]
+
+
+def test_intervals_and_significance_match_sacrebleu_on_real_text(tmp_path):
+    """The tiny model scores 0; damaged references give intervals worth comparing."""
+    from nmt.analysis import confidence_intervals, paired_test
+    from nmt.metrics import corpus_scores
+
+    refs = [line.split("\t")[2] for line in TINY_TSV.read_text(encoding="utf-8").splitlines()[:60]]
+    hyps = [" ".join(w for j, w in enumerate(r.split()) if (i + j) % 4) for i, r in enumerate(refs)]
+    worse = [" ".join(r.split()[: len(r.split()) // 2]) for r in refs]
+    (tmp_path / "ref").write_text("\n".join(refs) + "\n")
+    (tmp_path / "hyp").write_text("\n".join(hyps) + "\n")
+    cli = _sacrebleu(tmp_path / "ref", tmp_path / "hyp", "--confidence")
+    ours = confidence_intervals({"damaged": hyps}, refs)["damaged"]
+    plain = corpus_scores(hyps, refs)
+    for metric, line in zip(("bleu", "chrf", "ter"), cli):
+        assert ours[metric]["score"] == pytest.approx(line["score"], abs=1e-4)
+        assert plain[metric]["score"] == pytest.approx(line["score"], abs=1e-4)
+        assert ours[metric]["mean"] == pytest.approx(line["confidence_mean"], abs=1e-4)
+        assert ours[metric]["ci"] == pytest.approx(line["confidence_var"], abs=1e-4)
+        assert ours[metric]["low"] < ours[metric]["score"] < ours[metric]["high"]
+    (tmp_path / "worse").write_text("\n".join(worse) + "\n")
+    # a system after the first is resampled in the paired test, yet gets the CLI's own interval
+    second = confidence_intervals({"damaged": hyps, "halved": worse}, refs)["halved"]
+    for metric, line in zip(("bleu", "chrf", "ter"), _sacrebleu(tmp_path / "ref", tmp_path / "worse", "--confidence")):
+        assert (second[metric]["mean"], second[metric]["ci"]) == pytest.approx(
+            (line["confidence_mean"], line["confidence_var"]), abs=1e-4)
+    test = paired_test(("damaged", hyps), ("halved", worse), refs)["metrics"]
+    cmd = [sys.executable, "-m", "sacrebleu", str(tmp_path / "ref"), "-i", str(tmp_path / "hyp"),
+           str(tmp_path / "worse"), "-m", "bleu", "chrf", "ter", "--paired-bs", "-w", "4", "--format", "text"]
+    table = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    cli_p = [float(p) for p in re.findall(r"\(p = ([0-9.]+)\)", table)]
+    assert [test[m]["p_value"] for m in ("bleu", "chrf", "ter")] == pytest.approx(cli_p, abs=1e-4)
+    assert test["chrf"]["better"] == "damaged" and test["ter"]["better"] == "damaged"  # lower TER wins
+
+
+def test_intervals_bracket_every_score(report):
+    for system in report["systems"].values():
+        for metric in ("bleu", "chrf", "ter"):
+            s = system["scores"][metric]
+            assert s["low"] - 1e-9 <= s["score"] <= s["high"] + 1e-9
+    for bucket in report["length_buckets"]:
+        for scores in bucket["systems"].values():
+            for metric in ("bleu", "chrf"):
+                assert scores[metric]["low"] - 1e-9 <= scores[metric]["score"] <= scores[metric]["high"] + 1e-9
+
+
+def test_greedy_and_beam_are_tested_for_significance(report):
+    pairs = {(p["baseline"], p["system"]): p for p in report["significance"]["pairs"]}
+    assert set(pairs) == {("best greedy", "best beam3"), ("last greedy", "last beam3"), ("best beam3", "last beam3")}
+    for pair in pairs.values():
+        for metric in ("bleu", "chrf", "ter"):
+            result = pair["metrics"][metric]
+            assert 0 < result["p_value"] <= 1
+            assert result["delta"] == pytest.approx(result["system"] - result["baseline"], abs=1e-3)
+
+
+def test_identical_systems_are_not_significantly_different():
+    from nmt.analysis import paired_test
+
+    refs = ["the cat sat on the mat", "a dog barked"]
+    result = paired_test(("a", ["the cat", ""]), ("b", ["the cat", ""]), refs)
+    for metric in result["metrics"].values():
+        assert metric["delta"] == 0 and metric["p_value"] == 1.0 and not metric["significant"]
+
+
+def test_best_and_worst_are_ranked_by_sentence_chrf(report):
+    from nmt.metrics import sentence_chrf
+
+    for ranked in report["examples"].values():
+        best, worst = [r["chrf"] for r in ranked["best"]], [r["chrf"] for r in ranked["worst"]]
+        assert best == sorted(best, reverse=True) and worst == sorted(worst)
+        assert min(best) >= max(worst)
+        for row in ranked["best"] + ranked["worst"]:
+            assert row["chrf"] == pytest.approx(sentence_chrf(row["hypothesis"], row["reference"]), abs=0.01)
+
+
+def test_best_and_worst_order_on_known_scores():
+    from nmt.analysis import best_and_worst
+
+    refs = ["one two three four", "alpha beta gamma", "red green blue", "sun moon star"]
+    hyps = ["one two three four", "alpha", "red green", "xyz"]
+    ranked = best_and_worst(["s"] * 4, refs, hyps, 2)
+    assert [r["index"] for r in ranked["best"]] == [0, 2]
+    assert [r["index"] for r in ranked["worst"]] == [3, 1]
+
+
+def test_sweep_search_errors_curves_and_attention(report):
+    for run in report["beam_sweep"].values():
+        assert [r["beam"] for r in run["rows"]] == list(SWEEP)
+        assert all(r["mean_log_prob"] <= 0 for r in run["rows"])
+    for run in report["search_errors"]["checkpoints"].values():
+        assert run["sentences"] > 0 and [r["beam"] for r in run["rows"]] == list(SWEEP)
+        for row in run["rows"]:
+            assert 0 <= row["beaten_by_wide_beam"] <= row["search_errors"] <= 1
+    (curves,) = report["curves"].values()  # both checkpoints come from one run
+    assert curves["train"] and curves["valid"] and len(curves["checkpoint_steps"]) == 2
+    assert [r["step"] for r in curves["valid"]] == sorted(r["step"] for r in curves["valid"])
+    lengths = {name: [len(m["source_pieces"]) for m in maps] for name, maps in report["attention"].items()}
+    assert all(len(v) == 2 for v in lengths.values())
+    longest = max(len(s.split()) for s in Path(report["source"]).read_text(encoding="utf-8").splitlines())
+    first = report["attention"]["best"][0]
+    assert len(first["source"].split()) == longest  # the longest sentence is always shown
+
+
+def test_markdown_of_an_evaluate_report_still_renders():
+    from nmt.report import render_markdown
+
+    scores = {m: {"score": 1.5, "signature": f"{m}-sig", "text": ""} for m in ("bleu", "chrf", "ter")}
+    report = {
+        "checkpoint": "runs/x/best", "step": 10, "source": "test.es", "reference": "test.en", "sentences": 1,
+        "systems": {"greedy": {"beam": 1, "scores": scores, "sentences_per_s": 3.0}},
+        "samples": [{"index": 0, "source": "hola", "reference": "hello", "greedy": "hi | there"}],
+    }
+    text = render_markdown(report)
+    assert "| greedy | 1 | 1.50 | 1.50 | 1.50 | 3.0 |" in text
+    assert "bleu-sig" in text and "hi \\| there" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--beams", "1,x"], "--beams"),
+    (["--name", "a", "--name", "b"], "--name"),
+])
+def test_bad_options_fail_with_one_line(tiny_run, tmp_path, args, message):
+    result = CliRunner().invoke(app, ["report", "--checkpoint", str(tiny_run.root / "best"), "--out", str(tmp_path),
+                                      *args])
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_chromium_renders_the_report(request, tmp_path):
+    from matplotlib.image import imread
+
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    report_dir = request.getfixturevalue("report_dir")  # only now: skipping should cost nothing
+    png = tmp_path / "shot.png"
+    subprocess.run(["bash", str(ROOT / "scripts/screenshot_report.sh"), str(report_dir / "report.html"), str(png),
+                    "1200", "1600"], check=True, capture_output=True, timeout=120)
+    pixels = imread(png)
+    assert pixels.shape[:2] == (1600, 1200)
+    dark = (pixels[..., :3].mean(axis=-1) < 0.5).mean()
+    assert 0.005 < dark < 0.5, "the page rendered blank (or black)"
