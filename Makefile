@@ -55,6 +55,28 @@ train: $(RUN)/report.json
 eval: $(RUN)/train_summary.json
 	$(PY) pipelines/evaluate.py $(RUN)/best
 
+# make report: runs/<name>/report/report.html (self-contained; + report.md, report.json, figures/,
+# hyps/) from runs/<name>/best. About 4 min on 2 idle CPU cores for the default model (the beam
+# sweep is capped at 500 test lines). More checkpoints or other knobs: nmt report --help.
+.PHONY: report
+report: $(RUN)/report/report.html
+
+$(RUN)/report/report.html: $(RUN)/train_summary.json $(STAMPS)/decode.json
+	$(PY) pipelines/report.py $(RUN)/best $(RUN)/report
+
+# make bench: nmt's speed on the default model and the Bible data (training tokens/s, GFLOP/s
+# against the matmul peak, greedy and beam-5 decoding, peak memory); make bench-peers: the same
+# measurements of fairseq, OpenNMT-py and JoeyNMT, each installed once into its own venv under
+# benchmarks/.peers/, and a table of nmt / peer ratios. Not part of make test; about 20 min on
+# 2 cores; results in benchmarks/results/. What is measured and matched: benchmarks/README.md.
+.PHONY: bench-peers
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench.py
+
+bench-peers: $(VENV)/.installed
+	bash benchmarks/peers/setup.sh || echo "no peer could be installed; measuring nmt alone"
+	$(PY) benchmarks/bench.py --peers all --steps 50 --decode-sentences 100
+
 test: $(VENV)/.installed
 	HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 

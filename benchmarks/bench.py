@@ -1,0 +1,277 @@
+"""nmt's speed benchmark, and the same measurements of peer toolkits side by side.
+
+    python benchmarks/bench.py                       nmt only               (make bench)
+    python benchmarks/bench.py --peers all           nmt and every installed peer (make bench-peers)
+    python benchmarks/bench.py --steps 50 --decode-sentences 200      a quicker, rougher run
+
+Each measurement runs in its own process (its peak RSS is that process's alone, from wait4) with
+2 threads (torch.set_num_threads(2), OMP_NUM_THREADS=MKL_NUM_THREADS=2). What is measured and
+what is matched between toolkits: benchmarks/README.md. Results: benchmarks/results/<date>-<host>.json
+and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from report import render_markdown  # noqa: E402
+from workdir import WORK, ensure_work  # noqa: E402
+
+THREADS = 2
+PEERS = ("fairseq", "opennmt", "joeynmt")
+PEER_DIR = HERE / ".peers"
+MAX_LOAD = 0.3  # cores busy with other work above which a measurement would be disturbed
+
+log = logging.getLogger("bench")
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS=str(THREADS),
+        MKL_NUM_THREADS=str(THREADS),
+        TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1",  # OpenNMT-py / fairseq checkpoints are pickles
+        PYTHONUNBUFFERED="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    return env
+
+
+def measured(cmd: list[str], out: Path, log_path: Path, timeout: float) -> dict:
+    """Run one measurement process; its JSON result plus its own peak RSS and wall time."""
+    out.unlink(missing_ok=True)
+    log.info("$ %s", " ".join(str(c) for c in cmd))
+    t0 = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as sink:
+        proc = subprocess.Popen([str(c) for c in cmd], stdout=sink, stderr=subprocess.STDOUT, env=child_env(),
+                                cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.2)
+    wall = time.perf_counter() - t0
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0 or not out.is_file():
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        log.error("failed (exit %s); last lines of %s:\n%s", code, log_path, "\n".join(tail))
+        return {"error": f"exit {code}; see {log_path.relative_to(ROOT)}", "log_tail": tail[-5:]}
+    result = json.loads(out.read_text(encoding="utf-8"))
+    result["peak_rss_mib"] = round(usage.ru_maxrss / 1024, 1)  # ru_maxrss is in KiB on Linux
+    result["process_wall_s"] = round(wall, 2)
+    return result
+
+
+def machine() -> dict:
+    import torch
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    return {
+        "host": socket.gethostname(),
+        "cpu": model,
+        "cores_available": len(os.sched_getaffinity(0)),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "threads": THREADS,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def machine_slug(m: dict) -> str:
+    """'AMD EPYC' with 2 cores → 'amd-epyc-2c': the <machine> part of the results file name."""
+    words = "".join(ch if ch.isalnum() else " " for ch in m["cpu"].lower()).split()
+    noise = {"processor", "cpu", "core", "with", "radeon", "graphics", "tm", "r"}
+    return "-".join([w for w in words if w not in noise][:4] + [f"{m['cores_available']}c"])
+
+
+def busy_cores(seconds: float = 2.0) -> float:
+    """Cores kept busy by other processes, from two /proc/stat samples ``seconds`` apart."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as handle:
+            values = [int(v) for v in handle.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # all, idle + iowait
+
+    (total0, idle0), _, (total1, idle1) = sample(), time.sleep(seconds), sample()
+    return (os.cpu_count() or 1) * (1.0 - (idle1 - idle0) / max(1, total1 - total0))
+
+
+def wait_for_quiet(max_wait: float) -> float:
+    """Measurements on a busy machine are meaningless: wait until other processes keep less than
+    ``MAX_LOAD`` cores busy (a 2-second sample; the load average lags by minutes), or give up."""
+    t0 = time.monotonic()
+    while (busy := busy_cores()) > MAX_LOAD and time.monotonic() - t0 < max_wait:
+        log.warning("%.2f cores busy with other work: waiting for the machine to be quiet", busy)
+        time.sleep(15)
+    if busy > MAX_LOAD:
+        log.warning("still %.2f cores busy: results will be disturbed", busy)
+    return busy
+
+
+def run_nmt(args, work: Path, tmp: Path) -> dict:
+    py, script = sys.executable, HERE / "nmt_runs.py"
+    out: dict = {"train": {}, "decode": {}}
+    common = ["--work", work, "--warmup", args.warmup, "--steps", args.steps, "--max-tokens", args.max_tokens]
+    for precision in args.precisions:
+        out["train"][precision] = measured(
+            [py, script, "train", "--out", tmp / f"nmt-train-{precision}.json", "--precision", precision, *common],
+            tmp / f"nmt-train-{precision}.json", tmp / f"nmt-train-{precision}.log", args.timeout)
+    dev = dev_source(work, args)
+    first = out["train"][args.precisions[0]]
+    if "checkpoint" in first:
+        for beam in args.beams:
+            name = f"nmt-decode-beam{beam}"
+            out["decode"][f"beam{beam}"] = measured(
+                [py, script, "decode", "--out", tmp / f"{name}.json", "--checkpoint", first["checkpoint"],
+                 "--src", dev, "--beam", beam, "--hyps", tmp / f"{name}.hyp"],
+                tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
+    reference = Path(args.reference_checkpoint) if args.reference_checkpoint else None
+    if reference is not None and reference.exists():
+        out["decode_reference"] = {"checkpoint": str(reference)}
+        for beam in args.beams:
+            name = f"nmt-decode-reference-beam{beam}"
+            out["decode_reference"][f"beam{beam}"] = measured(
+                [py, script, "decode", "--out", tmp / f"{name}.json", "--checkpoint", reference,
+                 "--src", dev, "--beam", beam],
+                tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
+    return out
+
+
+def dev_source(work: Path, args) -> Path:
+    """The dev source text (optionally its first N lines), raw for nmt and as pieces for peers."""
+    src = work / "data" / "dev.es"
+    if not args.decode_sentences:
+        return src
+    cut = work / f"dev.first{args.decode_sentences}.es"
+    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)[: args.decode_sentences]
+    cut.write_text("".join(lines), encoding="utf-8")
+    return cut
+
+
+def add_peer_flops(train: dict) -> None:
+    """The peer's own model through the same analytic count (its encoder width; additive attention
+    assumed — fairseq's Luong attention costs about the same per pair), then drop the lengths."""
+    import numpy as np
+
+    from flops import Dims, training_flops
+
+    src, tgt = train.pop("src_lens", None), train.pop("tgt_lens", None)
+    if src is None:
+        return
+    model = train.get("model", {})
+    vocab = len((WORK / "pieces" / "vocab.tsv").read_text(encoding="utf-8").splitlines()) + 4
+    dims = Dims(256, model.get("enc_hidden_per_direction", 256), 2, 256, 1, 256, True, vocab)
+    flops = training_flops(dims, np.array(src), np.array(tgt))
+    train["train_flops"] = flops
+    train["gflops_per_s"] = flops / train["seconds"] / 1e9
+    train["flops_per_target_token"] = flops / train["target_tokens"]
+
+
+def run_peer(peer: str, args, work: Path, tmp: Path) -> dict:
+    python = PEER_DIR / peer / "venv" / "bin" / "python"
+    if not (PEER_DIR / peer / ".installed").is_file():
+        return {"error": f"not installed (bash benchmarks/peers/setup.sh {peer}; see {PEER_DIR / peer}/install.log)"}
+    script = HERE / "peers" / f"run_{peer}.py"
+    peer_work = PEER_DIR / peer / "work"
+    shutil.rmtree(peer_work, ignore_errors=True)  # fairseq would resume from an old checkpoint_last.pt
+    common = ["--work", work, "--peer-work", peer_work, "--max-tokens", args.max_tokens, "--threads", THREADS,
+              "--sentences", args.decode_sentences]
+    out: dict = {"train": {}, "decode": {}}
+    prep = measured([python, script, "prepare", "--out", tmp / f"{peer}-prepare.json", *common],
+                    tmp / f"{peer}-prepare.json", tmp / f"{peer}-prepare.log", args.timeout)
+    if "error" in prep:
+        return {"error": "prepare: " + prep["error"], "prepare": prep}
+    out["prepare"] = prep
+    train = measured([python, script, "train", "--out", tmp / f"{peer}-train.json", "--warmup", args.warmup,
+                      "--steps", args.steps, *common], tmp / f"{peer}-train.json", tmp / f"{peer}-train.log",
+                     args.timeout)
+    out["train"]["fp32"] = train
+    if "error" in train:
+        return out
+    add_peer_flops(train)
+    for beam in args.beams:
+        name = f"{peer}-decode-beam{beam}"
+        out["decode"][f"beam{beam}"] = measured(
+            [python, script, "decode", "--out", tmp / f"{name}.json", "--beam", beam, *common],
+            tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peers", default="", help="comma-separated peers, or 'all' (default: none)")
+    parser.add_argument("--warmup", type=int, default=10, help="training steps before the clock starts")
+    parser.add_argument("--steps", type=int, default=100, help="timed training steps")
+    parser.add_argument("--max-tokens", type=int, default=3000, help="batch size (see README)")
+    parser.add_argument("--precisions", default="bf16,fp32", help="nmt training precisions to measure")
+    parser.add_argument("--beams", default="1,5")
+    parser.add_argument("--decode-sentences", type=int, default=0, help="first N dev sentences (0 = all)")
+    parser.add_argument("--reference-checkpoint", default=str(ROOT / "runs" / "bible-es-en" / "best"),
+                        help="a fully trained nmt checkpoint, decoded too if it exists (read only)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement process")
+    parser.add_argument("--wait-quiet", type=float, default=600, help="seconds to wait for load < 0.5")
+    parser.add_argument("--results", default=str(HERE / "results"))
+    parser.add_argument("--name", default="", help="results file stem (default <date>-<host>)")
+    args = parser.parse_args(argv)
+    args.precisions = args.precisions.split(",")
+    args.beams = [int(b) for b in args.beams.split(",")]
+    peers = list(PEERS) if args.peers == "all" else [p for p in args.peers.split(",") if p]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    work = ensure_work(WORK)
+    tmp = HERE / ".work" / "runs"
+    tmp.mkdir(parents=True, exist_ok=True)
+    busy = wait_for_quiet(args.wait_quiet)
+    started = dt.datetime.now(dt.timezone.utc)
+    results = {
+        "date": started.isoformat(timespec="seconds"),
+        "command": "python benchmarks/bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": {**machine(), "busy_cores_at_start": round(busy, 2)},
+        "settings": {"warmup_steps": args.warmup, "timed_steps": args.steps, "max_tokens": args.max_tokens,
+                     "beams": args.beams, "decode_sentences": args.decode_sentences or "all dev",
+                     "threads": THREADS},
+    }
+    results["matmul_peak"] = measured([sys.executable, HERE / "nmt_runs.py", "peak", "--out", tmp / "peak.json"],
+                                      tmp / "peak.json", tmp / "peak.log", args.timeout)
+    results["nmt"] = run_nmt(args, work, tmp)
+    results["peers"] = {peer: run_peer(peer, args, work, tmp) for peer in peers}
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    results["machine"]["busy_cores_at_end"] = round(busy_cores(), 2)
+    results["minutes"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1)
+
+    out_dir = Path(args.results)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.name or f"{started:%Y-%m-%d}-{machine_slug(results['machine'])}"
+    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    markdown = render_markdown(results)
+    (out_dir / f"{stem}.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    log.info("results: %s.json / .md", out_dir / stem)
+
+
+if __name__ == "__main__":
+    main()

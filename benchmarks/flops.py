@@ -1,0 +1,105 @@
+"""Analytic FLOP count of one training step of the default model (nmt.model.Seq2Seq).
+
+One multiply-add is 2 FLOPs. Only the matrix products and the per-(target, source) attention
+arithmetic are counted — the work a perfect implementation could not avoid. Not counted:
+embedding look-ups (no arithmetic), element-wise gate non-linearities, dropout, softmax and the
+loss (O(V) per token against the O(D·V) output projection), and the Adam update (~10 FLOPs per
+parameter per step, under 0.2 % of a 3000-token step). Padding is not counted either: the counts
+use each sentence's real length, so FLOP/s is *useful* work per second.
+
+Training = forward + backward, and backward costs twice the forward (a gradient for the inputs
+and one for the weights, each a product of the same size), hence the factor 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+TRAIN_FACTOR = 3  # forward + backward (2 × forward)
+
+
+@dataclass(frozen=True)
+class Dims:
+    emb: int  # E, source and target embedding size
+    enc_hidden: int  # H per direction (bidirectional encoder: outputs 2H)
+    enc_layers: int
+    dec_hidden: int  # D
+    dec_layers: int
+    attn: int  # A, additive attention's hidden size
+    input_feeding: bool
+    tgt_vocab: int  # V
+
+    @classmethod
+    def from_config(cls, model_config, tgt_vocab: int) -> "Dims":
+        m = model_config
+        return cls(m.emb_dim, m.enc_hidden, m.enc_layers, m.dec_hidden, m.dec_layers, m.attn_dim,
+                   m.input_feeding, tgt_vocab)
+
+
+def lstm_flops(inputs: int, hidden: int) -> int:
+    """One LSTM time step: 4 gates, each W_i x + W_h h → 2 · 4H · (in + H)."""
+    return 2 * 4 * hidden * (inputs + hidden)
+
+
+def per_source_token(d: Dims) -> int:
+    """Forward FLOPs spent once per source token (encoder and the attention keys)."""
+    flops = 0
+    for layer in range(d.enc_layers):
+        inputs = d.emb if layer == 0 else 2 * d.enc_hidden
+        flops += 2 * lstm_flops(inputs, d.enc_hidden)  # forward and backward direction
+    flops += 2 * (2 * d.enc_hidden) * d.attn  # key projection W_k h_j, once per sentence position
+    return flops
+
+
+def per_target_token(d: Dims) -> int:
+    """Forward FLOPs spent once per target token (decoder RNN, query, combine, output layer)."""
+    enc_out = 2 * d.enc_hidden
+    flops = 0
+    for layer in range(d.dec_layers):
+        inputs = (d.emb + (d.dec_hidden if d.input_feeding else 0)) if layer == 0 else d.dec_hidden
+        flops += lstm_flops(inputs, d.dec_hidden)
+    flops += 2 * d.dec_hidden * d.attn  # query projection W_q s_t
+    flops += 2 * (enc_out + d.dec_hidden) * d.dec_hidden  # combine ã_t = tanh(W_c [c_t; s_t])
+    flops += 2 * d.dec_hidden * d.tgt_vocab  # output projection W_o ã_t (tied to the embeddings)
+    return flops
+
+
+def per_pair(d: Dims) -> int:
+    """Forward FLOPs per (target position, source position) pair of one sentence."""
+    return (
+        d.attn  # q + k_j (the add inside tanh)
+        + 2 * d.attn  # v · tanh(…)
+        + 2 * (2 * d.enc_hidden)  # context Σ_j α_j h_j
+    )
+
+
+def per_sentence(d: Dims) -> int:
+    """Forward FLOPs once per sentence: the bridge from the encoder to the decoder start state."""
+    return 2 * 2 * (2 * d.enc_hidden) * (d.dec_layers * d.dec_hidden)  # W_b for h and for c
+
+
+def training_flops(d: Dims, src_lengths: np.ndarray, tgt_lengths: np.ndarray) -> float:
+    """FLOPs of one training step on sentences of these lengths (source with </s>, target with
+    </s>: the positions the decoder predicts)."""
+    src = np.asarray(src_lengths, dtype=np.float64)
+    tgt = np.asarray(tgt_lengths, dtype=np.float64)
+    forward = (
+        src.sum() * per_source_token(d)
+        + tgt.sum() * per_target_token(d)
+        + (src * tgt).sum() * per_pair(d)
+        + len(src) * per_sentence(d)
+    )
+    return TRAIN_FACTOR * float(forward)
+
+
+def describe(d: Dims) -> dict:
+    """The per-unit counts, for the results file."""
+    return {
+        "forward_flops_per_source_token": per_source_token(d),
+        "forward_flops_per_target_token": per_target_token(d),
+        "forward_flops_per_src_tgt_pair": per_pair(d),
+        "forward_flops_per_sentence": per_sentence(d),
+        "train_factor": TRAIN_FACTOR,
+    }

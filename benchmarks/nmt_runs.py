@@ -1,0 +1,185 @@
+"""One measurement of nmt per process (so each has its own peak RSS), called by bench.py.
+
+    python benchmarks/nmt_runs.py peak   --out R.json
+    python benchmarks/nmt_runs.py train  --out R.json --work DIR [--precision bf16|fp32] [--warmup W --steps N]
+    python benchmarks/nmt_runs.py decode --out R.json --checkpoint DIR --src FILE --beam K
+
+Every run uses ``torch.set_num_threads(THREADS)`` (2: this machine's cores, the same for peers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+THREADS = 2
+CONFIG = ROOT / "configs" / "bible-es-en.yaml"
+
+
+def _write(path: str, result: dict) -> None:
+    Path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+# -- matmul peak ---------------------------------------------------------------------------------
+def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 3072, 4096), seconds: float = 1.5) -> dict:
+    """Best GFLOP/s of square torch.mm over ``sizes`` (2·n³ FLOPs each), ``seconds`` per size."""
+    best, per_size = 0.0, {}
+    for n in sizes:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        torch.mm(a, b)  # warm-up: first call picks the kernel and touches the memory
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            torch.mm(a, b)
+            reps += 1
+        rate = 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+        per_size[n] = round(rate, 1)
+        best = max(best, rate)
+    return {"gflops": round(best, 1), "per_size": per_size}
+
+
+def run_peak(args) -> dict:
+    return {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+
+
+# -- training ------------------------------------------------------------------------------------
+def run_train(args) -> dict:
+    """Time ``Trainer._train_step`` over fixed batches, the data pipeline (make_batch) included.
+
+    The clock covers steps warmup+1 … warmup+steps: from the end of step ``warmup`` to the end of
+    the last step, so batch building between steps is inside it. The batches are those of epoch 0
+    of the real training run (same seed, same token_batches)."""
+    from flops import Dims, describe, training_flops
+
+    from nmt.batching import make_batch, token_batches
+    from nmt.checkpoint import save_checkpoint
+    from nmt.config import load_config
+    from nmt.train import Trainer
+
+    work = Path(args.work)
+    overrides = [f"train.precision={args.precision}", f"train.threads={THREADS}", f"train.max_tokens={args.max_tokens}"]
+    config = load_config(CONFIG, overrides)
+    run_dir = work / f"nmt-{args.precision}"
+    trainer = Trainer(config, work / "data", work / "tokenizer", run_dir)
+    torch.set_num_threads(THREADS)
+    rng = np.random.default_rng([config.train.seed, 0])
+    batches = token_batches(trainer.train_src.lengths, trainer.train_tgt.lengths, config.train.max_tokens, rng)
+    total = args.warmup + args.steps
+    if len(batches) < total:
+        raise SystemExit(f"only {len(batches)} batches in an epoch; ask for fewer steps")
+    ends, tokens, src_lens, tgt_lens, losses = [], [], [], [], []
+    for i, index in enumerate(batches[:total]):
+        batch = make_batch(trainer.train_src, index, trainer.train_tgt).to(trainer.device)
+        loss, n_tokens, _ = trainer._train_step(batch)
+        ends.append(time.perf_counter())
+        if i >= args.warmup:
+            tokens.append(n_tokens)
+            src_lens.append(trainer.train_src.lengths[index])
+            tgt_lens.append(trainer.train_tgt.lengths[index] + 1)  # + </s>
+        losses.append(loss)
+    seconds = ends[-1] - ends[args.warmup - 1]
+    dims = Dims.from_config(config.model, trainer.tokenizer.tgt_vocab)
+    src_all, tgt_all = np.concatenate(src_lens), np.concatenate(tgt_lens)
+    flops = sum(training_flops(dims, s, t) for s, t in zip(src_lens, tgt_lens))
+    assert int(tgt_all.sum()) == sum(tokens)
+    step_times = np.diff(ends[args.warmup - 1 :])
+    save_checkpoint(run_dir / "final", trainer.model, config, trainer.tokenizer, total)
+    return {
+        "precision": args.precision,
+        "warmup_steps": args.warmup,
+        "timed_steps": args.steps,
+        "seconds": seconds,
+        "target_tokens": int(sum(tokens)),
+        "source_tokens": int(src_all.sum()),
+        "sentences": int(len(src_all)),
+        "tokens_per_s": sum(tokens) / seconds,
+        "step_seconds_median": float(np.median(step_times)),
+        "mean_src_len": float(src_all.mean()),
+        "mean_tgt_len": float(tgt_all.mean()),
+        "train_flops": flops,
+        "gflops_per_s": flops / seconds / 1e9,
+        "flops_per_target_token": flops / sum(tokens),
+        "flop_model": describe(dims),
+        "loss_first": losses[0],
+        "loss_last": float(np.mean(losses[-10:])),
+        "threads": torch.get_num_threads(),
+        "checkpoint": str(run_dir / "final"),
+    }
+
+
+# -- decoding ------------------------------------------------------------------------------------
+def run_decode(args) -> dict:
+    """Decode a file; time the search calls alone (generation only: encoder + search per batch)
+    and, for information, the whole ``Translator.translate`` (tokenising and detokenising too)."""
+    import nmt.translate as translate_module
+    from nmt.data import read_lines
+
+    torch.set_num_threads(THREADS)
+    translator = translate_module.Translator.from_checkpoint(args.checkpoint, "cpu")
+    torch.set_num_threads(THREADS)
+    lines = read_lines(Path(args.src))
+    spent = [0.0]
+
+    def timed(fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[0] += time.perf_counter() - t0
+
+        return wrapper
+
+    translate_module.greedy = timed(translate_module.greedy)
+    translate_module.beam_search = timed(translate_module.beam_search)
+    t0 = time.perf_counter()
+    found = translator.hypotheses(lines, beam=args.beam)
+    total_seconds = time.perf_counter() - t0
+    lengths = [len(h[0].tokens) + 1 if h else 0 for h in found]  # pieces + </s>
+    if args.hyps:
+        hyps = [translator.tokenizer.decode_tgt([h[0].tokens])[0] if h else "" for h in found]
+        Path(args.hyps).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    return {
+        "beam": args.beam,
+        "sentences": len(lines),
+        "target_tokens": int(sum(lengths)),
+        "seconds": spent[0],
+        "sentences_per_s": len(lines) / spent[0],
+        "tokens_per_s": sum(lengths) / spent[0],
+        "mean_output_len": float(np.mean(lengths)),
+        "seconds_end_to_end": total_seconds,
+        "batch_size": translator.config.decode.batch_size,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["peak", "train", "decode"])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--work")
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--max-tokens", type=int, default=3000)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--src")
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--hyps")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(THREADS)
+    run = {"peak": run_peak, "train": run_train, "decode": run_decode}[args.what]
+    _write(args.out, run(args))
+
+
+if __name__ == "__main__":
+    main()

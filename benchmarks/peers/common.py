@@ -1,0 +1,169 @@
+"""What the peer drivers share: arguments, the step clock, result files.
+
+A driver runs inside its peer's own virtual environment (benchmarks/.peers/<peer>/venv) and
+imports the peer in-process, so the toolkit's own training loop and search run unchanged; the
+driver only wraps one function of each (the optimizer step, the batch search) with a clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# The matched model (configs/bible-es-en.yaml) — each driver maps these onto its toolkit's options.
+EMB, ENC_HIDDEN, ENC_LAYERS, DEC_HIDDEN, DEC_LAYERS, ATTN = 256, 256, 2, 256, 1, 256
+DROPOUT, LR, CLIP, SMOOTHING, SEED = 0.3, 0.002, 1.0, 0.1, 1
+DECODE_BATCH, MAX_LEN_A, MAX_LEN_B, ALPHA = 64, 2, 10, 0.6
+SRC, TGT = "es", "en"
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["prepare", "train", "decode"])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--work", required=True, help="benchmarks/.work/bible-es-en")
+    parser.add_argument("--peer-work", required=True, help="this peer's scratch folder")
+    parser.add_argument("--max-tokens", type=int, default=3000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--sentences", type=int, default=0, help="first N dev sentences; 0 = all")
+    args = parser.parse_args(argv)
+    args.work, args.peer_work = Path(args.work), Path(args.peer_work)
+    args.peer_work.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def pieces(args, split: str, lang: str) -> Path:
+    return args.work / "pieces" / f"{split}.{lang}"
+
+
+def dev_source(args) -> Path:
+    """The dev source pieces, or their first ``--sentences`` lines."""
+    src = pieces(args, "dev", SRC)
+    if not args.sentences:
+        return src
+    cut = args.peer_work / f"dev.first{args.sentences}.{SRC}"
+    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)[: args.sentences]
+    cut.write_text("".join(lines), encoding="utf-8")
+    return cut
+
+
+def vocab(args) -> list[tuple[str, int]]:
+    rows = (args.work / "pieces" / "vocab.tsv").read_text(encoding="utf-8").splitlines()
+    return [(p, int(c)) for p, c in (r.split("\t") for r in rows)]
+
+
+class StepClock:
+    """Records the end time and the target-token count of each optimizer step."""
+
+    def __init__(self, warmup: int, steps: int):
+        self.warmup, self.steps = warmup, steps
+        self.ends: list[float] = []
+        self.tokens: list[int] = []
+        self.src_lens: list[np.ndarray] = []
+        self.tgt_lens: list[np.ndarray] = []
+
+    def record(self, n_tokens: int, src_lens=None, tgt_lens=None) -> None:
+        self.ends.append(time.perf_counter())
+        self.tokens.append(int(n_tokens))
+        if src_lens is not None:
+            self.src_lens.append(np.asarray(src_lens))
+            self.tgt_lens.append(np.asarray(tgt_lens))
+
+    @property
+    def done(self) -> bool:
+        return len(self.ends) >= self.warmup + self.steps
+
+    def result(self) -> dict:
+        w, n = self.warmup, self.steps
+        if len(self.ends) < w + n:
+            raise RuntimeError(f"only {len(self.ends)} steps were recorded, {w + n} needed")
+        seconds = self.ends[w + n - 1] - self.ends[w - 1]
+        tokens = sum(self.tokens[w : w + n])
+        out = {
+            "warmup_steps": w,
+            "timed_steps": n,
+            "seconds": seconds,
+            "target_tokens": tokens,
+            "tokens_per_s": tokens / seconds,
+            "step_seconds_median": float(np.median(np.diff(self.ends[w - 1 : w + n]))),
+            "threads": __import__("torch").get_num_threads(),
+        }
+        if self.src_lens:
+            src = np.concatenate(self.src_lens[w : w + n])
+            tgt = np.concatenate(self.tgt_lens[w : w + n])
+            out.update(sentences=int(len(src)), source_tokens=int(src.sum()), mean_src_len=float(src.mean()),
+                       mean_tgt_len=float(tgt.mean()), src_lens=src.tolist(), tgt_lens=tgt.tolist())
+        return out
+
+
+class SearchClock:
+    """Wraps a search function; accumulates the seconds spent inside it."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.calls = 0
+
+    def wrap(self, fn):
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.seconds += time.perf_counter() - t0
+                self.calls += 1
+
+        return timed
+
+
+def decode_result(args, clock: SearchClock, hyp_lines: list[str], sentences: int) -> dict:
+    """Sentences/s and tokens/s over the search time; tokens = output pieces + 1 (</s>) each."""
+    lengths = [len(h.split()) + 1 for h in hyp_lines]
+    if len(hyp_lines) != sentences:
+        raise RuntimeError(f"{len(hyp_lines)} hypotheses for {sentences} sentences")
+    return {
+        "beam": args.beam,
+        "sentences": sentences,
+        "target_tokens": int(sum(lengths)),
+        "seconds": clock.seconds,
+        "sentences_per_s": sentences / clock.seconds,
+        "tokens_per_s": sum(lengths) / clock.seconds,
+        "mean_output_len": float(np.mean(lengths)),
+        "search_calls": clock.calls,
+        "batch_size": DECODE_BATCH,
+        "threads": __import__("torch").get_num_threads(),
+    }
+
+
+def write(args, result: dict) -> None:
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def run_main(module_main, argv: list[str]) -> None:
+    """Call a toolkit's command-line entry point in-process with these arguments."""
+    old = sys.argv
+    sys.argv = [str(a) for a in argv]
+    try:
+        module_main()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+    finally:
+        sys.argv = old
+
+
+def env_check() -> None:
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if name not in os.environ:
+            print(f"warning: {name} is not set", file=sys.stderr)
