@@ -166,10 +166,11 @@ def best_and_worst(sources: list[str], refs: list[str], hyps: list[str], count: 
             for i in index
         ]
 
-    return {"best": rows(falling[:count]), "worst": rows(rising[:count]), "mean_sentence_chrf": _mean(chrf)}
+    return {"best": rows(falling[:count]), "worst": rows(rising[:count]), "mean_sentence_chrf": rounded_mean(chrf)}
 
 
-def _mean(values: list[float]) -> float:
+def rounded_mean(values: list[float]) -> float:
+    """Mean to 4 decimals (0 for no values), as report numbers are stored."""
     return round(sum(values) / len(values), 4) if values else 0.0
 
 

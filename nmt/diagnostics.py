@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nmt.analysis import rounded_mean
 from nmt.metrics import corpus_scores
 from nmt.search import Hypothesis, length_penalty, max_lengths, sequence_log_prob
 from nmt.translate import Translator
@@ -65,9 +66,9 @@ def _sweep_row(beam: int, decoded: Decoded, refs: list[str], alpha: float) -> di
     return {
         "beam": beam,
         "bleu": bleu,
-        "mean_log_prob": _mean([h.log_prob for h in found]),
-        "mean_objective": _mean([objective(h, alpha) for h in found]),
-        "mean_tokens": _mean([len(h.tokens) for h in found]),
+        "mean_log_prob": rounded_mean([h.log_prob for h in found]),
+        "mean_objective": rounded_mean([objective(h, alpha) for h in found]),
+        "mean_tokens": rounded_mean([len(h.tokens) for h in found]),
         "sentences_per_s": round(len(decoded.texts) / max(decoded.seconds, 1e-9), 2),
     }
 
@@ -169,6 +170,3 @@ def attention_maps(translator: Translator, sources: list[str], index: list[int],
         })
     return maps
 
-
-def _mean(values: list[float]) -> float:
-    return round(float(np.mean(values)), 4) if values else 0.0
