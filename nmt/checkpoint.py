@@ -123,14 +123,19 @@ def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu") -> L
     except (ConfigError, TokenizerError, KeyError) as exc:
         raise CheckpointError(f"{folder}: unusable checkpoint ({exc})") from exc
     model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab)
+    load_weights(model, folder)
+    model.to(device).eval()
+    return Loaded(config, model, tokenizer, int(manifest["step"]), folder)
+
+
+def load_weights(model: Seq2Seq, folder: Path) -> None:
+    """Fill ``model`` from ``folder/model.safetensors``; every tensor must fit, none may be missing."""
     try:
-        missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
+        missing, unexpected = load_model(model, str(Path(folder) / "model.safetensors"), strict=False)
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"{folder}: model weights do not fit the config ({str(exc).splitlines()[0]})") from exc
     if missing or unexpected:
         raise CheckpointError(f"{folder}: weights do not match the model (missing {sorted(missing)[:3]})")
-    model.to(device).eval()
-    return Loaded(config, model, tokenizer, int(manifest["step"]), folder)
 
 
 def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

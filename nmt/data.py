@@ -239,3 +239,18 @@ def read_lines(path: str | Path) -> list[str]:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
     return text.splitlines()
+
+
+def read_test_pair(
+    data_dir: Path, config: DataConfig, src: Path | None = None, ref: Path | None = None
+) -> tuple[Path, Path, list[str], list[str]]:
+    """Source and reference lines to evaluate: the given files, else the test split in
+    ``data_dir``. Line counts must match and the set must not be empty."""
+    src = Path(src or split_path(data_dir, "test", config.src_lang))
+    ref = Path(ref or split_path(data_dir, "test", config.tgt_lang))
+    sources, refs = read_lines(src), read_lines(ref)
+    if len(sources) != len(refs):
+        raise DataError(f"{src} has {len(sources)} lines but {ref} has {len(refs)}")
+    if not sources:
+        raise DataError(f"{src} is empty: nothing to evaluate")
+    return src, ref, sources, refs

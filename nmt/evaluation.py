@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nmt import analysis, diagnostics, plots
 from nmt.atomic import atomic_write_bytes, atomic_write_text
-from nmt.data import DataError, read_lines, split_path
+from nmt.data import read_test_pair
 from nmt.diagnostics import Decoded
 from nmt.errors import NmtError
 from nmt.translate import Translator
@@ -87,15 +87,7 @@ def _load(
 
 def _test_set(first: Candidate, src: Path | None, ref: Path | None) -> tuple[Path, Path, list[str], list[str]]:
     data_dir = (analysis.find_run_dir(first.path) or first.path.parent) / "data"
-    langs = first.translator.config.data
-    src = Path(src or split_path(data_dir, "test", langs.src_lang))
-    ref = Path(ref or split_path(data_dir, "test", langs.tgt_lang))
-    sources, refs = read_lines(src), read_lines(ref)
-    if len(sources) != len(refs):
-        raise DataError(f"{src} has {len(sources)} lines but {ref} has {len(refs)}")
-    if not sources:
-        raise DataError(f"{src} is empty: nothing to evaluate")
-    return src, ref, sources, refs
+    return read_test_pair(data_dir, first.translator.config.data, src, ref)
 
 
 def _decode_systems(cands: list[Candidate], sources: list[str]) -> dict[str, tuple[Candidate, int]]:

@@ -59,20 +59,15 @@ def evaluate(
     import time
 
     from nmt.atomic import atomic_write_text
-    from nmt.data import DataError, read_lines, split_path
+    from nmt.data import read_test_pair
     from nmt.metrics import corpus_scores
     from nmt.report import render_markdown
     from nmt.translate import Translator
 
     translator = Translator.from_checkpoint(checkpoint, device)
     run_dir = Path(checkpoint).parent
-    data_cfg = translator.config.data
-    src_path = Path(src_path or split_path(run_dir / "data", "test", data_cfg.src_lang))
-    ref_path = Path(ref_path or split_path(run_dir / "data", "test", data_cfg.tgt_lang))
+    src_path, ref_path, sources, refs = read_test_pair(run_dir / "data", translator.config.data, src_path, ref_path)
     out_dir = Path(out_dir or run_dir)
-    sources, refs = read_lines(src_path), read_lines(ref_path)
-    if len(sources) != len(refs):
-        raise DataError(f"{src_path} has {len(sources)} lines but {ref_path} has {len(refs)}")
     beam = beam or translator.config.decode.beam
     systems = {}
     lang = translator.config.data.tgt_lang

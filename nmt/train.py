@@ -29,6 +29,7 @@ from nmt.atomic import atomic_write_text
 from nmt.batching import Sequences, make_batch, token_batches
 from nmt.checkpoint import (
     load_trainer_state,
+    load_weights,
     optimizer_from_tensors,
     optimizer_to_tensors,
     point,
@@ -132,11 +133,16 @@ def pick_device(name: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_split(tokenizer: Tokenizer, data_dir: Path, split: str, config: Config) -> tuple[Sequences, Sequences]:
+def read_split(data_dir: Path, split: str, config: Config) -> tuple[list[str], list[str]]:
+    """Source and target lines of a prepared split; the two sides must have as many lines."""
     src = read_lines(split_path(data_dir, split, config.data.src_lang))
     tgt = read_lines(split_path(data_dir, split, config.data.tgt_lang))
     if len(src) != len(tgt):
         raise DataError(f"{data_dir}: {split} sides differ in line count ({len(src)} vs {len(tgt)})")
+    return src, tgt
+
+
+def encode_split(tokenizer: Tokenizer, src: list[str], tgt: list[str]) -> tuple[Sequences, Sequences]:
     return Sequences.from_lists(tokenizer.encode_src(src)), Sequences.from_lists(tokenizer.encode_tgt(tgt))
 
 
@@ -174,12 +180,11 @@ class Trainer:
         self.device = pick_device(device)
         torch.set_num_threads(choose_threads(config.train.threads))
         self.tokenizer = Tokenizer.from_folder(tokenizer_dir)
-        src, tgt = load_split(self.tokenizer, self.data_dir, "train", config)
+        src, tgt = encode_split(self.tokenizer, *read_split(self.data_dir, "train", config))
         keep = np.flatnonzero((src.lengths <= config.train.max_train_len) & (tgt.lengths < config.train.max_train_len))
         self.train_src, self.train_tgt = _subset(src, keep), _subset(tgt, keep)
-        self.dev_src, self.dev_tgt = load_split(self.tokenizer, self.data_dir, "dev", config)
-        self.dev_lines = read_lines(split_path(self.data_dir, "dev", config.data.src_lang))
-        self.dev_refs = read_lines(split_path(self.data_dir, "dev", config.data.tgt_lang))
+        self.dev_lines, self.dev_refs = read_split(self.data_dir, "dev", config)  # read once: loss and BLEU
+        self.dev_src, self.dev_tgt = encode_split(self.tokenizer, self.dev_lines, self.dev_refs)
         if config.train.valid_max_sentences:
             self.dev_lines = self.dev_lines[: config.train.valid_max_sentences]
             self.dev_refs = self.dev_refs[: config.train.valid_max_sentences]
@@ -202,9 +207,7 @@ class Trainer:
                     f"{folder} was trained with other {section} settings; "
                     f"delete {self.run_dir} or choose a new name to start afresh"
                 )
-        from safetensors.torch import load_model
-
-        load_model(self.model, str(folder / "model.safetensors"))
+        load_weights(self.model, folder)
         tensors, data = load_trainer_state(folder)
         optimizer_from_tensors(self.optimizer, tensors, data["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])

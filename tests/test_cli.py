@@ -118,3 +118,13 @@ def test_pipeline_scripts_report_errors_in_one_line(stage, tmp_path):
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"error: config file not found: {tmp_path / 'missing.yaml'}"]
+
+
+def test_evaluate_with_mismatched_files(tiny_run, tmp_path):
+    src, ref = tmp_path / "s.es", tmp_path / "r.en"
+    src.write_text("uno\ndos\n")
+    ref.write_text("one\n")
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(tiny_run.root / "best"), "--src", str(src),
+                                 "--ref", str(ref), "--out", str(tmp_path / "out")])
+    assert "has 2 lines but" in _error(result)
+    assert not (tmp_path / "out" / "report.json").exists()
