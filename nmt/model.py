@@ -213,11 +213,17 @@ class Seq2Seq(nn.Module):
         logits = self.generator(self.dropout(attn_vec)).float()
         return torch.log_softmax(logits, dim=-1), state, weights
 
+    def features(self, src: torch.Tensor, lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced inputs of the output layer (B, T, D): ã_t after dropout, every position.
+
+        Training feeds these with ``generator``'s weights to ``nmt.loss.linear_cross_entropy``,
+        which never materialises the full (B, T, V) logits."""
+        memory, state = self.encode(src, lengths)
+        return self.dropout(self.decoder(tgt_in, state, memory))
+
     def forward(self, src: torch.Tensor, lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) of the next target token at every position."""
-        memory, state = self.encode(src, lengths)
-        attn_vecs = self.decoder(tgt_in, state, memory)  # (B, T, D)
-        return self.generator(self.dropout(attn_vecs))  # one large matmul for all positions
+        return self.generator(self.features(src, lengths, tgt_in))  # one large matmul for all positions
 
 
 def build_model(config: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from nmt.atomic import atomic_write_text
 from nmt.batching import Sequences, make_batch, token_batches
@@ -39,6 +38,7 @@ from nmt.checkpoint import (
 from nmt.config import Config
 from nmt.data import DataError, read_lines, split_path
 from nmt.errors import NmtError
+from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
 from nmt.tokenizer import PAD, Tokenizer
 from nmt.translate import Translator
@@ -146,17 +146,13 @@ def encode_split(tokenizer: Tokenizer, src: list[str], tgt: list[str]) -> tuple[
     return Sequences.from_lists(tokenizer.encode_src(src)), Sequences.from_lists(tokenizer.encode_tgt(tgt))
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> tuple[torch.Tensor, int]:
-    """Summed token cross-entropy (padding ignored) and the number of target tokens."""
-    n_tokens = int((target != PAD).sum())
-    loss = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(),
-        target.reshape(-1),
-        ignore_index=PAD,
-        label_smoothing=smoothing,
-        reduction="sum",
-    )
-    return loss, n_tokens
+def batch_loss(model: Seq2Seq, batch, smoothing: float) -> tuple[torch.Tensor, int]:
+    """Summed token cross-entropy of one batch (padding dropped) and its number of target tokens."""
+    features = model.features(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, D)
+    real = batch.tgt_out != PAD
+    generator = model.generator
+    loss = linear_cross_entropy(features[real], generator.weight, generator.bias, batch.tgt_out[real], smoothing)
+    return loss, int(real.sum())
 
 
 @torch.inference_mode()
@@ -166,7 +162,7 @@ def dev_loss(model: Seq2Seq, src: Sequences, tgt: Sequences, max_tokens: int, de
     total, count = 0.0, 0
     for index in token_batches(src.lengths, tgt.lengths, max_tokens):
         batch = make_batch(src, index, tgt).to(device)
-        loss, n = loss_fn(model(batch.src, batch.src_lengths, batch.tgt_in), batch.tgt_out, 0.0)
+        loss, n = batch_loss(model, batch, 0.0)
         total, count = total + float(loss), count + n
     return total / max(1, count)
 
@@ -247,8 +243,7 @@ class Trainer:
     def _train_step(self, batch) -> tuple[float, int, float]:
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.precision == "bf16"):
-            logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
-        loss, n_tokens = loss_fn(logits, batch.tgt_out, self.config.train.label_smoothing)
+            loss, n_tokens = batch_loss(self.model, batch, self.config.train.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         (loss / n_tokens).backward()
         # Clip by the global L2 norm of all gradients; the norm before clipping is logged.
