@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.attention import AdditiveAttention
 from nmt.config import ModelConfig
+from nmt.dropout import Dropout, dropout
 from nmt.tokenizer import PAD
 
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -69,7 +69,7 @@ class Encoder(nn.Module):
     def __init__(self, config: ModelConfig, vocab_size: int):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, config.emb_dim, padding_idx=PAD)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.rnn = RNNS[config.cell](
             config.emb_dim,
             config.enc_hidden,
@@ -97,7 +97,7 @@ class Decoder(nn.Module):
         self.config = config
         enc_dim, d = 2 * config.enc_hidden, config.dec_hidden
         self.embed = nn.Embedding(vocab_size, config.emb_dim, padding_idx=PAD)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.input_feeding = config.input_feeding and config.attention != "none"
         rnn_in = config.emb_dim + (d if self.input_feeding else 0)
         self.rnn = RNNS[config.cell](
@@ -163,7 +163,7 @@ class Decoder(nn.Module):
             else:
                 h = torch.rnn_tanh_cell(x, state.hidden[layer], *weights)
             hiddens.append(h)
-            x = F.dropout(h, rnn.dropout, self.training) if layer < rnn.num_layers - 1 else h
+            x = dropout(h, rnn.dropout, self.training) if layer < rnn.num_layers - 1 else h
         return torch.stack(hiddens), torch.stack(cells) if cells else None
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState, memory: Memory) -> torch.Tensor:
@@ -187,7 +187,7 @@ class Seq2Seq(nn.Module):
         self.config = config
         self.encoder = Encoder(config, src_vocab)
         self.decoder = Decoder(config, tgt_vocab)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.generator = nn.Linear(config.dec_hidden, tgt_vocab, bias=True)  # W_o
         if config.tie_embeddings:
             self.generator.weight = self.decoder.embed.weight
