@@ -133,30 +133,43 @@ def wait_for_quiet(max_wait: float) -> float:
 
 
 def run_nmt(args, work: Path, tmp: Path) -> dict:
-    py, script = sys.executable, HERE / "nmt_runs.py"
-    out: dict = {"train": {}, "decode": {}}
-    common = ["--work", work, "--warmup", args.warmup, "--steps", args.steps, "--max-tokens", args.max_tokens]
-    for precision in args.precisions:
-        out["train"][precision] = measured(
-            [py, script, "train", "--out", tmp / f"nmt-train-{precision}.json", "--precision", precision, *common],
-            tmp / f"nmt-train-{precision}.json", tmp / f"nmt-train-{precision}.log", args.timeout)
-    dev = dev_source(work, args)
-    first = out["train"][args.precisions[0]]
-    if "checkpoint" in first:
-        for beam in args.beams:
-            name = f"nmt-decode-beam{beam}"
-            out["decode"][f"beam{beam}"] = measured(
-                [py, script, "decode", "--out", tmp / f"{name}.json", "--checkpoint", first["checkpoint"],
-                 "--src", dev, "--beam", beam, "--hyps", tmp / f"{name}.hyp"],
-                tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
+    """nmt's default model in every precision asked for, then (``--luong``) the same model with
+    Luong attention in bf16 — the model matched to fairseq's — under results["nmt"]["luong"]."""
+    out = nmt_model(args, work, tmp, "bahdanau", args.precisions)
+    if args.luong:
+        out["luong"] = nmt_model(args, work, tmp, "luong", ["bf16"])
     reference = Path(args.reference_checkpoint) if args.reference_checkpoint else None
     if reference is not None and reference.exists():
+        py, script, dev = sys.executable, HERE / "nmt_runs.py", dev_source(work, args)
         out["decode_reference"] = {"checkpoint": str(reference)}
         for beam in args.beams:
             name = f"nmt-decode-reference-beam{beam}"
             out["decode_reference"][f"beam{beam}"] = measured(
                 [py, script, "decode", "--out", tmp / f"{name}.json", "--checkpoint", reference,
                  "--src", dev, "--beam", beam],
+                tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
+    return out
+
+
+def nmt_model(args, work: Path, tmp: Path, attention: str, precisions: list[str]) -> dict:
+    """Train (timed) in each precision, then decode the dev text with the first one's checkpoint."""
+    py, script = sys.executable, HERE / "nmt_runs.py"
+    out: dict = {"train": {}, "decode": {}}
+    common = ["--work", work, "--warmup", args.warmup, "--steps", args.steps, "--max-tokens", args.max_tokens,
+              "--attention", attention]
+    for precision in precisions:
+        name = f"nmt-{attention}-train-{precision}"
+        out["train"][precision] = measured(
+            [py, script, "train", "--out", tmp / f"{name}.json", "--precision", precision, *common],
+            tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
+    dev = dev_source(work, args)
+    first = out["train"][precisions[0]]
+    if "checkpoint" in first:
+        for beam in args.beams:
+            name = f"nmt-{attention}-decode-beam{beam}"
+            out["decode"][f"beam{beam}"] = measured(
+                [py, script, "decode", "--out", tmp / f"{name}.json", "--checkpoint", first["checkpoint"],
+                 "--src", dev, "--beam", beam, "--hyps", tmp / f"{name}.hyp"],
                 tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
     return out
 
@@ -229,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=3000, help="batch size (see README)")
     parser.add_argument("--precisions", default="bf16,fp32", help="nmt training precisions to measure")
     parser.add_argument("--beams", default="1,5")
+    parser.add_argument("--no-luong", dest="luong", action="store_false",
+                        help="skip the Luong-attention model (the one matched to fairseq)")
     parser.add_argument("--decode-sentences", type=int, default=0, help="first N dev sentences (0 = all)")
     parser.add_argument("--reference-checkpoint", default=str(ROOT / "runs" / "bible-es-en" / "best"),
                         help="a fully trained nmt checkpoint, decoded too if it exists (read only)")

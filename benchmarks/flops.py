@@ -1,4 +1,4 @@
-"""Analytic FLOP count of one training step of the default model (nmt.model.Seq2Seq).
+"""Analytic FLOP count of one training step of nmt.model.Seq2Seq (LSTM, additive or Luong attention).
 
 One multiply-add is 2 FLOPs. Only the matrix products and the per-(target, source) attention
 arithmetic are counted — the work a perfect implementation could not avoid. Not counted:
@@ -30,12 +30,18 @@ class Dims:
     attn: int  # A, additive attention's hidden size
     input_feeding: bool
     tgt_vocab: int  # V
+    attention: str = "bahdanau"  # bahdanau (additive) | luong (multiplicative: keys projected to D)
 
     @classmethod
     def from_config(cls, model_config, tgt_vocab: int) -> "Dims":
         m = model_config
         return cls(m.emb_dim, m.enc_hidden, m.enc_layers, m.dec_hidden, m.dec_layers, m.attn_dim,
-                   m.input_feeding, tgt_vocab)
+                   m.input_feeding, tgt_vocab, m.attention)
+
+    @property
+    def key_dim(self) -> int:
+        """Size of a projected key: A for additive attention, D for multiplicative."""
+        return self.attn if self.attention == "bahdanau" else self.dec_hidden
 
 
 def lstm_flops(inputs: int, hidden: int) -> int:
@@ -49,7 +55,7 @@ def per_source_token(d: Dims) -> int:
     for layer in range(d.enc_layers):
         inputs = d.emb if layer == 0 else 2 * d.enc_hidden
         flops += 2 * lstm_flops(inputs, d.enc_hidden)  # forward and backward direction
-    flops += 2 * (2 * d.enc_hidden) * d.attn  # key projection W_k h_j, once per sentence position
+    flops += 2 * (2 * d.enc_hidden) * d.key_dim  # key projection W_k h_j, once per sentence position
     return flops
 
 
@@ -60,7 +66,8 @@ def per_target_token(d: Dims) -> int:
     for layer in range(d.dec_layers):
         inputs = (d.emb + (d.dec_hidden if d.input_feeding else 0)) if layer == 0 else d.dec_hidden
         flops += lstm_flops(inputs, d.dec_hidden)
-    flops += 2 * d.dec_hidden * d.attn  # query projection W_q s_t
+    if d.attention == "bahdanau":
+        flops += 2 * d.dec_hidden * d.attn  # query projection W_q s_t
     flops += 2 * (enc_out + d.dec_hidden) * d.dec_hidden  # combine ã_t = tanh(W_c [c_t; s_t])
     flops += 2 * d.dec_hidden * d.tgt_vocab  # output projection W_o ã_t (tied to the embeddings)
     return flops
@@ -68,11 +75,11 @@ def per_target_token(d: Dims) -> int:
 
 def per_pair(d: Dims) -> int:
     """Forward FLOPs per (target position, source position) pair of one sentence."""
-    return (
-        d.attn  # q + k_j (the add inside tanh)
-        + 2 * d.attn  # v · tanh(…)
-        + 2 * (2 * d.enc_hidden)  # context Σ_j α_j h_j
-    )
+    if d.attention == "bahdanau":
+        score = d.attn + 2 * d.attn  # q + k_j (the add inside tanh), then v · tanh(…)
+    else:
+        score = 2 * d.dec_hidden  # s_t · (W_k h_j)
+    return score + 2 * (2 * d.enc_hidden)  # context Σ_j α_j h_j
 
 
 def per_sentence(d: Dims) -> int:

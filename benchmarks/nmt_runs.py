@@ -66,9 +66,10 @@ def run_train(args) -> dict:
     from nmt.train import Trainer
 
     work = Path(args.work)
-    overrides = [f"train.precision={args.precision}", f"train.threads={THREADS}", f"train.max_tokens={args.max_tokens}"]
+    overrides = [f"train.precision={args.precision}", f"train.threads={THREADS}", f"train.max_tokens={args.max_tokens}",
+                 f"model.attention={args.attention}"]
     config = load_config(CONFIG, overrides)
-    run_dir = work / f"nmt-{args.precision}"
+    run_dir = work / f"nmt-{args.attention}-{args.precision}"
     trainer = Trainer(config, work / "data", work / "tokenizer", run_dir)
     torch.set_num_threads(THREADS)
     rng = np.random.default_rng([config.train.seed, 0])
@@ -95,6 +96,7 @@ def run_train(args) -> dict:
     save_checkpoint(run_dir / "final", trainer.model, config, trainer.tokenizer, total)
     return {
         "precision": args.precision,
+        "attention": args.attention,
         "warmup_steps": args.warmup,
         "timed_steps": args.steps,
         "seconds": seconds,
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--work")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--attention", default="bahdanau", choices=["bahdanau", "luong"])
     parser.add_argument("--max-tokens", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=100)

@@ -1,17 +1,28 @@
-"""Additive (Bahdanau) attention.
+"""Attention over the encoder outputs: additive (Bahdanau) and multiplicative (Luong "general").
 
-    score(q, k_j)  = v · tanh(W_q q + W_k k_j)
-    α_j            = softmax_j(score(q, k_j))        (padding positions get α_j = 0)
-    context        = Σ_j α_j k_j
+    additive        score(q, k_j) = v · tanh(W_q q + W_k k_j)        Bahdanau et al. 2015
+    multiplicative  score(q, k_j) = q · (W_k k_j)                    Luong et al. 2015, "general"
+    both            α_j = softmax_j(score(q, k_j))   (padding positions get α_j = 0)
+                    context = Σ_j α_j k_j
 
-The module holds only parameters. The projected keys ``W_k k`` are computed once per sentence by
-``project_keys`` and handed back by the caller at every step, so the module has no hidden state.
+The modules hold only parameters. The projected keys ``W_k k`` are computed once per sentence by
+``project_keys`` and handed back by the caller at every step, so neither module has hidden state.
+The additive score costs a tanh over (T, S, attn_dim) per sentence and step; the multiplicative one
+a single batched matmul — the reason Luong attention decodes faster.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def _attend(scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """scores (B, T, S), values (B, S, key_dim), mask (B, S) → context (B, T, key_dim), weights (B, T, S)."""
+    scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))  # padding never attended
+    weights = torch.softmax(scores, dim=-1)  # (B, T, S), rows sum to 1
+    context = torch.bmm(weights, values)  # (B, T, key_dim)
+    return context, weights
 
 
 class AdditiveAttention(nn.Module):
@@ -39,7 +50,21 @@ class AdditiveAttention(nn.Module):
         q = self.query_proj(query)  # (B, T, A)
         hidden = torch.tanh(q.unsqueeze(2) + proj_keys.unsqueeze(1))  # (B, T, S, A)
         scores = self.v(hidden).squeeze(-1)  # (B, T, S)
-        scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))  # padding never attended
-        weights = torch.softmax(scores, dim=-1)  # (B, T, S), rows sum to 1
-        context = torch.bmm(weights, values)  # (B, T, key_dim)
-        return context, weights
+        return _attend(scores, values, mask)
+
+
+class MultiplicativeAttention(nn.Module):
+    def __init__(self, query_dim: int, key_dim: int):
+        super().__init__()
+        self.key_proj = nn.Linear(key_dim, query_dim, bias=False)  # W_k
+
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """(B, S, key_dim) → (B, S, query_dim): W_k k_j for every source position, once a sentence."""
+        return self.key_proj(keys)
+
+    def forward(
+        self, query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``AdditiveAttention.forward``, with proj_keys (B, S, query_dim)."""
+        scores = torch.bmm(query, proj_keys.transpose(1, 2))  # (B, T, S): q · W_k k_j
+        return _attend(scores, values, mask)

@@ -63,7 +63,7 @@ class ModelConfig:
     enc_layers: int = 1
     dec_hidden: int = 256
     dec_layers: int = 1
-    attention: Literal["none", "bahdanau"] = "bahdanau"
+    attention: Literal["none", "bahdanau", "luong"] = "bahdanau"
     attn_dim: int = 256
     input_feeding: bool = True  # feed the previous attentional vector into the decoder RNN
     dropout: float = 0.2

@@ -1,9 +1,10 @@
-"""Encoder–decoder RNN with optional additive attention.
+"""Encoder–decoder RNN with optional attention (additive or multiplicative).
 
     encoder   h_1 … h_S = BiRNN(E_src x)                       (B, S, 2H)
     bridge    s_0 = tanh(W_b [→h_S ; ←h_1])                   decoder start state
     decoder   s_t = RNN(s_{t-1}, [E_tgt y_{t-1} ; ã_{t-1}])    ã fed back = input feeding
-    attention c_t = Σ_j α_tj h_j,  α_t = softmax(v·tanh(W_q s_t + W_k h_j))
+    attention c_t = Σ_j α_tj h_j,  α_t = softmax(v·tanh(W_q s_t + W_k h_j))    bahdanau
+                                  or α_t = softmax(s_t · W_k h_j)             luong
     output    ã_t = tanh(W_c [c_t ; s_t]),  p(y_t | y_<t, x) = softmax(W_o ã_t)
 
 With ``attention: none`` the decoder sees the source only through s_0 (Sutskever et al.), and
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from nmt.attention import AdditiveAttention
+from nmt.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.config import ModelConfig
 from nmt.dropout import Dropout, dropout
 from nmt.tokenizer import PAD
@@ -109,11 +110,15 @@ class Decoder(nn.Module):
         )
         self.bridge_h = nn.Linear(enc_dim, config.dec_layers * d)
         self.bridge_c = nn.Linear(enc_dim, config.dec_layers * d) if config.cell == "lstm" else None
-        if config.attention == "bahdanau":
-            self.attention: AdditiveAttention | None = AdditiveAttention(d, enc_dim, config.attn_dim)
-            self.combine: nn.Linear | None = nn.Linear(enc_dim + d, d, bias=False)  # W_c
-        else:
-            self.attention, self.combine = None, None
+        self.attention: AdditiveAttention | MultiplicativeAttention | None = None
+        self.combine: nn.Linear | None = None
+        if config.attention != "none":
+            self.attention = (
+                AdditiveAttention(d, enc_dim, config.attn_dim)
+                if config.attention == "bahdanau"
+                else MultiplicativeAttention(d, enc_dim)
+            )
+            self.combine = nn.Linear(enc_dim + d, d, bias=False)  # W_c
 
     def init_state(self, final_h: torch.Tensor, final_c: torch.Tensor | None) -> DecoderState:
         """Bridge from the encoder's final top-layer states (B, 2H) to the decoder's start state."""

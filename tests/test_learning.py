@@ -1,6 +1,7 @@
 """The functional test: a tiny attention model learns to reverse sequences."""
 
 import numpy as np
+import pytest
 import torch
 
 from nmt.batching import Sequences, make_batch, token_batches
@@ -22,10 +23,11 @@ def _reverse_task(n: int, seed: int):
     return Sequences.from_lists(src), Sequences.from_lists(tgt)
 
 
-def test_tiny_model_learns_to_reverse_sequences():
+@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
+def test_tiny_model_learns_to_reverse_sequences(attention):
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    config = ModelConfig(emb_dim=32, enc_hidden=32, dec_hidden=32, attn_dim=32, dropout=0.0)
+    config = ModelConfig(emb_dim=32, enc_hidden=32, dec_hidden=32, attention=attention, attn_dim=32, dropout=0.0)
     model = build_model(config, 14, 14)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     train_src, train_tgt = _reverse_task(3000, seed=1)

@@ -4,13 +4,17 @@ import pytest
 import torch
 
 from conftest import small_model
-from nmt.attention import AdditiveAttention
+from nmt.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.search import sequence_log_prob
 
 
-def test_attention_weights_sum_to_one_and_ignore_padding():
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+def test_attention_weights_sum_to_one_and_ignore_padding(kind):
     torch.manual_seed(0)
-    attention = AdditiveAttention(query_dim=6, key_dim=8, attn_dim=5)
+    if kind == "additive":
+        attention = AdditiveAttention(query_dim=6, key_dim=8, attn_dim=5)
+    else:
+        attention = MultiplicativeAttention(query_dim=6, key_dim=8)
     values = torch.randn(3, 7, 8)
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 1 + [0] * 6], dtype=torch.bool)
     query = torch.randn(3, 2, 6)
@@ -26,7 +30,9 @@ def test_attention_weights_sum_to_one_and_ignore_padding():
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("attention,feeding", [("bahdanau", True), ("bahdanau", False), ("none", False)])
+@pytest.mark.parametrize(
+    "attention,feeding", [("bahdanau", True), ("bahdanau", False), ("luong", True), ("luong", False), ("none", False)]
+)
 def test_teacher_forcing_equals_step_by_step_decoding(cell, attention, feeding):
     """forward() (fused or looped) and decode_step() compute the same log p(T | S)."""
     model = small_model(cell, attention, feeding, vocab=11, layers=2)
@@ -55,3 +61,13 @@ def test_padding_in_a_batch_does_not_change_a_sentence():
 def test_tied_embeddings_share_one_tensor():
     model = small_model()
     assert model.generator.weight.data_ptr() == model.decoder.embed.weight.data_ptr()
+
+
+def test_luong_scores_are_query_dot_projected_keys():
+    torch.manual_seed(1)
+    attention = MultiplicativeAttention(query_dim=4, key_dim=6)
+    values, query = torch.randn(2, 5, 6), torch.randn(2, 1, 4)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    _, weights = attention(query, attention.project_keys(values), values, mask)
+    scores = torch.einsum("btd,dk,bsk->bts", query, attention.key_proj.weight, values)  # q · W_k h_j
+    torch.testing.assert_close(weights, torch.softmax(scores, dim=-1))

@@ -20,7 +20,7 @@ def _sources(seed: int, n: int = 6):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("attention", ["bahdanau", "none"])
+@pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
 def test_beam_of_one_is_greedy(cell, attention):
     model = small_model(cell, attention, vocab=VOCAB, seed=3)
     src, lengths = _sources(1)
@@ -56,9 +56,10 @@ def test_beam_is_at_least_as_good_as_greedy_in_model_score():
         assert b.log_prob >= g.log_prob - 1e-5
 
 
+@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
 @pytest.mark.parametrize("beam", [1, 3])
-def test_output_of_a_sentence_does_not_depend_on_its_batch(beam):
-    model = small_model(vocab=VOCAB, seed=4)
+def test_output_of_a_sentence_does_not_depend_on_its_batch(beam, attention):
+    model = small_model(attention=attention, vocab=VOCAB, seed=4)
     src, lengths = _sources(3, n=7)
     limits = max_lengths(lengths, 2.0, 3)
     together = beam_search(model, src, lengths, limits, beam=beam, alpha=0.6)
