@@ -146,7 +146,7 @@ def run_nmt(args, work: Path, tmp: Path) -> dict:
             name = f"nmt-decode-reference-beam{beam}"
             out["decode_reference"][f"beam{beam}"] = measured(
                 [py, script, "decode", "--out", tmp / f"{name}.json", "--checkpoint", reference,
-                 "--src", dev, "--beam", beam],
+                 "--src", dev, "--beam", beam, "--precision", "fp32"],
                 tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
     return out
 
@@ -165,12 +165,15 @@ def nmt_model(args, work: Path, tmp: Path, attention: str, precisions: list[str]
     dev = dev_source(work, args)
     first = out["train"][precisions[0]]
     if "checkpoint" in first:
-        for beam in args.beams:
-            name = f"nmt-{attention}-decode-beam{beam}"
-            out["decode"][f"beam{beam}"] = measured(
-                [py, script, "decode", "--out", tmp / f"{name}.json", "--checkpoint", first["checkpoint"],
-                 "--src", dev, "--beam", beam, "--hyps", tmp / f"{name}.hyp"],
-                tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
+        # fp32 decoding is the default ("decode"); bf16 autocast decoding is measured beside it.
+        for precision, key in (("fp32", "decode"), ("bf16", "decode_bf16")):
+            out[key] = {}
+            for beam in args.beams:
+                name = f"nmt-{attention}-decode-{precision}-beam{beam}"
+                out[key][f"beam{beam}"] = measured(
+                    [py, script, "decode", "--out", tmp / f"{name}.json", "--checkpoint", first["checkpoint"],
+                     "--src", dev, "--beam", beam, "--precision", precision, "--hyps", tmp / f"{name}.hyp"],
+                    tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
     return out
 
 

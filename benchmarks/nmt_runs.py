@@ -144,7 +144,7 @@ def run_decode(args) -> dict:
     translate_module.greedy = timed(translate_module.greedy)
     translate_module.beam_search = timed(translate_module.beam_search)
     t0 = time.perf_counter()
-    found = translator.hypotheses(lines, beam=args.beam)
+    found = translator.hypotheses(lines, beam=args.beam, precision=args.precision)
     total_seconds = time.perf_counter() - t0
     lengths = [len(h[0].tokens) + 1 if h else 0 for h in found]  # pieces + </s>
     if args.hyps:
@@ -152,6 +152,7 @@ def run_decode(args) -> dict:
         Path(args.hyps).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     return {
         "beam": args.beam,
+        "precision": args.precision,
         "sentences": len(lines),
         "target_tokens": int(sum(lengths)),
         "seconds": spent[0],

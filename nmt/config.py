@@ -96,6 +96,7 @@ class DecodeConfig:
     max_len_ratio: float = 2.0
     max_len_offset: int = 10
     batch_size: int = 64  # sentences per decoding batch
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls, log-probabilities still fp32
 
 
 @dataclass(frozen=True)

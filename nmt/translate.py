@@ -38,11 +38,18 @@ class Translator:
         alpha: float | None = None,
         nbest: int = 1,
         keep_attention: bool = False,
+        precision: str | None = None,
     ) -> list[list[Hypothesis]]:
-        """n-best hypotheses per line (an empty list for an empty line), in input order."""
+        """n-best hypotheses per line (an empty list for an empty line), in input order.
+
+        ``precision`` "bf16" runs the model under bf16 autocast (scores and log-probabilities stay
+        fp32); None takes the checkpoint's ``decode.precision``."""
         cfg = self.config.decode
         beam = cfg.beam if beam is None else beam
         alpha = cfg.alpha if alpha is None else alpha
+        precision = cfg.precision if precision is None else precision
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
         if nbest > beam:
             raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
         results: list[list[Hypothesis]] = [[] for _ in lines]
@@ -53,22 +60,25 @@ class Translator:
         was_training = self.model.training
         self.model.eval()
         try:
-            for index in sentence_batches(src.lengths, cfg.batch_size):
-                batch = make_batch(src, index).to(self.device)
-                limits = max_lengths(batch.src_lengths, cfg.max_len_ratio, cfg.max_len_offset)
-                if beam == 1 and nbest == 1:
-                    found = [[h] for h in greedy(self.model, batch.src, batch.src_lengths, limits, keep_attention)]
-                else:
-                    found = beam_search(
-                        self.model, batch.src, batch.src_lengths, limits, beam, alpha, nbest, keep_attention
-                    )
-                for i, hyps in zip(np.asarray(index).tolist(), found):
-                    results[todo[i]] = hyps
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                for index in sentence_batches(src.lengths, cfg.batch_size):
+                    found = self._search(make_batch(src, index).to(self.device), beam, alpha, nbest, keep_attention)
+                    for i, hyps in zip(np.asarray(index).tolist(), found):
+                        results[todo[i]] = hyps
         finally:
             self.model.train(was_training)
         return results
 
-    def translate(self, lines: list[str], beam: int | None = None, alpha: float | None = None) -> list[str]:
+    def _search(self, batch, beam: int, alpha: float, nbest: int, keep_attention: bool) -> list[list[Hypothesis]]:
+        cfg = self.config.decode
+        limits = max_lengths(batch.src_lengths, cfg.max_len_ratio, cfg.max_len_offset)
+        if beam == 1 and nbest == 1:
+            return [[h] for h in greedy(self.model, batch.src, batch.src_lengths, limits, keep_attention)]
+        return beam_search(self.model, batch.src, batch.src_lengths, limits, beam, alpha, nbest, keep_attention)
+
+    def translate(
+        self, lines: list[str], beam: int | None = None, alpha: float | None = None, precision: str | None = None
+    ) -> list[str]:
         """One detokenised translation per input line."""
-        found = self.hypotheses(lines, beam, alpha)
+        found = self.hypotheses(lines, beam, alpha, precision=precision)
         return [self.tokenizer.decode_tgt([hyps[0].tokens])[0] if hyps else "" for hyps in found]

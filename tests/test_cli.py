@@ -26,9 +26,9 @@ def test_translate_keeps_line_count_and_order(tiny_run, tmp_path):
     lines = ["Y dijo Dios: Sea la luz.", "", "   ", "Y fué la tarde y la mañana el día primero."]
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out.en"
-    for beam in ("1", "3"):
+    for beam, precision in (("1", "fp32"), ("3", "fp32"), ("1", "bf16"), ("3", "bf16")):
         result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--input",
-                                     str(source), "--output", str(out), "--beam", beam])
+                                     str(source), "--output", str(out), "--beam", beam, "--precision", precision])
         assert result.exit_code == 0, result.output
         produced = out.read_text(encoding="utf-8").split("\n")[:-1]
         assert len(produced) == len(lines)
@@ -40,6 +40,16 @@ def test_translate_reads_stdin_and_writes_stdout(tiny_run):
                            input="Y dijo Dios\n\nEn el principio\n")
     assert result.exit_code == 0
     assert len(result.stdout.split("\n")[:-1]) == 3
+
+
+def test_translate_refuses_an_unknown_precision(tiny_run, tmp_path):
+    out = tmp_path / "out.en"
+    out.write_text("earlier output\n", encoding="utf-8")
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--precision", "fp16",
+                                 "--output", str(out)], input="Y dijo Dios\n")
+    assert result.exit_code == 1
+    assert "--precision must be fp32 or bf16" in result.output
+    assert out.read_text(encoding="utf-8") == "earlier output\n"
 
 
 def test_translate_nbest(tiny_run):

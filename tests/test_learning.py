@@ -46,3 +46,7 @@ def test_tiny_model_learns_to_reverse_sequences(attention):
     found = greedy(model, batch.src, batch.src_lengths, max_lengths(batch.src_lengths, 2.0, 2))
     exact = np.mean([h.tokens == test_tgt.get(i).tolist() for i, h in enumerate(found)])
     assert exact >= 0.95, f"only {exact:.0%} of test sequences reversed exactly"
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # decode.precision: bf16 keeps what was learnt
+        found = greedy(model, batch.src, batch.src_lengths, max_lengths(batch.src_lengths, 2.0, 2))
+    exact = np.mean([h.tokens == test_tgt.get(i).tolist() for i, h in enumerate(found)])
+    assert exact >= 0.95, f"bf16 decoding: only {exact:.0%} of test sequences reversed exactly"
