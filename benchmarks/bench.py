@@ -140,14 +140,8 @@ def run_nmt(args, work: Path, tmp: Path) -> dict:
         out["luong"] = nmt_model(args, work, tmp, "luong", ["bf16"])
     reference = Path(args.reference_checkpoint) if args.reference_checkpoint else None
     if reference is not None and reference.exists():
-        py, script, dev = sys.executable, HERE / "nmt_runs.py", dev_source(work, args)
-        out["decode_reference"] = {"checkpoint": str(reference)}
-        for beam in args.beams:
-            name = f"nmt-decode-reference-beam{beam}"
-            out["decode_reference"][f"beam{beam}"] = measured(
-                [py, script, "decode", "--out", tmp / f"{name}.json", "--checkpoint", reference,
-                 "--src", dev, "--beam", beam, "--precision", "fp32"],
-                tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
+        out["decode_reference"] = {"checkpoint": str(reference),
+                                   **nmt_decodes(args, work, tmp, reference, "nmt-decode-reference", "fp32")}
     return out
 
 
@@ -162,18 +156,26 @@ def nmt_model(args, work: Path, tmp: Path, attention: str, precisions: list[str]
         out["train"][precision] = measured(
             [py, script, "train", "--out", tmp / f"{name}.json", "--precision", precision, *common],
             tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
-    dev = dev_source(work, args)
     first = out["train"][precisions[0]]
     if "checkpoint" in first:
         # fp32 decoding is the default ("decode"); bf16 autocast decoding is measured beside it.
         for precision, key in (("fp32", "decode"), ("bf16", "decode_bf16")):
-            out[key] = {}
-            for beam in args.beams:
-                name = f"nmt-{attention}-decode-{precision}-beam{beam}"
-                out[key][f"beam{beam}"] = measured(
-                    [py, script, "decode", "--out", tmp / f"{name}.json", "--checkpoint", first["checkpoint"],
-                     "--src", dev, "--beam", beam, "--precision", precision, "--hyps", tmp / f"{name}.hyp"],
-                    tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
+            out[key] = nmt_decodes(args, work, tmp, first["checkpoint"], f"nmt-{attention}-decode-{precision}",
+                                   precision, keep_hyps=True)
+    return out
+
+
+def nmt_decodes(args, work: Path, tmp: Path, checkpoint, prefix: str, precision: str, keep_hyps: bool = False) -> dict:
+    """Decode the dev text with ``checkpoint`` at every beam size asked for: {"beam1": …, "beam5": …}."""
+    py, script, dev = sys.executable, HERE / "nmt_runs.py", dev_source(work, args)
+    out = {}
+    for beam in args.beams:
+        name = f"{prefix}-beam{beam}"
+        hyps = ["--hyps", tmp / f"{name}.hyp"] if keep_hyps else []
+        out[f"beam{beam}"] = measured(
+            [py, script, "decode", "--out", tmp / f"{name}.json", "--checkpoint", checkpoint,
+             "--src", dev, "--beam", beam, "--precision", precision, *hyps],
+            tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
     return out
 
 

@@ -132,9 +132,8 @@ def run_decode(args) -> dict:
     torch.set_num_threads(THREADS)
     lines = read_lines(Path(args.src))
     clock = SearchClock()  # the peers' clock: each search call repeated, the fastest pass kept
-    timed = clock.wrap
-    translate_module.greedy = timed(translate_module.greedy)
-    translate_module.beam_search = timed(translate_module.beam_search)
+    translate_module.greedy = clock.wrap(translate_module.greedy)
+    translate_module.beam_search = clock.wrap(translate_module.beam_search)
     t0 = time.perf_counter()
     found = translator.hypotheses(lines, beam=args.beam, precision=args.precision)
     total_seconds = time.perf_counter() - t0
