@@ -69,13 +69,21 @@ $(RUN)/report/report.html: $(RUN)/train_summary.json $(STAMPS)/decode.json
 # measurements of fairseq, OpenNMT-py and JoeyNMT, each installed once into its own venv under
 # benchmarks/.peers/, and a table of nmt / peer ratios. Not part of make test; about 20 min on
 # 2 cores; results in benchmarks/results/. What is measured and matched: benchmarks/README.md.
-.PHONY: bench-peers
+# make bench-quality: quality per unit of time — nmt and each peer train for the same wall-clock
+# budget (MINUTES, default 20) and translate the test split with beam 5; sacreBLEU scores all.
+# About 4 × MINUTES + 15 min on 2 cores; results in benchmarks/results/<date>-<machine>-quality.*
+.PHONY: bench-peers bench-quality
+MINUTES ?= 20
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench.py
 
 bench-peers: $(VENV)/.installed
 	bash benchmarks/peers/setup.sh || echo "no peer could be installed; measuring nmt alone"
 	$(PY) benchmarks/bench.py --peers all --steps 50 --decode-sentences 100
+
+bench-quality: $(VENV)/.installed
+	bash benchmarks/peers/setup.sh || echo "no peer could be installed; measuring nmt alone"
+	$(PY) benchmarks/quality.py --minutes $(MINUTES) --peers all
 
 test: $(VENV)/.installed
 	HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q

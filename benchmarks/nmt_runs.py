@@ -3,6 +3,7 @@
     python benchmarks/nmt_runs.py peak   --out R.json
     python benchmarks/nmt_runs.py train  --out R.json --work DIR [--precision bf16|fp32] [--warmup W --steps N]
     python benchmarks/nmt_runs.py decode --out R.json --checkpoint DIR --src FILE --beam K
+    python benchmarks/nmt_runs.py budget --out R.json --work DIR --run-dir DIR --minutes M
 
 Every run uses ``torch.set_num_threads(THREADS)`` (2: this machine's cores, the same for peers).
 """
@@ -118,6 +119,37 @@ def run_train(args) -> dict:
     }
 
 
+def run_budget(args) -> dict:
+    """The default training loop (Trainer.train: bucketed batches, dev validation every
+    train.valid_every steps inside the budget, lr halving on a plateau) for ``--minutes`` of wall
+    clock, from a fresh run folder; its last weights are ``<run-dir>/last``."""
+    import shutil
+
+    from nmt.config import load_config
+    from nmt.train import Trainer
+
+    work, run_dir = Path(args.work), Path(args.run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)  # never resume: the budget starts from scratch
+    overrides = [f"train.precision={args.precision}", f"train.threads={THREADS}", f"train.max_tokens={args.max_tokens}",
+                 f"model.attention={args.attention}", f"train.max_minutes={args.minutes}"]
+    config = load_config(CONFIG, overrides)
+    trainer = Trainer(config, work / "data", work / "tokenizer", run_dir)
+    torch.set_num_threads(THREADS)
+    tokens, step = [0], trainer._train_step
+
+    def counted(batch):
+        out = step(batch)
+        tokens[0] += out[1]
+        return out
+
+    trainer._train_step = counted
+    summary = trainer.train()
+    return {"budget_minutes": args.minutes, "steps": summary["steps"], "target_tokens": tokens[0],
+            "train_minutes": summary["train_minutes"], "best_dev_bleu_greedy": summary["best_dev_bleu"],
+            "best_step": summary["best_step"], "threads": torch.get_num_threads(),
+            "checkpoint": str(run_dir / "last"), "model": {"attention": args.attention, "precision": args.precision}}
+
+
 # -- decoding ------------------------------------------------------------------------------------
 def run_decode(args) -> dict:
     """Decode a file; time the search calls alone (generation only: encoder + search per batch,
@@ -131,7 +163,7 @@ def run_decode(args) -> dict:
     translator = translate_module.Translator.from_checkpoint(args.checkpoint, "cpu")
     torch.set_num_threads(THREADS)
     lines = read_lines(Path(args.src))
-    clock = SearchClock()  # the peers' clock: each search call repeated, the fastest pass kept
+    clock = SearchClock(args.repeats)  # the peers' clock: each search call repeated, the fastest pass kept
     translate_module.greedy = clock.wrap(translate_module.greedy)
     translate_module.beam_search = clock.wrap(translate_module.beam_search)
     t0 = time.perf_counter()
@@ -159,7 +191,7 @@ def run_decode(args) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["peak", "train", "decode"])
+    parser.add_argument("what", choices=["peak", "train", "decode", "budget"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--work")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
@@ -171,9 +203,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--src")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--hyps")
+    parser.add_argument("--repeats", type=int, default=3, help="passes per search call; the fastest is timed")
+    parser.add_argument("--minutes", type=float, default=15.0, help="budget: wall-clock training minutes")
+    parser.add_argument("--run-dir", help="budget: the run folder (deleted first)")
     args = parser.parse_args(argv)
     torch.set_num_threads(THREADS)
-    run = {"peak": run_peak, "train": run_train, "decode": run_decode}[args.what]
+    run = {"peak": run_peak, "train": run_train, "decode": run_decode, "budget": run_budget}[args.what]
     _write(args.out, run(args))
 
 

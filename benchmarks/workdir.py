@@ -2,7 +2,7 @@
 
     benchmarks/.work/bible-es-en/data/        nmt.pipeline.prepare with configs/bible-es-en.yaml
     benchmarks/.work/bible-es-en/tokenizer/   nmt.pipeline.tokenize (SentencePiece, joint 6000)
-    benchmarks/.work/bible-es-en/pieces/      {train,dev}.{es,en} as space-separated pieces, and
+    benchmarks/.work/bible-es-en/pieces/      {train,dev,test}.{es,en} as space-separated pieces, and
                                               vocab.tsv (piece<TAB>count, specials excluded)
 
 The peers read the piece files, so every toolkit trains on the same pieces of the same
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 CONFIG = ROOT / "configs" / "bible-es-en.yaml"
 WORK = ROOT / "benchmarks" / ".work" / "bible-es-en"
-SPLITS = ("train", "dev")
+SPLITS = ("train", "dev", "test")
 
 log = logging.getLogger("bench")
 
@@ -39,7 +39,8 @@ def ensure_work(work: Path = WORK) -> Path:
     if not (paths.tokenizer / "tokenizer.json").is_file():
         log.info("training SentencePiece into %s", paths.tokenizer)
         pipeline.tokenize(config, paths)
-    if not (work / "pieces" / "vocab.tsv").is_file():
+    wanted = [work / "pieces" / "vocab.tsv"] + [work / "pieces" / f"{s}.{config.data.src_lang}" for s in SPLITS]
+    if not all(path.is_file() for path in wanted):
         write_pieces(work, config)
     return work
 

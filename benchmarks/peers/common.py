@@ -34,7 +34,11 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--beam", type=int, default=5)
-    parser.add_argument("--sentences", type=int, default=0, help="first N dev sentences; 0 = all")
+    parser.add_argument("--sentences", type=int, default=0, help="first N sentences of --split; 0 = all")
+    parser.add_argument("--split", default="dev", choices=["dev", "test"], help="the split to decode")
+    parser.add_argument("--minutes", type=float, default=0,
+                        help="train for this wall-clock budget instead of --warmup + --steps steps")
+    parser.add_argument("--repeats", type=int, default=3, help="passes per search call; the fastest is timed")
     args = parser.parse_args(argv)
     args.work, args.peer_work = Path(args.work), Path(args.peer_work)
     args.peer_work.mkdir(parents=True, exist_ok=True)
@@ -48,15 +52,21 @@ def pieces(args, split: str, lang: str) -> Path:
     return args.work / "pieces" / f"{split}.{lang}"
 
 
-def dev_source(args) -> Path:
-    """The dev source pieces, or their first ``--sentences`` lines."""
-    src = pieces(args, "dev", SRC)
+def decode_source(args) -> Path:
+    """The source pieces of ``--split``, or of its first ``--sentences`` lines (the target side is
+    cut alongside: fairseq and JoeyNMT read both)."""
     if not args.sentences:
-        return src
-    cut = args.peer_work / f"dev.first{args.sentences}.{SRC}"
-    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)[: args.sentences]
-    cut.write_text("".join(lines), encoding="utf-8")
-    return cut
+        return pieces(args, args.split, SRC)
+    for lang in (SRC, TGT):
+        lines = pieces(args, args.split, lang).read_text(encoding="utf-8").splitlines(keepends=True)
+        (args.peer_work / f"{args.split}.first{args.sentences}.{lang}").write_text(
+            "".join(lines[: args.sentences]), encoding="utf-8")
+    return args.peer_work / f"{args.split}.first{args.sentences}.{SRC}"
+
+
+def prefix(path: Path) -> Path:
+    """pieces/test.es → pieces/test: the file prefix fairseq and JoeyNMT take."""
+    return Path(str(path)[: -len(SRC) - 1])
 
 
 def vocab(args) -> list[tuple[str, int]]:
@@ -106,6 +116,40 @@ class StepClock:
             out.update(sentences=int(len(src)), source_tokens=int(src.sum()), mean_src_len=float(src.mean()),
                        mean_tgt_len=float(tgt.mean()), src_lens=src.tolist(), tgt_lens=tgt.tolist())
         return out
+
+
+class BudgetSpent(Exception):
+    """Raised from a wrapped step to end a toolkit's training loop once the budget is spent."""
+
+
+class Budget:
+    """A wall-clock training budget (``--minutes``), the same rule for every toolkit: the clock
+    starts when the first optimizer step starts, and the step during which it runs out is the
+    last one (the driver then saves the weights and stops the toolkit's loop)."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+        self.start: float | None = None
+        self.steps = 0
+        self.tokens = 0
+        self.elapsed = 0.0
+
+    def begin(self) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def step_done(self, n_tokens: int) -> None:
+        self.steps += 1
+        self.tokens += int(n_tokens)
+        self.elapsed = time.perf_counter() - self.start
+
+    @property
+    def spent(self) -> bool:
+        return self.start is not None and time.perf_counter() - self.start >= self.seconds
+
+    def result(self) -> dict:
+        return {"budget_minutes": self.seconds / 60, "steps": self.steps, "target_tokens": self.tokens,
+                "train_minutes": self.elapsed / 60, "threads": __import__("torch").get_num_threads()}
 
 
 class SearchClock:

@@ -1,8 +1,10 @@
 """fairseq (the fairseq-fixed 0.12.3.1 fork) on the matched model; run with its venv's python.
 
-    prepare  fairseq-preprocess of the shared piece text with the shared vocabulary (dict.txt)
-    train    fairseq-train, --arch lstm; the clock wraps Trainer.train_step
-    decode   fairseq-generate on the dev split; the clock wraps SequenceGenerator.generate
+    prepare  fairseq-preprocess of the shared piece text with the shared vocabulary (dict.txt);
+             its "test" subset is the text to decode (--split, --sentences)
+    train    fairseq-train, --arch lstm; the clock wraps Trainer.train_step (--minutes: the
+             budget is checked there and max_update lowered to stop the loop, which then saves)
+    decode   fairseq-generate; the clock wraps SequenceGenerator.generate
 
 Model mapping (fairseq's names): --encoder-hidden-size is per direction with
 --encoder-bidirectional (outputs 2 × 256 = 512, as nmt). fairseq's lstm has Luong-style
@@ -47,13 +49,9 @@ def prepare(args) -> dict:
     pw = args.peer_work
     dict_path = pw / "dict.txt"
     dict_path.write_text("".join(f"{p} {n}\n" for p, n in c.vocab(args)), encoding="utf-8")
-    test = c.dev_source(args)  # the decode input (all of dev, or its first N lines)
-    if args.sentences:
-        tgt_lines = c.pieces(args, "dev", c.TGT).read_text(encoding="utf-8").splitlines(keepends=True)
-        (pw / f"dev.first{args.sentences}.{c.TGT}").write_text("".join(tgt_lines[: args.sentences]), encoding="utf-8")
-    test_prefix = str(test)[: -len(c.SRC) - 1]
-    train_prefix = str(c.pieces(args, "train", c.SRC))[: -len(c.SRC) - 1]
-    dev_prefix = str(c.pieces(args, "dev", c.SRC))[: -len(c.SRC) - 1]
+    test_prefix = c.prefix(c.decode_source(args))  # what `decode` translates
+    train_prefix = c.prefix(c.pieces(args, "train", c.SRC))
+    dev_prefix = c.prefix(c.pieces(args, "dev", c.SRC))
     c.run_main(preprocess.cli_main, [
         "fairseq-preprocess", "--source-lang", c.SRC, "--target-lang", c.TGT,
         "--trainpref", train_prefix, "--validpref", dev_prefix, "--testpref", test_prefix,
@@ -68,15 +66,23 @@ def train(args) -> dict:
 
     allow_fewer_decoder_layers()
     clock = c.StepClock(args.warmup, args.steps)
+    budget = c.Budget(args.minutes)
     original = fairseq.trainer.Trainer.train_step
 
     def train_step(self, samples, raise_oom=False):
+        budget.begin()
         out = original(self, samples, raise_oom)
         real = [s for s in samples if s]
+        n_tokens = sum(int(s["ntokens"]) for s in real)
+        if args.minutes:
+            budget.step_done(n_tokens)
+            if budget.spent:  # validate_and_save reads max_update after every step: stop, save
+                self.cfg.optimization.max_update = self.get_num_updates()
+            return out
         pad = self.task.target_dictionary.pad()
         src = [s["net_input"]["src_lengths"].numpy() for s in real]  # with </s>
         tgt = [s["target"].ne(pad).sum(1).numpy() for s in real]  # with </s>
-        clock.record(sum(int(s["ntokens"]) for s in real), *(map(__import__("numpy").concatenate, (src, tgt))))
+        clock.record(n_tokens, *(map(__import__("numpy").concatenate, (src, tgt))))
         return out
 
     fairseq.trainer.Trainer.train_step = train_step
@@ -91,11 +97,11 @@ def train(args) -> dict:
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.999)", "--lr", c.LR, "--lr-scheduler", "fixed",
         "--clip-norm", c.CLIP, "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", c.SMOOTHING,
         "--max-tokens", args.max_tokens, "--required-batch-size-multiple", 1,
-        "--max-update", args.warmup + args.steps, "--disable-validation", "--num-workers", 0, "--cpu",
+        "--max-update", 10**9 if args.minutes else args.warmup + args.steps, "--disable-validation", "--num-workers", 0, "--cpu",
         "--seed", c.SEED, "--save-dir", pw / "ckpt", "--no-epoch-checkpoints",
         "--log-format", "simple", "--log-interval", 10,
     ])
-    result = clock.result()
+    result = budget.result() if args.minutes else clock.result()
     result["model"] = {"attention": "luong-general", "enc_hidden_per_direction": c.ENC_HIDDEN,
                        "dec_hidden": c.DEC_HIDDEN, "batch": f"--max-tokens {args.max_tokens}"}
     return result
@@ -106,7 +112,7 @@ def decode(args) -> dict:
     from fairseq_cli import generate
 
     allow_fewer_decoder_layers()
-    clock = c.SearchClock()
+    clock = c.SearchClock(args.repeats)
     sequence_generator.SequenceGenerator.generate = clock.wrap(sequence_generator.SequenceGenerator.generate)
     pw = args.peer_work
     out_dir = pw / f"gen-beam{args.beam}"
@@ -117,10 +123,14 @@ def decode(args) -> dict:
         "--batch-size", c.DECODE_BATCH, "--required-batch-size-multiple", 1, "--cpu", "--num-workers", 0,
         "--results-path", out_dir,
     ])
-    hyps = [line.split("\t", 2)[2] for line in (out_dir / "generate-test.txt").read_text(encoding="utf-8").splitlines()
-            if line.startswith("H-")]
-    sentences = len(c.dev_source(args).read_text(encoding="utf-8").splitlines())
-    return c.decode_result(args, clock, hyps, sentences)
+    found = [line.split("\t", 2) for line in (out_dir / "generate-test.txt").read_text(encoding="utf-8").splitlines()
+             if line.startswith("H-")]
+    hyps = [text for _, _, text in sorted(found, key=lambda h: int(h[0][2:]))]  # by sentence id: input order
+    (out_dir / f"hyp.{c.TGT}").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    sentences = len(c.decode_source(args).read_text(encoding="utf-8").splitlines())
+    result = c.decode_result(args, clock, hyps, sentences)
+    result["hyps"] = str(out_dir / f"hyp.{c.TGT}")
+    return result
 
 
 if __name__ == "__main__":

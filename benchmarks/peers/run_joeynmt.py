@@ -2,7 +2,9 @@
 
     prepare  the shared vocabulary as a JoeyNMT vocab file (one piece a line) and a tiny dev file
     train    `python -m joeynmt train … --skip-test`; the clock wraps TrainManager._train_step
-    decode   `python -m joeynmt test …` on the dev split; the clock wraps the search function
+             (--minutes: the first step that finds the budget spent raises KeyboardInterrupt,
+             which JoeyNMT answers by saving the weights and ending training)
+    decode   `python -m joeynmt test …` (--split, --sentences); the clock wraps the search function
 
 Model mapping: recurrent encoder, hidden_size 256 per direction with bidirectional (outputs 512,
 as nmt), recurrent decoder with input feeding, Bahdanau attention, a tanh bridge from the
@@ -26,7 +28,7 @@ import common as c  # noqa: E402
 
 def config(args, test_prefix: Path | None = None, checkpoint: Path | None = None) -> dict:
     pw = args.peer_work
-    steps = args.warmup + args.steps
+    steps = 10**9 if args.minutes else args.warmup + args.steps
     side = lambda lang: {  # noqa: E731
         "lang": lang,
         "level": "word",  # pre-tokenised piece text: split on spaces, nothing else
@@ -127,8 +129,6 @@ def prepare(args) -> dict:
     for lang in (c.SRC, c.TGT):
         lines = c.pieces(args, "dev", lang).read_text(encoding="utf-8").splitlines(keepends=True)
         (pw / f"tinydev.{lang}").write_text("".join(lines[:4]), encoding="utf-8")
-        if args.sentences:
-            (pw / f"dev.first{args.sentences}.{lang}").write_text("".join(lines[: args.sentences]), encoding="utf-8")
     return {"vocab": str(pw / "vocab.txt")}
 
 
@@ -144,18 +144,25 @@ def train(args) -> dict:
     cfg_path = args.peer_work / "train.yaml"
     cfg_path.write_text(yaml.safe_dump(config(args)), encoding="utf-8")
     clock = c.StepClock(args.warmup, args.steps)
+    budget = c.Budget(args.minutes)
     original = training.TrainManager._train_step
 
     def train_step(self, batch):
+        if args.minutes and budget.spent:  # the previous step's update is done; JoeyNMT saves, stops
+            raise KeyboardInterrupt
+        budget.begin()
         out = original(self, batch)
         pad = self.model.pad_index
         tgt = batch.trg.ne(pad).sum(1)  # y </s>
+        if args.minutes:
+            budget.step_done(int(tgt.sum()))
+            return out
         clock.record(int(tgt.sum()), batch.src_length.cpu().numpy(), tgt.cpu().numpy())
         return out
 
     training.TrainManager._train_step = train_step
     run_joey(["train", cfg_path, "--skip-test"])
-    result = clock.result()
+    result = budget.result() if args.minutes else clock.result()
     result["model"] = {"attention": "bahdanau", "enc_hidden_per_direction": c.ENC_HIDDEN,
                        "dec_hidden": c.DEC_HIDDEN, "batch": f"batch_type token, batch_size {args.max_tokens}"}
     return result
@@ -171,19 +178,19 @@ def latest_checkpoint(model_dir: Path) -> Path:
 def decode(args) -> dict:
     import joeynmt.prediction as prediction
 
-    clock = c.SearchClock()
+    clock = c.SearchClock(args.repeats)
     prediction.search = clock.wrap(prediction.search)
-    src = c.dev_source(args)
-    prefix = Path(str(src)[: -len(c.SRC) - 1])
-    if not args.sentences:  # the full dev split: pieces/dev.{es,en}
-        prefix = c.pieces(args, "dev", c.SRC).with_suffix("")
+    src = c.decode_source(args)
+    prefix = c.prefix(src)
     cfg_path = args.peer_work / f"decode.beam{args.beam}.yaml"
     checkpoint = latest_checkpoint(args.peer_work / "model")
     cfg_path.write_text(yaml.safe_dump(config(args, prefix, checkpoint)), encoding="utf-8")
     out = args.peer_work / f"hyp.beam{args.beam}"
     run_joey(["test", cfg_path, "--output-path", out])
     hyps = Path(f"{out}.test").read_text(encoding="utf-8").splitlines()
-    return c.decode_result(args, clock, hyps, len(src.read_text(encoding="utf-8").splitlines()))
+    result = c.decode_result(args, clock, hyps, len(src.read_text(encoding="utf-8").splitlines()))
+    result["hyps"] = f"{out}.test"
+    return result
 
 
 if __name__ == "__main__":

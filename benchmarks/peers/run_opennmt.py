@@ -1,8 +1,9 @@
 """OpenNMT-py 3.5.1 on the matched model; run with its venv's python.
 
     prepare  the shared vocabulary as an OpenNMT vocab file, and the training config (YAML)
-    train    onmt_train; the clock wraps Trainer._gradient_accumulation (one optimizer step)
-    decode   onmt_translate on the dev split; the clock wraps Translator.translate_batch
+    train    onmt_train; the clock wraps Trainer._gradient_accumulation (one optimizer step);
+             with --minutes, the step that finds the budget spent saves the weights and stops
+    decode   onmt_translate (--split, --sentences); the clock wraps Translator.translate_batch
 
 Model mapping: brnn encoder (enc_hid_size is the sum over both directions), rnn decoder with
 input feeding, "mlp" (Bahdanau) global attention, tied decoder embeddings and generator.
@@ -28,7 +29,7 @@ ENC_HID_SIZE = c.DEC_HIDDEN  # both directions together: 128 each
 
 def config(args) -> dict:
     pw = args.peer_work
-    steps = args.warmup + args.steps
+    steps = 10**9 if args.minutes else args.warmup + args.steps
     return {
         "save_data": str(pw / "run"),
         "src_vocab": str(pw / "vocab.txt"),
@@ -90,20 +91,31 @@ def train(args) -> dict:
 
     (args.peer_work / "train.yaml").write_text(yaml.safe_dump(config(args)), encoding="utf-8")
     clock = c.StepClock(args.warmup, args.steps)
+    budget = c.Budget(args.minutes)
     original = onmt.trainer.Trainer._gradient_accumulation
 
     def gradient_accumulation(self, true_batches, normalization, total_stats, report_stats):
+        if args.minutes and budget.spent:  # training_step - 1 steps are done: keep them, stop
+            self.model_saver.save(self.optim.training_step - 1, moving_average=self.moving_average)
+            raise c.BudgetSpent
+        budget.begin()
         out = original(self, true_batches, normalization, total_stats, report_stats)
         pad = self.train_loss.padding_idx
         # tgt is <s> y </s> <pad>…; the predicted positions are tgt[:, 1:]: y and </s>
         tgt = __import__("torch").cat([b["tgt"][:, 1:, 0].ne(pad).sum(1) for b in true_batches])
+        if args.minutes:
+            budget.step_done(int(tgt.sum()))
+            return out
         src = __import__("torch").cat([b["srclen"] for b in true_batches])
         clock.record(int(tgt.sum()), src.numpy(), tgt.numpy())
         return out
 
     onmt.trainer.Trainer._gradient_accumulation = gradient_accumulation
-    c.run_main(onmt_train.main, ["onmt_train", "-config", args.peer_work / "train.yaml"])
-    result = clock.result()
+    try:
+        c.run_main(onmt_train.main, ["onmt_train", "-config", args.peer_work / "train.yaml"])
+    except c.BudgetSpent:
+        pass
+    result = budget.result() if args.minutes else clock.result()
     result["model"] = {"attention": "mlp (Bahdanau)", "enc_hidden_per_direction": ENC_HID_SIZE // 2,
                        "dec_hidden": c.DEC_HIDDEN, "batch": f"batch_type tokens, batch_size {args.max_tokens}"}
     return result
@@ -113,9 +125,9 @@ def decode(args) -> dict:
     import onmt.translate.translator as translator
     from onmt.bin import translate as onmt_translate
 
-    clock = c.SearchClock()
+    clock = c.SearchClock(args.repeats)
     translator.Translator.translate_batch = clock.wrap(translator.Translator.translate_batch)
-    src = c.dev_source(args)
+    src = c.decode_source(args)
     out = args.peer_work / f"hyp.beam{args.beam}.{c.TGT}"
     saved = sorted((int(p.stem.rsplit("_", 1)[1]), p) for p in args.peer_work.glob("model_step_*.pt"))
     c.run_main(onmt_translate.main, [
@@ -125,7 +137,9 @@ def decode(args) -> dict:
         "-gpu", -1, "-seed", c.SEED,
     ])
     hyps = out.read_text(encoding="utf-8").splitlines()
-    return c.decode_result(args, clock, hyps, len(src.read_text(encoding="utf-8").splitlines()))
+    result = c.decode_result(args, clock, hyps, len(src.read_text(encoding="utf-8").splitlines()))
+    result["hyps"] = str(out)
+    return result
 
 
 if __name__ == "__main__":
