@@ -191,8 +191,8 @@ def dev_source(work: Path, args) -> Path:
 
 
 def add_peer_flops(train: dict) -> None:
-    """The peer's own model through the same analytic count (its encoder width; additive attention
-    assumed — fairseq's Luong attention costs about the same per pair), then drop the lengths."""
+    """The peer's own model through the same analytic count (its encoder width, its attention:
+    Luong for fairseq, additive for the others), then drop the lengths."""
     import numpy as np
 
     from flops import Dims, training_flops
@@ -202,7 +202,8 @@ def add_peer_flops(train: dict) -> None:
         return
     model = train.get("model", {})
     vocab = len((WORK / "pieces" / "vocab.tsv").read_text(encoding="utf-8").splitlines()) + 4
-    dims = Dims(256, model.get("enc_hidden_per_direction", 256), 2, 256, 1, 256, True, vocab)
+    attention = "luong" if model.get("attention", "").startswith("luong") else "bahdanau"
+    dims = Dims(256, model.get("enc_hidden_per_direction", 256), 2, 256, 1, 256, True, vocab, attention)
     flops = training_flops(dims, np.array(src), np.array(tgt))
     train["train_flops"] = flops
     train["gflops_per_s"] = flops / train["seconds"] / 1e9
