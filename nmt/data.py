@@ -68,6 +68,21 @@ def _file_kind(path: Path) -> str:
     return "text"
 
 
+DATA_SUFFIXES = (".tsv", ".csv", ".json", ".jsonl", ".txt", ".gz", ".bz2", ".xz", ".zst")
+
+
+def _names_a_file(source: str) -> bool:
+    """Whether a ``source`` that does not exist was meant as a local file (then: not found) rather
+    than a hub name: a data-file suffix, an explicit path, or a folder that exists here. Hub names
+    may contain dots (``user/corpus-v0.1``), so any other suffix does not make a file."""
+    path = Path(source)
+    return (
+        source.lower().endswith(DATA_SUFFIXES)
+        or source.startswith(("/", "./", "../", "~"))
+        or ("/" in source and path.parent.is_dir())
+    )
+
+
 def _load_local_table(path: Path, config: DataConfig):
     import datasets
 
@@ -108,7 +123,7 @@ def read_pairs(config: DataConfig) -> list[Pair]:
             return _load_text_pair(source, target)
         if source.exists():
             table = _load_local_table(source, config)
-        elif source.suffix or "/" in config.source and source.parent.exists():
+        elif _names_a_file(config.source):
             raise DataError(f"data file not found: {source}")
         else:  # a hub dataset name
             import datasets

@@ -79,9 +79,10 @@ def test_filters_count_what_they_drop(tmp_path):
     assert dict(prepared.dropped) == {"empty": 1, "length_ratio": 1, "too_long": 1}
 
 
-def test_missing_file():
+@pytest.mark.parametrize("source", ["no/such/file.tsv", "missing.jsonl", "corpus.tsv.gz", "./nothing-here"])
+def test_missing_file(source):
     with pytest.raises(DataError, match="data file not found"):
-        read_pairs(DataConfig(source="no/such/file.tsv"))
+        read_pairs(DataConfig(source=source))
 
 
 def test_mismatched_aligned_files(tmp_path):
@@ -108,9 +109,10 @@ def test_empty_training_set_after_filtering(tmp_path):
         prepare(config)
 
 
-def test_hub_dataset_names_go_to_the_hub_loader(monkeypatch):
+@pytest.mark.parametrize("name", ["wmt/wmt14", "someone/corpus-v0.1"])
+def test_hub_dataset_names_go_to_the_hub_loader(monkeypatch, name):
     """A name that is not a local path is loaded from the hub with the configured config and split
-    (checked offline by standing in for the hub)."""
+    (checked offline by standing in for the hub); a dot in the name does not make it a file."""
     import datasets
 
     calls = []
@@ -121,10 +123,10 @@ def test_hub_dataset_names_go_to_the_hub_loader(monkeypatch):
         return datasets.Dataset.from_dict({"translation": rows})
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    config = DataConfig(source="wmt/wmt14", hub_config="de-en", hub_split="validation",
+    config = DataConfig(source=name, hub_config="de-en", hub_split="validation",
                         src_field="translation.de", tgt_field="translation.en", id_field=None)
     pairs = read_pairs(config)
-    assert calls == [("wmt/wmt14", "de-en", "validation")]
+    assert calls == [(name, "de-en", "validation")]
     assert [(p.src, p.tgt) for p in pairs] == [("Hallo Welt", "Hello world"), ("Guten Tag", "Good day")]
 
 
