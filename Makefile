@@ -4,6 +4,7 @@
 #   make train           venv → prepare → tokenize → train → evaluate (report.md / report.json)
 #   make test            the test suite (what CI runs)
 #   make eval            re-evaluate runs/<name>/best
+#   make bench           speed benchmark (bench-peers: side by side; bench-quality: BLEU per budget)
 #   make NAME=tiny train another experiment: configs/<NAME>.yaml
 #
 # Settings per stage are stamped into runs/<name>/config/<section>.json, rewritten only when they

@@ -108,20 +108,26 @@ def render(results: dict) -> str:
         f"with beam {s['beam']}; sacreBLEU on detokenised text. torch {m['torch']}. "
         f"Command: `{results['command']}`.",
         "",
-        "| toolkit | model | steps | target tokens | test BLEU | chrF | TER | peak RSS (train) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| toolkit | model | steps | target tokens | tok/s over the budget | test BLEU | chrF | TER | "
+        "beam-5 test sent/s (out len) | peak RSS (train) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, run in results["toolkits"].items():
         train, sc = run.get("train", {}), run.get("scores")
         if sc is None:
-            out.append(f"| {name} | {MODELS[name]} | — | — | failed: {run.get('error') or train.get('error') or run.get('decode', {}).get('error')} | | | |")
+            failure = run.get("error") or train.get("error") or run.get("decode", {}).get("error")
+            out.append(f"| {name} | {MODELS[name]} | — | — | — | failed: {failure} | | | | |")
             continue
+        rate, dec = train["target_tokens"] / (train["train_minutes"] * 60), run["decode"]
         out.append(f"| {name} | {MODELS[name]} | {train['steps']:,} | {train['target_tokens'] / 1e6:.2f} M | "
-                   f"{sc['bleu']['score']:.2f} | {sc['chrf']['score']:.2f} | {sc['ter']['score']:.2f} | "
-                   f"{train['peak_rss_mib']:,.0f} MiB |")
+                   f"{rate:,.0f} | {sc['bleu']['score']:.2f} | {sc['chrf']['score']:.2f} | {sc['ter']['score']:.2f} | "
+                   f"{dec['sentences_per_s']:.1f} ({dec['mean_output_len']:.1f}) | {train['peak_rss_mib']:,.0f} MiB |")
     verdict = results.get("verdict")
     if verdict:
         out += ["", verdict]
+    out += ["", "tok/s over the budget: target tokens trained / budget seconds, everything inside the "
+            "budget included (nmt's dev validations too). Decoding: search time only, one pass, fp32, batches "
+            "of 64 sentences; out len = pieces + </s> per sentence."]
     signature = next((r["scores"]["bleu"]["signature"] for r in results["toolkits"].values() if r.get("scores")), "")
     out += ["", f"BLEU signature: `{signature}`", ""]
     return "\n".join(out)
