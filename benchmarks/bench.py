@@ -284,11 +284,14 @@ def main(argv: list[str] | None = None) -> None:
     results["machine"]["busy_cores_at_end"] = round(busy_cores(), 2)
     results["minutes"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1)
 
-    out_dir = Path(args.results)
+    write_results(results, render_markdown(results), Path(args.results),
+                  args.name or f"{started:%Y-%m-%d}-{machine_slug(results['machine'])}")
+
+
+def write_results(results: dict, markdown: str, out_dir: Path, stem: str) -> None:
+    """<out_dir>/<stem>.json (everything) and .md (the tables), and the tables on stdout."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.name or f"{started:%Y-%m-%d}-{machine_slug(results['machine'])}"
     (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    markdown = render_markdown(results)
     (out_dir / f"{stem}.md").write_text(markdown, encoding="utf-8")
     print(markdown)
     log.info("results: %s.json / .md", out_dir / stem)

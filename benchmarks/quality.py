@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import shutil
 import sys
@@ -27,7 +26,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from bench import PEER_DIR, PEERS, THREADS, busy_cores, machine, machine_slug, measured, wait_for_quiet  # noqa: E402
+from bench import (  # noqa: E402
+    PEER_DIR, PEERS, THREADS, busy_cores, machine, machine_slug, measured, wait_for_quiet, write_results,
+)
 from workdir import WORK, ensure_work  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -185,14 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     results["machine"]["busy_cores_at_end"] = round(busy_cores(), 2)
     results["minutes"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1)
 
-    out_dir = Path(args.results)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.name or f"{started:%Y-%m-%d}-{machine_slug(results['machine'])}-quality"
-    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    markdown = render(results)
-    (out_dir / f"{stem}.md").write_text(markdown, encoding="utf-8")
-    print(markdown)
-    log.info("results: %s.json / .md", out_dir / stem)
+    write_results(results, render(results), Path(args.results),
+                  args.name or f"{started:%Y-%m-%d}-{machine_slug(results['machine'])}-quality")
 
 
 if __name__ == "__main__":
