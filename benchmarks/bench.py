@@ -260,36 +260,48 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.precisions = args.precisions.split(",")
     args.beams = [int(b) for b in args.beams.split(",")]
-    peers = list(PEERS) if args.peers == "all" else [p for p in args.peers.split(",") if p]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-
-    work = ensure_work(WORK)
-    tmp = HERE / ".work" / "runs"
-    tmp.mkdir(parents=True, exist_ok=True)
-    busy = wait_for_quiet(args.wait_quiet)
-    started = dt.datetime.now(dt.timezone.utc)
-    results = {
-        "date": started.isoformat(timespec="seconds"),
-        "command": "python benchmarks/bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {**machine(), "busy_cores_at_start": round(busy, 2)},
-        "settings": {"warmup_steps": args.warmup, "timed_steps": args.steps, "max_tokens": args.max_tokens,
-                     "beams": args.beams, "decode_sentences": args.decode_sentences or "all dev",
-                     "threads": THREADS},
-    }
+    work, tmp, results = begin("bench.py", "runs", args, argv)
+    results["settings"] = {"warmup_steps": args.warmup, "timed_steps": args.steps, "max_tokens": args.max_tokens,
+                           "beams": args.beams, "decode_sentences": args.decode_sentences or "all dev",
+                           "threads": THREADS}
     results["matmul_peak"] = measured([sys.executable, HERE / "nmt_runs.py", "peak", "--out", tmp / "peak.json"],
                                       tmp / "peak.json", tmp / "peak.log", args.timeout)
     results["nmt"] = run_nmt(args, work, tmp)
-    results["peers"] = {peer: run_peer(peer, args, work, tmp) for peer in peers}
+    results["peers"] = {peer: run_peer(peer, args, work, tmp) for peer in peer_list(args.peers)}
+    finish(results, render_markdown, args)
+
+
+def peer_list(spec: str) -> list[str]:
+    """--peers: 'all', or comma-separated names ('' = none)."""
+    return list(PEERS) if spec == "all" else [p for p in spec.split(",") if p]
+
+
+def begin(script: str, scratch: str, args, argv: list[str] | None) -> tuple[Path, Path, dict]:
+    """What every benchmark run starts with: logging, the prepared work folder, a scratch folder
+    (benchmarks/.work/<scratch>), a quiet machine, and the results' date, command and machine."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    work = ensure_work(WORK)
+    tmp = HERE / ".work" / scratch
+    tmp.mkdir(parents=True, exist_ok=True)
+    busy = wait_for_quiet(args.wait_quiet)
+    results = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": {**machine(), "busy_cores_at_start": round(busy, 2)},
+    }
+    return work, tmp, results
+
+
+def finish(results: dict, render, args, suffix: str = "") -> None:
+    """Load at the end and minutes taken, then <results>/<name or date-machine><suffix>.json
+    (everything) and .md (``render(results)``), and the tables on stdout."""
+    started = dt.datetime.fromisoformat(results["date"])
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results["machine"]["busy_cores_at_end"] = round(busy_cores(), 2)
     results["minutes"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1)
-
-    write_results(results, render_markdown(results), Path(args.results),
-                  args.name or f"{started:%Y-%m-%d}-{machine_slug(results['machine'])}")
-
-
-def write_results(results: dict, markdown: str, out_dir: Path, stem: str) -> None:
-    """<out_dir>/<stem>.json (everything) and .md (the tables), and the tables on stdout."""
+    markdown = render(results)
+    out_dir = Path(args.results)
+    stem = args.name or f"{started:%Y-%m-%d}-{machine_slug(results['machine'])}{suffix}"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (out_dir / f"{stem}.md").write_text(markdown, encoding="utf-8")

@@ -3,7 +3,7 @@ budget on the Bible data, then translates the test split with beam 5; sacreBLEU 
 detokenised output against the raw references. Same data, SentencePiece model, batch size,
 optimiser, learning rate, dropout and label smoothing for all; one scorer for all.
 
-    python benchmarks/quality.py --minutes 15 --peers all        (make bench-quality)
+    python benchmarks/quality.py --minutes 20 --peers all        (make bench-quality)
 
 The budget rule is the same for every toolkit (peers/common.py Budget, nmt's train.max_minutes):
 the clock starts with the first training step, and the step during which the budget runs out is
@@ -15,7 +15,6 @@ weights. Results: benchmarks/results/<date>-<machine>-quality.{json,md}.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import shutil
 import sys
@@ -26,10 +25,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from bench import (  # noqa: E402
-    PEER_DIR, PEERS, THREADS, busy_cores, machine, machine_slug, measured, wait_for_quiet, write_results,
-)
-from workdir import WORK, ensure_work  # noqa: E402
+from bench import PEER_DIR, THREADS, begin, finish, measured, peer_list  # noqa: E402
 
 log = logging.getLogger("bench")
 MODELS = {
@@ -147,7 +143,7 @@ def verdict(toolkits: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=15.0, help="wall-clock training budget per toolkit")
+    parser.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget per toolkit")
     parser.add_argument("--peers", default="all", help="comma-separated peers, 'all', or '' for nmt alone")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=3000)
@@ -157,25 +153,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", default=str(HERE / "results"))
     parser.add_argument("--name", default="", help="results file stem (default <date>-<machine>-quality)")
     args = parser.parse_args(argv)
-    peers = list(PEERS) if args.peers == "all" else [p for p in args.peers.split(",") if p]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-
-    work = ensure_work(WORK)
-    tmp = HERE / ".work" / "quality"
-    tmp.mkdir(parents=True, exist_ok=True)
-    busy = wait_for_quiet(args.wait_quiet)
-    started = dt.datetime.now(dt.timezone.utc)
+    work, tmp, results = begin("quality.py", "quality", args, argv)
     refs = test_text(work, tmp, "en", args.sentences)
     test_lines = len(refs.read_text(encoding="utf-8").splitlines())
-    results = {
-        "date": started.isoformat(timespec="seconds"),
-        "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {**machine(), "busy_cores_at_start": round(busy, 2)},
-        "settings": {"budget_minutes": args.minutes, "beam": args.beam, "max_tokens": args.max_tokens,
-                     "threads": THREADS, "test_sentences": test_lines, "checkpoint": "last weights, every toolkit"},
-        "toolkits": {},
-    }
-    for toolkit in ["nmt", *peers]:
+    results["settings"] = {"budget_minutes": args.minutes, "beam": args.beam, "max_tokens": args.max_tokens,
+                           "threads": THREADS, "test_sentences": test_lines,
+                           "checkpoint": "last weights, every toolkit"}
+    results["toolkits"] = {}
+    for toolkit in ["nmt", *peer_list(args.peers)]:
         run = train_and_decode(toolkit, args, work, tmp)
         run["scores"] = score(run, work, refs)
         run["model"] = MODELS[toolkit]
@@ -183,11 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         if run["scores"]:
             log.info("%s: test BLEU %.2f", toolkit, run["scores"]["bleu"]["score"])
     results["verdict"] = verdict(results["toolkits"])
-    results["machine"]["busy_cores_at_end"] = round(busy_cores(), 2)
-    results["minutes"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1)
-
-    write_results(results, render(results), Path(args.results),
-                  args.name or f"{started:%Y-%m-%d}-{machine_slug(results['machine'])}-quality")
+    finish(results, render, args, suffix="-quality")
 
 
 if __name__ == "__main__":
