@@ -87,6 +87,7 @@ class TrainConfig:
     max_train_len: int = 128  # drop training pairs longer than this many pieces
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast the forward pass (weights stay fp32)
     threads: int = 0  # 0 = choose automatically
+    fused_rnn: bool = True  # LSTMs through nmt.recurrence (hand-written backward); false = autograd, op by op
 
 
 @dataclass(frozen=True)

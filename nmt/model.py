@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.config import ModelConfig
 from nmt.dropout import Dropout, dropout
+from nmt.recurrence import attention_decoder, packed_bilstm
 from nmt.tokenizer import PAD
 
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -80,12 +81,18 @@ class Encoder(nn.Module):
             dropout=config.dropout if config.enc_layers > 1 else 0.0,
         )
 
-    def forward(self, src: torch.Tensor, lengths: torch.Tensor):
-        """src (B, S), lengths (B,) → outputs (B, S, 2H), final (h, c) each (B, 2H) of the top layer."""
+    def forward(self, src: torch.Tensor, lengths: torch.Tensor, fused: bool = False):
+        """src (B, S), lengths (B,) → outputs (B, S, 2H), final (h, c) each (B, 2H) of the top layer.
+
+        ``fused``: when gradients are wanted, an LSTM runs through ``nmt.recurrence`` (hand-written
+        backward, bf16 matmuls under autocast) instead of nn.LSTM; same weights, same maths."""
         x = self.dropout(self.embed(src))  # (B, S, E)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, state = self.rnn(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, 2H)
+        if fused and isinstance(self.rnn, nn.LSTM) and torch.is_grad_enabled():
+            out, state = packed_bilstm(self.rnn, x, lengths, self.training)
+        else:
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, state = self.rnn(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, 2H)
         h, c = state if isinstance(state, tuple) else (state, None)
         # h: (layers * 2, B, H); the last two rows are the top layer's forward and backward states.
         top = lambda t: None if t is None else torch.cat([t[-2], t[-1]], dim=-1)  # noqa: E731
@@ -171,9 +178,15 @@ class Decoder(nn.Module):
             x = dropout(h, rnn.dropout, self.training) if layer < rnn.num_layers - 1 else h
         return torch.stack(hiddens), torch.stack(cells) if cells else None
 
-    def forward(self, tgt_in: torch.Tensor, state: DecoderState, memory: Memory) -> torch.Tensor:
-        """Teacher forcing over the whole target: tgt_in (B, T) → attentional vectors (B, T, D)."""
+    def forward(self, tgt_in: torch.Tensor, state: DecoderState, memory: Memory, fused: bool = False) -> torch.Tensor:
+        """Teacher forcing over the whole target: tgt_in (B, T) → attentional vectors (B, T, D).
+
+        ``fused``: with input feeding, an LSTM and gradients wanted, all steps run as one call of
+        ``nmt.recurrence.attention_decoder`` (hand-written backward), the same maths as the steps."""
         x = self.dropout(self.embed(tgt_in))  # (B, T, E), embedded once for all positions
+        if self.input_feeding and fused and state.cell is not None and torch.is_grad_enabled():
+            return attention_decoder(self.rnn, self.attention, self.combine, x, state.hidden, state.cell,
+                                     memory.keys, memory.values, memory.mask, self.training)
         if self.input_feeding:  # ã_{t-1} feeds step t: the recurrence must go one step at a time
             outs = []
             for x_t in x.unbind(1):
@@ -205,8 +218,8 @@ class Seq2Seq(nn.Module):
                 embed.weight[PAD].zero_()
         nn.init.zeros_(self.generator.bias)
 
-    def encode(self, src: torch.Tensor, lengths: torch.Tensor) -> tuple[Memory, DecoderState]:
-        values, final_h, final_c = self.encoder(src, lengths)
+    def encode(self, src: torch.Tensor, lengths: torch.Tensor, fused: bool = False) -> tuple[Memory, DecoderState]:
+        values, final_h, final_c = self.encoder(src, lengths, fused)
         mask = src != PAD  # (B, S)
         attention = self.decoder.attention
         keys = attention.project_keys(values) if attention is not None else None
@@ -218,13 +231,14 @@ class Seq2Seq(nn.Module):
         logits = self.generator(self.dropout(attn_vec)).float()
         return torch.log_softmax(logits, dim=-1), state, weights
 
-    def features(self, src: torch.Tensor, lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+    def features(self, src: torch.Tensor, lengths: torch.Tensor, tgt_in: torch.Tensor, fused: bool = False):
         """Teacher-forced inputs of the output layer (B, T, D): ã_t after dropout, every position.
 
         Training feeds these with ``generator``'s weights to ``nmt.loss.linear_cross_entropy``,
-        which never materialises the full (B, T, V) logits."""
-        memory, state = self.encode(src, lengths)
-        return self.dropout(self.decoder(tgt_in, state, memory))
+        which never materialises the full (B, T, V) logits. ``fused``: the LSTMs' training fast
+        path (``nmt.recurrence``)."""
+        memory, state = self.encode(src, lengths, fused)
+        return self.dropout(self.decoder(tgt_in, state, memory, fused))
 
     def forward(self, src: torch.Tensor, lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) of the next target token at every position."""

@@ -146,9 +146,9 @@ def encode_split(tokenizer: Tokenizer, src: list[str], tgt: list[str]) -> tuple[
     return Sequences.from_lists(tokenizer.encode_src(src)), Sequences.from_lists(tokenizer.encode_tgt(tgt))
 
 
-def batch_loss(model: Seq2Seq, batch, smoothing: float) -> tuple[torch.Tensor, int]:
+def batch_loss(model: Seq2Seq, batch, smoothing: float, fused: bool = False) -> tuple[torch.Tensor, int]:
     """Summed token cross-entropy of one batch (padding dropped) and its number of target tokens."""
-    features = model.features(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, D)
+    features = model.features(batch.src, batch.src_lengths, batch.tgt_in, fused)  # (B, T, D)
     real = batch.tgt_out != PAD
     generator = model.generator
     loss = linear_cross_entropy(features[real], generator.weight, generator.bias, batch.tgt_out[real], smoothing)
@@ -243,7 +243,7 @@ class Trainer:
     def _train_step(self, batch) -> tuple[float, int, float]:
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.precision == "bf16"):
-            loss, n_tokens = batch_loss(self.model, batch, self.config.train.label_smoothing)
+            loss, n_tokens = batch_loss(self.model, batch, self.config.train.label_smoothing, self.config.train.fused_rnn)
         self.optimizer.zero_grad(set_to_none=True)
         (loss / n_tokens).backward()
         # Clip by the global L2 norm of all gradients; the norm before clipping is logged.
