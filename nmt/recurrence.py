@@ -40,26 +40,35 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _cell(z: torch.Tensor, c_prev: torch.Tensor, acts: torch.Tensor):
-    """Gate pre-activations z (N, 4H) fp32 → h, c (N, H) fp32; the activations go into ``acts``."""
+def _cell(z, c_prev, acts, c_out, tanh_out, h_out) -> None:
+    """One step of N rows: gate pre-activations z (N, 4H) and c_{t-1} → acts (N, 4H) = (i, f, g, o),
+    c_t, tanh(c_t) and h_t (N, H), each written into the tensor given for it."""
     hid = c_prev.size(1)
     torch.sigmoid(z, out=acts)
     torch.tanh(z[:, 2 * hid : 3 * hid], out=acts[:, 2 * hid : 3 * hid])
     i, f, g, o = acts.chunk(4, dim=1)
-    c = torch.addcmul(f * c_prev, i, g)
-    tanh_c = torch.tanh(c)
-    return o * tanh_c, c, tanh_c
+    torch.mul(f, c_prev, out=c_out).addcmul_(i, g)
+    torch.tanh(c_out, out=tanh_out)
+    torch.mul(o, tanh_out, out=h_out)
 
 
-def _cell_backward(dh, dc, acts, tanh_c, c_prev):
-    """δh, δc (N, H) fp32 at one step → δz (N, 4H), δc_{t-1} (N, H) (see the module docstring)."""
-    i, f, g, o = acts.chunk(4, dim=1)
-    dc = torch.addcmul(dc, dh * o, 1 - tanh_c * tanh_c)
-    d_acts = torch.cat([dc * g, dc * c_prev, dc * i, dh * tanh_c], dim=1)  # ∂/∂(i, f, g, o)
-    slope = acts * (1 - acts)  # σ' for i, f, o ...
+_SIGMOID_BACKWARD = torch.ops.aten.sigmoid_backward.grad_input  # δ ⊙ s(1 - s), written in place
+_TANH_BACKWARD = torch.ops.aten.tanh_backward.grad_input  # δ ⊙ (1 - t²)
+
+
+def _cell_backward(dh, dc, acts, tanh_c, c_prev, d_z) -> torch.Tensor:
+    """δh, δc (N, H) at one step → δz written into d_z (N, 4H); returns δc_{t-1} (N, H)."""
     hid = c_prev.size(1)
-    slope[:, 2 * hid : 3 * hid] = 1 - g * g  # ... and tanh' for g
-    return d_acts.mul_(slope), dc * f
+    i, f, g, o = acts.chunk(4, dim=1)
+    dc = dc + torch.ops.aten.tanh_backward(dh * o, tanh_c)
+    torch.mul(dc, g, out=d_z[:, :hid])
+    torch.mul(dc, c_prev, out=d_z[:, hid : 2 * hid])
+    torch.mul(dc, i, out=d_z[:, 2 * hid : 3 * hid])
+    torch.mul(dh, tanh_c, out=d_z[:, 3 * hid :])
+    for gate, fn in ((slice(0, 2 * hid), _SIGMOID_BACKWARD), (slice(2 * hid, 3 * hid), _TANH_BACKWARD),
+                     (slice(3 * hid, 4 * hid), _SIGMOID_BACKWARD)):
+        fn(d_z[:, gate], acts[:, gate], grad_input=d_z[:, gate])
+    return dc * f
 
 
 # -- encoder: one direction of one layer over a packed batch ------------------------------------
@@ -71,18 +80,17 @@ class _PackedLSTM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, data, w_ih, w_hh, bias, batch_sizes: list[int], reverse: bool, dtype: torch.dtype):
         n_rows, hid, n_sent = data.size(0), w_hh.size(1), batch_sizes[0]
+        acc = accumulate_dtype(dtype)
         x, w_ih_c, w_hh_t = data.to(dtype), w_ih.to(dtype), w_hh.to(dtype).t()
         gates_x = torch.addmm(bias.to(dtype), x, w_ih_c.t())  # (N, 4H): W_x x_t + b, every step at once
-        out = x.new_empty(n_rows, hid)  # h_t, compute dtype: the next layer's input
-        acc = accumulate_dtype(dtype)
-        h_prev, acts = x.new_empty(n_rows, hid), data.new_empty(n_rows, 4 * hid, dtype=acc)
+        out, h_prev = x.new_empty(n_rows, hid), x.new_empty(n_rows, hid)  # h_t and h_{t-1}: compute dtype
+        acts = data.new_empty(n_rows, 4 * hid, dtype=acc)
         c_prev, tanh_cs = torch.empty_like(acts[:, :hid]), torch.empty_like(acts[:, :hid])
         h, c = x.new_zeros(n_sent, hid), acts.new_zeros(n_sent, hid)  # state of every sentence
         for rows, n in _steps(batch_sizes, reverse):
             h_prev[rows], c_prev[rows] = h[:n], c[:n]
             z = torch.addmm(gates_x[rows], h[:n], w_hh_t).to(acc)
-            h_new, c[:n], tanh_cs[rows] = _cell(z, c_prev[rows], acts[rows])
-            out[rows] = h_new
+            _cell(z, c_prev[rows], acts[rows], c[:n], tanh_cs[rows], out[rows])
             h[:n] = out[rows]
         ctx.save_for_backward(x, w_ih_c, w_hh_t, h_prev, acts, c_prev, tanh_cs)
         ctx.batch_sizes, ctx.reverse, ctx.dtypes = batch_sizes, reverse, (data.dtype, w_ih.dtype)
@@ -93,11 +101,10 @@ class _PackedLSTM(torch.autograd.Function):
         x, w_ih_c, w_hh_t, h_prev, acts, c_prev, tanh_cs = ctx.saved_tensors
         acc = acts.dtype
         dh, dc = d_h_n.to(acc, copy=True), d_c_n.to(acc, copy=True)  # carried back, per sentence
-        d_z = torch.empty_like(acts)
+        d_z, d_out = torch.empty_like(acts), d_out.to(acc)
         w_hh_c = w_hh_t.t()
-        for rows, n in reversed(list(_steps(ctx.batch_sizes, ctx.reverse))):
-            d_z[rows], dc[:n] = _cell_backward(d_out[rows].to(acc) + dh[:n], dc[:n], acts[rows],
-                                               tanh_cs[rows], c_prev[rows])
+        for rows, n in reversed(_steps(ctx.batch_sizes, ctx.reverse)):
+            dc[:n] = _cell_backward(d_out[rows] + dh[:n], dc[:n], acts[rows], tanh_cs[rows], c_prev[rows], d_z[rows])
             dh[:n] = d_z[rows].to(w_hh_c.dtype) @ w_hh_c  # δh_{t-1} of the same sentences
         d_bias = d_z.sum(0)
         d_z = d_z.to(x.dtype)
@@ -106,7 +113,7 @@ class _PackedLSTM(torch.autograd.Function):
                 d_bias.to(weight_dtype), None, None, None)
 
 
-def _steps(batch_sizes: list[int], reverse: bool):
+def _steps(batch_sizes: list[int], reverse: bool) -> list[tuple[slice, int]]:
     """(rows of step t in the packed data, active sentences) in processing order."""
     starts, total = [], 0
     for n in batch_sizes:
@@ -153,104 +160,100 @@ class _AttentionDecoder(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, dtype, n_layers, gates_x, h0, c0, keys, values, mask, drop, w_c, w_q, b_q, v, *layer_params):
-        steps, batch, dim = gates_x.size(0), gates_x.size(1), h0.size(2)
-        key_dim = values.size(2)
+        steps, batch, dim, key_dim = gates_x.size(0), gates_x.size(1), h0.size(2), values.size(2)
+        acc = accumulate_dtype(dtype)
+        ctx.dtypes = (gates_x.dtype, h0.dtype, c0.dtype, keys.dtype, values.dtype, w_c.dtype)  # of the gradients
         weights = [w.to(dtype).t() for w in layer_params[:n_layers]]  # (2D, 4D) each
         biases = [b.to(dtype) for b in layer_params[n_layers:]]  # layers 1 … L-1
-        keys, values, w_c_t = keys.to(dtype), values.to(dtype), w_c.to(dtype).t()
+        new = lambda *shape, dt=acc: gates_x.new_empty(*shape, dtype=dt)  # noqa: E731
+        values, w_c_t = values.to(dtype), w_c.to(dtype).t()
         additive = w_q is not None
-        if additive:
-            w_q_t, b_q_c, v_c = w_q.to(dtype).t(), b_q.to(dtype), v.to(dtype).view(-1)
-            u_all = keys.new_empty(steps, *keys.shape)  # tanh(W_q h_t + W_k h_j), (T, B, S, A)
-        acc = accumulate_dtype(dtype)
-        f32 = dict(dtype=acc, device=gates_x.device)
-        inputs = gates_x.new_empty(n_layers, steps, batch, 2 * dim, dtype=dtype)  # each layer's matmul input
-        acts = torch.empty(n_layers, steps, batch, 4 * dim, **f32)
-        c_prev, tanh_cs = torch.empty(n_layers, steps, batch, dim, **f32), torch.empty(n_layers, steps, batch, dim, **f32)
-        concat = gates_x.new_empty(steps, batch, key_dim + dim, dtype=dtype)  # [c_t ; h_t]
-        alphas, outputs = torch.empty(steps, batch, keys.size(1), **f32), torch.empty(steps, batch, dim, **f32)
-        h, c = h0.to(dtype, copy=True), c0.to(acc, copy=True)  # (L, B, D), updated in place
-        feed = h.new_zeros(batch, dim)
-        scores_mask = ~mask
+        if additive:  # the additive score in fp32: tanh of bf16 runs several times slower on CPU
+            keys, w_q_t, b_q_c, v_a = keys.to(acc), w_q.to(dtype).t(), b_q.to(dtype), v.to(acc).view(-1)
+            queries = new(steps, batch, w_q.size(0))  # W_q h_t + b_q: u_tj is recomputed from it in backward
+        else:
+            keys = keys.to(dtype)
+        # inputs[l, t] = [ã_{t-1} or drop(h^{l-1}_t) ; h^l_{t-1}], layer l's matmul input at step t.
+        # Step t writes h^l_t straight into slot t + 1 (and c^l_t into cells[l, t + 1]): no state copies.
+        inputs, cells = new(n_layers, steps + 1, batch, 2 * dim, dt=dtype), new(n_layers, steps + 1, batch, dim)
+        acts, tanh_cs = new(n_layers, steps, batch, 4 * dim), new(n_layers, steps, batch, dim)
+        concat = new(steps, batch, key_dim + dim, dt=dtype)  # [c_t ; h_t], W_c's input
+        alphas, outputs = new(steps, batch, keys.size(1)), new(steps, batch, dim)
+        inputs[:, 0, :, dim:], cells[:, 0], inputs[0, 0, :, :dim] = h0, c0, 0.0  # no ã before step 0
+        padding = ~mask
         for t in range(steps):
-            below = feed
             for layer in range(n_layers):
-                inp = inputs[layer, t]
-                inp[:, :dim], inp[:, dim:] = below, h[layer]
-                c_prev[layer, t] = c[layer]
                 base = gates_x[t] if layer == 0 else biases[layer - 1]
-                z = torch.addmm(base, inp, weights[layer]).to(acc)
-                h_new, c[layer], tanh_cs[layer, t] = _cell(z, c_prev[layer, t], acts[layer, t])
-                h[layer] = h_new
-                below = h[layer] if layer == n_layers - 1 else h[layer] * drop[layer, t]
-            top = h[-1]
+                z = torch.addmm(base, inputs[layer, t], weights[layer]).to(acc)
+                h_t = inputs[layer, t + 1, :, dim:]
+                _cell(z, cells[layer, t], acts[layer, t], cells[layer, t + 1], tanh_cs[layer, t], h_t)
+                if layer + 1 < n_layers:
+                    torch.mul(h_t, drop[layer, t], out=inputs[layer + 1, t, :, :dim])
+            top = inputs[-1, t + 1, :, dim:]  # (B, D)
             if additive:
-                q = torch.addmm(b_q_c, top, w_q_t)  # (B, A)
-                u = torch.add(keys, q.unsqueeze(1), out=u_all[t]).tanh_()  # (B, S, A)
-                scores = (u @ v_c).to(acc)  # (B, S)
+                queries[t] = torch.addmm(b_q_c, top, w_q_t)  # (B, A)
+                scores = _additive_hidden(keys, queries[t]) @ v_a  # (B, S): v · u_tj
             else:
                 scores = torch.bmm(keys, top.unsqueeze(2)).squeeze(2).to(acc)  # (B, S): h_t · W_k h_j
-            alphas[t] = torch.softmax(scores.masked_fill_(scores_mask, float("-inf")), dim=-1)
-            alpha = alphas[t]
-            concat[t, :, :key_dim] = torch.bmm(alpha.to(dtype).unsqueeze(1), values).squeeze(1)  # c_t
+            alphas[t] = torch.softmax(scores.masked_fill_(padding, float("-inf")), dim=-1)
+            concat[t, :, :key_dim] = torch.bmm(alphas[t].to(dtype).unsqueeze(1), values).squeeze(1)  # c_t
             concat[t, :, key_dim:] = top
-            torch.tanh((concat[t] @ w_c_t).to(acc), out=outputs[t])
-            feed = outputs[t].to(dtype)
-        saved = [inputs, acts, c_prev, tanh_cs, concat, alphas, outputs, keys, values, w_c_t, drop, *weights]
-        saved += [u_all, w_q_t, v_c] if additive else []
+            torch.tanh((concat[t] @ w_c_t).to(acc), out=outputs[t])  # ã_t
+            inputs[0, t + 1, :, :dim] = outputs[t]  # input feeding
+        saved = [inputs, cells, acts, tanh_cs, concat, alphas, outputs, keys, values, w_c_t, drop, *weights]
+        saved += [queries, w_q_t, v_a] if additive else []
         ctx.save_for_backward(*saved)
         ctx.n_layers, ctx.additive = n_layers, additive
-        ctx.dtypes = (gates_x.dtype, h0.dtype, c0.dtype, keys.dtype, values.dtype, w_c.dtype)
         return outputs.to(dtype)
 
     @staticmethod
     def backward(ctx, d_outputs):
         n_layers, additive = ctx.n_layers, ctx.additive
-        inputs, acts, c_prev, tanh_cs, concat, alphas, outputs, keys, values, w_c_t, drop, *rest = ctx.saved_tensors
+        inputs, cells, acts, tanh_cs, concat, alphas, outputs, keys, values, w_c_t, drop, *rest = ctx.saved_tensors
         weights, extra = rest[:n_layers], rest[n_layers:]
         if additive:
-            u_all, w_q_t, v_c = extra
-        dtype, (steps, batch, dim), key_dim = keys.dtype, outputs.shape, values.size(2)
-        f32 = dict(dtype=outputs.dtype, device=outputs.device)
-        dh, dc = torch.zeros(n_layers, batch, dim, **f32), torch.zeros(n_layers, batch, dim, **f32)
-        d_feed = torch.zeros(batch, dim, **f32)
-        d_z = torch.empty_like(acts)
-        d_pre = torch.empty(steps, batch, dim, **f32)  # ∂/∂(W_c [c_t ; h_t])
-        d_ctx, d_scores = torch.empty(steps, batch, key_dim, **f32), torch.empty_like(alphas)
+            queries, w_q_t, v_a = extra
+        (steps, batch, dim), key_dim = outputs.shape, values.size(2)
+        dtype, acc = values.dtype, outputs.dtype
+        new = lambda *shape: outputs.new_empty(*shape)  # noqa: E731
+        dh, dc, d_feed = outputs.new_zeros(n_layers, batch, dim), outputs.new_zeros(n_layers, batch, dim), 0.0
+        d_z, d_pre = torch.empty_like(acts), new(steps, batch, dim)  # d_pre: ∂/∂(W_c [c_t ; h_t])
+        d_ctx, d_scores = new(steps, batch, key_dim), torch.empty_like(alphas)
         if additive:
-            d_keys, d_q = torch.zeros(keys.shape, **f32), torch.empty(steps, batch, u_all.size(3), **f32)
+            d_keys, d_q, d_v = torch.zeros_like(keys), torch.empty_like(queries), v_a.new_zeros(1, v_a.size(0))
         w_c_c, w_back = w_c_t.t(), [w.t() for w in weights]
         for t in range(steps - 1, -1, -1):
-            d_pre[t] = (d_outputs[t].to(outputs.dtype) + d_feed) * (1 - outputs[t] * outputs[t])
-            d_concat = (d_pre[t].to(dtype) @ w_c_c).to(outputs.dtype)  # (B, K + D)
+            _TANH_BACKWARD(d_outputs[t].to(acc) + d_feed, outputs[t], grad_input=d_pre[t])
+            d_concat = (d_pre[t].to(dtype) @ w_c_c).to(acc)  # (B, K + D)
             d_ctx[t], d_top = d_concat[:, :key_dim], d_concat[:, key_dim:]
-            alpha = alphas[t]
-            d_alpha = torch.bmm(values, d_ctx[t].to(dtype).unsqueeze(2)).squeeze(2).to(outputs.dtype)  # (B, S)
-            d_scores[t] = alpha * (d_alpha - (alpha * d_alpha).sum(-1, keepdim=True))  # softmax backward
-            if additive:
-                # scores = v · u, u = tanh(keys + q): the gradient at tanh's input, (B, S, A)
-                d_in = torch.ops.aten.tanh_backward(d_scores[t].to(dtype).unsqueeze(2) * v_c, u_all[t])
+            d_alpha = torch.bmm(values, d_ctx[t].to(dtype).unsqueeze(2)).squeeze(2).to(acc)  # (B, S)
+            d_scores[t] = torch.ops.aten._softmax_backward_data(d_alpha, alphas[t], -1, acc)
+            if additive:  # scores = v · u, u = tanh(keys + q): the gradient at tanh's input, (B, S, A)
+                u = _additive_hidden(keys, queries[t])
+                d_v.addmm_(d_scores[t].view(1, -1), u.view(-1, u.size(2)))  # δv = Σ δe_tj u_tj
+                d_in = torch.ops.aten.tanh_backward(d_scores[t].unsqueeze(2) * v_a, u)
                 d_keys += d_in
                 d_q[t] = d_in.sum(1)
-                d_top = d_top + (d_q[t].to(dtype) @ w_q_t.t()).to(outputs.dtype)
+                d_top += (d_q[t].to(dtype) @ w_q_t.t()).to(acc)
             else:
-                d_top = d_top + torch.bmm(d_scores[t].to(dtype).unsqueeze(1), keys).squeeze(1).to(outputs.dtype)
+                d_top += torch.bmm(d_scores[t].to(dtype).unsqueeze(1), keys).squeeze(1).to(acc)
             dh[-1] += d_top
             for layer in range(n_layers - 1, -1, -1):
-                d_z[layer, t], dc[layer] = _cell_backward(dh[layer], dc[layer], acts[layer, t], tanh_cs[layer, t],
-                                                          c_prev[layer, t])
-                d_inp = (d_z[layer, t].to(dtype) @ w_back[layer]).to(outputs.dtype)  # (B, 2D)
+                dc[layer] = _cell_backward(dh[layer], dc[layer], acts[layer, t], tanh_cs[layer, t], cells[layer, t],
+                                           d_z[layer, t])
+                d_inp = (d_z[layer, t].to(dtype) @ w_back[layer]).to(acc)  # (B, 2D)
                 dh[layer] = d_inp[:, dim:]
                 if layer > 0:
-                    dh[layer - 1] += d_inp[:, :dim] * drop[layer - 1, t]
+                    dh[layer - 1].addcmul_(d_inp[:, :dim], drop[layer - 1, t])
                 else:
                     d_feed = d_inp[:, :dim]
-        grads = _deferred_grads(inputs, concat, alphas, d_z, d_pre, d_ctx)
+        grads = _deferred_grads(inputs[:, :steps], concat, alphas, d_z, d_pre, d_ctx)
         if additive:
-            grads.update(_additive_grads(u_all, d_q, d_scores, concat[:, :, key_dim:]), d_keys=d_keys)
+            top = concat[:, :, key_dim:]
+            grads.update(d_keys=d_keys, d_v=d_v, d_b_q=d_q.sum((0, 1)), d_w_q=_flat(d_q.to(dtype)).t() @ _flat(top))
         else:  # scores = h_t · keys: δkeys = Σ_t δe_tᵀ h_t, batched over sentences
             top = concat[:, :, key_dim:].transpose(0, 1)  # (B, T, D)
-            grads["d_keys"] = torch.bmm(d_scores.permute(1, 2, 0).to(dtype), top).to(outputs.dtype)
+            grads["d_keys"] = torch.bmm(d_scores.permute(1, 2, 0).to(dtype), top)
         gx_dtype, h0_dtype, c0_dtype, keys_dtype, values_dtype, w_dtype = ctx.dtypes
         cast = lambda name, dt: None if grads.get(name) is None else grads[name].to(dt)  # noqa: E731
         return (None, None, d_z[0].to(gx_dtype), dh.to(h0_dtype), dc.to(c0_dtype), cast("d_keys", keys_dtype),
@@ -276,14 +279,9 @@ def _deferred_grads(inputs, concat, alphas, d_z, d_pre, d_ctx) -> dict:
     }
 
 
-def _additive_grads(u_all, d_q, d_scores, top) -> dict:
-    """W_q, b_q and v of the additive score, from all steps at once."""
-    dtype = u_all.dtype
-    return {
-        "d_w_q": _flat(d_q.to(dtype)).t() @ _flat(top),  # (A, D)
-        "d_b_q": d_q.sum((0, 1)),
-        "d_v": d_scores.reshape(1, -1).to(dtype) @ u_all.reshape(-1, u_all.size(-1)),  # (1, A)
-    }
+def _additive_hidden(keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """u_j = tanh(W_k h_j + W_q s + b_q) for one step: keys (B, S, A), query (B, A) → (B, S, A)."""
+    return torch.add(keys, query.unsqueeze(1)).tanh_()
 
 
 def attention_decoder(rnn: nn.LSTM, attention: AdditiveAttention | MultiplicativeAttention, combine: nn.Linear,
