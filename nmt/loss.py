@@ -11,9 +11,13 @@ Why fused: the plain path (``F.cross_entropy`` on the full logits) makes five or
 log-softmax backward, the cast back — which on CPU cost as much as all the matmuls of the output
 layer. Here each chunk of rows is projected, turned into its loss *and* its gradient while it is
 still in cache, and dropped; the backward only scales the stored gradients. Peak memory falls from
-several (N, V) tensors to one (chunk, V). Same loss and gradients as ``F.cross_entropy(...,
-label_smoothing=ε, reduction="sum")`` (tested); matmuls run in the activations' dtype (bf16
-under autocast), softmax and sums in fp32.
+several (N, V) tensors to one (chunk, V). Per chunk: one fused log-softmax (fp32, straight from the
+bf16 logits), one exp in place, one column sum (the bias gradient) and one pass writing the gradient
+in the activations' dtype. The smoothing term needs no pass of its own:
+mean_v log p_v = mean_v z_v - lse, with lse = z_y - log p_y and mean_v z_v = h · mean_v(W_v) + mean(b)
+(a matrix-vector product for all rows). Same loss and gradients as
+``F.cross_entropy(..., label_smoothing=ε, reduction="sum")`` (tested); matmuls run in the
+activations' dtype (bf16 under autocast), softmax and sums in fp32 (or wider).
 """
 
 from __future__ import annotations
@@ -32,17 +36,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_bias = torch.zeros(weight.size(0), dtype=torch.float32, device=weight.device) if bias is not None else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         w, b = _in_dtype(weight, bias, hidden.dtype)
+        mean_logit = _mean_logits(hidden, weight, bias) if smoothing else None
         for start in range(0, hidden.size(0), chunk):
-            h, y = hidden[start : start + chunk], target[start : start + chunk]
-            logits = F.linear(h, w, b).float()  # (n, V)
-            loss, probs = _chunk_loss(logits, y, smoothing, need_probs=True)
+            rows = slice(start, start + chunk)
+            h = hidden[rows]
+            loss, grad, column_sums = _chunk_loss(F.linear(h, w, b), target[rows], smoothing,
+                                                  None if mean_logit is None else mean_logit[rows], need_grad=True)
             total += loss
-            # probs now holds ∂loss/∂z for this chunk (see the module docstring).
-            grad = probs.to(h.dtype)
-            grad_hidden[start : start + chunk] = grad @ w  # (n, D)
+            grad_hidden[rows] = grad @ w  # (n, D)
             grad_weight.add_(grad.t() @ h)  # (V, D), accumulated in fp32
             if grad_bias is not None:
-                grad_bias += probs.sum(0)
+                grad_bias += column_sums
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.has_bias = bias is not None
         ctx.weight_dtype = weight.dtype
@@ -67,20 +71,33 @@ def _in_dtype(weight, bias, dtype):
     return weight.to(dtype), None if bias is None else bias.to(dtype)
 
 
-def _chunk_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float, need_probs: bool):
-    """Summed smoothed NLL of one chunk of fp32 logits (n, V); with ``need_probs`` the logits are
-    overwritten in place by ∂loss/∂logits and returned too."""
-    lse = torch.logsumexp(logits, dim=-1)  # (n,)
-    nll = lse - logits.gather(1, target.unsqueeze(1)).squeeze(1)
-    loss = nll if smoothing == 0.0 else (1.0 - smoothing) * nll + smoothing * (lse - logits.mean(-1))
-    if not need_probs:
-        return loss.sum(), None
-    probs = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place
+def _chunk_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float, mean_logit: torch.Tensor | None,
+                need_grad: bool):
+    """Summed smoothed NLL of one chunk of logits (n, V); with ``need_grad`` also ∂loss/∂logits (n, V)
+    in the logits' dtype and its column sums in fp32 (the bias gradient). ``mean_logit`` (n,) is
+    mean_v z_v, needed for smoothing (see the module docstring)."""
+    acc = torch.promote_types(logits.dtype, torch.float32)
+    log_probs = torch.log_softmax(logits, dim=-1, dtype=acc)  # one fused pass
+    log_p_y = log_probs.gather(1, target.unsqueeze(1)).squeeze(1)  # (n,)
+    loss = -log_p_y
     if smoothing:
-        probs.sub_(smoothing / logits.size(1))
+        lse = logits.gather(1, target.unsqueeze(1)).squeeze(1).to(acc) - log_p_y  # log Σ_v exp z_v
+        loss = (1.0 - smoothing) * loss - smoothing * (mean_logit - lse)  # mean_v log p_v = mean z - lse
+    if not need_grad:
+        return loss.sum(), None, None
+    probs = log_probs.exp_()  # softmax, in place
     rows = torch.arange(target.size(0), device=target.device)
     probs[rows, target] -= 1.0 - smoothing
-    return loss.sum(), probs
+    uniform = smoothing / logits.size(1)
+    column_sums = probs.sum(0) - target.size(0) * uniform
+    return loss.sum(), torch.sub(probs, uniform, out=torch.empty_like(logits)), column_sums  # cast on the way out
+
+
+def _mean_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """mean_v z_v for every row, without the (N, V) logits: hidden · mean_v(W_v) + mean(b)."""
+    acc = torch.promote_types(hidden.dtype, torch.float32)
+    mean = hidden.to(acc) @ weight.to(acc).mean(0)
+    return mean if bias is None else mean + bias.to(acc).mean()
 
 
 def linear_cross_entropy(
@@ -103,7 +120,9 @@ def linear_cross_entropy(
         return _LinearCrossEntropy.apply(hidden, weight, bias, target, float(smoothing), chunk)
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     w, b = _in_dtype(weight, bias, hidden.dtype)
+    mean_logit = _mean_logits(hidden, weight, bias) if smoothing else None
     for start in range(0, hidden.size(0), chunk):
-        logits = F.linear(hidden[start : start + chunk], w, b).float()
-        total += _chunk_loss(logits, target[start : start + chunk], smoothing, need_probs=False)[0]
+        rows = slice(start, start + chunk)
+        mean = None if mean_logit is None else mean_logit[rows]
+        total += _chunk_loss(F.linear(hidden[rows], w, b), target[rows], smoothing, mean, need_grad=False)[0]
     return total
