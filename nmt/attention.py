@@ -8,13 +8,19 @@
 The modules hold only parameters. The projected keys ``W_k k`` are computed once per sentence by
 ``project_keys`` and handed back by the caller at every step, so neither module has hidden state.
 The additive score costs a tanh over (T, S, attn_dim) per sentence and step; the multiplicative one
-a single batched matmul — the reason Luong attention decodes faster.
+a single batched matmul — the reason Luong attention decodes faster. The additive score runs in
+fp32 even under bf16 autocast (its keys are kept in fp32): a bf16 tanh is several times slower on
+CPUs, and that tanh is most of the attention's cost.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def _attend(scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,8 +39,8 @@ class AdditiveAttention(nn.Module):
         self.v = nn.Linear(attn_dim, 1, bias=False)  # v
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        """(B, S, key_dim) → (B, S, attn_dim): W_k k_j for every source position, once a sentence."""
-        return self.key_proj(keys)
+        """(B, S, key_dim) → (B, S, attn_dim): W_k k_j for every source position, once a sentence (fp32)."""
+        return _at_least_fp32(self.key_proj(keys))
 
     def forward(
         self, query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
@@ -47,9 +53,10 @@ class AdditiveAttention(nn.Module):
         mask:      (B, S) bool         True at real tokens
         returns    context (B, T, key_dim), weights (B, T, S)
         """
-        q = self.query_proj(query)  # (B, T, A)
-        hidden = torch.tanh(q.unsqueeze(2) + proj_keys.unsqueeze(1))  # (B, T, S, A)
-        scores = self.v(hidden).squeeze(-1)  # (B, T, S)
+        q = _at_least_fp32(self.query_proj(query))  # (B, T, A)
+        with torch.autocast(query.device.type, enabled=False):  # fp32: see the module docstring
+            hidden = torch.tanh(q.unsqueeze(2) + proj_keys.to(q.dtype).unsqueeze(1))  # (B, T, S, A)
+            scores = hidden @ self.v.weight.to(q.dtype).squeeze(0)  # (B, T, S)
         return _attend(scores, values, mask)
 
 

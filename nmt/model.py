@@ -31,7 +31,10 @@ RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 @dataclass
 class Memory:
-    """What the decoder reads from the encoder, per sentence (rows can be selected / repeated)."""
+    """What the decoder reads from the encoder: one row per sentence (rows can be selected).
+
+    Beam search does not repeat it per hypothesis: the decoder state holds k rows per sentence
+    (its k hypotheses, adjacent), and they attend to their sentence's row as k queries."""
 
     values: torch.Tensor  # (B, S, 2H) encoder outputs
     keys: torch.Tensor | None  # (B, S, A) projected once per sentence; None without attention
@@ -41,19 +44,14 @@ class Memory:
         keys = None if self.keys is None else self.keys.index_select(0, index)
         return Memory(self.values.index_select(0, index), keys, self.mask.index_select(0, index))
 
-    def repeat(self, k: int) -> "Memory":
-        """Each sentence k times in a row: rows b*k … b*k+k-1 are sentence b (for beams)."""
-        index = torch.arange(self.mask.size(0), device=self.mask.device).repeat_interleave(k)
-        return self.select(index)
-
 
 @dataclass
 class DecoderState:
-    """Recurrent state between decoder steps."""
+    """Recurrent state between decoder steps: R = k·B rows, hypotheses of a sentence adjacent."""
 
-    hidden: torch.Tensor  # (L, B, D)
-    cell: torch.Tensor | None  # (L, B, D), LSTM only
-    feed: torch.Tensor | None  # (B, D) previous attentional vector ã_{t-1}, with input feeding
+    hidden: torch.Tensor  # (L, R, D)
+    cell: torch.Tensor | None  # (L, R, D), LSTM only
+    feed: torch.Tensor | None  # (R, D) previous attentional vector ã_{t-1}, with input feeding
 
     def select(self, index: torch.Tensor) -> "DecoderState":
         pick = lambda t, dim: None if t is None else t.index_select(dim, index)  # noqa: E731
@@ -144,18 +142,21 @@ class Decoder(nn.Module):
         return torch.tanh(self.combine(torch.cat([context, out], dim=-1))), weights
 
     def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
-        """One target position: prev (B,) ids → ã_t (B, D), new state, weights (B, S) or None."""
+        """One target position: prev (R,) ids → ã_t (R, D), new state, weights (R, S) or None.
+        R = k·B: k rows per sentence of ``memory`` (k = 1 but in beam search)."""
         return self.step_embedded(self.dropout(self.embed(prev)), state, memory)
 
     def step_embedded(self, x: torch.Tensor, state: DecoderState, memory: Memory):
-        """``step`` from the embedded previous token x (B, E); training and search both run this."""
+        """``step`` from the embedded previous token x (R, E); training and search both run this."""
         if self.input_feeding:
-            x = torch.cat([x, state.feed], dim=-1)  # (B, E + D)
-        hidden, cell = self._rnn_cells(x, state)  # (L, B, D) each
-        attn_vec, weights = self._attend(hidden[-1].unsqueeze(1), memory)  # (B, 1, D), (B, 1, S)
-        attn_vec = attn_vec.squeeze(1)
+            x = torch.cat([x, state.feed], dim=-1)  # (R, E + D)
+        hidden, cell = self._rnn_cells(x, state)  # (L, R, D) each
+        rows, sentences = x.size(0), memory.mask.size(0)
+        # The k rows of a sentence are k queries of its attention: (B, k, D), one memory row each.
+        attn_vec, weights = self._attend(hidden[-1].view(sentences, rows // sentences, -1), memory)
+        attn_vec = attn_vec.reshape(rows, -1)
         new_state = DecoderState(hidden, cell, attn_vec if self.input_feeding else None)
-        return attn_vec, new_state, None if weights is None else weights.squeeze(1)
+        return attn_vec, new_state, None if weights is None else weights.reshape(rows, -1)
 
     def _rnn_cells(self, x: torch.Tensor, state: DecoderState):
         """One time step through every layer of ``self.rnn`` with its own weights.
@@ -220,6 +221,8 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: torch.Tensor, lengths: torch.Tensor, fused: bool = False) -> tuple[Memory, DecoderState]:
         values, final_h, final_c = self.encoder(src, lengths, fused)
+        if torch.is_autocast_enabled(src.device.type):  # cast once here, not at every step's bmm
+            values = values.to(torch.get_autocast_dtype(src.device.type))
         mask = src != PAD  # (B, S)
         attention = self.decoder.attention
         keys = attention.project_keys(values) if attention is not None else None

@@ -105,9 +105,9 @@ def beam_search(
     hypothesis's best reachable score is log p / lp(max_len). With beam 1 this is greedy search.
     """
     k, device = beam, src.device
-    memory, state = model.encode(src, lengths)
+    memory, state = model.encode(src, lengths)  # memory: one row per sentence, shared by its k rows
     b = src.size(0)
-    memory, state = memory.repeat(k), state.repeat(k)
+    state = state.repeat(k)
     sentence = torch.arange(b)  # original sentence of each live row group
     limit = limits.clone()
     scores = torch.full((b, k), float("-inf"), device=device)
@@ -119,10 +119,13 @@ def beam_search(
 
     for t in range(int(limits.max())):
         log_probs, state, weights = model.decode_step(prev, state, memory)
-        vocab = log_probs.size(-1)
-        cand = scores.unsqueeze(-1) + _forbid_specials(log_probs).view(-1, k, vocab)  # (n, k, V)
-        top, flat = cand.view(-1, k * vocab).topk(k, dim=-1)  # (n, k)
-        origin, token = flat // vocab, flat % vocab
+        # A sentence's k best of its k·V candidates are among each hypothesis's own k best tokens
+        # (adding the hypothesis's score keeps the order of its row): rank per row, then k of k·k.
+        per_row = min(k, log_probs.size(-1))
+        row_top, row_token = _forbid_specials(log_probs).topk(per_row, dim=-1)  # (n·k, per_row)
+        cand = (scores.unsqueeze(-1) + row_top.view(-1, k, per_row)).view(-1, k * per_row)  # (n, k·per_row)
+        top, flat = cand.topk(k, dim=-1)  # (n, k)
+        origin, token = flat // per_row, row_token.view(-1, k * per_row).gather(1, flat)
         rows = (origin + torch.arange(len(sentence), device=device).unsqueeze(1) * k).view(-1)
         history = torch.cat([history.index_select(0, rows), token.view(-1, 1)], dim=1)
         if keep_attention and weights is not None:
@@ -148,7 +151,7 @@ def beam_search(
             r_keep = (g_keep.unsqueeze(1) * k + torch.arange(k)).view(-1).to(device)
             sentence, limit = sentence[g_keep], limit[g_keep]
             scores, prev = scores[g_keep.to(device)], prev[r_keep]
-            memory, state, history = memory.select(r_keep), state.select(r_keep), history[r_keep]
+            memory, state, history = memory.select(g_keep.to(device)), state.select(r_keep), history[r_keep]
             if attn_history is not None:
                 attn_history = attn_history[r_keep]
     return [hyps[:nbest] for hyps in finished]
