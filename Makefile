@@ -80,7 +80,7 @@ bench: $(VENV)/.installed
 
 bench-peers: $(VENV)/.installed
 	bash benchmarks/peers/setup.sh || echo "no peer could be installed; measuring nmt alone"
-	$(PY) benchmarks/bench.py --peers all --steps 50 --decode-sentences 100
+	$(PY) benchmarks/bench.py --peers all --steps 50 --decode-sentences 100 --rounds 2
 
 bench-quality: $(VENV)/.installed
 	bash benchmarks/peers/setup.sh || echo "no peer could be installed; measuring nmt alone"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -70,7 +71,8 @@ def run_train(args) -> dict:
     overrides = [f"train.precision={args.precision}", f"train.threads={THREADS}", f"train.max_tokens={args.max_tokens}",
                  f"model.attention={args.attention}"]
     config = load_config(CONFIG, overrides)
-    run_dir = work / f"nmt-{args.attention}-{args.precision}"
+    run_dir = Path(args.run_dir) if args.run_dir else work / f"nmt-{args.attention}-{args.precision}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh model every time, never a resumed one
     trainer = Trainer(config, work / "data", work / "tokenizer", run_dir)
     torch.set_num_threads(THREADS)
     rng = np.random.default_rng([config.train.seed, 0])
@@ -123,8 +125,6 @@ def run_budget(args) -> dict:
     """The default training loop (Trainer.train: bucketed batches, dev validation every
     train.valid_every steps inside the budget, lr halving on a plateau) for ``--minutes`` of wall
     clock, from a fresh run folder; its last weights are ``<run-dir>/last``."""
-    import shutil
-
     from nmt.config import load_config
     from nmt.train import Trainer
 
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hyps")
     parser.add_argument("--repeats", type=int, default=3, help="passes per search call; the fastest is timed")
     parser.add_argument("--minutes", type=float, default=15.0, help="budget: wall-clock training minutes")
-    parser.add_argument("--run-dir", help="budget: the run folder (deleted first)")
+    parser.add_argument("--run-dir", help="train / budget: the run folder (deleted first)")
     args = parser.parse_args(argv)
     torch.set_num_threads(THREADS)
     run = {"peak": run_peak, "train": run_train, "decode": run_decode, "budget": run_budget}[args.what]

@@ -51,6 +51,17 @@ def toolkit_rows(results: dict) -> list[tuple[str, dict, dict]]:
     return rows
 
 
+def _rounds(results: dict) -> str:
+    rounds = results["settings"].get("rounds", 1)
+    return (f", {rounds} interleaved rounds per toolkit (every toolkit once a round), the fastest round kept"
+            f" and every round's tok/s in brackets" if rounds > 1 else "")
+
+
+def _spread(train: dict) -> str:
+    rounds = train.get("rounds_tokens_per_s") or []
+    return f" ({' / '.join(f'{r:,}' for r in rounds)})" if len(rounds) > 1 else ""
+
+
 def render_markdown(results: dict) -> str:
     m = results["machine"]
     peak = results.get("matmul_peak", {})
@@ -61,7 +72,7 @@ def render_markdown(results: dict) -> str:
         f"{m.get('busy_cores_at_start', '?')} / {m.get('busy_cores_at_end', '?')}.",
         f"Command: `{results['command']}` ({results.get('minutes', '?')} min).",
         f"Training: {results['settings']['timed_steps']} timed steps after {results['settings']['warmup_steps']} "
-        f"warm-up steps, batches of ≤ {results['settings']['max_tokens']} padded tokens. Decoding: dev split "
+        f"warm-up steps, batches of ≤ {results['settings']['max_tokens']} padded tokens{_rounds(results)}. Decoding: dev split "
         f"({results['settings']['decode_sentences']}), batches of 64 sentences, generation time only, fp32 unless the row says bf16 decoding.",
         f"Matrix-multiply peak measured in the same run: fp32 {_num(fp32_peak)} GFLOP/s, "
         f"bf16 {_num(bf16_peak)} GFLOP/s.",
@@ -76,7 +87,7 @@ def render_markdown(results: dict) -> str:
             lines.append(f"| {label} | failed: {train['error']} | | | | | | | |")
             continue
         lines.append(
-            f"| {label} | {_num(train.get('tokens_per_s'))} | {_num(train.get('gflops_per_s'), 1)} "
+            f"| {label} | {_num(train.get('tokens_per_s'))}{_spread(train)} | {_num(train.get('gflops_per_s'), 1)} "
             f"| {_num(g.get('sentences_per_s'), 1)} | {_num(g.get('tokens_per_s'))} "
             f"| {_num(b.get('sentences_per_s'), 1)} | {_num(b.get('tokens_per_s'))} "
             f"| {_num(g.get('mean_output_len'), 1)} / {_num(b.get('mean_output_len'), 1)} "

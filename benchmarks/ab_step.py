@@ -1,0 +1,78 @@
+"""A/B of two training configurations, interleaved batch by batch on the same batches.
+
+    python benchmarks/ab_step.py --a train.fused_rnn=false --b train.fused_rnn=true [--steps 20]
+    python benchmarks/ab_step.py --a model.attention=bahdanau --b model.attention=luong --both train.precision=fp32
+
+On a shared VM the speed of the machine drifts by tens of percent over minutes, so two runs one
+after the other compare the machine as much as the code. Here both configurations train their
+own model (same seed, same initial weights), and each batch is stepped by A and by B back to back
+(the order alternating), so drift touches both alike; the figure to read is the median of the
+per-batch speed ratios, with its quartiles. A diagnostic for choosing levers, not a results table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from workdir import CONFIG, WORK, ensure_work  # noqa: E402
+
+
+def trainer_for(overrides: list[str], run_dir: Path):
+    from nmt.config import load_config
+    from nmt.train import Trainer
+
+    config = load_config(CONFIG, ["train.threads=2", *overrides])
+    return Trainer(config, WORK / "data", WORK / "tokenizer", run_dir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", nargs="*", default=[], help="config overrides of A")
+    parser.add_argument("--b", nargs="*", default=[], help="config overrides of B")
+    parser.add_argument("--both", nargs="*", default=[], help="overrides for both")
+    parser.add_argument("--steps", type=int, default=20, help="timed batches (after 2 warm-up batches)")
+    parser.add_argument("--max-tokens", type=int, default=3000)
+    args = parser.parse_args()
+
+    from nmt.batching import make_batch, token_batches
+
+    ensure_work(WORK)
+    scratch = HERE / ".work" / "ab"
+    common = [*args.both, f"train.max_tokens={args.max_tokens}"]
+    trainers = {"A": trainer_for([*common, *args.a], scratch / "a"), "B": trainer_for([*common, *args.b], scratch / "b")}
+    torch.set_num_threads(2)
+    first = trainers["A"]
+    batches = token_batches(first.train_src.lengths, first.train_tgt.lengths, args.max_tokens,
+                            np.random.default_rng([first.config.train.seed, 0]))
+    seconds, tokens, ratios = {"A": 0.0, "B": 0.0}, {"A": 0, "B": 0}, []
+    for i, index in enumerate(batches[: args.steps + 2]):
+        batch = make_batch(first.train_src, index, first.train_tgt)
+        took = {}
+        for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
+            t0 = time.perf_counter()
+            _, n_tokens, _ = trainers[name]._train_step(batch)
+            took[name] = time.perf_counter() - t0
+            if i >= 2:
+                seconds[name] += took[name]
+                tokens[name] += n_tokens
+        if i >= 2:
+            ratios.append(took["A"] / took["B"])
+    for name, overrides in (("A", args.a), ("B", args.b)):
+        print(f"{name} {' '.join(overrides) or '(defaults)'}: {tokens[name] / seconds[name]:,.0f} target tokens/s")
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    print(f"B / A speed, per batch: median {median:.2f}x (quartiles {q1:.2f}-{q3:.2f}, {len(ratios)} batches)"
+          + (f"; both: {' '.join(args.both)}" if args.both else ""))
+
+
+if __name__ == "__main__":
+    main()
