@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.config import ModelConfig
 from nmt.dropout import Dropout, dropout
-from nmt.recurrence import attention_decoder, packed_bilstm
+from nmt.recurrence import attention_decoder, bilstm
 from nmt.tokenizer import PAD
 
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -86,7 +86,7 @@ class Encoder(nn.Module):
         backward, bf16 matmuls under autocast) instead of nn.LSTM; same weights, same maths."""
         x = self.dropout(self.embed(src))  # (B, S, E)
         if fused and isinstance(self.rnn, nn.LSTM) and torch.is_grad_enabled():
-            out, state = packed_bilstm(self.rnn, x, lengths, self.training)
+            out, state = bilstm(self.rnn, x, lengths, self.training)
         else:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, state = self.rnn(packed)

@@ -9,6 +9,10 @@ layer, and every weight gradient is ONE matmul over all steps (Σ_t δz_tᵀ x_t
 in the compute dtype (bf16 under autocast), gates, cell states and their gradients in fp32.
 Same maths as the plain path (tested against it, and against finite differences in fp64).
 
+Two recurrences: the bidirectional encoder layer (``bilstm``: both directions advance together,
+so one batched matmul and one set of pointwise ops per step serve both), and the decoder with
+attention and input feeding (``attention_decoder``: all T steps of ``Decoder.step_embedded``).
+
 LSTM cell, PyTorch's gate order i, f, g, o; N rows, H units:
     z_t = W_x x_t + W_h h_{t-1} + b                                   (N, 4H)
     i, f, o = σ(z_i), σ(z_f), σ(z_o);   g = tanh(z_g)
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.dropout import dropout, keep_mask
@@ -41,12 +44,12 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _cell(z, c_prev, acts, c_out, tanh_out, h_out) -> None:
-    """One step of N rows: gate pre-activations z (N, 4H) and c_{t-1} → acts (N, 4H) = (i, f, g, o),
-    c_t, tanh(c_t) and h_t (N, H), each written into the tensor given for it."""
-    hid = c_prev.size(1)
+    """One step of N rows (any leading dims): gate pre-activations z (…, 4H) and c_{t-1} →
+    acts (…, 4H) = (i, f, g, o), c_t, tanh(c_t) and h_t (…, H), each written into the tensor given."""
+    hid = c_prev.size(-1)
     torch.sigmoid(z, out=acts)
-    torch.tanh(z[:, 2 * hid : 3 * hid], out=acts[:, 2 * hid : 3 * hid])
-    i, f, g, o = acts.chunk(4, dim=1)
+    torch.tanh(z[..., 2 * hid : 3 * hid], out=acts[..., 2 * hid : 3 * hid])
+    i, f, g, o = acts.chunk(4, dim=-1)
     torch.mul(f, c_prev, out=c_out).addcmul_(i, g)
     torch.tanh(c_out, out=tanh_out)
     torch.mul(o, tanh_out, out=h_out)
@@ -57,94 +60,97 @@ _TANH_BACKWARD = torch.ops.aten.tanh_backward.grad_input  # δ ⊙ (1 - t²)
 
 
 def _cell_backward(dh, dc, acts, tanh_c, c_prev, d_z) -> torch.Tensor:
-    """δh, δc (N, H) at one step → δz written into d_z (N, 4H); returns δc_{t-1} (N, H)."""
-    hid = c_prev.size(1)
-    i, f, g, o = acts.chunk(4, dim=1)
+    """δh, δc (…, H) at one step → δz written into d_z (…, 4H); returns δc_{t-1} (…, H)."""
+    hid = c_prev.size(-1)
+    i, f, g, o = acts.chunk(4, dim=-1)
     dc = dc + torch.ops.aten.tanh_backward(dh * o, tanh_c)
-    torch.mul(dc, g, out=d_z[:, :hid])
-    torch.mul(dc, c_prev, out=d_z[:, hid : 2 * hid])
-    torch.mul(dc, i, out=d_z[:, 2 * hid : 3 * hid])
-    torch.mul(dh, tanh_c, out=d_z[:, 3 * hid :])
+    torch.mul(dc, g, out=d_z[..., :hid])
+    torch.mul(dc, c_prev, out=d_z[..., hid : 2 * hid])
+    torch.mul(dc, i, out=d_z[..., 2 * hid : 3 * hid])
+    torch.mul(dh, tanh_c, out=d_z[..., 3 * hid :])
     for gate, fn in ((slice(0, 2 * hid), _SIGMOID_BACKWARD), (slice(2 * hid, 3 * hid), _TANH_BACKWARD),
                      (slice(3 * hid, 4 * hid), _SIGMOID_BACKWARD)):
-        fn(d_z[:, gate], acts[:, gate], grad_input=d_z[:, gate])
+        fn(d_z[..., gate], acts[..., gate], grad_input=d_z[..., gate])
     return dc * f
 
 
-# -- encoder: one direction of one layer over a packed batch ------------------------------------
-class _PackedLSTM(torch.autograd.Function):
-    """Packed rows (time-major, longest sentence first, as PackedSequence.data): at step t the
-    first ``batch_sizes[t]`` sentences are active. Runs t = 0 … S-1, or S-1 … 0 with ``reverse``;
-    a sentence starts from a zero state at its first step and keeps its state after its last."""
+# -- encoder: one bidirectional layer, both directions in lockstep --------------------------------
+class _BiLSTM(torch.autograd.Function):
+    """One bidirectional LSTM layer over a padded, time-major batch x (S, B, I).
+
+    At step k the forward direction reads position k and the backward direction position S-1-k,
+    as one (2, B, ·) batch: one batched matmul and one set of pointwise ops per step for both.
+    A sentence's state changes only where ``active`` (S, 2, B, 1) is set — its real positions, in
+    step order — so the forward direction keeps its final state past the last token and the
+    backward one stays at zero until it reaches the last token: packed-sequence semantics, exactly.
+    Returns the outputs (S, 2, B, H) in step order (zero at padding) and the final h, c (2, B, H)."""
 
     @staticmethod
-    def forward(ctx, data, w_ih, w_hh, bias, batch_sizes: list[int], reverse: bool, dtype: torch.dtype):
-        n_rows, hid, n_sent = data.size(0), w_hh.size(1), batch_sizes[0]
+    def forward(ctx, x, active, w_ih, w_hh, bias, dtype: torch.dtype):
+        steps, batch, hid = x.size(0), x.size(1), w_hh.size(2)
         acc = accumulate_dtype(dtype)
-        x, w_ih_c, w_hh_t = data.to(dtype), w_ih.to(dtype), w_hh.to(dtype).t()
-        gates_x = torch.addmm(bias.to(dtype), x, w_ih_c.t())  # (N, 4H): W_x x_t + b, every step at once
-        out, h_prev = x.new_empty(n_rows, hid), x.new_empty(n_rows, hid)  # h_t and h_{t-1}: compute dtype
-        acts = data.new_empty(n_rows, 4 * hid, dtype=acc)
-        c_prev, tanh_cs = torch.empty_like(acts[:, :hid]), torch.empty_like(acts[:, :hid])
-        h, c = x.new_zeros(n_sent, hid), acts.new_zeros(n_sent, hid)  # state of every sentence
-        for rows, n in _steps(batch_sizes, reverse):
-            h_prev[rows], c_prev[rows] = h[:n], c[:n]
-            z = torch.addmm(gates_x[rows], h[:n], w_hh_t).to(acc)
-            _cell(z, c_prev[rows], acts[rows], c[:n], tanh_cs[rows], out[rows])
-            h[:n] = out[rows]
-        ctx.save_for_backward(x, w_ih_c, w_hh_t, h_prev, acts, c_prev, tanh_cs)
-        ctx.batch_sizes, ctx.reverse, ctx.dtypes = batch_sizes, reverse, (data.dtype, w_ih.dtype)
-        return out, h.to(acc), c
+        xc, w_ih_c, w_hh_t = x.to(dtype).contiguous(), w_ih.to(dtype), w_hh.to(dtype).transpose(1, 2)  # (2, H, 4H)
+        gx = torch.addmm(bias.to(dtype).view(-1), xc.view(steps * batch, -1), w_ih_c.view(8 * hid, -1).t())
+        gx = gx.view(steps, batch, 2, 4 * hid)  # W_x x_t + b of both directions, every position at once
+        gates_x = torch.stack([gx[:, :, 0], gx[:, :, 1].flip(0)], dim=1)  # (S, 2, B, 4H), step order
+        states = xc.new_zeros(steps + 1, 2, batch, hid)  # h before step k at slot k
+        cells = x.new_zeros(steps + 1, 2, batch, hid, dtype=acc)  # c before step k at slot k
+        acts = x.new_empty(steps, 2, batch, 4 * hid, dtype=acc)
+        tanh_cs, h_new = torch.empty_like(cells[1:]), xc.new_empty(steps, 2, batch, hid)
+        c_new = torch.empty_like(cells[0])
+        for k in range(steps):
+            z = torch.baddbmm(gates_x[k], states[k], w_hh_t).to(acc)  # (2, B, 4H)
+            _cell(z, cells[k], acts[k], c_new, tanh_cs[k], h_new[k])
+            torch.where(active[k], c_new, cells[k], out=cells[k + 1])
+            torch.where(active[k], h_new[k], states[k], out=states[k + 1])
+        ctx.save_for_backward(xc, active, w_ih_c, w_hh_t, states, cells, acts, tanh_cs)
+        ctx.dtypes = (x.dtype, w_ih.dtype)
+        return h_new * active, states[steps].to(acc), cells[steps].clone()
 
     @staticmethod
     def backward(ctx, d_out, d_h_n, d_c_n):
-        x, w_ih_c, w_hh_t, h_prev, acts, c_prev, tanh_cs = ctx.saved_tensors
-        acc = acts.dtype
-        dh, dc = d_h_n.to(acc, copy=True), d_c_n.to(acc, copy=True)  # carried back, per sentence
-        d_z, d_out = torch.empty_like(acts), d_out.to(acc)
-        w_hh_c = w_hh_t.t()
-        for rows, n in reversed(_steps(ctx.batch_sizes, ctx.reverse)):
-            dc[:n] = _cell_backward(d_out[rows] + dh[:n], dc[:n], acts[rows], tanh_cs[rows], c_prev[rows], d_z[rows])
-            dh[:n] = d_z[rows].to(w_hh_c.dtype) @ w_hh_c  # δh_{t-1} of the same sentences
-        d_bias = d_z.sum(0)
-        d_z = d_z.to(x.dtype)
-        data_dtype, weight_dtype = ctx.dtypes
-        return ((d_z @ w_ih_c).to(data_dtype), (d_z.t() @ x).to(weight_dtype), (d_z.t() @ h_prev).to(weight_dtype),
-                d_bias.to(weight_dtype), None, None, None)
+        xc, active, w_ih_c, w_hh_t, states, cells, acts, tanh_cs = ctx.saved_tensors
+        acc, steps = acts.dtype, acts.size(0)
+        dh, dc = d_h_n.to(acc, copy=True), d_c_n.to(acc, copy=True)  # δ of the state after step k
+        d_z, d_out, w_hh_c = torch.empty_like(acts), d_out.to(acc), w_hh_t.transpose(1, 2)
+        for k in range(steps - 1, -1, -1):
+            m = active[k]  # state_{k+1} = where(m, h_new, state_k); out_k = m ⊙ h_new
+            dc_prev = _cell_backward((dh + d_out[k]) * m, dc * m, acts[k], tanh_cs[k], cells[k], d_z[k])
+            dh = torch.where(m, torch.bmm(d_z[k].to(w_hh_c.dtype), w_hh_c), dh)  # (2, B, H)
+            dc = torch.where(m, dc_prev, dc)
+        # Back to the layout of the input projection, then every weight gradient in one matmul.
+        d_gx = torch.stack([d_z[:, 0], d_z[:, 1].flip(0)], dim=2)  # (S, B, 2, 4H)
+        d_bias = d_gx.sum((0, 1)).view(2, -1)
+        d_gx = d_gx.view(-1, d_gx.size(2) * d_gx.size(3)).to(xc.dtype)  # (S·B, 8H)
+        x_flat = xc.view(d_gx.size(0), -1)
+        d_x = (d_gx @ w_ih_c.view(d_gx.size(1), -1)).view_as(xc)
+        d_w_ih = (d_gx.t() @ x_flat).view_as(w_ih_c)
+        by_direction = lambda t: t.transpose(0, 1).reshape(2, -1, t.size(-1))  # noqa: E731  (2, S·B, ·)
+        d_w_hh = torch.bmm(by_direction(d_z.to(xc.dtype)).transpose(1, 2), by_direction(states[:steps]))
+        x_dtype, w_dtype = ctx.dtypes
+        return d_x.to(x_dtype), None, d_w_ih.to(w_dtype), d_w_hh.to(w_dtype), d_bias.to(w_dtype), None
 
 
-def _steps(batch_sizes: list[int], reverse: bool) -> list[tuple[slice, int]]:
-    """(rows of step t in the packed data, active sentences) in processing order."""
-    starts, total = [], 0
-    for n in batch_sizes:
-        starts.append(total)
-        total += n
-    order = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
-    return [(slice(starts[t], starts[t] + batch_sizes[t]), batch_sizes[t]) for t in order]
-
-
-def packed_bilstm(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, training: bool):
+def bilstm(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, training: bool):
     """``rnn(pack_padded_sequence(x, lengths))`` for a bidirectional batch-first nn.LSTM, with its
     own weights: x (B, S, E) → outputs (B, S, 2H) (zeros on padding), (h_n, c_n) each (2L, B, H)."""
-    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    sizes, dtype = packed.batch_sizes.tolist(), compute_dtype(rnn.weight_ih_l0)
-    data, finals_h, finals_c = packed.data, [], []
+    steps, dtype = x.size(1), compute_dtype(rnn.weight_ih_l0)
+    real = torch.arange(steps, device=x.device).unsqueeze(1) < lengths.to(x.device).unsqueeze(0)  # (S, B)
+    active = torch.stack([real, real.flip(0)], dim=1).unsqueeze(-1)  # (S, 2, B, 1), step order
+    data, finals_h, finals_c = x.transpose(0, 1), [], []  # (S, B, E)
     with torch.autocast(x.device.type, enabled=False):
         for layer in range(rnn.num_layers):
             if layer > 0:
                 data = dropout(data, rnn.dropout, training)
-            outs = []
-            for suffix in ("", "_reverse"):
-                w = [getattr(rnn, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-                out, h_n, c_n = _PackedLSTM.apply(data, w[0], w[1], w[2] + w[3], sizes, bool(suffix), dtype)
-                outs.append(out)
-                finals_h.append(h_n)
-                finals_c.append(c_n)
-            data = torch.cat(outs, dim=1)
-    unsort = packed.unsorted_indices
-    out, _ = pad_packed_sequence(PackedSequence(data, packed.batch_sizes, packed.sorted_indices, unsort),
-                                 batch_first=True, total_length=x.size(1))
-    return out, (torch.stack(finals_h).index_select(1, unsort), torch.stack(finals_c).index_select(1, unsort))
+            w = {name: [getattr(rnn, f"{name}_l{layer}{suffix}") for suffix in ("", "_reverse")]
+                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            bias = torch.stack(w["bias_ih"]) + torch.stack(w["bias_hh"])
+            out, h_n, c_n = _BiLSTM.apply(data, active, torch.stack(w["weight_ih"]), torch.stack(w["weight_hh"]),
+                                          bias, dtype)
+            data = torch.cat([out[:, 0], out[:, 1].flip(0)], dim=-1)  # (S, B, 2H), time order
+            finals_h.append(h_n)
+            finals_c.append(c_n)
+    return data.transpose(0, 1), (torch.cat(finals_h), torch.cat(finals_c))
 
 
 # -- decoder: teacher-forced LSTM layers with attention and input feeding ------------------------

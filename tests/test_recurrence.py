@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import small_model
-from nmt.recurrence import _AttentionDecoder, _PackedLSTM
+from nmt.recurrence import _AttentionDecoder, _BiLSTM
 
 SRC = torch.tensor([[5, 6, 7, 8, 3, 0], [9, 4, 3, 0, 0, 0], [4, 5, 6, 7, 8, 3], [4, 3, 0, 0, 0, 0]])
 LENGTHS = torch.tensor([5, 3, 6, 2])  # unsorted on purpose: the fast path sorts and unsorts
@@ -38,7 +38,7 @@ def test_fast_path_gives_the_plain_paths_outputs_and_every_gradient(attention, l
     model = small_model("lstm", attention, True, vocab=11, layers=layers).double().train()
     plain, plain_grads = _features_and_grads(model, fused=False)
     fused, fused_grads = _features_and_grads(model, fused=True)
-    assert {"_PackedLSTMBackward", "_AttentionDecoderBackward"} <= _features_and_grads.graph
+    assert {"_BiLSTMBackward", "_AttentionDecoderBackward"} <= _features_and_grads.graph
     torch.testing.assert_close(fused, plain, rtol=1e-10, atol=1e-12)
     assert fused_grads.keys() == plain_grads.keys()
     for name, grad in plain_grads.items():
@@ -56,18 +56,21 @@ def test_models_the_fast_path_does_not_cover_fall_back_to_the_plain_one(cell, fe
         torch.testing.assert_close(fused_grads[name], grad, rtol=1e-9, atol=1e-12, msg=name)
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-def test_packed_layer_backward_matches_finite_differences(reverse):
+def test_bidirectional_layer_backward_matches_finite_differences():
+    """Ragged lengths: each direction's state must start, stop and carry exactly at a sentence's
+    own first and last token, in the gradient too."""
     g = torch.Generator().manual_seed(0)
-    sizes = [3, 3, 2, 1]  # a packed batch: three sentences of lengths 4, 3, 2
-    data = torch.randn(sum(sizes), 4, generator=g, dtype=torch.float64, requires_grad=True)
-    w_ih, w_hh, bias = (torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True) * 0.5
-                        for shape in ((12, 4), (12, 3), (12,)))
+    steps, lengths = 4, torch.tensor([4, 2, 3])
+    real = torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)  # (S, B)
+    active = torch.stack([real, real.flip(0)], dim=1).unsqueeze(-1)  # step order, as bilstm builds it
+    x = torch.randn(steps, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    w_ih, w_hh, bias = (torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+                        for shape in ((2, 12, 4), (2, 12, 3), (2, 12)))
 
-    def layer(data, w_ih, w_hh, bias):
-        return _PackedLSTM.apply(data, w_ih, w_hh, bias, sizes, reverse, torch.float64)
+    def layer(x, w_ih, w_hh, bias):
+        return _BiLSTM.apply(x, active, w_ih, w_hh, bias, torch.float64)
 
-    assert torch.autograd.gradcheck(layer, (data, w_ih, w_hh, bias), fast_mode=True)
+    assert torch.autograd.gradcheck(layer, (x, w_ih, w_hh, bias), fast_mode=True)
 
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong"])
@@ -118,3 +121,25 @@ def test_fast_path_trains_like_the_plain_path(tmp_path):
     assert len(curves["true"]) == 2 and curves["true"][-1] < curves["true"][0]
     for a, b in zip(curves["true"], curves["false"]):
         assert a == pytest.approx(b, rel=1e-4), curves
+
+
+def test_bf16_fast_path_gradient_stays_close_to_fp64():
+    """bf16 matmuls in the recurrences, states and gradients in fp32: the gradient of a batch
+    stays as close to the exact one as the plain bf16 path's (measured on the default model at
+    step 600: relative error 1.1-2.3 %, plain path 1.8-6.8 %)."""
+    model = small_model("lstm", "bahdanau", True, vocab=11, layers=2).train()
+    exact = small_model("lstm", "bahdanau", True, vocab=11, layers=2).double().train()
+
+    def flat_grad(m, fused, bf16):
+        m.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = m.features(SRC, LENGTHS, TGT_IN, fused=fused)
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        (out.double() * weights).sum().backward()
+        return torch.cat([p.grad.flatten().double() for p in m.parameters() if p.grad is not None])
+
+    reference = flat_grad(exact, False, False)
+    errors = {fused: ((flat_grad(model, fused, True) - reference).norm() / reference.norm()).item()
+              for fused in (False, True)}
+    assert errors[True] < 0.03, errors
+    assert errors[True] <= 1.5 * errors[False], errors
