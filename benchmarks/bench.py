@@ -133,10 +133,10 @@ def wait_for_quiet(max_wait: float) -> float:
 
 
 def train_jobs(args) -> list[tuple[str, str, str]]:
-    """Every training measurement of a run: ("nmt", attention, precision) and ("peer", name, "fp32")."""
+    """Every training measurement of a run: ("nmt", variant, precision) and ("peer", name, "fp32").
+    The default model in every precision asked for; its twins (nmt_runs.VARIANTS) in bf16."""
     jobs = [("nmt", "bahdanau", precision) for precision in args.precisions]
-    if args.luong:
-        jobs.append(("nmt", "luong", "bf16"))
+    jobs += [("nmt", variant, "bf16") for variant in args.twins]
     return jobs + [("peer", peer, "fp32") for peer in peer_list(args.peers)]
 
 
@@ -167,11 +167,11 @@ def run_training(args, work: Path, tmp: Path) -> dict:
 
 
 def run_nmt(args, work: Path, tmp: Path, trained: dict) -> dict:
-    """nmt's default model in every precision asked for, then (``--luong``) the same model with
-    Luong attention in bf16 — the model matched to fairseq's — under results["nmt"]["luong"]."""
+    """nmt's default model in every precision asked for, then each twin in bf16 — the Luong one
+    matched to fairseq, the 2 x 128-encoder one to OpenNMT-py — under results["nmt"][<twin>]."""
     out = nmt_model(args, work, tmp, "bahdanau", args.precisions, trained)
-    if args.luong:
-        out["luong"] = nmt_model(args, work, tmp, "luong", ["bf16"], trained)
+    for variant in args.twins:
+        out[variant] = nmt_model(args, work, tmp, variant, ["bf16"], trained)
     reference = Path(args.reference_checkpoint) if args.reference_checkpoint else None
     if reference is not None and reference.exists():
         out["decode_reference"] = {"checkpoint": str(reference),
@@ -179,24 +179,24 @@ def run_nmt(args, work: Path, tmp: Path, trained: dict) -> dict:
     return out
 
 
-def nmt_train(args, work: Path, tmp: Path, attention: str, precision: str, tag: str) -> dict:
-    name = f"nmt-{attention}-train-{precision}{'-' + tag if tag else ''}"
+def nmt_train(args, work: Path, tmp: Path, variant: str, precision: str, tag: str) -> dict:
+    name = f"nmt-{variant}-train-{precision}{'-' + tag if tag else ''}"
     run_dir = work.parent / "runs" / name
     return measured(
         [sys.executable, HERE / "nmt_runs.py", "train", "--out", tmp / f"{name}.json", "--precision", precision,
          "--work", work, "--run-dir", run_dir, "--warmup", args.warmup, "--steps", args.steps,
-         "--max-tokens", args.max_tokens, "--attention", attention],
+         "--max-tokens", args.max_tokens, "--variant", variant],
         tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
 
 
-def nmt_model(args, work: Path, tmp: Path, attention: str, precisions: list[str], trained: dict) -> dict:
+def nmt_model(args, work: Path, tmp: Path, variant: str, precisions: list[str], trained: dict) -> dict:
     """The training results, then decoding of the dev text with the first precision's checkpoint."""
-    out: dict = {"train": {p: trained[("nmt", attention, p)]["result"] for p in precisions}, "decode": {}}
+    out: dict = {"train": {p: trained[("nmt", variant, p)]["result"] for p in precisions}, "decode": {}}
     first = out["train"][precisions[0]]
     if "checkpoint" in first:
         # fp32 decoding is the default ("decode"); bf16 autocast decoding is measured beside it.
         for precision, key in (("fp32", "decode"), ("bf16", "decode_bf16")):
-            out[key] = nmt_decodes(args, work, tmp, first["checkpoint"], f"nmt-{attention}-decode-{precision}",
+            out[key] = nmt_decodes(args, work, tmp, first["checkpoint"], f"nmt-{variant}-decode-{precision}",
                                    precision, keep_hyps=True)
     return out
 
@@ -299,8 +299,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=3000, help="batch size (see README)")
     parser.add_argument("--precisions", default="bf16,fp32", help="nmt training precisions to measure")
     parser.add_argument("--beams", default="1,5")
-    parser.add_argument("--no-luong", dest="luong", action="store_false",
-                        help="skip the Luong-attention model (the one matched to fairseq)")
+    parser.add_argument("--twins", default="luong,enc128",
+                        help="nmt twins of the default model, trained in bf16: luong (fairseq's attention), "
+                             "enc128 (OpenNMT-py's encoder width); '' for none")
     parser.add_argument("--decode-sentences", type=int, default=0, help="first N dev sentences (0 = all)")
     parser.add_argument("--reference-checkpoint", default=str(ROOT / "runs" / "bible-es-en" / "best"),
                         help="a fully trained nmt checkpoint, decoded too if it exists (read only)")
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.precisions = args.precisions.split(",")
     args.beams = [int(b) for b in args.beams.split(",")]
+    args.twins = [t for t in args.twins.split(",") if t]
     work, tmp, results = begin("bench.py", "runs", args, argv)
     results["settings"] = {"warmup_steps": args.warmup, "timed_steps": args.steps, "max_tokens": args.max_tokens,
                            "beams": args.beams, "decode_sentences": args.decode_sentences or "all dev",

@@ -26,6 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 THREADS = 2
 CONFIG = ROOT / "configs" / "bible-es-en.yaml"
+# The models measured: the default, its Luong twin (fairseq's attention) and its twin with
+# OpenNMT-py's encoder width (its brnn needs 2 x 128 with a 256 decoder).
+VARIANTS = {"bahdanau": [], "luong": ["model.attention=luong"], "enc128": ["model.enc_hidden=128"]}
 
 
 def _write(path: str, result: dict) -> None:
@@ -69,9 +72,9 @@ def run_train(args) -> dict:
 
     work = Path(args.work)
     overrides = [f"train.precision={args.precision}", f"train.threads={THREADS}", f"train.max_tokens={args.max_tokens}",
-                 f"model.attention={args.attention}"]
+                 *VARIANTS[args.variant]]
     config = load_config(CONFIG, overrides)
-    run_dir = Path(args.run_dir) if args.run_dir else work / f"nmt-{args.attention}-{args.precision}"
+    run_dir = Path(args.run_dir) if args.run_dir else work / f"nmt-{args.variant}-{args.precision}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh model every time, never a resumed one
     trainer = Trainer(config, work / "data", work / "tokenizer", run_dir)
     torch.set_num_threads(THREADS)
@@ -99,7 +102,8 @@ def run_train(args) -> dict:
     save_checkpoint(run_dir / "final", trainer.model, config, trainer.tokenizer, total)
     return {
         "precision": args.precision,
-        "attention": args.attention,
+        "variant": args.variant,
+        "attention": config.model.attention,
         "warmup_steps": args.warmup,
         "timed_steps": args.steps,
         "seconds": seconds,
@@ -131,7 +135,7 @@ def run_budget(args) -> dict:
     work, run_dir = Path(args.work), Path(args.run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)  # never resume: the budget starts from scratch
     overrides = [f"train.precision={args.precision}", f"train.threads={THREADS}", f"train.max_tokens={args.max_tokens}",
-                 f"model.attention={args.attention}", f"train.max_minutes={args.minutes}"]
+                 *VARIANTS[args.variant], f"train.max_minutes={args.minutes}"]
     config = load_config(CONFIG, overrides)
     trainer = Trainer(config, work / "data", work / "tokenizer", run_dir)
     torch.set_num_threads(THREADS)
@@ -147,7 +151,7 @@ def run_budget(args) -> dict:
     return {"budget_minutes": args.minutes, "steps": summary["steps"], "target_tokens": tokens[0],
             "train_minutes": summary["train_minutes"], "best_dev_bleu_greedy": summary["best_dev_bleu"],
             "best_step": summary["best_step"], "threads": torch.get_num_threads(),
-            "checkpoint": str(run_dir / "last"), "model": {"attention": args.attention, "precision": args.precision}}
+            "checkpoint": str(run_dir / "last"), "model": {"variant": args.variant, "precision": args.precision}}
 
 
 # -- decoding ------------------------------------------------------------------------------------
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--work")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    parser.add_argument("--attention", default="bahdanau", choices=["bahdanau", "luong"])
+    parser.add_argument("--variant", default="bahdanau", choices=list(VARIANTS))
     parser.add_argument("--max-tokens", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=100)
