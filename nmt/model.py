@@ -10,6 +10,9 @@
 With ``attention: none`` the decoder sees the source only through s_0 (Sutskever et al.), and
 ã_t = s_t. Training and inference share ``Decoder.step``; without input feeding, training runs the
 decoder RNN over the whole target at once (same maths, fused kernels), tested equal to the steps.
+With ``fused`` (the trainer's default), LSTM training runs the encoder and the input-feeding
+decoder through ``nmt.recurrence`` instead: the same parameters and maths with a hand-written
+backward, tested equal to these modules' own path.
 """
 
 from __future__ import annotations

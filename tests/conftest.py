@@ -58,3 +58,21 @@ def tiny_run(tmp_path_factory):
     pipeline.tokenize(config, paths)
     pipeline.train(config, paths)
     return paths
+
+
+def tiny_loss_curve(runs_dir: Path, *overrides: str) -> list[float]:
+    """Train the tiny config (shipped 200-piece SentencePiece models) and return its logged
+    training losses, one per LOG_EVERY steps."""
+    import json
+    import shutil
+
+    from nmt import pipeline
+    from nmt.config import run_paths
+
+    config = tiny_config(runs_dir, "train.valid_every=1000", *overrides)
+    paths = run_paths(config, runs_dir)
+    pipeline.prepare(config, paths)
+    shutil.copytree(SPM200, paths.tokenizer)
+    pipeline.train(config, paths)
+    lines = [json.loads(line) for line in (paths.root / "metrics.jsonl").read_text().splitlines()]
+    return [line["train_loss"] for line in lines if line["kind"] == "train"]

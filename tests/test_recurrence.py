@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import small_model
+from conftest import small_model, tiny_loss_curve
 from nmt.recurrence import _AttentionDecoder, _BiLSTM
 
 SRC = torch.tensor([[5, 6, 7, 8, 3, 0], [9, 4, 3, 0, 0, 0], [4, 5, 6, 7, 8, 3], [4, 3, 0, 0, 0, 0]])
@@ -100,24 +100,9 @@ def test_decoder_backward_matches_finite_differences_with_dropout_between_layers
 def test_fast_path_trains_like_the_plain_path(tmp_path):
     """Without dropout the two paths are the same optimisation: fp32 training losses of the tiny
     config agree to float rounding at every logged step."""
-    import json
-    import shutil
-
-    from conftest import SPM200, tiny_config
-    from nmt import pipeline
-    from nmt.config import run_paths
-
-    curves = {}
-    for fused in ("true", "false"):
-        runs = tmp_path / fused
-        config = tiny_config(runs, f"train.fused_rnn={fused}", "train.precision=fp32", "model.dropout=0.0",
-                             "train.max_steps=40", "train.valid_every=1000")
-        paths = run_paths(config, runs)
-        pipeline.prepare(config, paths)
-        shutil.copytree(SPM200, paths.tokenizer)
-        pipeline.train(config, paths)
-        lines = [json.loads(line) for line in (paths.root / "metrics.jsonl").read_text().splitlines()]
-        curves[fused] = [line["train_loss"] for line in lines if line["kind"] == "train"]
+    curves = {fused: tiny_loss_curve(tmp_path / fused, f"train.fused_rnn={fused}", "train.precision=fp32",
+                                     "model.dropout=0.0", "train.max_steps=40")
+              for fused in ("true", "false")}
     assert len(curves["true"]) == 2 and curves["true"][-1] < curves["true"][0]
     for a, b in zip(curves["true"], curves["false"]):
         assert a == pytest.approx(b, rel=1e-4), curves

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import small_model
-from nmt.search import beam_search, exhaustive, greedy, max_lengths
+from nmt.search import beam_search, exhaustive, greedy, max_lengths, sequence_log_prob
 
 VOCAB = 7  # 4 specials + 3 words: exhaustive search over (V - 2) ** 4 = 625 sequences is cheap
 
@@ -87,3 +87,20 @@ def test_hypotheses_respect_the_length_limit():
         assert len(hyps[0].tokens) <= 2
     for hyp in greedy(model, src, lengths, limits):
         assert len(hyp.tokens) <= 2
+
+
+@pytest.mark.parametrize("beam", [3, 6])  # 6: more hypotheses than a row has allowed tokens (5)
+def test_every_hypothesis_scores_its_own_tokens(beam):
+    """Beam bookkeeping (which hypothesis each kept candidate extends, sentences sharing one
+    memory row across their hypotheses) is right when every n-best log-probability equals the
+    model's teacher-forced log p of that hypothesis's tokens."""
+    model = small_model(vocab=VOCAB, seed=9)
+    src, lengths = _sources(6, n=5)
+    limits = max_lengths(lengths, 2.0, 3)
+    found = beam_search(model, src, lengths, limits, beam=beam, alpha=0.6, nbest=beam)
+    for i, hyps in enumerate(found):
+        assert len(hyps) == beam
+        for h in hyps:
+            ended = len(h.tokens) < int(limits[i])
+            expected = sequence_log_prob(model, src[i : i + 1, : lengths[i]], lengths[i : i + 1], h.tokens, ended)
+            assert h.log_prob == pytest.approx(expected, abs=1e-4)

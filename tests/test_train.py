@@ -21,23 +21,10 @@ def test_busy_cores_is_a_fraction_of_the_machine():
 def test_bf16_training_tracks_fp32(tmp_path):
     """bf16 autocast changes rounding, not the optimisation: over a short run of the tiny config
     the training loss stays within 1 % of fp32's at every logged step."""
-    import json
-    import shutil
+    from conftest import tiny_loss_curve
 
-    from conftest import SPM200, tiny_config
-    from nmt import pipeline
-    from nmt.config import run_paths
-
-    curves = {}
-    for precision in ("fp32", "bf16"):
-        runs = tmp_path / precision
-        config = tiny_config(runs, f"train.precision={precision}", "train.max_steps=60", "train.valid_every=1000")
-        paths = run_paths(config, runs)
-        pipeline.prepare(config, paths)
-        shutil.copytree(SPM200, paths.tokenizer)
-        pipeline.train(config, paths)
-        lines = [json.loads(line) for line in (paths.root / "metrics.jsonl").read_text().splitlines()]
-        curves[precision] = [line["train_loss"] for line in lines if line["kind"] == "train"]
+    curves = {precision: tiny_loss_curve(tmp_path / precision, f"train.precision={precision}", "train.max_steps=60")
+              for precision in ("fp32", "bf16")}
     assert len(curves["fp32"]) == len(curves["bf16"]) == 3
     assert curves["fp32"][-1] < curves["fp32"][0]  # it is learning at all
     assert curves["fp32"] != curves["bf16"]  # bf16 really ran
