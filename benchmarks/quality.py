@@ -26,6 +26,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from bench import PEER_DIR, THREADS, begin, finish, measured, peer_list  # noqa: E402
+from nmt_runs import VARIANTS  # noqa: E402
 
 log = logging.getLogger("bench")
 MODELS = {
@@ -36,22 +37,29 @@ MODELS = {
 }
 
 
+def model_text(toolkit: str, nmt_variant: str) -> str:
+    if toolkit != "nmt" or nmt_variant == "bahdanau":
+        return MODELS[toolkit]
+    return f"{MODELS['nmt']}, variant {nmt_variant} ({' '.join(VARIANTS[nmt_variant])})"
+
+
 def train_and_decode(toolkit: str, args, work: Path, tmp: Path) -> dict:
     """One toolkit's budgeted training and its beam search over the test split: (result, hyp file)."""
     slack = args.minutes * 60 + args.timeout
     if toolkit == "nmt":
         py, script = sys.executable, HERE / "nmt_runs.py"
-        train = measured([py, script, "budget", "--out", tmp / "nmt-train.json", "--work", work,
-                          "--run-dir", tmp / "nmt-run", "--minutes", args.minutes, "--max-tokens", args.max_tokens],
-                         tmp / "nmt-train.json", tmp / "nmt-train.log", slack)
+        tag = "nmt" if args.nmt_variant == "bahdanau" else f"nmt-{args.nmt_variant}"
+        train = measured([py, script, "budget", "--out", tmp / f"{tag}-train.json", "--work", work,
+                          "--run-dir", tmp / f"{tag}-run", "--minutes", args.minutes, "--max-tokens", args.max_tokens,
+                          "--variant", args.nmt_variant], tmp / f"{tag}-train.json", tmp / f"{tag}-train.log", slack)
         if "error" in train:
             return {"train": train}
-        decode = measured([py, script, "decode", "--out", tmp / "nmt-decode.json", "--checkpoint", train["checkpoint"],
-                           "--src", test_text(work, tmp, "es", args.sentences), "--beam", args.beam, "--repeats", 1,
-                           "--hyps", tmp / "nmt-test.hyp"], tmp / "nmt-decode.json", tmp / "nmt-decode.log",
-                          args.timeout)
-        decode["hyps"] = str(tmp / "nmt-test.hyp")
-        return {"train": train, "decode": decode, "hyps_are": "text"}
+        decode = measured([py, script, "decode", "--out", tmp / f"{tag}-decode.json", "--checkpoint",
+                           train["checkpoint"], "--src", test_text(work, tmp, "es", args.sentences), "--beam",
+                           args.beam, "--repeats", 1, "--hyps", tmp / f"{tag}-test.hyp"],
+                          tmp / f"{tag}-decode.json", tmp / f"{tag}-decode.log", args.timeout)
+        decode["hyps"] = str(tmp / f"{tag}-test.hyp")
+        return {"train": train, "decode": decode, "hyps_are": "text", "variant": args.nmt_variant}
     python = PEER_DIR / toolkit / "venv" / "bin" / "python"
     if not (PEER_DIR / toolkit / ".installed").is_file():
         return {"error": f"not installed (bash benchmarks/peers/setup.sh {toolkit})"}
@@ -113,10 +121,10 @@ def render(results: dict) -> str:
         train, sc = run.get("train", {}), run.get("scores")
         if sc is None:
             failure = run.get("error") or train.get("error") or run.get("decode", {}).get("error")
-            out.append(f"| {name} | {MODELS[name]} | — | — | — | failed: {failure} | | | | |")
+            out.append(f"| {name} | {run['model']} | — | — | — | failed: {failure} | | | | |")
             continue
         rate, dec = train["target_tokens"] / (train["train_minutes"] * 60), run["decode"]
-        out.append(f"| {name} | {MODELS[name]} | {train['steps']:,} | {train['target_tokens'] / 1e6:.2f} M | "
+        out.append(f"| {name} | {run['model']} | {train['steps']:,} | {train['target_tokens'] / 1e6:.2f} M | "
                    f"{rate:,.0f} | {sc['bleu']['score']:.2f} | {sc['chrf']['score']:.2f} | {sc['ter']['score']:.2f} | "
                    f"{dec['sentences_per_s']:.1f} ({dec['mean_output_len']:.1f}) | {train['peak_rss_mib']:,.0f} MiB |")
     verdict = results.get("verdict")
@@ -152,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wait-quiet", type=float, default=600)
     parser.add_argument("--results", default=str(HERE / "results"))
     parser.add_argument("--name", default="", help="results file stem (default <date>-<machine>-quality)")
+    parser.add_argument("--nmt-variant", default="bahdanau", choices=list(VARIANTS),
+                        help="nmt's model or training variant (nmt_runs.VARIANTS); plain_rnn: without the LSTM fast path")
     args = parser.parse_args(argv)
     work, tmp, results = begin("quality.py", "quality", args, argv)
     refs = test_text(work, tmp, "en", args.sentences)
@@ -163,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     for toolkit in ["nmt", *peer_list(args.peers)]:
         run = train_and_decode(toolkit, args, work, tmp)
         run["scores"] = score(run, work, refs)
-        run["model"] = MODELS[toolkit]
+        run["model"] = model_text(toolkit, args.nmt_variant)
         results["toolkits"][toolkit] = run
         if run["scores"]:
             log.info("%s: test BLEU %.2f", toolkit, run["scores"]["bleu"]["score"])
