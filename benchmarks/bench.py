@@ -32,6 +32,8 @@ sys.path.insert(0, str(HERE))
 from report import render_markdown  # noqa: E402
 from workdir import WORK, ensure_work  # noqa: E402
 
+from nmt.hardware import busy_cores  # noqa: E402
+
 THREADS = 2
 PEERS = ("fairseq", "opennmt", "joeynmt")
 PEER_DIR = HERE / ".peers"
@@ -108,23 +110,11 @@ def machine_slug(m: dict) -> str:
     return "-".join([w for w in words if w not in noise][:4] + [f"{m['cores_available']}c"])
 
 
-def busy_cores(seconds: float = 2.0) -> float:
-    """Cores kept busy by other processes, from two /proc/stat samples ``seconds`` apart."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat", encoding="ascii") as handle:
-            values = [int(v) for v in handle.readline().split()[1:]]
-        return sum(values), values[3] + values[4]  # all, idle + iowait
-
-    (total0, idle0), _, (total1, idle1) = sample(), time.sleep(seconds), sample()
-    return (os.cpu_count() or 1) * (1.0 - (idle1 - idle0) / max(1, total1 - total0))
-
-
 def wait_for_quiet(max_wait: float) -> float:
     """Measurements on a busy machine are meaningless: wait until other processes keep less than
     ``MAX_LOAD`` cores busy (a 2-second sample; the load average lags by minutes), or give up."""
     t0 = time.monotonic()
-    while (busy := busy_cores()) > MAX_LOAD and time.monotonic() - t0 < max_wait:
+    while (busy := busy_cores(2.0)) > MAX_LOAD and time.monotonic() - t0 < max_wait:
         log.warning("%.2f cores busy with other work: waiting for the machine to be quiet", busy)
         time.sleep(15)
     if busy > MAX_LOAD:
@@ -353,7 +343,7 @@ def finish(results: dict, render, args, suffix: str = "") -> None:
     (everything) and .md (``render(results)``), and the tables on stdout."""
     started = dt.datetime.fromisoformat(results["date"])
     results["machine"]["load_average_at_end"] = os.getloadavg()
-    results["machine"]["busy_cores_at_end"] = round(busy_cores(), 2)
+    results["machine"]["busy_cores_at_end"] = round(busy_cores(2.0), 2)
     results["minutes"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1)
     markdown = render(results)
     out_dir = Path(args.results)

@@ -12,6 +12,7 @@ import torch
 
 from nmt.batching import Sequences, make_batch, sentence_batches
 from nmt.config import Config
+from nmt.hardware import pick_device
 from nmt.model import Seq2Seq
 from nmt.search import Hypothesis, beam_search, greedy, max_lengths
 from nmt.tokenizer import Tokenizer
@@ -25,7 +26,6 @@ class Translator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None) -> "Translator":
         from nmt.checkpoint import load_checkpoint
-        from nmt.train import pick_device
 
         dev = pick_device(device)
         loaded = load_checkpoint(path, dev)
