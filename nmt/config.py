@@ -88,6 +88,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast the forward pass (weights stay fp32)
     threads: int = 0  # 0 = choose automatically
     fused_rnn: bool = True  # LSTMs through nmt.recurrence (hand-written backward); false = autograd, op by op
+    trim_heap_every: int = 10  # steps between returning free heap pages to the OS (glibc); 0 = never
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,8 @@ def validate(config: Config) -> None:
         raise ConfigError("model.dropout must be in [0, 1)")
     if not 0.0 <= t.label_smoothing < 1.0:
         raise ConfigError("train.label_smoothing must be in [0, 1)")
+    if t.trim_heap_every < 0:
+        raise ConfigError("train.trim_heap_every must be 0 (never) or a number of steps")
     if t.max_tokens < t.max_train_len:
         raise ConfigError("train.max_tokens must be at least train.max_train_len")
     if config.decode.beam < 1:

@@ -1,9 +1,11 @@
-"""Which device to run on and how many CPU threads to use: the machine, asked once per run."""
+"""Which device to run on, how many CPU threads to use, and the C heap kept from growing."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import sys
 import time
 
 import torch
@@ -11,6 +13,28 @@ import torch
 from nmt.errors import NmtError
 
 log = logging.getLogger(__name__)
+
+def trim_heap() -> bool:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``); False where unavailable.
+
+    Why: a training step allocates many buffers whose shapes change with every batch; glibc serves
+    them from its heap once its (self-raising) mmap threshold has grown, and the heap fragments
+    without bound. Measured on the default model, 150 steps: resident memory grew ~10 MiB a step
+    (5.4 GiB after a 20-minute run); trimming every step keeps it level at ~1.3 GiB for ~13 % of
+    the speed, every 10 steps at ~2 GiB for ~8 % (``train.trim_heap_every``). A fixed mmap
+    threshold instead (``mallopt``) kept memory level but halved the speed: page faults.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else False
+            _LIBC.malloc_trim  # noqa: B018 — not glibc if missing
+        except (OSError, AttributeError):
+            _LIBC = False
+    return bool(_LIBC) and bool(_LIBC.malloc_trim(0))
+
+
+_LIBC = None
 
 
 def _usable_cores() -> int:

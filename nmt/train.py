@@ -38,7 +38,7 @@ from nmt.checkpoint import (
 from nmt.config import Config
 from nmt.data import DataError, read_lines, split_path
 from nmt.errors import NmtError
-from nmt.hardware import choose_threads, pick_device
+from nmt.hardware import choose_threads, pick_device, trim_heap
 from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
 from nmt.tokenizer import PAD, Tokenizer
@@ -242,6 +242,8 @@ class Trainer:
                 st.elapsed_s = time.perf_counter() - start
                 window.add(loss, n_tokens, norm, time.perf_counter() - t0, norm > cfg.clip_norm)
                 validation = None
+                if cfg.trim_heap_every and st.step % cfg.trim_heap_every == 0:
+                    trim_heap()  # resident memory level over a long run (nmt.hardware.trim_heap)
                 if st.step % LOG_EVERY == 0:
                     _append(metrics_path, window.flush(st))
                 if st.step % cfg.valid_every == 0:

@@ -49,6 +49,7 @@ def test_unknown_key_is_an_error(tmp_path):
         ("nosuchsection.x=1", "unknown config key nosuchsection"),
         ("model.enc_layers=5", "between 1 and 4"),
         ("model.attention=none", "input_feeding needs attention"),
+        ("train.trim_heap_every=-1", "trim_heap_every must be 0"),
     ],
 )
 def test_bad_values_are_errors(override, message):

@@ -1,6 +1,9 @@
 """Device and thread choice."""
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -28,3 +31,34 @@ def test_asking_for_cuda_without_it_is_a_clear_error():
         hardware.pick_device("cuda")
     assert hardware.pick_device(None).type == "cpu"
     assert hardware.pick_device("cpu").type == "cpu"
+
+
+FRAGMENTED_HEAP = textwrap.dedent("""
+    import ctypes, sys
+    from nmt.hardware import trim_heap
+
+    def rss_mib():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    blocks = [libc.malloc(100_000) for _ in range(3000)]  # below the mmap threshold: heap
+    for block in blocks:
+        ctypes.memset(block, 1, 100_000)  # touched: resident
+    for block in blocks[:-1]:
+        libc.free(block)  # the last block pins the heap's top, so glibc cannot shrink it itself
+    before = rss_mib()
+    trimmed = trim_heap()
+    print(trimmed, before - rss_mib())
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_trim_heap_hands_freed_memory_back():
+    out = subprocess.run([sys.executable, "-c", FRAGMENTED_HEAP], capture_output=True, text=True, check=True)
+    trimmed, released_mib = out.stdout.split()
+    if trimmed != "True":
+        pytest.skip("not glibc")
+    assert float(released_mib) > 200  # of the ~286 MiB freed behind the last block
