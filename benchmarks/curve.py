@@ -10,21 +10,20 @@ per run, the first minute at which dev BLEU reached each threshold.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from nmt.analysis import read_curves
 
 
 def validations(path: Path) -> list[tuple[int, float, float]]:
     """(step, minutes when known, dev BLEU) for each validation of one run."""
-    elapsed, out = {}, []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if record["kind"] == "train":
-            elapsed[record["step"]] = record["elapsed_s"]
-        elif record["kind"] == "valid":
-            before = max((s for s in elapsed if s <= record["step"]), default=None)
-            start = elapsed[before] if before is not None else 0.0
-            out.append((record["step"], (start + record["valid_seconds"]) / 60, record["dev_bleu"]))
+    curves = read_curves(path)
+    elapsed = {record["step"]: record["elapsed_s"] for record in curves["train"]}
+    out = []
+    for record in curves["valid"]:
+        before = max((s for s in elapsed if s <= record["step"]), default=None)
+        start = elapsed[before] if before is not None else 0.0
+        out.append((record["step"], (start + record["valid_seconds"]) / 60, record["dev_bleu"]))
     return out
 
 
