@@ -19,10 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ab_step import trainer_for  # noqa: E402
+from workdir import WORK, ensure_work  # noqa: E402
 
 
 def main() -> None:
     every = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    ensure_work(WORK)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = trainer_for(["train.max_steps=200", "train.valid_every=100000", f"train.trim_heap_every={every}"],
                               Path(run_dir))
