@@ -4,6 +4,10 @@ All three score a hypothesis the same way: the sum of its token log-probabilitie
 divided by the GNMT length penalty lp(n) = ((5 + n) / 6) ** alpha; alpha = 0 leaves raw log p.
 A hypothesis ends at </s>, or is cut at its sentence's ``max_len`` tokens. <pad> and <s> are
 never produced. Sentences that have finished are dropped from the batch.
+
+The decoders run under ``torch.no_grad``, not ``torch.inference_mode``: inference mode turns off
+autocast's cache of cast weights, so bf16 decoding re-cast every weight matrix at every step
+(measured 1.1x beam-5 and 1.2x greedy for the cache; no difference in fp32).
 """
 
 from __future__ import annotations
@@ -40,7 +44,63 @@ def _forbid_specials(log_probs: torch.Tensor) -> torch.Tensor:
     return log_probs
 
 
-@torch.inference_mode()
+# Selecting the best tokens runs in two stages over blocks of BLOCK vocabulary positions: every
+# block's maximum (one vectorised pass), the best blocks, then the best tokens inside them. The k
+# best of a set lie in the k blocks with the best maxima (a block holding one of them has a maximum
+# at least as good, and at most k blocks can), so the result is exact. Why: CPU topk and max with
+# indices go row by row (~2.5 ms for 320 × 6000 log-probabilities, more than the output layer's
+# matmul); a max without indices is vectorised and about 15x faster.
+BLOCK = 64
+
+
+def _block_max(x: torch.Tensor, block: int) -> torch.Tensor:
+    """x (R, V) → (R, ceil(V / block)): the maximum of every block of ``block`` positions."""
+    rows, vocab = x.shape
+    whole = vocab // block
+    out = x[:, : whole * block].view(rows, whole, block).amax(dim=-1)
+    if whole * block < vocab:
+        out = torch.cat([out, x[:, whole * block :].amax(dim=-1, keepdim=True)], dim=1)
+    return out
+
+
+def _gather_blocks(x: torch.Tensor, rows: torch.Tensor, blocks: torch.Tensor, block: int):
+    """The values (…, block) and token ids (…, block) of block ``blocks`` of row ``rows`` of x (R, V);
+    rows and blocks share one shape (…). Past the vocabulary's end (the last block's tail) the value
+    is -inf and the id the last token's, so an id taken from there is still a valid token."""
+    ids = blocks.unsqueeze(-1) * block + torch.arange(block, device=x.device)  # (…, block)
+    past_end = ids >= x.size(1)
+    ids = ids.clamp_(max=x.size(1) - 1)
+    return x[rows.unsqueeze(-1), ids].masked_fill_(past_end, float("-inf")), ids
+
+
+def best_tokens(log_probs: torch.Tensor, block: int = BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise max and argmax of log_probs (R, V): values (R,), token ids (R,)."""
+    maxima = _block_max(log_probs, block)  # (R, n_blocks)
+    rows = torch.arange(log_probs.size(0), device=log_probs.device)
+    values, ids = _gather_blocks(log_probs, rows, maxima.argmax(dim=-1), block)  # (R, block)
+    best, at = values.max(dim=-1)
+    return best, ids.gather(1, at.unsqueeze(1)).squeeze(1)
+
+
+def best_candidates(scores: torch.Tensor, log_probs: torch.Tensor, block: int = BLOCK):
+    """Each sentence's k best extensions of its k hypotheses.
+
+    scores (n, k) cumulative log-probabilities, log_probs (n·k, V) next-token log-probabilities,
+    the k rows of a sentence adjacent → top (n, k) best candidate scores, descending; origin (n, k)
+    the hypothesis (0 … k-1) each extends; token (n, k) the token it adds."""
+    n, k = scores.shape
+    maxima = _block_max(log_probs, block).view(n, k, -1)  # (n, k, n_blocks)
+    n_blocks = maxima.size(-1)
+    _, pick = (scores.unsqueeze(-1) + maxima).view(n, -1).topk(min(k, k * n_blocks), dim=-1)  # (n, k) pairs
+    hyp, blocks = pick // n_blocks, pick % n_blocks
+    rows = hyp + torch.arange(n, device=scores.device).unsqueeze(1) * k
+    values, ids = _gather_blocks(log_probs, rows, blocks, block)  # (n, k, block)
+    values += scores.gather(1, hyp).unsqueeze(-1)
+    top, flat = values.view(n, -1).topk(k, dim=-1)  # (n, k) of the k · block candidates
+    return top, hyp.gather(1, flat // block), ids.view(n, -1).gather(1, flat)
+
+
+@torch.no_grad()
 def greedy(
     model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor, limits: torch.Tensor, keep_attention: bool = False
 ) -> list[Hypothesis]:
@@ -56,7 +116,7 @@ def greedy(
     limits = limits.tolist()
     for t in range(max(limits)):
         log_probs, state, weights = model.decode_step(prev, state, memory)
-        best_lp, best = _forbid_specials(log_probs).max(dim=-1)
+        best_lp, best = best_tokens(_forbid_specials(log_probs), BLOCK)
         keep = []
         for row, (i, tok, lp) in enumerate(zip(alive.tolist(), best.tolist(), best_lp.tolist())):
             log_prob[i] += lp
@@ -85,7 +145,7 @@ def greedy(
     ]
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def beam_search(
     model: Seq2Seq,
     src: torch.Tensor,
@@ -119,13 +179,7 @@ def beam_search(
 
     for t in range(int(limits.max())):
         log_probs, state, weights = model.decode_step(prev, state, memory)
-        # A sentence's k best of its k·V candidates are among each hypothesis's own k best tokens
-        # (adding the hypothesis's score keeps the order of its row): rank per row, then k of k·k.
-        per_row = min(k, log_probs.size(-1))
-        row_top, row_token = _forbid_specials(log_probs).topk(per_row, dim=-1)  # (n·k, per_row)
-        cand = (scores.unsqueeze(-1) + row_top.view(-1, k, per_row)).view(-1, k * per_row)  # (n, k·per_row)
-        top, flat = cand.topk(k, dim=-1)  # (n, k)
-        origin, token = flat // per_row, row_token.view(-1, k * per_row).gather(1, flat)
+        top, origin, token = best_candidates(scores, _forbid_specials(log_probs), BLOCK)  # (n, k) each
         rows = (origin + torch.arange(len(sentence), device=device).unsqueeze(1) * k).view(-1)
         history = torch.cat([history.index_select(0, rows), token.view(-1, 1)], dim=1)
         if keep_attention and weights is not None:
@@ -196,7 +250,7 @@ def _collect_finished(
     return done
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def sequence_log_prob(model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor, tokens: list[int], ended: bool):
     """log p(tokens [+ </s>] | src) of one sentence (src (1, S)), by teacher forcing."""
     target = tokens + ([EOS] if ended else [])
@@ -205,7 +259,7 @@ def sequence_log_prob(model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor, 
     return float(log_probs.gather(1, torch.tensor(target, device=src.device).unsqueeze(1)).sum())
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def exhaustive(model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor, limit: int, alpha: float = 0.0) -> Hypothesis:
     """The exact best hypothesis of one sentence (src (1, S)) by scoring every sequence.
 

@@ -104,3 +104,46 @@ def test_every_hypothesis_scores_its_own_tokens(beam):
             ended = len(h.tokens) < int(limits[i])
             expected = sequence_log_prob(model, src[i : i + 1, : lengths[i]], lengths[i : i + 1], h.tokens, ended)
             assert h.log_prob == pytest.approx(expected, abs=1e-4)
+
+
+def _brute_force_candidates(scores, log_probs):
+    n, k = scores.shape
+    cand = (scores.unsqueeze(-1) + log_probs.view(n, k, -1)).view(n, -1)
+    top, flat = cand.topk(k, dim=-1)
+    return top, flat // log_probs.size(1), flat % log_probs.size(1)
+
+
+@pytest.mark.parametrize("block", [1, 3, 8, 64])  # 8 leaves a short last block; 64 > V: one block
+@pytest.mark.parametrize("k", [1, 4])
+def test_block_selection_equals_a_full_ranking(block, k):
+    """best_candidates / best_tokens pick exactly what ranking all k·V candidates picks."""
+    from nmt.search import best_candidates, best_tokens
+
+    g = torch.Generator().manual_seed(block * 10 + k)
+    n, vocab = 5, 37
+    log_probs = torch.log_softmax(torch.randn(n * k, vocab, generator=g) * 3, dim=-1)
+    log_probs[:, :2] = float("-inf")  # forbidden tokens, as <pad> and <s> in search
+    scores = -torch.rand(n, k, generator=g) * 5
+    scores[0, 1:] = float("-inf")  # a sentence with one live hypothesis (the first step)
+    top, origin, token = best_candidates(scores, log_probs, block)
+    want_top, want_origin, want_token = _brute_force_candidates(scores, log_probs)
+    assert torch.equal(top, want_top)
+    assert torch.equal(origin, want_origin) and torch.equal(token, want_token)
+    value, best = best_tokens(log_probs, block)
+    want_value, want_best = log_probs.max(dim=-1)
+    assert torch.equal(value, want_value) and torch.equal(best, want_best)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_translations_do_not_depend_on_the_selection_block(beam, monkeypatch):
+    import nmt.search
+
+    model = small_model(vocab=VOCAB, seed=11)
+    src, lengths = _sources(8, n=6)
+    limits = max_lengths(lengths, 2.0, 3)
+    whole = beam_search(model, src, lengths, limits, beam=beam, alpha=0.6, nbest=beam)
+    whole_greedy = greedy(model, src, lengths, limits)
+    monkeypatch.setattr(nmt.search, "BLOCK", 2)  # VOCAB = 7: blocks of 2, the last one short
+    blocks = beam_search(model, src, lengths, limits, beam=beam, alpha=0.6, nbest=beam)
+    assert [[h.tokens for h in hyps] for hyps in blocks] == [[h.tokens for h in hyps] for hyps in whole]
+    assert [h.tokens for h in greedy(model, src, lengths, limits)] == [h.tokens for h in whole_greedy]
