@@ -73,7 +73,9 @@ $(RUN)/report/report.html: $(RUN)/train_summary.json $(STAMPS)/decode.json
 # make bench-quality: quality per unit of time — nmt and each peer train for the same wall-clock
 # budget (MINUTES, default 20) and translate the test split with beam 5; sacreBLEU scores all.
 # About 4 × MINUTES + 15 min on 2 cores; results in benchmarks/results/<date>-<machine>-quality.*
-.PHONY: bench-peers bench-quality
+# make bench-decode (after bench-quality): those equally trained models decode the test split,
+# greedy and beam 5, in interleaved rounds; about 15 min; results in …-decode-trained.*
+.PHONY: bench-peers bench-quality bench-decode
 MINUTES ?= 20
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench.py
@@ -85,6 +87,9 @@ bench-peers: $(VENV)/.installed
 bench-quality: $(VENV)/.installed
 	bash benchmarks/peers/setup.sh || echo "no peer could be installed; measuring nmt alone"
 	$(PY) benchmarks/quality.py --minutes $(MINUTES) --peers all
+
+bench-decode: $(VENV)/.installed
+	$(PY) benchmarks/decode_trained.py --peers all --rounds 2
 
 test: $(VENV)/.installed
 	HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q

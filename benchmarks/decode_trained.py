@@ -1,0 +1,157 @@
+"""Decoding speed of equally trained models, side by side: every toolkit's weights from the
+quality benchmark (``make bench-quality``: the same wall-clock training budget each) translate the
+test split with greedy and beam-5 search, in interleaved rounds (every toolkit once a round, the
+fastest round kept).
+
+    python benchmarks/decode_trained.py --rounds 2          (make bench-decode, after bench-quality)
+
+Why beside bench.py's decoding: bench.py decodes 60-step models, and those write very different
+lengths from toolkit to toolkit (nmt's mostly run to the length limit, fairseq's beam stops at
+half that), so its sentences/s compare different amounts of work. Models trained for the same
+budget write translations of realistic length, and what is timed is what a user waits for.
+
+What is matched: the test split, batches of 64 sentences, the length limit (2 × source + 10),
+beam 5 with length penalty 0.6, 2 threads, generation time only (encoder and search, the peers'
+own search functions, one pass per batch). What is not: the models are each toolkit's own
+(peers/common.py; OpenNMT-py's encoder is 2 × 128, fairseq's attention is Luong), so the matched
+pair for fairseq is nmt's Luong model, when ``quality.py --nmt-variant luong`` has trained one.
+Results: benchmarks/results/<date>-<machine>-decode-trained.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench import PEER_DIR, THREADS, begin, finish, measured, peer_list  # noqa: E402
+from quality import test_text  # noqa: E402
+
+log = logging.getLogger("bench")
+# nmt models of the quality benchmark (quality.py's run folders) and the peer each is matched to.
+NMT_MODELS = {"nmt": ("nmt-run", "joeynmt"), "nmt luong": ("nmt-luong-run", "fairseq"),
+              "nmt enc 2×128": ("nmt-enc128-run", "opennmt")}
+
+
+def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
+    """(name, command without --out, results key) of every decoding measurement that can run."""
+    py, script = sys.executable, HERE / "nmt_runs.py"
+    src = test_text(Path(args.work), quality, "es", args.sentences)
+    out = []
+    for name, (folder, _) in NMT_MODELS.items():
+        checkpoint = quality / folder / "last"
+        if not (checkpoint / "model.safetensors").is_file():
+            continue
+        for precision in args.precisions:
+            for beam in args.beams:
+                out.append((f"{name} ({precision})", [py, script, "decode", "--checkpoint", checkpoint, "--src", src,
+                                                       "--beam", beam, "--repeats", 1, "--precision", precision],
+                            f"beam{beam}"))
+    for peer in peer_list(args.peers):
+        peer_work, python = quality / peer, PEER_DIR / peer / "venv" / "bin" / "python"
+        if not (peer_work.is_dir() and python.is_file()):
+            log.warning("%s: no trained model in %s (run quality.py first)", peer, peer_work)
+            continue
+        for beam in args.beams:
+            out.append((peer, [python, HERE / "peers" / f"run_{peer}.py", "decode", "--work", args.work,
+                               "--peer-work", peer_work, "--threads", THREADS, "--split", "test",
+                               "--sentences", args.sentences, "--beam", beam, "--repeats", 1], f"beam{beam}"))
+    return out
+
+
+def run(args, quality: Path, tmp: Path) -> dict:
+    """Every job once a round, ``args.rounds`` rounds; per job the fastest round and all rounds."""
+    found: dict = {}
+    for r in range(1, args.rounds + 1):
+        for name, cmd, key in jobs(args, quality):
+            stem = f"{name.replace(' ', '-').replace('(', '').replace(')', '')}-{key}-r{r}"
+            result = measured([*cmd, "--out", tmp / f"{stem}.json"], tmp / f"{stem}.json", tmp / f"{stem}.log",
+                              args.timeout)
+            slot = found.setdefault(name, {}).setdefault(key, {"rounds": []})
+            slot["rounds"].append(result)
+            ok = [x for x in slot["rounds"] if "error" not in x]
+            if ok:
+                slot["best"] = max(ok, key=lambda x: x["sentences_per_s"])
+    return found
+
+
+def render(results: dict) -> str:
+    m, s, runs = results["machine"], results["settings"], results["toolkits"]
+    out = [f"# Decoding equally trained models — {results['date'][:10]}, {m['cpu']}, {m['cores_available']} cores",
+           "", f"Command: `{results['command']}` ({results['minutes']} min). torch {m['torch']}, {s['threads']} threads. "
+           f"Models: {s['models']}. The {s['sentences']} test verses, batches of 64 sentences, generation time "
+           f"only, {s['rounds']} interleaved rounds (the fastest kept; every round's sent/s in brackets).", "",
+           "| model | " + " | ".join(f"{b} sent/s | {b} tok/s | {b} out len" for b in s["beam_names"]) + " |",
+           "|---|" + "---:|" * (3 * len(s["beam_names"]))]
+    for name, by_beam in runs.items():
+        cells = []
+        for key in s["beam_keys"]:
+            slot = by_beam.get(key, {})
+            best = slot.get("best")
+            if best is None:
+                cells += ["failed", "", ""]
+                continue
+            each = " / ".join(f"{x['sentences_per_s']:.1f}" for x in slot["rounds"] if "error" not in x)
+            cells += [f"{best['sentences_per_s']:.1f} ({each})", f"{best['tokens_per_s']:,.0f}",
+                      f"{best['mean_output_len']:.1f}"]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    out += ["", "Ratios nmt / peer, sentences/s (tokens/s in brackets):", "",
+            "| nmt model | peer | matched | " + " | ".join(s["beam_names"]) + " |",
+            "|---|---|---|" + "---:|" * len(s["beam_names"])]
+    for name in (n for n in runs if n.startswith("nmt")):
+        base = name.rsplit(" (", 1)[0]
+        for peer in (p for p in runs if not p.startswith("nmt")):
+            cells = []
+            for key in s["beam_keys"]:
+                a, b = runs[name].get(key, {}).get("best"), runs[peer].get(key, {}).get("best")
+                cells.append(f"{a['sentences_per_s'] / b['sentences_per_s']:.2f}× "
+                             f"({a['tokens_per_s'] / b['tokens_per_s']:.2f}×)" if a and b else "—")
+            matched = "yes" if NMT_MODELS.get(base, ("", ""))[1] == peer else "no"
+            out.append(f"| {name} | {peer} | {matched} | " + " | ".join(cells) + " |")
+    return "\n".join(out + [""])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peers", default="all", help="comma-separated peers, 'all', or '' for nmt alone")
+    parser.add_argument("--beams", default="1,5", help="beam sizes (1 = greedy)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="nmt decoding precisions")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sentences", type=int, default=0, help="first N test sentences (0 = all)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per decoding process")
+    parser.add_argument("--wait-quiet", type=float, default=600)
+    parser.add_argument("--results", default=str(HERE / "results"))
+    parser.add_argument("--name", default="", help="results file stem (default <date>-<machine>-decode-trained)")
+    args = parser.parse_args(argv)
+    args.beams = [int(b) for b in args.beams.split(",")]
+    args.precisions = [p for p in args.precisions.split(",") if p]
+    work, tmp, results = begin("decode_trained.py", "decode-trained", args, argv)
+    args.work = work
+    quality = HERE / ".work" / "quality"
+    if not quality.is_dir():
+        raise SystemExit(f"no trained models in {quality}: run benchmarks/quality.py (make bench-quality) first")
+    budgets = {}
+    for path in quality.glob("*-train.json"):
+        train = json.loads(path.read_text(encoding="utf-8"))
+        budgets[path.name[: -len("-train.json")]] = {k: train.get(k) for k in ("budget_minutes", "steps")}
+    names = {1: "greedy", 5: "beam-5"}
+    results["settings"] = {
+        "threads": THREADS, "rounds": args.rounds, "beam_keys": [f"beam{b}" for b in args.beams],
+        "beam_names": [names.get(b, f"beam-{b}") for b in args.beams],
+        "sentences": len(test_text(work, quality, "es", args.sentences).read_text(encoding="utf-8").splitlines()),
+        "models": "the last weights of each toolkit's quality.py run (" + ", ".join(
+            f"{k} {v['steps']} steps in {v['budget_minutes']:g} min" for k, v in sorted(budgets.items())
+            if v.get("steps")) + ")",
+        "trained": budgets,
+    }
+    results["toolkits"] = run(args, quality, tmp)
+    finish(results, render, args, suffix="-decode-trained")
+
+
+if __name__ == "__main__":
+    main()
