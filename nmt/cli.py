@@ -121,7 +121,8 @@ def translate(
     alpha: Annotated[Optional[float], typer.Option(help="Length penalty exponent (default: config).")] = None,
     nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line, tab-separated with scores.")] = 1,
     precision: Annotated[
-        Optional[str], typer.Option(help="fp32 or bf16 (autocast; faster on CPUs with avx512_bf16). Default: config.")
+        Optional[str],
+        typer.Option(help="fp32 or bf16 (autocast; beam search faster on CPUs with AMX-bf16). Default: config."),
     ] = None,
     device: DeviceOpt = None,
 ) -> None:
