@@ -135,10 +135,13 @@ def main(argv: list[str] | None = None) -> None:
     quality = HERE / ".work" / "quality"
     if not quality.is_dir():
         raise SystemExit(f"no trained models in {quality}: run benchmarks/quality.py (make bench-quality) first")
-    budgets = {}
-    for path in quality.glob("*-train.json"):
-        train = json.loads(path.read_text(encoding="utf-8"))
-        budgets[path.name[: -len("-train.json")]] = {k: train.get(k) for k in ("budget_minutes", "steps")}
+    budgets = {}  # training budget and steps of every model decoded here (quality.py's <tag>-train.json)
+    tags = [folder[: -len("-run")] for folder, _ in NMT_MODELS.values()] + peer_list(args.peers)
+    for tag in tags:
+        path = quality / f"{tag}-train.json"
+        if path.is_file():
+            train = json.loads(path.read_text(encoding="utf-8"))
+            budgets[tag] = {k: train.get(k) for k in ("budget_minutes", "steps")}
     names = {1: "greedy", 5: "beam-5"}
     results["settings"] = {
         "threads": THREADS, "rounds": args.rounds, "beam_keys": [f"beam{b}" for b in args.beams],
