@@ -1,7 +1,8 @@
 """Decoding speed of equally trained models, side by side: every toolkit's weights from the
 quality benchmark (``make bench-quality``: the same wall-clock training budget each) translate the
 test split with greedy and beam-5 search, in interleaved rounds (every toolkit once a round, the
-fastest round kept).
+fastest round kept). Always the whole test split: each peer decodes the test set its quality run
+prepared (fairseq binarised it then).
 
     python benchmarks/decode_trained.py --rounds 2          (make bench-decode, after bench-quality)
 
@@ -41,7 +42,7 @@ NMT_MODELS = {"nmt": ("nmt-run", "joeynmt"), "nmt luong": ("nmt-luong-run", "fai
 def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
     """(name, command without --out, results key) of every decoding measurement that can run."""
     py, script = sys.executable, HERE / "nmt_runs.py"
-    src = test_text(Path(args.work), quality, "es", args.sentences)
+    src = test_text(Path(args.work), quality, "es", 0)
     out = []
     for name, (folder, _) in NMT_MODELS.items():
         checkpoint = quality / folder / "last"
@@ -60,7 +61,7 @@ def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
         for beam in args.beams:
             out.append((peer, [python, HERE / "peers" / f"run_{peer}.py", "decode", "--work", args.work,
                                "--peer-work", peer_work, "--threads", THREADS, "--split", "test",
-                               "--sentences", args.sentences, "--beam", beam, "--repeats", 1], f"beam{beam}"))
+                               "--beam", beam, "--repeats", 1], f"beam{beam}"))
     return out
 
 
@@ -122,7 +123,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--beams", default="1,5", help="beam sizes (1 = greedy)")
     parser.add_argument("--precisions", default="fp32,bf16", help="nmt decoding precisions")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--sentences", type=int, default=0, help="first N test sentences (0 = all)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per decoding process")
     parser.add_argument("--wait-quiet", type=float, default=600)
     parser.add_argument("--results", default=str(HERE / "results"))
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     results["settings"] = {
         "threads": THREADS, "rounds": args.rounds, "beam_keys": [f"beam{b}" for b in args.beams],
         "beam_names": [names.get(b, f"beam-{b}") for b in args.beams],
-        "sentences": len(test_text(work, quality, "es", args.sentences).read_text(encoding="utf-8").splitlines()),
+        "sentences": len(test_text(work, quality, "es", 0).read_text(encoding="utf-8").splitlines()),
         "models": "the last weights of each toolkit's quality.py run (" + ", ".join(
             f"{k} {v['steps']} steps in {v['budget_minutes']:g} min" for k, v in sorted(budgets.items())
             if v.get("steps")) + ")",
