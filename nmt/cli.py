@@ -122,7 +122,7 @@ def translate(
     nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line, tab-separated with scores.")] = 1,
     precision: Annotated[
         Optional[str],
-        typer.Option(help="fp32 or bf16 (autocast; beam search faster on CPUs with AMX-bf16). Default: config."),
+        typer.Option(help="fp32 or bf16 (autocast; faster on CPUs with AMX-bf16). Default: config."),
     ] = None,
     device: DeviceOpt = None,
 ) -> None:
