@@ -91,7 +91,7 @@ def best_candidates(scores: torch.Tensor, log_probs: torch.Tensor, block: int = 
     n, k = scores.shape
     maxima = _block_max(log_probs, block).view(n, k, -1)  # (n, k, n_blocks)
     n_blocks = maxima.size(-1)
-    _, pick = (scores.unsqueeze(-1) + maxima).view(n, -1).topk(min(k, k * n_blocks), dim=-1)  # (n, k) pairs
+    _, pick = (scores.unsqueeze(-1) + maxima).view(n, -1).topk(k, dim=-1)  # (n, k) (hypothesis, block) pairs
     hyp, blocks = pick // n_blocks, pick % n_blocks
     rows = hyp + torch.arange(n, device=scores.device).unsqueeze(1) * k
     values, ids = _gather_blocks(log_probs, rows, blocks, block)  # (n, k, block)
