@@ -1,11 +1,12 @@
 """A/B of two decoding settings, alternated in one process (this VM's speed drifts between runs).
 
     python benchmarks/ab_decode.py CHECKPOINT SOURCE --beam 5 --a fp32 --b bf16
-    git show 667e7f3:nmt/search.py > /tmp/old_search.py
-    python benchmarks/ab_decode.py CHECKPOINT SOURCE --beam 5 --a fp32:/tmp/old_search.py --b fp32
+    git show 667e7f3:nmt/search.py > /tmp/old/search.py
+    python benchmarks/ab_decode.py CHECKPOINT SOURCE --beam 5 --a fp32:/tmp/old/search.py --b fp32
 
-A setting is PRECISION[:SEARCH_FILE]: decode.precision, and optionally another version of
-nmt/search.py to take greedy / beam_search from (the rest of nmt is this checkout's). Each round
+A setting is PRECISION[:FILE]: decode.precision, and optionally another version of nmt/search.py
+(greedy and beam_search are taken from it) or of nmt/attention.py (the attention modules' forward
+methods are), told apart by the file's name; the rest of nmt is this checkout's. Each round
 translates SOURCE with A then B through ``Translator.hypotheses``; the fastest round of each is
 kept, and whether both gave the same output is printed. The source of the decoding rows of the
 lever table in benchmarks/README.md.
@@ -23,20 +24,40 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import nmt.attention  # noqa: E402
 import nmt.search  # noqa: E402
 import nmt.translate  # noqa: E402
 from nmt.data import read_lines  # noqa: E402
 
+ATTENTIONS = (nmt.attention.AdditiveAttention, nmt.attention.MultiplicativeAttention)
 
-def search_module(path: str | None):
-    """nmt.search, or the module in ``path`` (another version of nmt/search.py)."""
-    if not path:
-        return nmt.search
-    spec = importlib.util.spec_from_file_location(f"search_{abs(hash(path))}", path)
+
+def load_module(path: str):
+    spec = importlib.util.spec_from_file_location(f"ab_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
     spec.loader.exec_module(module)
     return module
+
+
+def setting(path: str | None):
+    """A function that puts this setting's code in place: this checkout's, or the other version
+    of nmt/search.py or nmt/attention.py in ``path``."""
+    search, attention = nmt.search, nmt.attention
+    if path and Path(path).name == "search.py":
+        search = load_module(path)
+    elif path and Path(path).name == "attention.py":
+        attention = load_module(path)
+    elif path:
+        raise SystemExit(f"error: {path}: expected a file named search.py or attention.py")
+    forwards = {cls: getattr(attention, cls.__name__).forward for cls in ATTENTIONS}
+
+    def apply() -> None:
+        nmt.translate.greedy, nmt.translate.beam_search = search.greedy, search.beam_search
+        for cls, forward in forwards.items():
+            cls.forward = forward
+
+    return apply
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,8 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("source", help="a text file, one source sentence a line")
     parser.add_argument("--beam", type=int, default=5)
-    parser.add_argument("--a", default="fp32", help="PRECISION[:SEARCH_FILE]")
-    parser.add_argument("--b", default="bf16", help="PRECISION[:SEARCH_FILE]")
+    parser.add_argument("--a", default="fp32", help="PRECISION[:FILE]")
+    parser.add_argument("--b", default="bf16", help="PRECISION[:FILE]")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -55,14 +76,15 @@ def main(argv: list[str] | None = None) -> None:
     settings = {}
     for name, spec in (("A", args.a), ("B", args.b)):
         precision, _, path = spec.partition(":")
-        settings[name] = (spec, precision, search_module(path or None))
+        settings[name] = (spec, precision, setting(path or None))
     seconds: dict[str, list[float]] = {"A": [], "B": []}
     outputs = {}
-    for _, precision, _ in settings.values():  # warm-up: first-call kernel set-up of each precision
+    for _, precision, apply in settings.values():  # warm-up: first-call kernel set-up of each setting
+        apply()
         translator.hypotheses(lines[:20], beam=args.beam, precision=precision)
     for _ in range(args.rounds):
-        for name, (_, precision, module) in settings.items():
-            nmt.translate.greedy, nmt.translate.beam_search = module.greedy, module.beam_search
+        for name, (_, precision, apply) in settings.items():
+            apply()
             t0 = time.perf_counter()
             found = translator.hypotheses(lines, beam=args.beam, precision=precision)
             seconds[name].append(time.perf_counter() - t0)

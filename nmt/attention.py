@@ -31,6 +31,13 @@ def _attend(scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> t
     return context, weights
 
 
+# The additive score's tanh buffer (rows, T, S, A) is built for a few sentences at a time, at most
+# SCORE_CHUNK elements (2 MiB in fp32): it stays in cache, and no fresh multi-megabyte buffer is
+# page-faulted in at every step. One beam-5 step over 64 sentences of 109 pieces: 24 ms in one
+# piece (36 MiB), 4 ms in chunks.
+SCORE_CHUNK = 1 << 19
+
+
 class AdditiveAttention(nn.Module):
     def __init__(self, query_dim: int, key_dim: int, attn_dim: int):
         super().__init__()
@@ -55,9 +62,11 @@ class AdditiveAttention(nn.Module):
         """
         q = _at_least_fp32(self.query_proj(query))  # (B, T, A)
         with torch.autocast(query.device.type, enabled=False):  # fp32: see the module docstring
-            hidden = torch.tanh(q.unsqueeze(2) + proj_keys.to(q.dtype).unsqueeze(1))  # (B, T, S, A)
-            scores = hidden @ self.v.weight.to(q.dtype).squeeze(0)  # (B, T, S)
-        return _attend(scores, values, mask)
+            keys, v = proj_keys.to(q.dtype), self.v.weight.to(q.dtype).squeeze(0)
+            rows = max(1, SCORE_CHUNK // (q.size(1) * keys.size(1) * keys.size(2)))
+            scores = [(q[i : i + rows].unsqueeze(2) + keys[i : i + rows].unsqueeze(1)).tanh_() @ v  # (rows, T, S)
+                      for i in range(0, q.size(0), rows)]
+        return _attend(scores[0] if len(scores) == 1 else torch.cat(scores), values, mask)
 
 
 class MultiplicativeAttention(nn.Module):

@@ -29,6 +29,31 @@ def test_attention_weights_sum_to_one_and_ignore_padding(kind):
     torch.testing.assert_close(context, context2)
 
 
+@pytest.mark.parametrize("chunk", [1, 80, 1 << 19])  # 1, 2 (then 1) or all 3 sentences at a time
+def test_additive_attention_in_chunks_is_the_formula(monkeypatch, chunk):
+    """score(q, k_j) = v · tanh(W_q q + b + W_k k_j) however many sentences' buffers are built at once:
+    the same scores, context and gradients as the formula written out in one piece."""
+    import nmt.attention
+
+    monkeypatch.setattr(nmt.attention, "SCORE_CHUNK", chunk)
+    torch.manual_seed(0)
+    attention = AdditiveAttention(query_dim=6, key_dim=8, attn_dim=5)
+    values = torch.randn(3, 4, 8, requires_grad=True)
+    mask = torch.tensor([[1] * 4, [1] * 3 + [0], [1] * 2 + [0] * 2], dtype=torch.bool)
+    query = torch.randn(3, 2, 6, requires_grad=True)
+    context, weights = attention(query, attention.project_keys(values), values, mask)
+    q = attention.query_proj(query).unsqueeze(2)  # (B, T, 1, A)
+    k = attention.key_proj(values).unsqueeze(1)  # (B, 1, S, A)
+    scores = (torch.tanh(q + k) * attention.v.weight.view(-1)).sum(-1).masked_fill(~mask.unsqueeze(1), float("-inf"))
+    expected = torch.softmax(scores, dim=-1)
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(context, expected @ values)
+    grads = torch.autograd.grad(context.sum(), [query, values, attention.v.weight])
+    expected_grads = torch.autograd.grad((expected @ values).sum(), [query, values, attention.v.weight])
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize(
     "attention,feeding", [("bahdanau", True), ("bahdanau", False), ("luong", True), ("luong", False), ("none", False)]
