@@ -15,7 +15,8 @@ What is matched: the test split, batches of 64 sentences, the length limit (2 ×
 beam 5 with length penalty 0.6, 2 threads, generation time only (encoder and search, the peers'
 own search functions, one pass per batch). What is not: the models are each toolkit's own
 (peers/common.py; OpenNMT-py's encoder is 2 × 128, fairseq's attention is Luong), so the matched
-pair for fairseq is nmt's Luong model, when ``quality.py --nmt-variant luong`` has trained one.
+pair for fairseq is nmt's Luong model and for OpenNMT-py nmt's enc128 twin (``NMT_MODELS``), each
+decoded when ``quality.py --nmt-variant luong`` / ``enc128`` has trained it.
 Results: benchmarks/results/<date>-<machine>-decode-trained.{json,md}.
 """
 
