@@ -69,8 +69,9 @@ def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
 def run(args, quality: Path, tmp: Path) -> dict:
     """Every job once a round, ``args.rounds`` rounds; per job the fastest round and all rounds."""
     found: dict = {}
+    planned = jobs(args, quality)  # the same jobs every round (and a missing model warned of once)
     for r in range(1, args.rounds + 1):
-        for name, cmd, key in jobs(args, quality):
+        for name, cmd, key in planned:
             stem = f"{name.replace(' ', '-').replace('(', '').replace(')', '')}-{key}-r{r}"
             result = measured([*cmd, "--out", tmp / f"{stem}.json"], tmp / f"{stem}.json", tmp / f"{stem}.log",
                               args.timeout)
