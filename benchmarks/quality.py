@@ -40,7 +40,8 @@ MODELS = {
 def model_text(toolkit: str, nmt_variant: str) -> str:
     if toolkit != "nmt" or nmt_variant == "bahdanau":
         return MODELS[toolkit]
-    return f"{MODELS['nmt']}, variant {nmt_variant} ({' '.join(VARIANTS[nmt_variant])})"
+    # Not MODELS['nmt'] plus the overrides: "bi-LSTM 2 × 256 …, variant enc128" read as a 2 × 256 encoder.
+    return f"variant {nmt_variant}: the default config with {' '.join(VARIANTS[nmt_variant])}"
 
 
 def train_and_decode(toolkit: str, args, work: Path, tmp: Path) -> dict:
