@@ -5,8 +5,8 @@
     python benchmarks/ab_decode.py CHECKPOINT SOURCE --beam 5 --a fp32:/tmp/old/search.py --b fp32
 
 A setting is PRECISION[:FILE]: decode.precision, and optionally another version of nmt/search.py
-(greedy and beam_search are taken from it) or of nmt/attention.py (the attention modules' forward
-methods are), told apart by the file's name; the rest of nmt is this checkout's. Each round
+(greedy and beam_search are taken from it), of nmt/attention.py (the attention modules' forward
+methods are) or of nmt/model.py (``Encoder.forward`` is), told apart by the file's name; the rest of nmt is this checkout's. Each round
 translates SOURCE with A then B through ``Translator.hypotheses``; the fastest round of each is
 kept, and whether both gave the same output is printed. The source of the decoding rows of the
 lever table in benchmarks/README.md.
@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nmt.attention  # noqa: E402
+import nmt.model  # noqa: E402
 import nmt.search  # noqa: E402
 import nmt.translate  # noqa: E402
 from nmt.data import read_lines  # noqa: E402
@@ -42,15 +43,17 @@ def load_module(path: str):
 
 def setting(path: str | None):
     """A function that puts this setting's code in place: this checkout's, or the other version
-    of nmt/search.py or nmt/attention.py in ``path``."""
-    search, attention = nmt.search, nmt.attention
-    if path and Path(path).name == "search.py":
-        search = load_module(path)
-    elif path and Path(path).name == "attention.py":
-        attention = load_module(path)
+    of nmt/search.py, nmt/attention.py or nmt/model.py in ``path``."""
+    search, attention, model = nmt.search, nmt.attention, nmt.model
+    name = Path(path).name if path else None
+    if name in ("search.py", "attention.py", "model.py"):
+        loaded = load_module(path)
+        search, attention, model = (loaded if name == f"{m}.py" else default
+                                    for m, default in (("search", search), ("attention", attention), ("model", model)))
     elif path:
-        raise SystemExit(f"error: {path}: expected a file named search.py or attention.py")
+        raise SystemExit(f"error: {path}: expected a file named search.py, attention.py or model.py")
     forwards = {cls: getattr(attention, cls.__name__).forward for cls in ATTENTIONS}
+    forwards[nmt.model.Encoder] = model.Encoder.forward
 
     def apply() -> None:
         nmt.translate.greedy, nmt.translate.beam_search = search.greedy, search.beam_search

@@ -72,6 +72,24 @@ def test_teacher_forcing_equals_step_by_step_decoding(cell, attention, feeding):
             torch.testing.assert_close(log_probs, logits[:, t], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_decoding_encoder_by_length_equals_the_packed_encoder(cell):
+    """Without gradients the encoder runs one dense call per sentence length (``by_length``); its
+    outputs and final states are the packed-sequence encoder's, and zero at padding."""
+    model = small_model(cell, layers=2, vocab=11)
+    src = torch.tensor([[5, 6, 7, 8, 3], [9, 4, 3, 0, 0], [4, 4, 3, 0, 0], [7, 3, 0, 0, 0], [6, 5, 4, 4, 3]])
+    lengths = torch.tensor([5, 3, 3, 2, 5])
+    packed = model.encoder(src, lengths)  # gradients on, not fused: nn.LSTM on packed input
+    with torch.no_grad():
+        grouped = model.encoder(src, lengths)
+    for got, want in zip(grouped, packed):
+        if want is None:
+            assert got is None  # no cell state but for an LSTM
+        else:
+            torch.testing.assert_close(got, want.detach(), atol=1e-6, rtol=1e-5)
+    assert (grouped[0][3, 2:] == 0).all() and (grouped[0][1, 3:] == 0).all()
+
+
 def test_padding_in_a_batch_does_not_change_a_sentence():
     model = small_model(vocab=11)
     alone = torch.tensor([[5, 6, 3]])
