@@ -4,9 +4,10 @@
     git show 667e7f3:nmt/search.py > /tmp/old/search.py
     python benchmarks/ab_decode.py CHECKPOINT SOURCE --beam 5 --a fp32:/tmp/old/search.py --b fp32
 
-A setting is PRECISION[:FILE]: decode.precision, and optionally another version of nmt/search.py
-(greedy and beam_search are taken from it), of nmt/attention.py (the attention modules' forward
-methods are) or of nmt/model.py (``Encoder.forward`` is), told apart by the file's name; the rest of nmt is this checkout's. Each round
+A setting is PRECISION[:FILES]: decode.precision, and optionally other versions (comma-separated)
+of nmt/search.py (greedy and beam_search are taken from it), nmt/attention.py (the attention
+modules' forward methods are) or nmt/model.py (``Encoder.forward`` and ``Seq2Seq.encode`` are),
+told apart by the file's name; the rest of nmt is this checkout's. Each round
 translates SOURCE with A then B through ``Translator.hypotheses``; the fastest round of each is
 kept, and whether both gave the same output is printed. The source of the decoding rows of the
 lever table in benchmarks/README.md.
@@ -30,7 +31,6 @@ import nmt.search  # noqa: E402
 import nmt.translate  # noqa: E402
 from nmt.data import read_lines  # noqa: E402
 
-ATTENTIONS = (nmt.attention.AdditiveAttention, nmt.attention.MultiplicativeAttention)
 
 
 def load_module(path: str):
@@ -41,24 +41,44 @@ def load_module(path: str):
     return module
 
 
-def setting(path: str | None):
-    """A function that puts this setting's code in place: this checkout's, or the other version
-    of nmt/search.py, nmt/attention.py or nmt/model.py in ``path``."""
-    search, attention, model = nmt.search, nmt.attention, nmt.model
-    name = Path(path).name if path else None
-    if name in ("search.py", "attention.py", "model.py"):
+# What another version of a file replaces: nmt.translate's search functions, or classes' methods.
+PATCHED = {
+    "search.py": ("greedy", "beam_search"),
+    "attention.py": ("AdditiveAttention.forward", "MultiplicativeAttention.forward"),
+    "model.py": ("Encoder.forward", "Seq2Seq.encode"),
+}
+
+
+def _owner(module, dotted: str):
+    """The object holding ``dotted``'s last part in ``module`` (the module or one of its classes)."""
+    cls, _, _ = dotted.rpartition(".")
+    return getattr(module, cls) if cls else module
+
+
+def _target(file: str, dotted: str):
+    """Where this checkout's version of ``dotted`` lives: nmt.translate for the search functions it
+    imported, the class in nmt.<file> for a method."""
+    return nmt.translate if "." not in dotted else _owner(sys.modules[f"nmt.{file[:-3]}"], dotted)
+
+
+ORIGINALS = {(file, d): getattr(_target(file, d), d.rpartition(".")[2]) for file, ds in PATCHED.items() for d in ds}
+
+
+def setting(paths: str | None):
+    """A function that puts this setting's code in place: this checkout's, with the other versions
+    of nmt/search.py, nmt/attention.py or nmt/model.py in ``paths`` (comma-separated) instead."""
+    patches = dict(ORIGINALS)
+    for path in filter(None, (paths or "").split(",")):
+        file = Path(path).name
+        if file not in PATCHED:
+            raise SystemExit(f"error: {path}: expected a file named {', '.join(PATCHED)}")
         loaded = load_module(path)
-        search, attention, model = (loaded if name == f"{m}.py" else default
-                                    for m, default in (("search", search), ("attention", attention), ("model", model)))
-    elif path:
-        raise SystemExit(f"error: {path}: expected a file named search.py, attention.py or model.py")
-    forwards = {cls: getattr(attention, cls.__name__).forward for cls in ATTENTIONS}
-    forwards[nmt.model.Encoder] = model.Encoder.forward
+        for dotted in PATCHED[file]:
+            patches[file, dotted] = getattr(_owner(loaded, dotted), dotted.rpartition(".")[2])
 
     def apply() -> None:
-        nmt.translate.greedy, nmt.translate.beam_search = search.greedy, search.beam_search
-        for cls, forward in forwards.items():
-            cls.forward = forward
+        for (file, dotted), value in patches.items():
+            setattr(_target(file, dotted), dotted.rpartition(".")[2], value)
 
     return apply
 
@@ -68,8 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("source", help="a text file, one source sentence a line")
     parser.add_argument("--beam", type=int, default=5)
-    parser.add_argument("--a", default="fp32", help="PRECISION[:FILE]")
-    parser.add_argument("--b", default="bf16", help="PRECISION[:FILE]")
+    parser.add_argument("--a", default="fp32", help="PRECISION[:FILES]")
+    parser.add_argument("--b", default="bf16", help="PRECISION[:FILES]")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
