@@ -32,7 +32,6 @@ import nmt.translate  # noqa: E402
 from nmt.data import read_lines  # noqa: E402
 
 
-
 def load_module(path: str):
     spec = importlib.util.spec_from_file_location(f"ab_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
