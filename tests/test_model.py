@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from conftest import small_model
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
@@ -73,21 +74,40 @@ def test_teacher_forcing_equals_step_by_step_decoding(cell, attention, feeding):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_decoding_encoder_by_length_equals_the_packed_encoder(cell):
-    """Without gradients the encoder runs one dense call per sentence length (``by_length``); its
-    outputs and final states are the packed-sequence encoder's, and zero at padding."""
+def test_encoding_by_length_equals_the_packed_encoder(cell):
+    """``by_length`` (one dense call per sentence length) gives the packed-sequence encoder's
+    outputs and final states, and zeros at padding."""
+    from nmt.model import by_length
+
     model = small_model(cell, layers=2, vocab=11)
     src = torch.tensor([[5, 6, 7, 8, 3], [9, 4, 3, 0, 0], [4, 4, 3, 0, 0], [7, 3, 0, 0, 0], [6, 5, 4, 4, 3]])
     lengths = torch.tensor([5, 3, 3, 2, 5])
-    packed = model.encoder(src, lengths)  # gradients on, not fused: nn.LSTM on packed input
+    x = model.encoder.embed(src).detach()
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    want_out, want_state = model.encoder.rnn(packed)
+    want_out = pad_packed_sequence(want_out, batch_first=True, total_length=src.size(1))[0]
     with torch.no_grad():
-        grouped = model.encoder(src, lengths)
-    for got, want in zip(grouped, packed):
-        if want is None:
-            assert got is None  # no cell state but for an LSTM
-        else:
-            torch.testing.assert_close(got, want.detach(), atol=1e-6, rtol=1e-5)
-    assert (grouped[0][3, 2:] == 0).all() and (grouped[0][1, 3:] == 0).all()
+        got_out, got_state = by_length(model.encoder.rnn, x, lengths)
+    torch.testing.assert_close(got_out, want_out.detach(), atol=1e-6, rtol=1e-5)
+    states = (lambda s: s if isinstance(s, tuple) else (s,))  # noqa: E731
+    for got, want in zip(states(got_state), states(want_state), strict=True):
+        torch.testing.assert_close(got, want.detach(), atol=1e-6, rtol=1e-5)
+    assert (got_out[3, 2:] == 0).all() and (got_out[1, 3:] == 0).all()
+
+
+def test_bf16_decoding_encodes_in_bf16():
+    """Under autocast without gradients the encoder follows autocast (the packed kernel ignores
+    it), and stays within bf16 rounding of the fp32 encoder."""
+    model = small_model(layers=2, vocab=11)
+    src = torch.tensor([[5, 6, 7, 8, 3], [9, 4, 3, 0, 0]])
+    lengths = torch.tensor([5, 3])
+    with torch.no_grad():
+        fp32 = model.encoder(src, lengths)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model.encoder(src, lengths)
+    assert fp32[0].dtype == torch.float32 and bf16[0].dtype == torch.bfloat16
+    for got, want in zip(bf16, fp32):
+        torch.testing.assert_close(got.float(), want, atol=3e-2, rtol=0)
 
 
 def test_padding_in_a_batch_does_not_change_a_sentence():
