@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nmt.attention  # noqa: E402
 import nmt.model  # noqa: E402
-import nmt.search  # noqa: E402
 import nmt.translate  # noqa: E402
 from nmt.data import read_lines  # noqa: E402
 
@@ -54,13 +53,17 @@ def _owner(module, dotted: str):
     return getattr(module, cls) if cls else module
 
 
+def _attribute(dotted: str) -> str:
+    return dotted.rpartition(".")[2]
+
+
 def _target(file: str, dotted: str):
     """Where this checkout's version of ``dotted`` lives: nmt.translate for the search functions it
     imported, the class in nmt.<file> for a method."""
     return nmt.translate if "." not in dotted else _owner(sys.modules[f"nmt.{file[:-3]}"], dotted)
 
 
-ORIGINALS = {(file, d): getattr(_target(file, d), d.rpartition(".")[2]) for file, ds in PATCHED.items() for d in ds}
+ORIGINALS = {(file, d): getattr(_target(file, d), _attribute(d)) for file, ds in PATCHED.items() for d in ds}
 
 
 def setting(paths: str | None):
@@ -73,11 +76,11 @@ def setting(paths: str | None):
             raise SystemExit(f"error: {path}: expected a file named {', '.join(PATCHED)}")
         loaded = load_module(path)
         for dotted in PATCHED[file]:
-            patches[file, dotted] = getattr(_owner(loaded, dotted), dotted.rpartition(".")[2])
+            patches[file, dotted] = getattr(_owner(loaded, dotted), _attribute(dotted))
 
     def apply() -> None:
         for (file, dotted), value in patches.items():
-            setattr(_target(file, dotted), dotted.rpartition(".")[2], value)
+            setattr(_target(file, dotted), _attribute(dotted), value)
 
     return apply
 
