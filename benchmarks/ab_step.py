@@ -2,6 +2,8 @@
 
     python benchmarks/ab_step.py --a train.fused_rnn=false --b train.fused_rnn=true [--steps 20]
     python benchmarks/ab_step.py --a model.attention=bahdanau --b model.attention=luong --both train.precision=fp32
+    git show REV:nmt/recurrence.py > /tmp/old.py
+    python benchmarks/ab_step.py --a-recurrence /tmp/old.py --both model.enc_hidden=128   (old code vs this)
 
 On a shared VM the speed of the machine drifts by tens of percent over minutes, so two runs one
 after the other compare the machine as much as the code. Here both configurations train their
@@ -13,6 +15,9 @@ per-batch speed ratios, with its quartiles. A diagnostic for choosing levers, no
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -35,11 +40,37 @@ def trainer_for(overrides: list[str], run_dir: Path):
     return Trainer(config, WORK / "data", WORK / "tokenizer", run_dir)
 
 
+@functools.cache
+def _load(path: str):
+    spec = importlib.util.spec_from_file_location("recurrence_a", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def recurrence_from(path: str | None):
+    """The training fast path (``bilstm``, ``attention_decoder``) of another nmt/recurrence.py."""
+    import nmt.model
+
+    if path is None:
+        yield
+        return
+    module = _load(path)
+    saved = nmt.model.bilstm, nmt.model.attention_decoder
+    nmt.model.bilstm, nmt.model.attention_decoder = module.bilstm, module.attention_decoder
+    try:
+        yield
+    finally:
+        nmt.model.bilstm, nmt.model.attention_decoder = saved
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", nargs="*", default=[], help="config overrides of A")
     parser.add_argument("--b", nargs="*", default=[], help="config overrides of B")
     parser.add_argument("--both", nargs="*", default=[], help="overrides for both")
+    parser.add_argument("--a-recurrence", metavar="FILE", help="A runs the fast path of this nmt/recurrence.py")
     parser.add_argument("--steps", type=int, default=20, help="timed batches (after 2 warm-up batches)")
     parser.add_argument("--max-tokens", type=int, default=3000)
     args = parser.parse_args()
@@ -59,15 +90,17 @@ def main() -> None:
         batch = make_batch(first.train_src, index, first.train_tgt)
         took = {}
         for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
-            t0 = time.perf_counter()
-            _, n_tokens, _ = trainers[name]._train_step(batch)
-            took[name] = time.perf_counter() - t0
+            with recurrence_from(args.a_recurrence if name == "A" else None):
+                t0 = time.perf_counter()
+                _, n_tokens, _ = trainers[name]._train_step(batch)
+                took[name] = time.perf_counter() - t0
             if i >= 2:
                 seconds[name] += took[name]
                 tokens[name] += n_tokens
         if i >= 2:
             ratios.append(took["A"] / took["B"])
-    for name, overrides in (("A", args.a), ("B", args.b)):
+    for name, overrides in (("A", [*args.a, *([f"recurrence {args.a_recurrence}"] if args.a_recurrence else [])]),
+                            ("B", args.b)):
         print(f"{name} {' '.join(overrides) or '(defaults)'}: {tokens[name] / seconds[name]:,.0f} target tokens/s")
     q1, median, q3 = np.percentile(ratios, [25, 50, 75])
     print(f"B / A speed, per batch: median {median:.2f}x (quartiles {q1:.2f}-{q3:.2f}, {len(ratios)} batches)"

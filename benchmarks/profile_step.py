@@ -1,6 +1,6 @@
 """Where one training step of the default model spends its time (torch.profiler, CPU).
 
-    python benchmarks/profile_step.py [--precision bf16|fp32] [--steps 5]
+    python benchmarks/profile_step.py [--precision bf16|fp32] [--steps 5] [--set model.enc_hidden=128 …]
 
 Prints the operators with the most self CPU time over ``--steps`` steps after 3 warm-up steps.
 A diagnostic for finding speed levers, not a measurement for the results table.
@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. model.enc_hidden=128 (OpenNMT-py's twin)")
     args = parser.parse_args()
 
     from nmt.batching import make_batch, token_batches
@@ -35,7 +37,7 @@ def main() -> None:
 
     work = ensure_work(WORK)
     config = load_config(HERE.parent / "configs" / "bible-es-en.yaml",
-                         [f"train.precision={args.precision}", "train.threads=2"])
+                         [f"train.precision={args.precision}", "train.threads=2", *args.set])
     trainer = Trainer(config, work / "data", work / "tokenizer", work / "profile")
     torch.set_num_threads(2)
     batches = token_batches(trainer.train_src.lengths, trainer.train_tgt.lengths, config.train.max_tokens,

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nmt.activations import tanh_
+
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
@@ -64,7 +66,7 @@ class AdditiveAttention(nn.Module):
         with torch.autocast(query.device.type, enabled=False):  # fp32: see the module docstring
             keys, v = proj_keys.to(q.dtype), self.v.weight.to(q.dtype).squeeze(0)
             rows = max(1, SCORE_CHUNK // (q.size(1) * keys.size(1) * keys.size(2)))
-            scores = [(q[i : i + rows].unsqueeze(2) + keys[i : i + rows].unsqueeze(1)).tanh_() @ v  # (rows, T, S)
+            scores = [tanh_(q[i : i + rows].unsqueeze(2) + keys[i : i + rows].unsqueeze(1)) @ v  # (rows, T, S)
                       for i in range(0, q.size(0), rows)]
         return _attend(scores[0] if len(scores) == 1 else torch.cat(scores), values, mask)
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from nmt.activations import tanh_
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.config import ModelConfig
 from nmt.dropout import Dropout, dropout
@@ -171,7 +172,7 @@ class Decoder(nn.Module):
         if self.attention is None:
             return out, None
         context, weights = self.attention(out, memory.keys, memory.values, memory.mask)
-        return torch.tanh(self.combine(torch.cat([context, out], dim=-1))), weights
+        return tanh_(self.combine(torch.cat([context, out], dim=-1))), weights
 
     def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
         """One target position: prev (R,) ids → ã_t (R, D), new state, weights (R, S) or None.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nmt.activations import tanh_
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.dropout import dropout, keep_mask
 
@@ -45,13 +46,15 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _cell(z, c_prev, acts, c_out, tanh_out, h_out) -> None:
     """One step of N rows (any leading dims): gate pre-activations z (…, 4H) and c_{t-1} →
-    acts (…, 4H) = (i, f, g, o), c_t, tanh(c_t) and h_t (…, H), each written into the tensor given."""
+    acts (…, 4H) = (i, f, g, o), c_t, tanh(c_t) and h_t (…, H), each written into the tensor given.
+    z is overwritten."""
     hid = c_prev.size(-1)
+    z[..., 2 * hid : 3 * hid].mul_(2)  # tanh z_g = 2σ(2 z_g) − 1 (nmt.activations): one sigmoid, all gates
     torch.sigmoid(z, out=acts)
-    torch.tanh(z[..., 2 * hid : 3 * hid], out=acts[..., 2 * hid : 3 * hid])
     i, f, g, o = acts.chunk(4, dim=-1)
+    g.mul_(2).sub_(1)
     torch.mul(f, c_prev, out=c_out).addcmul_(i, g)
-    torch.tanh(c_out, out=tanh_out)
+    tanh_(tanh_out.copy_(c_out))
     torch.mul(o, tanh_out, out=h_out)
 
 
@@ -204,7 +207,7 @@ class _AttentionDecoder(torch.autograd.Function):
             alphas[t] = torch.softmax(scores.masked_fill_(padding, float("-inf")), dim=-1)
             concat[t, :, :key_dim] = torch.bmm(alphas[t].to(dtype).unsqueeze(1), values).squeeze(1)  # c_t
             concat[t, :, key_dim:] = top
-            torch.tanh((concat[t] @ w_c_t).to(acc), out=outputs[t])  # ã_t
+            outputs[t] = tanh_((concat[t] @ w_c_t).to(acc))  # ã_t
             inputs[0, t + 1, :, :dim] = outputs[t]  # input feeding
         saved = [inputs, cells, acts, tanh_cs, concat, alphas, outputs, keys, values, w_c_t, drop, *weights]
         saved += [queries, w_q_t, v_a] if additive else []
@@ -287,7 +290,7 @@ def _deferred_grads(inputs, concat, alphas, d_z, d_pre, d_ctx) -> dict:
 
 def _additive_hidden(keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """u_j = tanh(W_k h_j + W_q s + b_q) for one step: keys (B, S, A), query (B, A) → (B, S, A)."""
-    return torch.add(keys, query.unsqueeze(1)).tanh_()
+    return tanh_(torch.add(keys, query.unsqueeze(1)))
 
 
 def attention_decoder(rnn: nn.LSTM, attention: AdditiveAttention | MultiplicativeAttention, combine: nn.Linear,
