@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from ab_decode import load_module  # noqa: E402
 from workdir import CONFIG, WORK, ensure_work  # noqa: E402
+
+_load = functools.cache(load_module)
 
 
 def trainer_for(overrides: list[str], run_dir: Path):
@@ -40,14 +42,6 @@ def trainer_for(overrides: list[str], run_dir: Path):
     return Trainer(config, WORK / "data", WORK / "tokenizer", run_dir)
 
 
-@functools.cache
-def _load(path: str):
-    spec = importlib.util.spec_from_file_location("recurrence_a", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @contextlib.contextmanager
 def recurrence_from(path: str | None):
     """The training fast path (``bilstm``, ``attention_decoder``) of another nmt/recurrence.py."""
@@ -56,7 +50,7 @@ def recurrence_from(path: str | None):
     if path is None:
         yield
         return
-    module = _load(path)
+    module = _load(path)  # once per file: ab_decode's loader, cached
     saved = nmt.model.bilstm, nmt.model.attention_decoder
     nmt.model.bilstm, nmt.model.attention_decoder = module.bilstm, module.attention_decoder
     try:
@@ -99,8 +93,8 @@ def main() -> None:
                 tokens[name] += n_tokens
         if i >= 2:
             ratios.append(took["A"] / took["B"])
-    for name, overrides in (("A", [*args.a, *([f"recurrence {args.a_recurrence}"] if args.a_recurrence else [])]),
-                            ("B", args.b)):
+    label_a = args.a + ([f"recurrence {args.a_recurrence}"] if args.a_recurrence else [])
+    for name, overrides in (("A", label_a), ("B", args.b)):
         print(f"{name} {' '.join(overrides) or '(defaults)'}: {tokens[name] / seconds[name]:,.0f} target tokens/s")
     q1, median, q3 = np.percentile(ratios, [25, 50, 75])
     print(f"B / A speed, per batch: median {median:.2f}x (quartiles {q1:.2f}-{q3:.2f}, {len(ratios)} batches)"
