@@ -6,10 +6,10 @@
 
 A setting is PRECISION[:FILES]: decode.precision, and optionally other versions (comma-separated)
 of nmt/search.py (greedy and beam_search are taken from it), nmt/attention.py (the attention
-modules' forward methods are) or nmt/model.py (``Encoder.forward`` and ``Seq2Seq.encode`` are),
-told apart by the file's name; the rest of nmt is this checkout's. Each round
-translates SOURCE with A then B through ``Translator.hypotheses``; the fastest round of each is
-kept, and whether both gave the same output is printed. The source of the decoding rows of the
+modules' forward methods are) or nmt/model.py (``Encoder.forward``, ``Seq2Seq.encode`` and
+``Decoder._rnn_cells`` are), told apart by the file's name; the rest of nmt is this checkout's.
+Each round translates SOURCE with A then B through ``Translator.hypotheses``; the fastest round of
+each is kept, and whether both gave the same output is printed. The source of the decoding rows of the
 lever table in benchmarks/README.md.
 """
 
@@ -43,7 +43,7 @@ def load_module(path: str):
 PATCHED = {
     "search.py": ("greedy", "beam_search"),
     "attention.py": ("AdditiveAttention.forward", "MultiplicativeAttention.forward"),
-    "model.py": ("Encoder.forward", "Seq2Seq.encode"),
+    "model.py": ("Encoder.forward", "Seq2Seq.encode", "Decoder._rnn_cells"),
 }
 
 
