@@ -207,7 +207,7 @@ class _AttentionDecoder(torch.autograd.Function):
             alphas[t] = torch.softmax(scores.masked_fill_(padding, float("-inf")), dim=-1)
             concat[t, :, :key_dim] = torch.bmm(alphas[t].to(dtype).unsqueeze(1), values).squeeze(1)  # c_t
             concat[t, :, key_dim:] = top
-            outputs[t] = tanh_((concat[t] @ w_c_t).to(acc))  # ã_t
+            tanh_(outputs[t].copy_(concat[t] @ w_c_t))  # ã_t, in place in its (acc-dtype) slot
             inputs[0, t + 1, :, :dim] = outputs[t]  # input feeding
         saved = [inputs, cells, acts, tanh_cs, concat, alphas, outputs, keys, values, w_c_t, drop, *weights]
         saved += [queries, w_q_t, v_a] if additive else []
