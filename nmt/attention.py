@@ -8,9 +8,15 @@
 The modules hold only parameters. The projected keys ``W_k k`` are computed once per sentence by
 ``project_keys`` and handed back by the caller at every step, so neither module has hidden state.
 The additive score costs a tanh over (T, S, attn_dim) per sentence and step; the multiplicative one
-a single batched matmul — the reason Luong attention decodes faster. The additive score runs in
-fp32 even under bf16 autocast (its keys are kept in fp32): a bf16 tanh is several times slower on
-CPUs, and that tanh is most of the attention's cost.
+a single batched matmul — the reason Luong attention decodes faster.
+
+Attention runs in fp32 even under bf16 autocast (keys are projected once and kept in fp32; the
+caller hands the values in fp32 when decoding). The additive score: a bf16 tanh is several times
+slower on CPUs, and that tanh is most of the attention's cost. The batched matmuls (score and
+context): their shapes change with every batch's source length and every finished sentence, and
+oneDNN builds (JIT-compiles) a new bf16 primitive for each new shape — 1,487 of them, 0.6 s of a
+6.8 s bf16 greedy pass over the Bible test split — while fp32 batched matmuls need no such set-up
+and ran faster at these shapes anyway.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
 
 
 def _attend(scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """scores (B, T, S), values (B, S, key_dim), mask (B, S) → context (B, T, key_dim), weights (B, T, S)."""
+    """scores (B, T, S), values (B, S, key_dim), mask (B, S) → context (B, T, key_dim), weights (B, T, S).
+    In fp32 even under autocast (see the module docstring)."""
     scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))  # padding never attended
-    weights = torch.softmax(scores, dim=-1)  # (B, T, S), rows sum to 1
-    context = torch.bmm(weights, values)  # (B, T, key_dim)
+    weights = torch.softmax(_at_least_fp32(scores), dim=-1)  # (B, T, S), rows sum to 1
+    with torch.autocast(scores.device.type, enabled=False):
+        context = torch.bmm(weights, _at_least_fp32(values))  # (B, T, key_dim)
     return context, weights
 
 
@@ -77,12 +85,14 @@ class MultiplicativeAttention(nn.Module):
         self.key_proj = nn.Linear(key_dim, query_dim, bias=False)  # W_k
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        """(B, S, key_dim) → (B, S, query_dim): W_k k_j for every source position, once a sentence."""
-        return self.key_proj(keys)
+        """(B, S, key_dim) → (B, S, query_dim): W_k k_j for every source position, once a sentence (fp32)."""
+        return _at_least_fp32(self.key_proj(keys))
 
     def forward(
         self, query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """As ``AdditiveAttention.forward``, with proj_keys (B, S, query_dim)."""
-        scores = torch.bmm(query, proj_keys.transpose(1, 2))  # (B, T, S): q · W_k k_j
+        with torch.autocast(query.device.type, enabled=False):  # fp32: see the module docstring
+            q = _at_least_fp32(query)
+            scores = torch.bmm(q, proj_keys.to(q.dtype).transpose(1, 2))  # (B, T, S): q · W_k k_j
         return _attend(scores, values, mask)

@@ -254,8 +254,8 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: torch.Tensor, lengths: torch.Tensor, fused: bool = False) -> tuple[Memory, DecoderState]:
         values, final_h, final_c = self.encoder(src, lengths, fused)
-        if torch.is_autocast_enabled(src.device.type):  # cast once here, not at every step's bmm
-            values = values.to(torch.get_autocast_dtype(src.device.type))
+        if not torch.is_grad_enabled():  # decoding: once here, not at every step (nmt.attention: fp32)
+            values = values.to(torch.promote_types(values.dtype, torch.float32))
         mask = src != PAD  # (B, S)
         attention = self.decoder.attention
         keys = attention.project_keys(values) if attention is not None else None

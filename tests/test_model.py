@@ -30,6 +30,27 @@ def test_attention_weights_sum_to_one_and_ignore_padding(kind):
     torch.testing.assert_close(context, context2)
 
 
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+def test_attention_runs_in_fp32_under_bf16_autocast(kind):
+    """Under bf16 autocast (bf16 decoding) the attention's scores, softmax and context stay fp32:
+    the same weights and context as without autocast, from the same fp32 keys and values."""
+    torch.manual_seed(0)
+    attention = AdditiveAttention(6, 8, 5) if kind == "additive" else MultiplicativeAttention(6, 8)
+    values, query = torch.randn(3, 7, 8), torch.randn(3, 1, 6)
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5], dtype=torch.bool)
+    keys = attention.project_keys(values)
+    with torch.no_grad():
+        want = attention(query, keys, values, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert attention.project_keys(values).dtype == torch.float32  # kept fp32, projected once
+            got = attention(query, keys, values, mask)
+    # Only the additive query projection W_q q is a matmul autocast runs in bf16.
+    tolerance = 2e-2 if kind == "additive" else 1e-6
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, w, atol=tolerance, rtol=0)
+
+
 @pytest.mark.parametrize("chunk", [1, 80, 1 << 19])  # 1, 2 (then 1) or all 3 sentences at a time
 def test_additive_attention_in_chunks_is_the_formula(monkeypatch, chunk):
     """score(q, k_j) = v · tanh(W_q q + b + W_k k_j) however many sentences' buffers are built at once:
