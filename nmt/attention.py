@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from nmt.activations import tanh_
+from nmt.linear import linear
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
@@ -57,7 +58,7 @@ class AdditiveAttention(nn.Module):
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
         """(B, S, key_dim) → (B, S, attn_dim): W_k k_j for every source position, once a sentence (fp32)."""
-        return _at_least_fp32(self.key_proj(keys))
+        return _at_least_fp32(linear(keys, self.key_proj.weight))
 
     def forward(
         self, query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
@@ -70,7 +71,7 @@ class AdditiveAttention(nn.Module):
         mask:      (B, S) bool         True at real tokens
         returns    context (B, T, key_dim), weights (B, T, S)
         """
-        q = _at_least_fp32(self.query_proj(query))  # (B, T, A)
+        q = _at_least_fp32(linear(query, self.query_proj.weight, self.query_proj.bias))  # (B, T, A)
         with torch.autocast(query.device.type, enabled=False):  # fp32: see the module docstring
             keys, v = proj_keys.to(q.dtype), self.v.weight.to(q.dtype).squeeze(0)
             rows = max(1, SCORE_CHUNK // (q.size(1) * keys.size(1) * keys.size(2)))
@@ -86,7 +87,7 @@ class MultiplicativeAttention(nn.Module):
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
         """(B, S, key_dim) → (B, S, query_dim): W_k k_j for every source position, once a sentence (fp32)."""
-        return _at_least_fp32(self.key_proj(keys))
+        return _at_least_fp32(linear(keys, self.key_proj.weight))
 
     def forward(
         self, query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor

@@ -27,6 +27,7 @@ from nmt.activations import tanh_
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.config import ModelConfig
 from nmt.dropout import Dropout, dropout
+from nmt.linear import linear, lstm_cell, onednn_fp32
 from nmt.recurrence import attention_decoder, bilstm
 from nmt.tokenizer import PAD
 
@@ -88,12 +89,12 @@ class Encoder(nn.Module):
 
         ``fused``: when gradients are wanted, an LSTM runs through ``nmt.recurrence`` (hand-written
         backward, bf16 matmuls under autocast) instead of nn.LSTM; same weights, same maths.
-        Under autocast without gradients (bf16 decoding), sentences of each length run together
-        (``by_length``)."""
+        Without gradients under autocast (bf16 decoding), or in fp32 where ``nmt.linear`` sends fp32
+        products to oneDNN (AMD CPUs), sentences of each length run together (``by_length``)."""
         x = self.dropout(self.embed(src))  # (B, S, E)
         if fused and isinstance(self.rnn, nn.LSTM) and torch.is_grad_enabled():
             out, state = bilstm(self.rnn, x, lengths, self.training)
-        elif not torch.is_grad_enabled() and torch.is_autocast_enabled(x.device.type):
+        elif not torch.is_grad_enabled() and (torch.is_autocast_enabled(x.device.type) or _onednn_rnn(x)):
             out, state = by_length(self.rnn, x, lengths)
         else:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -105,6 +106,11 @@ class Encoder(nn.Module):
         return self.dropout(out), top(h), top(c)
 
 
+def _onednn_rnn(x: torch.Tensor) -> bool:
+    """fp32 on a CPU whose fp32 products go to oneDNN (``nmt.linear``): its dense RNN kernel is oneDNN's."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and onednn_fp32()
+
+
 def by_length(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
     """``rnn`` on packed x (B, S, E), computed one group of equal-length sentences at a time.
 
@@ -112,7 +118,9 @@ def by_length(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
     maths, and that kernel follows bf16 autocast; the packed kernel ignores it and steps through
     the batch sizes in fp32. Used for bf16 decoding: encoding the Bible test split in batches of
     64 (2-15 distinct lengths each) took 1.86 s instead of 2.98 s on the default model. In fp32 it
-    was 5-10 % slower than the packed kernel, which fp32 decoding therefore keeps. Returns the
+    was 5-10 % slower than the packed kernel (MKL) on an Intel Xeon, and 1.8x faster on an AMD EPYC,
+    where MKL takes a slow path (``nmt.linear``): fp32 decoding takes it where oneDNN does the fp32
+    products. Returns the
     outputs (B, S, dirs·H), zero at padding, and the final state(s) (layers·dirs, B, H), as
     ``rnn`` does."""
     lengths = lengths.cpu()
@@ -162,8 +170,8 @@ class Decoder(nn.Module):
         """Bridge from the encoder's final top-layer states (B, 2H) to the decoder's start state."""
         layers, b = self.config.dec_layers, final_h.size(0)
         as_layers = lambda t: t.view(b, layers, -1).transpose(0, 1).contiguous()  # noqa: E731
-        hidden = as_layers(torch.tanh(self.bridge_h(final_h)))  # (L, B, D)
-        cell = as_layers(self.bridge_c(final_c)) if self.bridge_c is not None else None
+        hidden = as_layers(torch.tanh(linear(final_h, self.bridge_h.weight, self.bridge_h.bias)))  # (L, B, D)
+        cell = as_layers(linear(final_c, self.bridge_c.weight, self.bridge_c.bias)) if self.bridge_c is not None else None
         feed = final_h.new_zeros(b, self.config.dec_hidden) if self.input_feeding else None
         return DecoderState(hidden, cell, feed)
 
@@ -172,7 +180,7 @@ class Decoder(nn.Module):
         if self.attention is None:
             return out, None
         context, weights = self.attention(out, memory.keys, memory.values, memory.mask)
-        return tanh_(self.combine(torch.cat([context, out], dim=-1))), weights
+        return tanh_(linear(torch.cat([context, out], dim=-1), self.combine.weight)), weights
 
     def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
         """One target position: prev (R,) ids → ã_t (R, D), new state, weights (R, S) or None.
@@ -202,7 +210,7 @@ class Decoder(nn.Module):
         for layer in range(rnn.num_layers):
             weights = [getattr(rnn, f"{n}_l{layer}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
             if state.cell is not None:
-                h, c = torch.lstm_cell(x, (state.hidden[layer], state.cell[layer]), *weights)
+                h, c = lstm_cell(x, state.hidden[layer], state.cell[layer], *weights)
                 cells.append(c)
             elif self.config.cell == "gru":
                 h = torch.gru_cell(x, state.hidden[layer], *weights)
@@ -264,7 +272,7 @@ class Seq2Seq(nn.Module):
     def decode_step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
         """prev (B,) → log-probabilities (B, V), next state, attention weights (B, S) or None."""
         attn_vec, state, weights = self.decoder.step(prev, state, memory)
-        logits = self.generator(self.dropout(attn_vec)).float()
+        logits = linear(self.dropout(attn_vec), self.generator.weight, self.generator.bias).float()
         return torch.log_softmax(logits, dim=-1), state, weights
 
     def features(self, src: torch.Tensor, lengths: torch.Tensor, tgt_in: torch.Tensor, fused: bool = False):

@@ -1,0 +1,81 @@
+"""fp32 matrix products of decoding on CPU: MKL (PyTorch's default) or oneDNN, whichever the CPU runs fast.
+
+PyTorch sends an fp32 ``F.linear`` on CPU to MKL's sgemm, and MKL takes a slower code path on AMD
+CPUs: on the 2-core AMD EPYC VM (Zen 5) it ran 137-197 GFLOP/s where oneDNN, which PyTorch ships
+too, ran 302-433 at decoding's shapes ((64 … 2048) rows × (256 … 2048) × (1024 … 6000)), same
+fp32 arithmetic. bf16 products go to oneDNN anyway (autocast). oneDNN's op has no backward, so it
+serves inference only; wherever gradients are wanted, ``F.linear`` runs as before.
+
+``NMT_FP32_MATMUL`` chooses: ``auto`` (the default: oneDNN on AMD CPUs, MKL elsewhere, where it was
+measured fast), ``onednn`` or ``mkl``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import torch.nn.functional as F
+
+from nmt.activations import tanh_
+from nmt.errors import NmtError
+
+ENV = "NMT_FP32_MATMUL"
+
+
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+@functools.cache
+def onednn_fp32() -> bool:
+    """Whether fp32 inference products go to oneDNN (``NMT_FP32_MATMUL``, else by CPU vendor)."""
+    choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if choice not in ("auto", "onednn", "mkl"):
+        raise NmtError(f"{ENV} must be auto, onednn or mkl, not {choice!r}")
+    available = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    if choice == "onednn" and not available:
+        raise NmtError(f"{ENV}=onednn, but this PyTorch build has no oneDNN linear")
+    if choice == "auto":
+        return available and _cpu_vendor() == "AuthenticAMD"
+    return choice == "onednn"
+
+
+def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True where this product goes to oneDNN: no gradients, fp32 on the CPU, autocast off."""
+    return (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and onednn_fp32())
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``: x (…, in), weight (out, in) → (…, out)."""
+    if _onednn(x, weight):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+def lstm_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+              b_ih: torch.Tensor, b_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)``: x (N, I), h and c (N, H) → h_t, c_t.
+
+    Through oneDNN: z = W_ih x + b_ih + W_hh h + b_hh as two products (the second adds the first),
+    then the gates (PyTorch's order i, f, g, o) with tanh as 2σ(2x) − 1 (``nmt.activations``).
+    Under bf16 autocast ``torch.lstm_cell`` stays: this cell in oneDNN fp32 there was 0.91-0.95x."""
+    if not _onednn(x, w_ih):
+        return torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)
+    z = torch.ops.mkldnn._linear_pointwise(x, w_ih, b_ih, "none", [], "")
+    z = torch.ops.mkldnn._linear_pointwise.binary(h, z, w_hh, b_hh, "add")  # (N, 4H)
+    hid = h.size(-1)
+    z[:, 2 * hid : 3 * hid].mul_(2)  # tanh z_g = 2σ(2 z_g) − 1: one sigmoid for all four gates
+    i, f, g, o = torch.sigmoid_(z).chunk(4, dim=-1)
+    g.mul_(2).sub_(1)
+    c_t = torch.mul(f, c).addcmul_(i, g)
+    return o * tanh_(c_t.clone()), c_t
