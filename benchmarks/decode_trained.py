@@ -17,6 +17,12 @@ own search functions, one pass per batch). What is not: the models are each tool
 (peers/common.py; OpenNMT-py's encoder is 2 × 128, fairseq's attention is Luong), so the matched
 pair for fairseq is nmt's Luong model and for OpenNMT-py nmt's enc128 twin (``NMT_MODELS``), each
 decoded when ``quality.py --nmt-variant luong`` / ``enc128`` has trained it.
+
+Also, for greedy search, the achieved GFLOP/s against the matmul peak measured in the same run
+(``flops.forward_flops``: greedy costs the model's forward pass over its own output, the encoder
+once per sentence; each peer counted with its matched nmt model's dimensions, output lengths taken
+as their mean). It says how far a decoding ratio can go on this machine: a peer at x % of the
+fp32 peak can be beaten at most 100 / x times in fp32.
 Results: benchmarks/results/<date>-<machine>-decode-trained.{json,md}.
 """
 
@@ -27,11 +33,15 @@ import json
 import logging
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench import PEER_DIR, THREADS, begin, finish, measured, peer_list  # noqa: E402
+from flops import Dims, forward_flops  # noqa: E402
 from quality import test_text  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -83,6 +93,45 @@ def run(args, quality: Path, tmp: Path) -> dict:
     return found
 
 
+def model_dims(quality: Path) -> dict:
+    """Dimensions of every nmt model decoded here, by name (from its checkpoint's config)."""
+    dims = {}
+    for name, (folder, _) in NMT_MODELS.items():
+        path = quality / folder / "last" / "checkpoint.json"
+        if path.is_file():
+            model = json.loads(path.read_text(encoding="utf-8"))["config"]["model"]
+            dims[name] = Dims.from_config(SimpleNamespace(**model), TGT_VOCAB)
+    return dims
+
+
+TGT_VOCAB = 6000  # the SentencePiece model's pieces and specials, the same for every toolkit here
+
+
+def greedy_gflops(results: dict) -> dict:
+    """Per toolkit: greedy GFLOP/s of its fastest round and its share of the fp32 and bf16 peaks."""
+    src = np.asarray(results["settings"]["source_lengths"], dtype=np.float64)
+    peak = results.get("matmul_peak", {})
+    out = {}
+    for name, by_beam in results["toolkits"].items():
+        best = by_beam.get("beam1", {}).get("best")
+        base = name.rsplit(" (", 1)[0]
+        model = base if base in results["dims"] else next((n for n, (_, p) in NMT_MODELS.items() if p == name), None)
+        if best is None or model not in results["dims"]:
+            continue
+        dims = Dims(**results["dims"][model])
+        flops = forward_flops(dims, src, np.full(len(src), best["mean_output_len"]))
+        rate = flops * best["sentences_per_s"] / len(src) / 1e9
+        out[name] = {"gflops": rate, "model": model,
+                     **{f"share_{p}": rate / peak[p]["gflops"] for p in ("fp32", "bf16") if p in peak}}
+    return out
+
+
+def _libraries(peak: dict) -> str:
+    """" (MKL a, oneDNN b)": the fp32 peak of each library, where both were measured."""
+    by = peak.get("fp32", {}).get("by_library") or {}
+    return f" (MKL {by['mkl']['gflops']:.0f}, oneDNN {by['onednn']['gflops']:.0f})" if by.get("onednn") else ""
+
+
 def render(results: dict) -> str:
     m, s, runs = results["machine"], results["settings"], results["toolkits"]
     out = [f"# Decoding equally trained models — {results['date'][:10]}, {m['cpu']}, {m['cores_available']} cores",
@@ -116,6 +165,15 @@ def render(results: dict) -> str:
                              f"({a['tokens_per_s'] / b['tokens_per_s']:.2f}×)" if a and b else "—")
             matched = "yes" if NMT_MODELS.get(base, ("", ""))[1] == peer else "no"
             out.append(f"| {name} | {peer} | {matched} | " + " | ".join(cells) + " |")
+    rates, peak = greedy_gflops(results), results.get("matmul_peak", {})
+    if rates and "fp32" in peak:
+        out += ["", f"Greedy search, analytic FLOPs (`flops.forward_flops`, each peer with its matched nmt model's "
+                f"dimensions) against the matmul peak of this run: fp32 {peak['fp32']['gflops']:.0f}{_libraries(peak)}, "
+                f"bf16 {peak['bf16']['gflops']:.0f} GFLOP/s.", "",
+                "| model | counted as | greedy GFLOP/s | of the fp32 peak | of the bf16 peak |", "|---|---|---:|---:|---:|"]
+        for name, r in rates.items():
+            out.append(f"| {name} | {r['model']} | {r['gflops']:.1f} | {100 * r['share_fp32']:.0f} % "
+                       f"| {100 * r['share_bf16']:.0f} % |")
     return "\n".join(out + [""])
 
 
@@ -154,7 +212,16 @@ def main(argv: list[str] | None = None) -> None:
             if v.get("steps")) + ")",
         "trained": budgets,
     }
+    from nmt.tokenizer import Tokenizer
+
+    src_lines = test_text(work, quality, "es", 0).read_text(encoding="utf-8").splitlines()
+    results["settings"]["source_lengths"] = [len(ids) for ids in Tokenizer.from_folder(work / "tokenizer")
+                                             .encode_src(src_lines)]  # pieces + </s>, for the FLOP count
+    results["dims"] = {name: vars(d) for name, d in model_dims(quality).items()}
+    results["matmul_peak"] = measured([sys.executable, HERE / "nmt_runs.py", "peak", "--out", tmp / "peak.json"],
+                                      tmp / "peak.json", tmp / "peak.log", args.timeout)
     results["toolkits"] = run(args, quality, tmp)
+    results["greedy_gflops"] = greedy_gflops(results)
     finish(results, render, args, suffix="-decode-trained")
 
 

@@ -87,18 +87,23 @@ def per_sentence(d: Dims) -> int:
     return 2 * 2 * (2 * d.enc_hidden) * (d.dec_layers * d.dec_hidden)  # W_b for h and for c
 
 
-def training_flops(d: Dims, src_lengths: np.ndarray, tgt_lengths: np.ndarray) -> float:
-    """FLOPs of one training step on sentences of these lengths (source with </s>, target with
-    </s>: the positions the decoder predicts)."""
+def forward_flops(d: Dims, src_lengths: np.ndarray, tgt_lengths: np.ndarray) -> float:
+    """Forward FLOPs of the model on sentences of these lengths (source with </s>, target with
+    </s>: the positions the decoder predicts). Greedy search producing those targets costs the
+    same: one decoder step per target position, the encoder once per sentence."""
     src = np.asarray(src_lengths, dtype=np.float64)
     tgt = np.asarray(tgt_lengths, dtype=np.float64)
-    forward = (
+    return float(
         src.sum() * per_source_token(d)
         + tgt.sum() * per_target_token(d)
         + (src * tgt).sum() * per_pair(d)
         + len(src) * per_sentence(d)
     )
-    return TRAIN_FACTOR * float(forward)
+
+
+def training_flops(d: Dims, src_lengths: np.ndarray, tgt_lengths: np.ndarray) -> float:
+    """FLOPs of one training step on sentences of these lengths."""
+    return TRAIN_FACTOR * forward_flops(d, src_lengths, tgt_lengths)
 
 
 def describe(d: Dims) -> dict:
