@@ -89,10 +89,14 @@ def machine() -> dict:
 
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
-    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+    flags = next((line for line in info if line.startswith("flags")), "")
+    field = lambda name: next((ln.split(":", 1)[1].strip() for ln in info if ln.split(":")[0].strip() == name), "")  # noqa: E731
     return {
         "host": socket.gethostname(),
         "cpu": model,
+        # The model name of a VM can hide the generation (AMD family 25 = Zen 3/4, 26 = Zen 5).
+        "cpu_vendor_family_model": f"{field('vendor_id')} {field('cpu family')} {field('model')}",
         "cores_available": len(os.sched_getaffinity(0)),
         "avx512_bf16": "avx512_bf16" in flags,
         "threads": THREADS,

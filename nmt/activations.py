@@ -1,7 +1,7 @@
 """tanh as 2σ(2x) − 1: the same function, computed through torch's sigmoid.
 
 Why: on CPU, torch's fp32 tanh (a 1-ULP vectorised kernel whose time depends on the values) ran
-5–10× slower than its sigmoid on the 2-core AMD EPYC (Zen 4) VM: 1,648 against 90 µs for a
+5–10× slower than its sigmoid on the 2-core AMD EPYC (Zen 5) VM: 1,648 against 90 µs for a
 (40, 75, 256) tensor of N(0, 4) values, the shape of a training step's additive attention score.
 Four passes through sigmoid took 152 µs. The result differs from torch.tanh by at most 1.8e-7
 (absolute, checked over [-20, 20]), against 3e-8 for torch.tanh itself: far below what bf16 or
