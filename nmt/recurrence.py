@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nmt.activations import tanh_
+from nmt.activations import lstm_pointwise, tanh_
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.dropout import dropout, keep_mask
 
@@ -42,20 +42,6 @@ def compute_dtype(reference: torch.Tensor) -> torch.dtype:
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     """Gates, cell states and gradients: fp32 for bf16 / fp16 matmuls, else the matmuls' own dtype."""
     return torch.promote_types(dtype, torch.float32)
-
-
-def _cell(z, c_prev, acts, c_out, tanh_out, h_out) -> None:
-    """One step of N rows (any leading dims): gate pre-activations z (…, 4H) and c_{t-1} →
-    acts (…, 4H) = (i, f, g, o), c_t, tanh(c_t) and h_t (…, H), each written into the tensor given.
-    z is overwritten."""
-    hid = c_prev.size(-1)
-    z[..., 2 * hid : 3 * hid].mul_(2)  # tanh z_g = 2σ(2 z_g) − 1 (nmt.activations): one sigmoid, all gates
-    torch.sigmoid(z, out=acts)
-    i, f, g, o = acts.chunk(4, dim=-1)
-    g.mul_(2).sub_(1)
-    torch.mul(f, c_prev, out=c_out).addcmul_(i, g)
-    tanh_(tanh_out.copy_(c_out))
-    torch.mul(o, tanh_out, out=h_out)
 
 
 _SIGMOID_BACKWARD = torch.ops.aten.sigmoid_backward.grad_input  # δ ⊙ s(1 - s), written in place
@@ -103,7 +89,7 @@ class _BiLSTM(torch.autograd.Function):
         c_new = torch.empty_like(cells[0])
         for k in range(steps):
             z = torch.baddbmm(gates_x[k], states[k], w_hh_t).to(acc)  # (2, B, 4H)
-            _cell(z, cells[k], acts[k], c_new, tanh_cs[k], h_new[k])
+            lstm_pointwise(z, cells[k], acts[k], c_new, tanh_cs[k], h_new[k])
             torch.where(active[k], c_new, cells[k], out=cells[k + 1])
             torch.where(active[k], h_new[k], states[k], out=states[k + 1])
         ctx.save_for_backward(xc, active, w_ih_c, w_hh_t, states, cells, acts, tanh_cs)
@@ -195,7 +181,7 @@ class _AttentionDecoder(torch.autograd.Function):
                 base = gates_x[t] if layer == 0 else biases[layer - 1]
                 z = torch.addmm(base, inputs[layer, t], weights[layer]).to(acc)
                 h_t = inputs[layer, t + 1, :, dim:]
-                _cell(z, cells[layer, t], acts[layer, t], cells[layer, t + 1], tanh_cs[layer, t], h_t)
+                lstm_pointwise(z, cells[layer, t], acts[layer, t], cells[layer, t + 1], tanh_cs[layer, t], h_t)
                 if layer + 1 < n_layers:
                     torch.mul(h_t, drop[layer, t], out=inputs[layer + 1, t, :, :dim])
             top = inputs[-1, t + 1, :, dim:]  # (B, D)
