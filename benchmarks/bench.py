@@ -91,7 +91,10 @@ def machine() -> dict:
                   if line.startswith("model name")), platform.processor())
     info = Path("/proc/cpuinfo").read_text().splitlines()
     flags = next((line for line in info if line.startswith("flags")), "")
-    field = lambda name: next((ln.split(":", 1)[1].strip() for ln in info if ln.split(":")[0].strip() == name), "")  # noqa: E731
+
+    def field(name: str) -> str:
+        return next((ln.split(":", 1)[1].strip() for ln in info if ln.split(":")[0].strip() == name), "")
+
     return {
         "host": socket.gethostname(),
         "cpu": model,

@@ -120,9 +120,8 @@ def by_length(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
     64 (2-15 distinct lengths each) took 1.86 s instead of 2.98 s on the default model. In fp32 it
     was 5-10 % slower than the packed kernel (MKL) on an Intel Xeon, and 1.8x faster on an AMD EPYC,
     where MKL takes a slow path (``nmt.linear``): fp32 decoding takes it where oneDNN does the fp32
-    products. Returns the
-    outputs (B, S, dirs·H), zero at padding, and the final state(s) (layers·dirs, B, H), as
-    ``rnn`` does."""
+    products. Returns the outputs (B, S, dirs·H), zero at padding, and the final state(s)
+    (layers·dirs, B, H), as ``rnn`` does."""
     lengths = lengths.cpu()
     out, finals = None, None
     for length in torch.unique(lengths).tolist():
@@ -171,7 +170,9 @@ class Decoder(nn.Module):
         layers, b = self.config.dec_layers, final_h.size(0)
         as_layers = lambda t: t.view(b, layers, -1).transpose(0, 1).contiguous()  # noqa: E731
         hidden = as_layers(torch.tanh(linear(final_h, self.bridge_h.weight, self.bridge_h.bias)))  # (L, B, D)
-        cell = as_layers(linear(final_c, self.bridge_c.weight, self.bridge_c.bias)) if self.bridge_c is not None else None
+        cell = None
+        if self.bridge_c is not None:
+            cell = as_layers(linear(final_c, self.bridge_c.weight, self.bridge_c.bias))
         feed = final_h.new_zeros(b, self.config.dec_hidden) if self.input_feeding else None
         return DecoderState(hidden, cell, feed)
 
