@@ -43,6 +43,7 @@ sys.path.insert(0, str(HERE))
 from bench import PEER_DIR, THREADS, begin, finish, measured, peer_list  # noqa: E402
 from flops import Dims, forward_flops  # noqa: E402
 from quality import test_text  # noqa: E402
+from report import fp32_libraries  # noqa: E402
 
 log = logging.getLogger("bench")
 # nmt models of the quality benchmark (quality.py's run folders) and the peer each is matched to.
@@ -93,18 +94,15 @@ def run(args, quality: Path, tmp: Path) -> dict:
     return found
 
 
-def model_dims(quality: Path) -> dict:
+def model_dims(quality: Path, tgt_vocab: int) -> dict:
     """Dimensions of every nmt model decoded here, by name (from its checkpoint's config)."""
     dims = {}
     for name, (folder, _) in NMT_MODELS.items():
         path = quality / folder / "last" / "checkpoint.json"
         if path.is_file():
             model = json.loads(path.read_text(encoding="utf-8"))["config"]["model"]
-            dims[name] = Dims.from_config(SimpleNamespace(**model), TGT_VOCAB)
+            dims[name] = Dims.from_config(SimpleNamespace(**model), tgt_vocab)
     return dims
-
-
-TGT_VOCAB = 6000  # the SentencePiece model's pieces and specials, the same for every toolkit here
 
 
 def greedy_gflops(results: dict) -> dict:
@@ -124,12 +122,6 @@ def greedy_gflops(results: dict) -> dict:
         out[name] = {"gflops": rate, "model": model,
                      **{f"share_{p}": rate / peak[p]["gflops"] for p in ("fp32", "bf16") if p in peak}}
     return out
-
-
-def _libraries(peak: dict) -> str:
-    """" (MKL a, oneDNN b)": the fp32 peak of each library, where both were measured."""
-    by = peak.get("fp32", {}).get("by_library") or {}
-    return f" (MKL {by['mkl']['gflops']:.0f}, oneDNN {by['onednn']['gflops']:.0f})" if by.get("onednn") else ""
 
 
 def render(results: dict) -> str:
@@ -168,7 +160,7 @@ def render(results: dict) -> str:
     rates, peak = greedy_gflops(results), results.get("matmul_peak", {})
     if rates and "fp32" in peak:
         out += ["", f"Greedy search, analytic FLOPs (`flops.forward_flops`, each peer with its matched nmt model's "
-                f"dimensions) against the matmul peak of this run: fp32 {peak['fp32']['gflops']:.0f}{_libraries(peak)}, "
+                f"dimensions) against the matmul peak of this run: fp32 {peak['fp32']['gflops']:.0f}{fp32_libraries(peak)}, "
                 f"bf16 {peak['bf16']['gflops']:.0f} GFLOP/s.", "",
                 "| model | counted as | greedy GFLOP/s | of the fp32 peak | of the bf16 peak |", "|---|---|---:|---:|---:|"]
         for name, r in rates.items():
@@ -214,10 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     from nmt.tokenizer import Tokenizer
 
+    tokenizer = Tokenizer.from_folder(work / "tokenizer")  # the same pieces for every toolkit here
     src_lines = test_text(work, quality, "es", 0).read_text(encoding="utf-8").splitlines()
-    results["settings"]["source_lengths"] = [len(ids) for ids in Tokenizer.from_folder(work / "tokenizer")
-                                             .encode_src(src_lines)]  # pieces + </s>, for the FLOP count
-    results["dims"] = {name: vars(d) for name, d in model_dims(quality).items()}
+    results["settings"]["source_lengths"] = [len(ids) for ids in tokenizer.encode_src(src_lines)]  # with </s>
+    results["dims"] = {name: vars(d) for name, d in model_dims(quality, tokenizer.tgt_vocab).items()}
     results["matmul_peak"] = measured([sys.executable, HERE / "nmt_runs.py", "peak", "--out", tmp / "peak.json"],
                                       tmp / "peak.json", tmp / "peak.log", args.timeout)
     results["toolkits"] = run(args, quality, tmp)

@@ -72,7 +72,7 @@ def _spread(train: dict) -> str:
     return f" ({' / '.join(f'{r:,}' for r in rounds)})" if len(rounds) > 1 else ""
 
 
-def _fp32_libraries(peak: dict) -> str:
+def fp32_libraries(peak: dict) -> str:
     """" (MKL a, oneDNN b)" where both fp32 libraries were measured (the peak is the better)."""
     by = (peak.get("fp32") or {}).get("by_library") or {}
     return f" (MKL {_num(by['mkl']['gflops'])}, oneDNN {_num(by['onednn']['gflops'])})" if by.get("onednn") else ""
@@ -90,7 +90,7 @@ def render_markdown(results: dict) -> str:
         f"Training: {results['settings']['timed_steps']} timed steps after {results['settings']['warmup_steps']} "
         f"warm-up steps, batches of ≤ {results['settings']['max_tokens']} padded tokens{_rounds(results)}. Decoding: dev split "
         f"({results['settings']['decode_sentences']}), batches of 64 sentences, generation time only, fp32 unless the row says bf16 decoding.",
-        f"Matrix-multiply peak measured in the same run: fp32 {_num(fp32_peak)}{_fp32_libraries(peak)} GFLOP/s, "
+        f"Matrix-multiply peak measured in the same run: fp32 {_num(fp32_peak)}{fp32_libraries(peak)} GFLOP/s, "
         f"bf16 {_num(bf16_peak)} GFLOP/s.",
         "",
         "| toolkit | train tok/s | train GFLOP/s | greedy sent/s | greedy tok/s | beam-5 sent/s | beam-5 tok/s "

@@ -49,10 +49,15 @@ def onednn_fp32() -> bool:
     return choice == "onednn"
 
 
+def onednn_takes(x: torch.Tensor) -> bool:
+    """Whether fp32 work on x goes to oneDNN here: x is fp32 on the CPU and ``onednn_fp32()``."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and onednn_fp32()
+
+
 def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """True where this product goes to oneDNN: no gradients, fp32 on the CPU, autocast off."""
-    return (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and onednn_fp32())
+    return (not torch.is_grad_enabled() and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and onednn_takes(x))
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

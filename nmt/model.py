@@ -27,7 +27,7 @@ from nmt.activations import tanh_
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.config import ModelConfig
 from nmt.dropout import Dropout, dropout
-from nmt.linear import linear, lstm_cell, onednn_fp32
+from nmt.linear import linear, lstm_cell, onednn_takes
 from nmt.recurrence import attention_decoder, bilstm
 from nmt.tokenizer import PAD
 
@@ -94,7 +94,7 @@ class Encoder(nn.Module):
         x = self.dropout(self.embed(src))  # (B, S, E)
         if fused and isinstance(self.rnn, nn.LSTM) and torch.is_grad_enabled():
             out, state = bilstm(self.rnn, x, lengths, self.training)
-        elif not torch.is_grad_enabled() and (torch.is_autocast_enabled(x.device.type) or _onednn_rnn(x)):
+        elif not torch.is_grad_enabled() and (torch.is_autocast_enabled(x.device.type) or onednn_takes(x)):
             out, state = by_length(self.rnn, x, lengths)
         else:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -104,11 +104,6 @@ class Encoder(nn.Module):
         # h: (layers * 2, B, H); the last two rows are the top layer's forward and backward states.
         top = lambda t: None if t is None else torch.cat([t[-2], t[-1]], dim=-1)  # noqa: E731
         return self.dropout(out), top(h), top(c)
-
-
-def _onednn_rnn(x: torch.Tensor) -> bool:
-    """fp32 on a CPU whose fp32 products go to oneDNN (``nmt.linear``): its dense RNN kernel is oneDNN's."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and onednn_fp32()
 
 
 def by_length(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
