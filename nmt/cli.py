@@ -122,7 +122,8 @@ def translate(
     nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line, tab-separated with scores.")] = 1,
     precision: Annotated[
         Optional[str],
-        typer.Option(help="fp32 or bf16 (autocast; faster on CPUs with AMX-bf16). Default: config."),
+        typer.Option(help="fp32, bf16 (autocast; faster on CPUs with avx512_bf16 or AMX) or auto (bf16 where "
+                          "it is native, else fp32). Default: config."),
     ] = None,
     device: DeviceOpt = None,
 ) -> None:
@@ -133,8 +134,8 @@ def translate(
 
     if nbest > beam:
         _fail(f"--nbest {nbest} needs --beam of at least {nbest}")
-    if precision not in (None, "fp32", "bf16"):
-        _fail(f"--precision must be fp32 or bf16, not {precision!r}")
+    if precision not in (None, "auto", "fp32", "bf16"):
+        _fail(f"--precision must be auto, fp32 or bf16, not {precision!r}")
     lines = read_lines(input) if input is not None else _stdin_lines()
     translator = Translator.from_checkpoint(checkpoint, device)
     if nbest == 1:

@@ -85,7 +85,9 @@ class TrainConfig:
     valid_every: int = 500
     valid_max_sentences: int = 0  # 0 = the whole dev split
     max_train_len: int = 128  # drop training pairs longer than this many pieces
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast the forward pass (weights stay fp32)
+    # bf16: autocast the forward pass (weights stay fp32); auto: bf16 where it is native (CPUs with
+    # avx512_bf16 or AMX, CUDA), else fp32 (nmt.hardware.resolve_precision)
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
     threads: int = 0  # 0 = choose automatically
     fused_rnn: bool = True  # LSTMs through nmt.recurrence (hand-written backward); false = autograd, op by op
     trim_heap_every: int = 10  # steps between returning free heap pages to the OS (glibc); 0 = never
@@ -98,7 +100,7 @@ class DecodeConfig:
     max_len_ratio: float = 2.0
     max_len_offset: int = 10
     batch_size: int = 64  # sentences per decoding batch
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls, log-probabilities still fp32
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"  # bf16: autocast matmuls, log-probabilities still fp32
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Which device to run on, how many CPU threads to use, and the C heap kept from growing."""
+"""Which device to run on, how many CPU threads to use, whether bf16 pays here, and the C heap kept
+from growing."""
 
 from __future__ import annotations
 
@@ -96,3 +97,43 @@ def pick_device(name: str | None) -> torch.device:
             raise NmtError(f"device {name} requested but CUDA is not available")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@functools.cache
+def native_bf16(device_type: str) -> bool:
+    """Whether bf16 matmuls run natively here: a CUDA GPU with bf16, or a CPU with avx512_bf16 or
+    AMX tiles. Elsewhere (AVX2 CPUs: most laptops) oneDNN emulates them: a bf16 training step of
+    the default model was 34x slower than fp32 on an AMD EPYC (Zen 3, AVX2; benchmarks/README.md)."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type != "cpu":
+        return False
+    cpu = torch.cpu
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes: assume not
+        return False
+
+
+@functools.cache
+def onednn_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU at all (AVX-512 and up), its LSTM among them;
+    without them a bf16 nn.LSTM call fails ("could not create a primitive descriptor")."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(requested: str, device: torch.device, setting: str) -> str:
+    """fp32 or bf16 for ``requested`` (``setting``'s value): "auto" is bf16 where bf16 is native
+    (``native_bf16``), else fp32; an explicit "bf16" without native bf16 runs, with a warning."""
+    if requested not in ("auto", "fp32", "bf16"):
+        raise NmtError(f"{setting} must be auto, fp32 or bf16, not {requested!r}")
+    native = native_bf16(device.type)
+    if requested == "auto":
+        return "bf16" if native else "fp32"
+    if requested == "bf16" and not native:
+        log.warning("%s is bf16 but this %s has no native bf16 (avx512_bf16 or AMX): bf16 is emulated and "
+                    "much slower than fp32; use %s: auto or fp32", setting, device.type, setting)
+    return requested

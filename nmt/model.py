@@ -27,6 +27,7 @@ from nmt.activations import tanh_
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.config import ModelConfig
 from nmt.dropout import Dropout, dropout
+from nmt.hardware import onednn_bf16
 from nmt.linear import linear, lstm_cell, onednn_takes
 from nmt.recurrence import attention_decoder, bilstm
 from nmt.tokenizer import PAD
@@ -89,12 +90,12 @@ class Encoder(nn.Module):
 
         ``fused``: when gradients are wanted, an LSTM runs through ``nmt.recurrence`` (hand-written
         backward, bf16 matmuls under autocast) instead of nn.LSTM; same weights, same maths.
-        Without gradients under autocast (bf16 decoding), or in fp32 where ``nmt.linear`` sends fp32
-        products to oneDNN (AMD CPUs), sentences of each length run together (``by_length``)."""
+        Without gradients, where the dense kernel pays (``_by_length_pays``), sentences of each
+        length run together (``by_length``)."""
         x = self.dropout(self.embed(src))  # (B, S, E)
         if fused and isinstance(self.rnn, nn.LSTM) and torch.is_grad_enabled():
             out, state = bilstm(self.rnn, x, lengths, self.training)
-        elif not torch.is_grad_enabled() and (torch.is_autocast_enabled(x.device.type) or onednn_takes(x)):
+        elif not torch.is_grad_enabled() and _by_length_pays(x):
             out, state = by_length(self.rnn, x, lengths)
         else:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -104,6 +105,15 @@ class Encoder(nn.Module):
         # h: (layers * 2, B, H); the last two rows are the top layer's forward and backward states.
         top = lambda t: None if t is None else torch.cat([t[-2], t[-1]], dim=-1)  # noqa: E731
         return self.dropout(out), top(h), top(c)
+
+
+def _by_length_pays(x: torch.Tensor) -> bool:
+    """Under autocast (bf16 decoding): where the dense kernel runs in bf16 — on a CPU only where
+    oneDNN has bf16 kernels; without them it fails, and the packed kernel (fp32) is what works.
+    In fp32: where ``nmt.linear`` sends fp32 products to oneDNN (AMD CPUs)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return x.device.type != "cpu" or onednn_bf16()
+    return onednn_takes(x)
 
 
 def by_length(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):

@@ -37,7 +37,7 @@ from nmt.checkpoint import (
 from nmt.config import Config
 from nmt.data import DataError, read_lines, split_path
 from nmt.errors import NmtError
-from nmt.hardware import choose_threads, pick_device, trim_heap
+from nmt.hardware import choose_threads, pick_device, resolve_precision, trim_heap
 from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
 from nmt.tokenizer import PAD, Tokenizer
@@ -118,6 +118,7 @@ class Trainer:
         self.config, self.run_dir = config, Path(run_dir)
         self.data_dir = Path(data_dir)
         self.device = pick_device(device)
+        self.precision = resolve_precision(config.train.precision, self.device, "train.precision")
         torch.set_num_threads(choose_threads(config.train.threads))
         self.tokenizer = Tokenizer.from_folder(tokenizer_dir)
         src, tgt = encode_split(self.tokenizer, *read_split(self.data_dir, "train", config))
@@ -134,7 +135,8 @@ class Trainer:
         # fused: one kernel for all parameters (CPU and CUDA) instead of ~10 ops per tensor and step
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, fused=True)
         self.state = TrainerState(lr=config.train.lr)
-        log.info("model: %s parameters, %d training pairs", f"{count_parameters(self.model):,}", len(keep))
+        log.info("model: %s parameters, %d training pairs, %s", f"{count_parameters(self.model):,}", len(keep),
+                 self.precision)
         if (self.run_dir / "last").exists():
             self._resume(self.run_dir / "last")
 
@@ -187,7 +189,7 @@ class Trainer:
 
     def _train_step(self, batch) -> tuple[float, int, float]:
         self.model.train()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.precision == "bf16"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             loss, n_tokens = batch_loss(self.model, batch, self.config.train.label_smoothing, self.config.train.fused_rnn)
         self.optimizer.zero_grad(set_to_none=True)
         (loss / n_tokens).backward()
@@ -268,6 +270,7 @@ class Trainer:
             "parameters": count_parameters(self.model),
             "threads": torch.get_num_threads(),
             "device": str(self.device),
+            "precision": self.precision,  # train.precision resolved (auto → fp32 or bf16)
         }
         atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
         return summary

@@ -12,7 +12,7 @@ import torch
 
 from nmt.batching import Sequences, make_batch, sentence_batches
 from nmt.config import Config
-from nmt.hardware import pick_device
+from nmt.hardware import pick_device, resolve_precision
 from nmt.model import Seq2Seq
 from nmt.search import Hypothesis, beam_search, greedy, max_lengths
 from nmt.tokenizer import Tokenizer
@@ -43,13 +43,15 @@ class Translator:
         """n-best hypotheses per line (an empty list for an empty line), in input order.
 
         ``precision`` "bf16" runs the model under bf16 autocast (scores and log-probabilities stay
-        fp32); None takes the checkpoint's ``decode.precision``."""
+        fp32), "auto" where bf16 is native (``nmt.hardware.resolve_precision``); None takes the
+        checkpoint's ``decode.precision``."""
         cfg = self.config.decode
         beam = cfg.beam if beam is None else beam
         alpha = cfg.alpha if alpha is None else alpha
         precision = cfg.precision if precision is None else precision
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+        precision = resolve_precision(precision, self.device, "decode.precision")
         if nbest > beam:
             raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
         results: list[list[Hypothesis]] = [[] for _ in lines]

@@ -48,7 +48,7 @@ def test_translate_refuses_an_unknown_precision(tiny_run, tmp_path):
     result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--precision", "fp16",
                                  "--output", str(out)], input="Y dijo Dios\n")
     assert result.exit_code == 1
-    assert "--precision must be fp32 or bf16" in result.output
+    assert "--precision must be auto, fp32 or bf16" in result.output
     assert out.read_text(encoding="utf-8") == "earlier output\n"
 
 

@@ -62,3 +62,27 @@ def test_trim_heap_hands_freed_memory_back():
     if trimmed != "True":
         pytest.skip("not glibc")
     assert float(released_mib) > 200  # of the ~286 MiB freed behind the last block
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_bf16_is_native(monkeypatch, caplog, native):
+    """auto picks bf16 only where it is fast; fp32 and bf16 are taken as asked, an emulated bf16
+    with a warning (on an AVX2 CPU a bf16 training step was 34x slower than fp32)."""
+    monkeypatch.setattr(hardware, "native_bf16", lambda device_type: native)
+    cpu = torch.device("cpu")
+    assert hardware.resolve_precision("auto", cpu, "train.precision") == ("bf16" if native else "fp32")
+    assert hardware.resolve_precision("fp32", cpu, "train.precision") == "fp32"
+    with caplog.at_level("WARNING", logger="nmt.hardware"):
+        assert hardware.resolve_precision("bf16", cpu, "train.precision") == "bf16"
+    assert ("no native bf16" in caplog.text) == (not native)
+    with pytest.raises(NmtError, match="train.precision must be auto, fp32 or bf16"):
+        hardware.resolve_precision("fp16", cpu, "train.precision")
+
+
+def test_native_bf16_follows_the_cpu_flags():
+    """The probe agrees with the CPU's own flags (Linux): avx512_bf16 or AMX tiles."""
+    try:
+        flags = set(open("/proc/cpuinfo", encoding="ascii").read().split())
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    assert hardware.native_bf16("cpu") == bool(flags & {"avx512_bf16", "amx_tile"})
