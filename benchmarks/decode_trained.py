@@ -13,7 +13,11 @@ budget write translations of realistic length, and what is timed is what a user 
 
 What is matched: the test split, batches of 64 sentences, the length limit (2 × source + 10),
 beam 5 with length penalty 0.6, 2 threads, generation time only (encoder and search, the peers'
-own search functions, one pass per batch). What is not: the models are each toolkit's own
+own search functions, one pass per batch). nmt's beam search runs with each stopping rule of
+``--stopping``: ``bound`` (nmt's default, exact: a sentence stops when no live hypothesis can still
+beat its best finished one) and ``finished`` (a sentence stops once 5 hypotheses have finished:
+fairseq's own rule, so the like-for-like row against fairseq; OpenNMT-py stops when the best live
+hypothesis ends, a rule of its own). What is not: the models are each toolkit's own
 (peers/common.py; OpenNMT-py's encoder is 2 × 128, fairseq's attention is Luong), so the matched
 pair for fairseq is nmt's Luong model and for OpenNMT-py nmt's enc128 twin (``NMT_MODELS``), each
 decoded when ``quality.py --nmt-variant luong`` / ``enc128`` has trained it.
@@ -61,10 +65,14 @@ def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
         if not (checkpoint / "model.safetensors").is_file():
             continue
         for precision in args.precisions:
-            for beam in args.beams:
-                out.append((f"{name} ({precision})", [py, script, "decode", "--checkpoint", checkpoint, "--src", src,
-                                                       "--beam", beam, "--repeats", 1, "--precision", precision],
-                            f"beam{beam}"))
+            for stopping in args.stopping:
+                label = f"{name} ({precision})" if stopping == args.stopping[0] else f"{name} ({precision}, {stopping})"
+                for beam in args.beams:
+                    if beam == 1 and stopping != args.stopping[0]:
+                        continue  # greedy search has no stopping rule: once per precision
+                    out.append((label, [py, script, "decode", "--checkpoint", checkpoint, "--src", src, "--beam", beam,
+                                        "--repeats", 1, "--precision", precision, "--stopping", stopping],
+                                f"beam{beam}"))
     for peer in peer_list(args.peers):
         peer_work, python = quality / peer, PEER_DIR / peer / "venv" / "bin" / "python"
         if not (peer_work.is_dir() and python.is_file()):
@@ -83,7 +91,7 @@ def run(args, quality: Path, tmp: Path) -> dict:
     planned = jobs(args, quality)  # the same jobs every round (and a missing model warned of once)
     for r in range(1, args.rounds + 1):
         for name, cmd, key in planned:
-            stem = f"{name.replace(' ', '-').replace('(', '').replace(')', '')}-{key}-r{r}"
+            stem = f"{name.replace(', ', '-').replace(' ', '-').replace('(', '').replace(')', '')}-{key}-r{r}"
             result = measured([*cmd, "--out", tmp / f"{stem}.json"], tmp / f"{stem}.json", tmp / f"{stem}.log",
                               args.timeout)
             slot = found.setdefault(name, {}).setdefault(key, {"rounds": []})
@@ -135,7 +143,10 @@ def render(results: dict) -> str:
     for name, by_beam in runs.items():
         cells = []
         for key in s["beam_keys"]:
-            slot = by_beam.get(key, {})
+            if key not in by_beam:  # not run: greedy of a second stopping rule
+                cells += ["—", "", ""]
+                continue
+            slot = by_beam[key]
             best = slot.get("best")
             if best is None:
                 cells += ["failed", "", ""]
@@ -155,7 +166,9 @@ def render(results: dict) -> str:
                 a, b = runs[name].get(key, {}).get("best"), runs[peer].get(key, {}).get("best")
                 cells.append(f"{a['sentences_per_s'] / b['sentences_per_s']:.2f}× "
                              f"({a['tokens_per_s'] / b['tokens_per_s']:.2f}×)" if a and b else "—")
-            matched = "yes" if NMT_MODELS.get(base, ("", ""))[1] == peer else "no"
+            matched = "no"
+            if NMT_MODELS.get(base, ("", ""))[1] == peer:  # and fairseq's stopping rule is nmt's "finished"
+                matched = "model + stopping rule" if peer == "fairseq" and name.endswith(", finished)") else "model"
             out.append(f"| {name} | {peer} | {matched} | " + " | ".join(cells) + " |")
     rates, peak = greedy_gflops(results), results.get("matmul_peak", {})
     if rates and "fp32" in peak:
@@ -174,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peers", default="all", help="comma-separated peers, 'all', or '' for nmt alone")
     parser.add_argument("--beams", default="1,5", help="beam sizes (1 = greedy)")
     parser.add_argument("--precisions", default="fp32,bf16", help="nmt decoding precisions")
+    parser.add_argument("--stopping", default="bound,finished", help="nmt beam search's stopping rules (the first is "
+                        "the rows' default; greedy runs once)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per decoding process")
     parser.add_argument("--wait-quiet", type=float, default=600)
@@ -182,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.beams = [int(b) for b in args.beams.split(",")]
     args.precisions = [p for p in args.precisions.split(",") if p]
+    args.stopping = [p for p in args.stopping.split(",") if p]
     work, tmp, results = begin("decode_trained.py", "decode-trained", args, argv)
     args.work = work
     quality = HERE / ".work" / "quality"
@@ -196,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
             budgets[tag] = {k: train.get(k) for k in ("budget_minutes", "steps")}
     names = {1: "greedy", 5: "beam-5"}
     results["settings"] = {
-        "threads": THREADS, "rounds": args.rounds, "beam_keys": [f"beam{b}" for b in args.beams],
+        "threads": THREADS, "rounds": args.rounds, "stopping": args.stopping, "beam_keys": [f"beam{b}" for b in args.beams],
         "beam_names": [names.get(b, f"beam-{b}") for b in args.beams],
         "sentences": len(test_text(work, quality, "es", 0).read_text(encoding="utf-8").splitlines()),
         "models": "the last weights of each toolkit's quality.py run (" + ", ".join(

@@ -184,7 +184,7 @@ def run_decode(args) -> dict:
     translate_module.greedy = clock.wrap(translate_module.greedy)
     translate_module.beam_search = clock.wrap(translate_module.beam_search)
     t0 = time.perf_counter()
-    found = translator.hypotheses(lines, beam=args.beam, precision=args.precision)
+    found = translator.hypotheses(lines, beam=args.beam, precision=args.precision, stopping=args.stopping)
     total_seconds = time.perf_counter() - t0
     lengths = [len(h[0].tokens) + 1 if h else 0 for h in found]  # pieces + </s>
     if args.hyps:
@@ -193,6 +193,7 @@ def run_decode(args) -> dict:
     return {
         "beam": args.beam,
         "precision": args.precision,
+        "stopping": args.stopping,
         "sentences": len(lines),
         "target_tokens": int(sum(lengths)),
         "seconds": clock.seconds,
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--src")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--hyps")
+    parser.add_argument("--stopping", default="bound", choices=["bound", "finished"], help="decode: beam search's rule")
     parser.add_argument("--repeats", type=int, default=3, help="passes per search call; the fastest is timed")
     parser.add_argument("--minutes", type=float, default=15.0, help="budget: wall-clock training minutes")
     parser.add_argument("--run-dir", help="train / budget: the run folder (deleted first)")

@@ -125,6 +125,12 @@ def translate(
         typer.Option(help="fp32, bf16 (autocast; faster on CPUs with avx512_bf16 or AMX) or auto (bf16 where "
                           "it is native, else fp32). Default: config."),
     ] = None,
+    stopping: Annotated[
+        Optional[str],
+        typer.Option(help="Beam search stops a sentence at the 'bound' (exact: no live hypothesis can "
+                          "still win) or once 'finished' has beam hypotheses (fairseq's rule, faster). "
+                          "Default: config."),
+    ] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Translate one sentence per line; the output has exactly as many lines as the input."""
@@ -136,12 +142,15 @@ def translate(
         _fail(f"--nbest {nbest} needs --beam of at least {nbest}")
     if precision not in (None, "auto", "fp32", "bf16"):
         _fail(f"--precision must be auto, fp32 or bf16, not {precision!r}")
+    if stopping not in (None, "bound", "finished"):
+        _fail(f"--stopping must be bound or finished, not {stopping!r}")
     lines = read_lines(input) if input is not None else _stdin_lines()
     translator = Translator.from_checkpoint(checkpoint, device)
     if nbest == 1:
-        out = translator.translate(lines, beam=beam, alpha=alpha, precision=precision)
+        out = translator.translate(lines, beam=beam, alpha=alpha, precision=precision, stopping=stopping)
     else:
-        found = translator.hypotheses(lines, beam=beam, alpha=alpha, nbest=nbest, precision=precision)
+        found = translator.hypotheses(lines, beam=beam, alpha=alpha, nbest=nbest, precision=precision,
+                                      stopping=stopping)
         decode = translator.tokenizer.decode_tgt
         out = ["\t".join(f"{h.score:.4f}\t{decode([h.tokens])[0]}" for h in hyps) for hyps in found]
     text = "".join(line + "\n" for line in out)

@@ -101,6 +101,10 @@ class DecodeConfig:
     max_len_offset: int = 10
     batch_size: int = 64  # sentences per decoding batch
     precision: Literal["auto", "fp32", "bf16"] = "fp32"  # bf16: autocast matmuls, log-probabilities still fp32
+    # When a beam-search sentence stops: "bound" once no live hypothesis can still beat its best
+    # finished one (exact with respect to the beam); "finished" once `beam` hypotheses have finished
+    # (fairseq's rule, Hugging Face's early_stopping=True): fewer steps, outputs may differ.
+    stopping: Literal["bound", "finished"] = "bound"
 
 
 @dataclass(frozen=True)

@@ -155,15 +155,24 @@ def beam_search(
     alpha: float = 0.0,
     nbest: int = 1,
     keep_attention: bool = False,
+    stopping: str = "bound",
 ) -> list[list[Hypothesis]]:
     """Batched beam search; returns the ``nbest`` best hypotheses of every sentence, best first.
 
     Each step expands the k live hypotheses of every sentence, keeps the k best of the k·V
     candidates; candidates ending in </s> move to the sentence's finished list and leave the
-    beam. A sentence stops once it has ``nbest`` finished hypotheses and no live one can still
-    beat them: log p only falls as tokens are added and lp grows with length, so a live
-    hypothesis's best reachable score is log p / lp(max_len). With beam 1 this is greedy search.
+    beam. When a sentence stops (at its length limit in any case):
+
+    - ``stopping="bound"``: once it has ``nbest`` finished hypotheses and no live one can still
+      beat them: log p only falls as tokens are added and lp grows with length, so a live
+      hypothesis's best reachable score is log p / lp(max_len). Exact with respect to the beam.
+    - ``stopping="finished"``: once ``beam`` hypotheses have finished (fairseq's rule). A live
+      hypothesis might still have beaten them; fewer steps.
+
+    With beam 1 (either rule) this is greedy search.
     """
+    if stopping not in ("bound", "finished"):
+        raise ValueError(f"stopping must be bound or finished, not {stopping!r}")
     k, device = beam, src.device
     memory, state = model.encode(src, lengths)  # memory: one row per sentence, shared by its k rows
     b = src.size(0)
@@ -193,7 +202,9 @@ def beam_search(
         live_best = top.masked_fill(is_eos, float("-inf")).max(dim=-1).values  # (n,)
         bound = live_best / length_penalty(limit.to(device).float(), alpha)  # best reachable score
         ending = _Ending(top.tolist(), is_eos.tolist(), ((t + 1) >= limit).tolist(), bound.tolist())
-        done_rows = _collect_finished(finished, sentence.tolist(), ending, history, attn_history, alpha, nbest)
+        enough = nbest if stopping == "bound" else k
+        done_rows = _collect_finished(finished, sentence.tolist(), ending, history, attn_history, alpha, enough,
+                                      stopping == "bound")
         scores = top.masked_fill(is_eos, float("-inf"))
         prev = token.view(-1)
         if done_rows:
@@ -228,10 +239,12 @@ def _collect_finished(
     history: torch.Tensor,
     attn_history: torch.Tensor | None,
     alpha: float,
-    nbest: int,
+    enough: int,
+    bounded: bool,
 ) -> list[int]:
     """Move candidates that ended (</s> or the length limit) to their sentence's finished list,
-    best first; return the groups whose search is over."""
+    best first; return the groups whose search is over: at the limit, or with ``enough`` finished
+    hypotheses (and, if ``bounded``, the ``enough``-th best no worse than the live bound)."""
     done, k = [], len(ending.top[0]) if ending.top else 0
     for g, i in enumerate(sentence):
         tops, eos, at_limit = ending.top[g], ending.eos[g], ending.at_limit[g]
@@ -244,8 +257,8 @@ def _collect_finished(
             finished[i].append(Hypothesis(tokens, tops[j], score, attention))
         if ends:
             finished[i].sort(key=lambda h: -h.score)
-        enough = len(finished[i]) >= nbest and finished[i][nbest - 1].score >= ending.bound[g]
-        if at_limit or enough or ending.bound[g] == float("-inf"):
+        full = len(finished[i]) >= enough and (not bounded or finished[i][enough - 1].score >= ending.bound[g])
+        if at_limit or full or ending.bound[g] == float("-inf"):
             done.append(g)
     return done
 

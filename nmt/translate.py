@@ -39,19 +39,24 @@ class Translator:
         nbest: int = 1,
         keep_attention: bool = False,
         precision: str | None = None,
+        stopping: str | None = None,
     ) -> list[list[Hypothesis]]:
         """n-best hypotheses per line (an empty list for an empty line), in input order.
 
         ``precision`` "bf16" runs the model under bf16 autocast (scores and log-probabilities stay
-        fp32), "auto" where bf16 is native (``nmt.hardware.resolve_precision``); None takes the
-        checkpoint's ``decode.precision``."""
+        fp32), "auto" where bf16 is native (``nmt.hardware.resolve_precision``); ``stopping`` is
+        beam search's rule (``nmt.search.beam_search``). None takes the checkpoint's
+        ``decode.precision`` / ``decode.stopping``."""
         cfg = self.config.decode
         beam = cfg.beam if beam is None else beam
         alpha = cfg.alpha if alpha is None else alpha
         precision = cfg.precision if precision is None else precision
+        stopping = cfg.stopping if stopping is None else stopping
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
         precision = resolve_precision(precision, self.device, "decode.precision")
+        if stopping not in ("bound", "finished"):
+            raise ValueError(f"stopping must be bound or finished, not {stopping!r}")
         if nbest > beam:
             raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
         results: list[list[Hypothesis]] = [[] for _ in lines]
@@ -64,23 +69,27 @@ class Translator:
         try:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 for index in sentence_batches(src.lengths, cfg.batch_size):
-                    found = self._search(make_batch(src, index).to(self.device), beam, alpha, nbest, keep_attention)
+                    batch = make_batch(src, index).to(self.device)
+                    found = self._search(batch, beam, alpha, nbest, keep_attention, stopping)
                     for i, hyps in zip(np.asarray(index).tolist(), found):
                         results[todo[i]] = hyps
         finally:
             self.model.train(was_training)
         return results
 
-    def _search(self, batch, beam: int, alpha: float, nbest: int, keep_attention: bool) -> list[list[Hypothesis]]:
+    def _search(self, batch, beam: int, alpha: float, nbest: int, keep_attention: bool,
+                stopping: str) -> list[list[Hypothesis]]:
         cfg = self.config.decode
         limits = max_lengths(batch.src_lengths, cfg.max_len_ratio, cfg.max_len_offset)
         if beam == 1 and nbest == 1:
             return [[h] for h in greedy(self.model, batch.src, batch.src_lengths, limits, keep_attention)]
-        return beam_search(self.model, batch.src, batch.src_lengths, limits, beam, alpha, nbest, keep_attention)
+        return beam_search(self.model, batch.src, batch.src_lengths, limits, beam, alpha, nbest, keep_attention,
+                           stopping)
 
     def translate(
-        self, lines: list[str], beam: int | None = None, alpha: float | None = None, precision: str | None = None
+        self, lines: list[str], beam: int | None = None, alpha: float | None = None, precision: str | None = None,
+        stopping: str | None = None,
     ) -> list[str]:
         """One detokenised translation per input line."""
-        found = self.hypotheses(lines, beam, alpha, precision=precision)
+        found = self.hypotheses(lines, beam, alpha, precision=precision, stopping=stopping)
         return [self.tokenizer.decode_tgt([hyps[0].tokens])[0] if hyps else "" for hyps in found]

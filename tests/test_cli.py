@@ -52,6 +52,13 @@ def test_translate_refuses_an_unknown_precision(tiny_run, tmp_path):
     assert out.read_text(encoding="utf-8") == "earlier output\n"
 
 
+def test_translate_refuses_an_unknown_stopping_rule(tiny_run):
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--beam", "3",
+                                 "--stopping", "early"], input="Y dijo Dios\n")
+    assert result.exit_code == 1
+    assert "--stopping must be bound or finished" in result.output
+
+
 def test_translate_nbest(tiny_run):
     result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--beam", "4",
                                  "--nbest", "2"], input="Y dijo Dios\n")

@@ -57,15 +57,53 @@ def test_beam_is_at_least_as_good_as_greedy_in_model_score():
 
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong"])
-@pytest.mark.parametrize("beam", [1, 3])
-def test_output_of_a_sentence_does_not_depend_on_its_batch(beam, attention):
+@pytest.mark.parametrize("beam, stopping", [(1, "bound"), (3, "bound"), (3, "finished")])
+def test_output_of_a_sentence_does_not_depend_on_its_batch(beam, stopping, attention):
     model = small_model(attention=attention, vocab=VOCAB, seed=4)
     src, lengths = _sources(3, n=7)
     limits = max_lengths(lengths, 2.0, 3)
-    together = beam_search(model, src, lengths, limits, beam=beam, alpha=0.6)
+    together = beam_search(model, src, lengths, limits, beam=beam, alpha=0.6, stopping=stopping)
     for i in range(len(src)):
-        alone = beam_search(model, src[i : i + 1, : lengths[i]], lengths[i : i + 1], limits[i : i + 1], beam, 0.6)
+        alone = beam_search(model, src[i : i + 1, : lengths[i]], lengths[i : i + 1], limits[i : i + 1], beam, 0.6,
+                            stopping=stopping)
         assert alone[0][0].tokens == together[i][0].tokens
+
+
+def _steps_alone(model, src, lengths, limits, i, beam, stopping, monkeypatch):
+    """(decoder steps, n-best list) of sentence i searched alone with nbest = beam."""
+    steps = []
+    step = type(model).decode_step
+    monkeypatch.setattr(type(model), "decode_step", lambda *a: steps.append(1) or step(*a))
+    found = beam_search(model, src[i : i + 1, : lengths[i]], lengths[i : i + 1], limits[i : i + 1], beam, 0.6,
+                        nbest=beam, stopping=stopping)[0]
+    monkeypatch.setattr(type(model), "decode_step", step)
+    return len(steps), found
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_finished_stopping_ends_a_sentence_when_beam_hypotheses_have_finished(seed, monkeypatch):
+    """fairseq's rule: the search stops at the step where the beam-th hypothesis ends (or at the
+    limit), never later; the exact bound runs at least as long."""
+    model = small_model(vocab=VOCAB, seed=seed)
+    src, lengths = _sources(seed + 20, n=6)
+    limits = max_lengths(lengths, 3.0, 4)
+    beam, longer = 3, 0
+    for i in range(len(src)):
+        steps, found = _steps_alone(model, src, lengths, limits, i, beam, "finished", monkeypatch)
+        if steps < int(limits[i]):
+            assert len(found) == beam
+            assert max(len(h.tokens) + 1 for h in found) == steps  # the last of them ended at the last step
+        bound_steps, _ = _steps_alone(model, src, lengths, limits, i, beam, "bound", monkeypatch)
+        assert bound_steps >= steps
+        longer += bound_steps > steps
+    assert longer > 0  # the rules differ on these sentences: the test can tell them apart
+
+
+def test_an_unknown_stopping_rule_is_refused():
+    model = small_model(vocab=VOCAB, seed=0)
+    src, lengths = _sources(0, n=2)
+    with pytest.raises(ValueError, match="stopping must be bound or finished"):
+        beam_search(model, src, lengths, max_lengths(lengths, 2.0, 3), beam=2, stopping="early")
 
 
 def test_nbest_is_sorted_and_distinct():
