@@ -1,7 +1,7 @@
 """One measurement of nmt per process (so each has its own peak RSS), called by bench.py.
 
     python benchmarks/nmt_runs.py peak   --out R.json
-    python benchmarks/nmt_runs.py train  --out R.json --work DIR [--precision bf16|fp32] [--warmup W --steps N]
+    python benchmarks/nmt_runs.py train  --out R.json --work DIR [--precision auto|bf16|fp32] [--warmup W --steps N]
     python benchmarks/nmt_runs.py decode --out R.json --checkpoint DIR --src FILE --beam K
     python benchmarks/nmt_runs.py budget --out R.json --work DIR --run-dir DIR --minutes M
 
@@ -114,7 +114,7 @@ def run_train(args) -> dict:
     step_times = np.diff(ends[args.warmup - 1 :])
     save_checkpoint(run_dir / "final", trainer.model, config, trainer.tokenizer, total)
     return {
-        "precision": args.precision,
+        "precision": trainer.precision,  # --precision resolved (auto → bf16 where native, else fp32)
         "variant": args.variant,
         "attention": config.model.attention,
         "warmup_steps": args.warmup,
@@ -164,7 +164,7 @@ def run_budget(args) -> dict:
     return {"budget_minutes": args.minutes, "steps": summary["steps"], "target_tokens": tokens[0],
             "train_minutes": summary["train_minutes"], "best_dev_bleu_greedy": summary["best_dev_bleu"],
             "best_step": summary["best_step"], "threads": torch.get_num_threads(),
-            "checkpoint": str(run_dir / "last"), "model": {"variant": args.variant, "precision": args.precision}}
+            "checkpoint": str(run_dir / "last"), "model": {"variant": args.variant, "precision": trainer.precision}}
 
 
 # -- decoding ------------------------------------------------------------------------------------
@@ -175,6 +175,7 @@ def run_decode(args) -> dict:
     import nmt.translate as translate_module
     from peers.common import SearchClock
     from nmt.data import read_lines
+    from nmt.hardware import resolve_precision
 
     torch.set_num_threads(THREADS)
     translator = translate_module.Translator.from_checkpoint(args.checkpoint, "cpu")
@@ -192,7 +193,7 @@ def run_decode(args) -> dict:
         Path(args.hyps).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     return {
         "beam": args.beam,
-        "precision": args.precision,
+        "precision": resolve_precision(args.precision, translator.device, "--precision"),
         "stopping": args.stopping,
         "sentences": len(lines),
         "target_tokens": int(sum(lengths)),
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("what", choices=["peak", "train", "decode", "budget"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--work")
-    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                        help="auto: bf16 where it is native (nmt.hardware.native_bf16), else fp32")
     parser.add_argument("--variant", default="bahdanau", choices=list(VARIANTS))
     parser.add_argument("--max-tokens", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=10)

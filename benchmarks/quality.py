@@ -30,7 +30,7 @@ from nmt_runs import VARIANTS  # noqa: E402
 
 log = logging.getLogger("bench")
 MODELS = {
-    "nmt": "bi-LSTM 2 × 256, decoder 256, Bahdanau attention, bf16 autocast training (the default config)",
+    "nmt": "bi-LSTM 2 × 256, decoder 256, Bahdanau attention, the default config (train.precision auto: bf16 autocast where native)",
     "fairseq": "bi-LSTM 2 × 256, decoder 256, Luong attention (its lstm arch has no other), fp32",
     "opennmt": "bi-LSTM 2 × 128 (its brnn needs encoder = decoder size), decoder 256, Bahdanau (mlp), fp32",
     "joeynmt": "bi-LSTM 2 × 256, decoder 256, Bahdanau attention, fp32",
