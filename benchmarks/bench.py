@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 from report import render_markdown  # noqa: E402
 from workdir import WORK, ensure_work  # noqa: E402
 
-from nmt.hardware import busy_cores  # noqa: E402
+from nmt.hardware import busy_cores, native_bf16  # noqa: E402
 
 THREADS = 2
 PEERS = ("fairseq", "opennmt", "joeynmt")
@@ -131,9 +131,9 @@ def wait_for_quiet(max_wait: float) -> float:
 
 def train_jobs(args) -> list[tuple[str, str, str]]:
     """Every training measurement of a run: ("nmt", variant, precision) and ("peer", name, "fp32").
-    The default model in every precision asked for; its twins (nmt_runs.VARIANTS) in bf16."""
+    The default model in every precision asked for; its twins (nmt_runs.VARIANTS) in the first."""
     jobs = [("nmt", "bahdanau", precision) for precision in args.precisions]
-    jobs += [("nmt", variant, "bf16") for variant in args.twins]
+    jobs += [("nmt", variant, args.precisions[0]) for variant in args.twins]
     return jobs + [("peer", peer, "fp32") for peer in peer_list(args.peers)]
 
 
@@ -164,11 +164,11 @@ def run_training(args, work: Path, tmp: Path) -> dict:
 
 
 def run_nmt(args, work: Path, tmp: Path, trained: dict) -> dict:
-    """nmt's default model in every precision asked for, then each twin in bf16 — the Luong one
+    """nmt's default model in every precision asked for, then each twin in the first — the Luong one
     matched to fairseq, the 2 x 128-encoder one to OpenNMT-py — under results["nmt"][<twin>]."""
     out = nmt_model(args, work, tmp, "bahdanau", args.precisions, trained)
     for variant in args.twins:
-        out[variant] = nmt_model(args, work, tmp, variant, ["bf16"], trained)
+        out[variant] = nmt_model(args, work, tmp, variant, args.precisions[:1], trained)
     reference = Path(args.reference_checkpoint) if args.reference_checkpoint else None
     if reference is not None and reference.exists():
         out["decode_reference"] = {"checkpoint": str(reference),
@@ -191,8 +191,10 @@ def nmt_model(args, work: Path, tmp: Path, variant: str, precisions: list[str], 
     out: dict = {"train": {p: trained[("nmt", variant, p)]["result"] for p in precisions}, "decode": {}}
     first = out["train"][precisions[0]]
     if "checkpoint" in first:
-        # fp32 decoding is the default ("decode"); bf16 autocast decoding is measured beside it.
-        for precision, key in (("fp32", "decode"), ("bf16", "decode_bf16")):
+        # fp32 decoding is the default ("decode"); bf16 autocast decoding is measured beside it
+        # when bf16 is measured at all (on CPUs without native bf16 it is emulated, many times slower).
+        decodes = [("fp32", "decode")] + ([("bf16", "decode_bf16")] if "bf16" in args.precisions else [])
+        for precision, key in decodes:
             out[key] = nmt_decodes(args, work, tmp, first["checkpoint"], f"nmt-{variant}-decode-{precision}",
                                    precision, keep_hyps=True)
     return out
@@ -294,10 +296,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=10, help="training steps before the clock starts")
     parser.add_argument("--steps", type=int, default=100, help="timed training steps")
     parser.add_argument("--max-tokens", type=int, default=3000, help="batch size (see README)")
-    parser.add_argument("--precisions", default="bf16,fp32", help="nmt training precisions to measure")
+    parser.add_argument("--precisions", default="auto",
+                        help="nmt training precisions to measure, the first also for the twins; "
+                             "auto: bf16,fp32 where bf16 is native (nmt.hardware.native_bf16), else fp32")
     parser.add_argument("--beams", default="1,5")
     parser.add_argument("--twins", default="luong,enc128",
-                        help="nmt twins of the default model, trained in bf16: luong (fairseq's attention), "
+                        help="nmt twins of the default model, trained in the first precision: luong (fairseq's attention), "
                              "enc128 (OpenNMT-py's encoder width); '' for none")
     parser.add_argument("--decode-sentences", type=int, default=0, help="first N dev sentences (0 = all)")
     parser.add_argument("--reference-checkpoint", default=str(ROOT / "runs" / "bible-es-en" / "best"),
@@ -309,19 +313,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", default=str(HERE / "results"))
     parser.add_argument("--name", default="", help="results file stem (default <date>-<host>)")
     args = parser.parse_args(argv)
-    args.precisions = args.precisions.split(",")
+    args.precisions = bench_precisions(args.precisions)
     args.beams = [int(b) for b in args.beams.split(",")]
     args.twins = [t for t in args.twins.split(",") if t]
     work, tmp, results = begin("bench.py", "runs", args, argv)
     results["settings"] = {"warmup_steps": args.warmup, "timed_steps": args.steps, "max_tokens": args.max_tokens,
                            "beams": args.beams, "decode_sentences": args.decode_sentences or "all dev",
-                           "threads": THREADS, "rounds": args.rounds}
+                           "threads": THREADS, "rounds": args.rounds, "precisions": args.precisions}
     results["matmul_peak"] = measured([sys.executable, HERE / "nmt_runs.py", "peak", "--out", tmp / "peak.json"],
                                       tmp / "peak.json", tmp / "peak.log", args.timeout)
     trained = run_training(args, work, tmp)
     results["nmt"] = run_nmt(args, work, tmp, trained)
     results["peers"] = {peer: run_peer(peer, args, work, tmp, trained) for peer in peer_list(args.peers)}
     finish(results, render_markdown, args)
+
+
+def bench_precisions(spec: str) -> list[str]:
+    """--precisions: 'auto' (bf16 then fp32 where bf16 is native, else fp32 alone), or a comma list."""
+    if spec == "auto":
+        return ["bf16", "fp32"] if native_bf16("cpu") else ["fp32"]
+    precisions = [p for p in spec.split(",") if p]
+    if not precisions or set(precisions) - {"bf16", "fp32"}:
+        raise SystemExit(f"--precisions: expected 'auto' or a comma list of bf16, fp32; got {spec!r}")
+    return precisions
 
 
 def peer_list(spec: str) -> list[str]:

@@ -44,7 +44,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench import PEER_DIR, THREADS, begin, finish, measured, peer_list  # noqa: E402
+from bench import PEER_DIR, THREADS, begin, bench_precisions, finish, measured, peer_list  # noqa: E402
 from flops import Dims, forward_flops  # noqa: E402
 from quality import test_text  # noqa: E402
 from report import fp32_libraries  # noqa: E402
@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers", default="all", help="comma-separated peers, 'all', or '' for nmt alone")
     parser.add_argument("--beams", default="1,5", help="beam sizes (1 = greedy)")
-    parser.add_argument("--precisions", default="fp32,bf16", help="nmt decoding precisions")
+    parser.add_argument("--precisions", default="auto", help="nmt decoding precisions, comma-separated; "
+                        "auto: fp32, and bf16 beside it where bf16 is native")
     parser.add_argument("--stopping", default="bound,finished", help="nmt beam search's stopping rules (the first is "
                         "the rows' default; greedy runs once)")
     parser.add_argument("--rounds", type=int, default=2)
@@ -196,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="", help="results file stem (default <date>-<machine>-decode-trained)")
     args = parser.parse_args(argv)
     args.beams = [int(b) for b in args.beams.split(",")]
-    args.precisions = [p for p in args.precisions.split(",") if p]
+    args.precisions = sorted(bench_precisions(args.precisions), key=lambda p: p != "fp32") \
+        if args.precisions == "auto" else bench_precisions(args.precisions)
     args.stopping = [p for p in args.stopping.split(",") if p]
     work, tmp, results = begin("decode_trained.py", "decode-trained", args, argv)
     args.work = work

@@ -125,9 +125,16 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def primary(res: dict) -> str | None:
+    """The precision an nmt model was measured in first: its twins' and its decoding checkpoint's."""
+    return next(iter(res.get("train") or {}), None)
+
+
 def ratio_table(results: dict) -> list[str]:
+    first = primary(nmt_variants(results)[0][2]) if nmt_variants(results) else None
+    others = " (fp32 in brackets)" if first == "bf16" else ""
     lines = [
-        "Ratios nmt / peer (higher is better for nmt); nmt trains in bf16 (fp32 in brackets), peers in fp32.",
+        f"Ratios nmt / peer (higher is better for nmt); nmt trains in {first}{others}, peers in fp32.",
         "Matched = the peer's own model: fairseq ↔ nmt luong (fairseq has Luong attention only), OpenNMT-py ↔ nmt "
         "enc 2×128 (its brnn needs a 2 × 128 encoder), JoeyNMT ↔ nmt (the default model).",
         "",
@@ -135,7 +142,8 @@ def ratio_table(results: dict) -> list[str]:
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, variant, res in nmt_variants(results):
-        ours = {p: _get(res, "train", p, "tokens_per_s") for p in ("bf16", "fp32")}
+        ours = _get(res, "train", primary(res), "tokens_per_s")
+        fp32 = _get(res, "train", "fp32", "tokens_per_s") if primary(res) != "fp32" else None
         for label, key in ((name, "decode"), (f"{name}, bf16 decoding", "decode_bf16")):
             if not res.get(key):
                 continue
@@ -143,7 +151,7 @@ def ratio_table(results: dict) -> list[str]:
             for peer, peer_res in results.get("peers", {}).items():
                 t = _get(peer_res, "train", "fp32", "tokens_per_s")
                 pd = {k: _get(peer_res, "decode", k, default={}) or {} for k in ("beam1", "beam5")}
-                train = _ratio(ours["bf16"], t) + (f" ({_ratio(ours['fp32'], t)})" if ours["fp32"] else "")
+                train = _ratio(ours, t) + (f" ({_ratio(fp32, t)})" if fp32 else "")
                 lines.append(
                     f"| {label} | {peer} | {'yes' if matches(results, peer, variant) else 'no'} "
                     f"| {train if key == 'decode' else ''} | "
@@ -180,9 +188,9 @@ def targets(results: dict, fp32_peak, bf16_peak) -> list[str]:
     peer, value = fastest_peer(results, "train", "fp32", "tokens_per_s")
     if peer:
         name, res = _matched(results, peer)
-        train = _get(res, "train", "bf16", "tokens_per_s")
+        train = _get(res, "train", primary(res), "tokens_per_s")
         ratio = train / value if train else None
-        lines.append(f"- training ≥ 2× the fastest peer ({peer}, {_num(value)} tok/s): {name} bf16 {_num(train)} tok/s "
+        lines.append(f"- training ≥ 2× the fastest peer ({peer}, {_num(value)} tok/s): {name} {primary(res)} {_num(train)} tok/s "
                      f"= {_ratio(train, value)} → {verdict(ratio, 2)}")
     for key, label in (("beam5", "beam-5"), ("beam1", "greedy")):
         peer, value = fastest_peer(results, "decode", key, "sentences_per_s")
