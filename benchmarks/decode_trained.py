@@ -174,11 +174,12 @@ def render(results: dict) -> str:
     if rates and "fp32" in peak:
         out += ["", f"Greedy search, analytic FLOPs (`flops.forward_flops`, each peer with its matched nmt model's "
                 f"dimensions) against the matmul peak of this run: fp32 {peak['fp32']['gflops']:.0f}{fp32_libraries(peak)}, "
-                f"bf16 {peak['bf16']['gflops']:.0f} GFLOP/s.", "",
+                + (f"bf16 {peak['bf16']['gflops']:.0f} GFLOP/s." if "bf16" in peak else
+                   f"bf16 not measured ({peak.get('bf16_not_measured')})."), "",
                 "| model | counted as | greedy GFLOP/s | of the fp32 peak | of the bf16 peak |", "|---|---|---:|---:|---:|"]
         for name, r in rates.items():
-            out.append(f"| {name} | {r['model']} | {r['gflops']:.1f} | {100 * r['share_fp32']:.0f} % "
-                       f"| {100 * r['share_bf16']:.0f} % |")
+            bf16 = f"{100 * r['share_bf16']:.0f} %" if "share_bf16" in r else "—"
+            out.append(f"| {name} | {r['model']} | {r['gflops']:.1f} | {100 * r['share_fp32']:.0f} % | {bf16} |")
     return "\n".join(out + [""])
 
 

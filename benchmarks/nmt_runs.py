@@ -66,6 +66,10 @@ def run_peak(args) -> dict:
         onednn = matmul_peak(torch.float32, onednn=True) if hasattr(torch.ops.mkldnn, "_linear_pointwise") else None
     fp32 = dict(max([mkl, onednn] if onednn else [mkl], key=lambda r: r["gflops"]))
     fp32["by_library"] = {"mkl": mkl, "onednn": onednn}
+    from nmt.hardware import native_bf16
+
+    if not native_bf16("cpu"):  # emulated bf16 runs at a few GFLOP/s: minutes of products, no use as a peak
+        return {"fp32": fp32, "bf16_not_measured": "bf16 is not native on this CPU"}
     return {"fp32": fp32, "bf16": matmul_peak(torch.bfloat16)}
 
 

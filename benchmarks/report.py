@@ -91,7 +91,7 @@ def render_markdown(results: dict) -> str:
         f"warm-up steps, batches of ≤ {results['settings']['max_tokens']} padded tokens{_rounds(results)}. Decoding: dev split "
         f"({results['settings']['decode_sentences']}), batches of 64 sentences, generation time only, fp32 unless the row says bf16 decoding.",
         f"Matrix-multiply peak measured in the same run: fp32 {_num(fp32_peak)}{fp32_libraries(peak)} GFLOP/s, "
-        f"bf16 {_num(bf16_peak)} GFLOP/s.",
+        + (f"bf16 {_num(bf16_peak)} GFLOP/s." if bf16_peak else f"bf16 not measured ({peak.get('bf16_not_measured')})."),
         "",
         "| toolkit | train tok/s | train GFLOP/s | greedy sent/s | greedy tok/s | beam-5 sent/s | beam-5 tok/s "
         "| out len greedy / beam-5 | peak RSS train / greedy / beam-5 (MiB) |",
