@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model, save_file
 
 from nmt.atomic import atomic_write_text
 from nmt.config import Config, ConfigError, from_dict
@@ -66,7 +66,7 @@ def save_checkpoint(
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir(parents=True)
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        save_file(_model_tensors(model), str(tmp / "model.safetensors"))
         tokenizer.save(tmp)
         files = list(REQUIRED)
         if trainer_tensors is not None:
@@ -82,6 +82,20 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _model_tensors(model: Seq2Seq) -> dict[str, torch.Tensor]:
+    """The model's tensors as safetensors stores them: CPU copies, a tensor held under two names
+    (tied target embeddings and output weights) once, under its first name (``load_model`` restores
+    the tie), as safetensors' ``save_model`` does. Copies, because on a GPU cuDNN keeps an LSTM's
+    weights as views of one flat buffer, which ``save_model`` refuses to write."""
+    tensors, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.device, tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype)
+        if key not in seen:
+            seen.add(key)
+            tensors[name] = tensor.detach().to("cpu", copy=True).contiguous()
+    return tensors
 
 
 def point(link: Path, target: Path) -> None:

@@ -154,6 +154,8 @@ class Trainer:
         tensors, data = load_trainer_state(folder)
         optimizer_from_tensors(self.optimizer, tensors, data["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:  # dropout masks drawn on the GPU
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.state = TrainerState(**data["trainer"])
         self.state.stopped = ""  # the stop conditions are checked again with this run's settings
         self._set_lr(self.state.lr)
@@ -163,6 +165,8 @@ class Trainer:
     def _save(self, is_best: bool) -> None:
         tensors, optim_data = optimizer_to_tensors(self.optimizer)
         tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         folder = self.run_dir / "checkpoints" / f"step-{self.state.step:07d}"
         save_checkpoint(
             folder,

@@ -60,6 +60,26 @@ def test_incomplete_checkpoint(tmp_path):
         load_checkpoint(folder)
 
 
+def test_weights_held_as_views_of_one_buffer_save_and_reload(tmp_path):
+    """On a GPU cuDNN keeps each LSTM's weights as views of one flat buffer (safetensors' save_model
+    refused those: every checkpoint of a CUDA run failed). Made here on the CPU the same way."""
+    config, tokenizer, model, _ = _saved(tmp_path)
+    for rnn in (model.encoder.rnn, model.decoder.rnn):
+        params = list(rnn.parameters())
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+        offset = 0
+        for p in params:
+            p.data = flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        assert rnn.weight_hh_l0.untyped_storage().data_ptr() == flat.untyped_storage().data_ptr()
+    folder = save_checkpoint(tmp_path / "flat", model, config, tokenizer, step=1)
+    loaded = load_checkpoint(folder)
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[name], tensor, rtol=0, atol=0)
+    assert loaded.model.generator.weight is loaded.model.decoder.embed.weight  # the tie survives
+    assert len(load_file(folder / "model.safetensors")) == len(model.state_dict()) - 1  # stored once
+
+
 def test_incompatible_version(tmp_path):
     *_, folder = _saved(tmp_path)
     manifest = json.loads((folder / "checkpoint.json").read_text())
