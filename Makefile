@@ -75,7 +75,12 @@ $(RUN)/report/report.html: $(RUN)/train_summary.json $(STAMPS)/decode.json
 # About 4 × MINUTES + 15 min on 2 cores; results in benchmarks/results/<date>-<machine>-quality.*
 # make bench-decode (after bench-quality): those equally trained models decode the test split,
 # greedy and beam 5, in interleaved rounds; about 15 min; results in …-decode-trained.*
-.PHONY: bench-peers bench-quality bench-decode
+# make bench-gpu: the same measurements on a CUDA GPU, in one process (benchmarks/gpu.py: training
+# levers, decoding at batch 64 and 1000, the GPU's matmul peak). It runs GPU_PYTHON (default
+# python3), an environment with a CUDA build of PyTorch and nmt installed, not .venv, whose
+# PyTorch is the pinned CPU wheel (README: "On a GPU").
+GPU_PYTHON ?= python3
+.PHONY: bench-peers bench-quality bench-decode bench-gpu
 MINUTES ?= 20
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench.py
@@ -90,6 +95,9 @@ bench-quality: $(VENV)/.installed
 
 bench-decode: $(VENV)/.installed
 	$(PY) benchmarks/decode_trained.py --peers all --rounds 2
+
+bench-gpu:
+	$(GPU_PYTHON) benchmarks/gpu.py
 
 test: $(VENV)/.installed
 	HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q

@@ -5,12 +5,15 @@
     python benchmarks/nmt_runs.py decode --out R.json --checkpoint DIR --src FILE --beam K
     python benchmarks/nmt_runs.py budget --out R.json --work DIR --run-dir DIR --minutes M
 
-Every run uses ``torch.set_num_threads(THREADS)`` (2: this machine's cores, the same for peers).
+Every run uses ``torch.set_num_threads(THREADS)`` (2: this machine's cores, the same for peers) and
+the CPU unless ``--device`` names another; benchmarks/gpu.py calls run_train / run_decode
+in-process on a GPU. ``--set KEY=VALUE`` adds config overrides (``train.fused_rnn=false`` …).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -89,11 +92,12 @@ def run_train(args) -> dict:
 
     work = Path(args.work)
     overrides = [f"train.precision={args.precision}", f"train.threads={THREADS}", f"train.max_tokens={args.max_tokens}",
-                 *VARIANTS[args.variant]]
+                 *VARIANTS[args.variant], *args.set]
     config = load_config(CONFIG, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else work / f"nmt-{args.variant}-{args.precision}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh model every time, never a resumed one
-    trainer = Trainer(config, work / "data", work / "tokenizer", run_dir)
+    trainer = Trainer(config, work / "data", work / "tokenizer", run_dir, args.device)
+    gpu_memory = _GpuMemory(trainer.device)
     torch.set_num_threads(THREADS)
     rng = np.random.default_rng([config.train.seed, 0])
     batches = token_batches(trainer.train_src.lengths, trainer.train_tgt.lengths, config.train.max_tokens, rng)
@@ -138,7 +142,10 @@ def run_train(args) -> dict:
         "loss_first": losses[0],
         "loss_last": float(np.mean(losses[-10:])),
         "threads": torch.get_num_threads(),
+        "device": str(trainer.device),
+        "overrides": list(args.set),
         "checkpoint": str(run_dir / "final"),
+        **gpu_memory.result(),
     }
 
 
@@ -153,8 +160,8 @@ def run_budget(args) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)  # never resume: the budget starts from scratch
     overrides = [f"train.precision={args.precision}", f"train.threads={THREADS}", f"train.max_tokens={args.max_tokens}",
                  *VARIANTS[args.variant], f"train.max_minutes={args.minutes}"]
-    config = load_config(CONFIG, overrides)
-    trainer = Trainer(config, work / "data", work / "tokenizer", run_dir)
+    config = load_config(CONFIG, overrides + list(args.set))
+    trainer = Trainer(config, work / "data", work / "tokenizer", run_dir, args.device)
     torch.set_num_threads(THREADS)
     tokens, step = [0], trainer._train_step
 
@@ -171,6 +178,22 @@ def run_budget(args) -> dict:
             "checkpoint": str(run_dir / "last"), "model": {"variant": args.variant, "precision": trainer.precision}}
 
 
+class _GpuMemory:
+    """Peak GPU memory allocated by tensors from here on (CUDA only; the CPU's is the process's RSS)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        self.device = device
+
+    def result(self) -> dict:
+        if not self.cuda:
+            return {}
+        return {"gpu_peak_mib": round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)}
+
+
 # -- decoding ------------------------------------------------------------------------------------
 def run_decode(args) -> dict:
     """Decode a file; time the search calls alone (generation only: encoder + search per batch,
@@ -182,14 +205,21 @@ def run_decode(args) -> dict:
     from nmt.hardware import resolve_precision
 
     torch.set_num_threads(THREADS)
-    translator = translate_module.Translator.from_checkpoint(args.checkpoint, "cpu")
+    translator = translate_module.Translator.from_checkpoint(args.checkpoint, args.device)
     torch.set_num_threads(THREADS)
+    if args.decode_batch:
+        decode = dataclasses.replace(translator.config.decode, batch_size=args.decode_batch)
+        translator.config = dataclasses.replace(translator.config, decode=decode)
     lines = read_lines(Path(args.src))
     clock = SearchClock(args.repeats)  # the peers' clock: each search call repeated, the fastest pass kept
-    translate_module.greedy = clock.wrap(translate_module.greedy)
-    translate_module.beam_search = clock.wrap(translate_module.beam_search)
+    searches = translate_module.greedy, translate_module.beam_search
+    translate_module.greedy, translate_module.beam_search = (clock.wrap(search) for search in searches)
+    gpu_memory = _GpuMemory(translator.device)
     t0 = time.perf_counter()
-    found = translator.hypotheses(lines, beam=args.beam, precision=args.precision, stopping=args.stopping)
+    try:
+        found = translator.hypotheses(lines, beam=args.beam, precision=args.precision, stopping=args.stopping)
+    finally:  # unwrapped again: a caller in the same process (benchmarks/gpu.py) decodes more than once
+        translate_module.greedy, translate_module.beam_search = searches
     total_seconds = time.perf_counter() - t0
     lengths = [len(h[0].tokens) + 1 if h else 0 for h in found]  # pieces + </s>
     if args.hyps:
@@ -209,6 +239,8 @@ def run_decode(args) -> dict:
         "seconds_hypotheses_all_passes": total_seconds,  # tokenising and every repeat included
         "batch_size": translator.config.decode.batch_size,
         "threads": torch.get_num_threads(),
+        "device": str(translator.device),
+        **gpu_memory.result(),
     }
 
 
@@ -231,6 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="passes per search call; the fastest is timed")
     parser.add_argument("--minutes", type=float, default=15.0, help="budget: wall-clock training minutes")
     parser.add_argument("--run-dir", help="train / budget: the run folder (deleted first)")
+    parser.add_argument("--device", default="cpu", help="cpu (the default), cuda, cuda:1 …")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="train / budget: a config override, e.g. train.fused_rnn=false (repeatable)")
+    parser.add_argument("--decode-batch", type=int, default=0, help="decode: sentences per batch (0 = the config's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(THREADS)
     run = {"peak": run_peak, "train": run_train, "decode": run_decode, "budget": run_budget}[args.what]

@@ -25,7 +25,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-CHUNK_ROWS = 256  # rows per chunk: (256, V) fp32 stays in L2/L3 for vocabularies of a few thousand
+CHUNK_ROWS = 256  # rows per chunk on CPU: (256, V) fp32 stays in L2/L3 for vocabularies of a few thousand
+# On a GPU a chunk is a handful of kernel launches, not a cache tile: few large chunks, each
+# (4096, V) fp32 (98 MB at V = 6000) only while it is in use.
+GPU_CHUNK_ROWS = 4096
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -106,13 +109,16 @@ def linear_cross_entropy(
     bias: torch.Tensor | None,
     target: torch.Tensor,
     smoothing: float = 0.0,
-    chunk: int = CHUNK_ROWS,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """Summed label-smoothed cross-entropy of ``F.linear(hidden, weight, bias)`` against target.
 
-    hidden (N, D), weight (V, D), bias (V,) or None, target (N,) — padding already removed.
+    hidden (N, D), weight (V, D), bias (V,) or None, target (N,) — padding already removed;
+    ``chunk`` rows at a time (None: ``CHUNK_ROWS`` on CPU, ``GPU_CHUNK_ROWS`` elsewhere).
     Returns a scalar (fp32) that can be backpropagated to hidden, weight and bias.
     """
+    if chunk is None:
+        chunk = CHUNK_ROWS if hidden.device.type == "cpu" else GPU_CHUNK_ROWS
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (hidden, weight, bias)
     )

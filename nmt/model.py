@@ -33,6 +33,9 @@ from nmt.recurrence import attention_decoder, bilstm
 from nmt.tokenizer import PAD
 
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+# Devices where a fused training step runs the encoder through nmt.recurrence.bilstm; elsewhere
+# nn.LSTM's own kernel (cuDNN on a GPU) with autograd.
+FUSED_ENCODER_DEVICES = frozenset({"cpu", "cuda"})
 
 
 @dataclass
@@ -93,7 +96,8 @@ class Encoder(nn.Module):
         Without gradients, where the dense kernel pays (``_by_length_pays``), sentences of each
         length run together (``by_length``)."""
         x = self.dropout(self.embed(src))  # (B, S, E)
-        if fused and isinstance(self.rnn, nn.LSTM) and torch.is_grad_enabled():
+        fast = fused and isinstance(self.rnn, nn.LSTM) and x.device.type in FUSED_ENCODER_DEVICES
+        if fast and torch.is_grad_enabled():
             out, state = bilstm(self.rnn, x, lengths, self.training)
         elif not torch.is_grad_enabled() and _by_length_pays(x):
             out, state = by_length(self.rnn, x, lengths)
