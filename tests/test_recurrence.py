@@ -12,14 +12,16 @@ TGT_IN = torch.tensor([[2, 4, 5, 6, 7], [2, 7, 8, 0, 0], [2, 9, 9, 9, 4], [2, 5,
 
 
 def _graph(tensor: torch.Tensor) -> set[str]:
-    """Names of the autograd nodes behind ``tensor``: which path really ran."""
+    """Names of the autograd nodes behind ``tensor``: which path really ran. The node objects are
+    kept in ``seen``, not only their ids: a freed object's id can be handed to the next node, which
+    then looks visited (under torch 2.11 the walk by id alone missed the encoder's nodes)."""
     seen, todo = {}, [tensor.grad_fn]
     while todo:
         node = todo.pop()
         if node is not None and id(node) not in seen:
-            seen[id(node)] = node.name()
+            seen[id(node)] = node
             todo.extend(next_node for next_node, _ in node.next_functions)
-    return set(seen.values())
+    return {node.name() for node in seen.values()}
 
 
 def _features_and_grads(model, fused: bool):
