@@ -7,6 +7,7 @@ written as plain text, one sentence a line, ``{split}.{lang}``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -83,18 +84,34 @@ def _names_a_file(source: str) -> bool:
     )
 
 
+@contextlib.contextmanager
+def _no_progress_bars():
+    """datasets draws a progress bar for each local file it reads, on stderr, where the command line
+    prints its one-line errors (on some installs the bars came first); a hub download keeps its bars."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
 def _load_local_table(path: Path, config: DataConfig):
     import datasets
 
     kind = _file_kind(path)
-    if kind == "json":
-        return datasets.load_dataset("json", data_files=str(path), split="train")
-    delimiter = "\t" if ".tsv" in path.name.lower() else ","
-    options = dict(delimiter=delimiter, quoting=csv.QUOTE_NONE, na_filter=False)
-    if config.columns:  # a headerless file: name the columns and keep every one as text
-        options["column_names"] = list(config.columns)
-        options["features"] = datasets.Features({name: datasets.Value("string") for name in config.columns})
-    return datasets.load_dataset("csv", data_files=str(path), split="train", **options)
+    with _no_progress_bars():
+        if kind == "json":
+            return datasets.load_dataset("json", data_files=str(path), split="train")
+        delimiter = "\t" if ".tsv" in path.name.lower() else ","
+        options = dict(delimiter=delimiter, quoting=csv.QUOTE_NONE, na_filter=False)
+        if config.columns:  # a headerless file: name the columns and keep every one as text
+            options["column_names"] = list(config.columns)
+            options["features"] = datasets.Features({name: datasets.Value("string") for name in config.columns})
+        return datasets.load_dataset("csv", data_files=str(path), split="train", **options)
 
 
 def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:
@@ -102,7 +119,8 @@ def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:
 
     sides = []
     for path in (src, tgt):
-        table = datasets.load_dataset("text", data_files=str(path), split="train", keep_linebreaks=False)
+        with _no_progress_bars():
+            table = datasets.load_dataset("text", data_files=str(path), split="train", keep_linebreaks=False)
         sides.append(table["text"])
     if len(sides[0]) != len(sides[1]):
         raise DataError(

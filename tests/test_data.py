@@ -25,6 +25,23 @@ def test_tiny_tsv_splits_by_book(tmp_path):
     assert json.loads((tmp_path / "stats.json").read_text())["kept"]["train"] == 500
 
 
+def test_local_files_load_without_progress_bars(tmp_path, monkeypatch):
+    """The command line owns stderr: no datasets progress bar while a local file is read, and the
+    user's own setting is back afterwards."""
+    import datasets
+
+    states = []
+    load = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda *a, **k: states.append(datasets.is_progress_bar_enabled()) or load(*a, **k))
+    src, tgt = tmp_path / "a.es", tmp_path / "a.en"
+    src.write_text("hola\n", encoding="utf-8")
+    tgt.write_text("hello\n", encoding="utf-8")
+    read_pairs(DataConfig(source=str(TINY_TSV)))
+    read_pairs(DataConfig(source=str(src), target=str(tgt)))
+    assert states == [False, False, False] and datasets.is_progress_bar_enabled()
+
+
 def test_gzipped_tsv_with_quotes_is_read_verbatim(tmp_path):
     path = tmp_path / "c.tsv.gz"
     rows = ['A.1.1\tDijo: "Sea la luz"\tHe said, "Let there be light"', "A.1.2\tNA\tnull"]
