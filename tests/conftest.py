@@ -39,6 +39,23 @@ def small_model(cell: str = "lstm", attention: str = "bahdanau", input_feeding: 
 SPM200 = ROOT / "tests" / "data" / "spm200"
 
 
+def saved_tiny_model(tmp_path: Path, step: int = 7):
+    """The tiny config's untrained model (seed 0) with the shipped 200-piece tokenizer, saved as a
+    checkpoint in tmp_path/ckpt: (config, tokenizer, model, folder)."""
+    import torch
+
+    from nmt.checkpoint import save_checkpoint
+    from nmt.config import load_config
+    from nmt.model import build_model
+    from nmt.tokenizer import Tokenizer
+
+    config = load_config(TINY_CONFIG)
+    tokenizer = Tokenizer.from_folder(SPM200)
+    torch.manual_seed(0)
+    model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab).eval()
+    return config, tokenizer, model, save_checkpoint(tmp_path / "ckpt", model, config, tokenizer, step=step)
+
+
 def tiny_config(runs_dir: Path, *overrides: str):
     from nmt.config import load_config
 

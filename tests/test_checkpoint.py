@@ -8,26 +8,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import SPM200, small_model, tiny_config
+from conftest import SPM200, saved_tiny_model, tiny_config
 from nmt import pipeline
 from nmt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from nmt.config import ModelConfig, load_config, run_paths
-from nmt.tokenizer import Tokenizer
+from nmt.config import run_paths
 from nmt.translate import Translator
 
 LINES = ["Y dijo Dios: Sea la luz.", "", "Y vió Dios que la luz era buena.", "En el principio"]
 
 
 def _saved(tmp_path):
-    from conftest import TINY_CONFIG
-    from nmt.model import build_model
-
-    config = load_config(TINY_CONFIG)
-    tokenizer = Tokenizer.from_folder(SPM200)
-    torch.manual_seed(0)
-    model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab).eval()
-    folder = save_checkpoint(tmp_path / "ckpt", model, config, tokenizer, step=7)
-    return config, tokenizer, model, folder
+    return saved_tiny_model(tmp_path)
 
 
 def test_save_then_load_translates_identically(tmp_path):

@@ -11,14 +11,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import SPM200, TINY_TSV, small_model, tiny_config
+from conftest import SPM200, TINY_TSV, saved_tiny_model, small_model, tiny_config
 from nmt import model as model_module
 from nmt.batching import Sequences, make_batch, token_batches
 from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.config import ModelConfig
 from nmt.model import build_model
 from nmt.search import beam_search, greedy, max_lengths
-from nmt.tokenizer import Tokenizer
 from nmt.train import Trainer, batch_loss
 from nmt.translate import Translator
 
@@ -219,10 +218,8 @@ def test_training_loop_on_the_gpu_validates_checkpoints_and_resumes(tmp_path, _d
 
 
 def test_gpu_checkpoints_load_on_the_cpu_and_translate_the_same(tmp_path):
-    config = tiny_config(tmp_path)
-    tokenizer = Tokenizer.from_folder(SPM200)
-    torch.manual_seed(0)
-    model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab).double().to(CUDA).eval()
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path / "cpu")
+    model = model.double().to(CUDA)
     on_gpu = Translator(model, tokenizer, config, CUDA).translate(LINES, beam=3)
     assert len(on_gpu) == len(LINES) and on_gpu[1] == ""
     folder = save_checkpoint(tmp_path / "ckpt", model, config, tokenizer, step=1)
@@ -237,11 +234,7 @@ def test_gpu_checkpoints_load_on_the_cpu_and_translate_the_same(tmp_path):
 def test_cli_translates_on_the_gpu(tmp_path):
     from nmt.cli import app
 
-    config = tiny_config(tmp_path)
-    tokenizer = Tokenizer.from_folder(SPM200)
-    torch.manual_seed(0)
-    model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab).eval()
-    folder = save_checkpoint(tmp_path / "ckpt", model, config, tokenizer, step=1)
+    *_, folder = saved_tiny_model(tmp_path)
     source, out = tmp_path / "in.es", tmp_path / "out.en"
     source.write_text("\n".join(LINES) + "\n", encoding="utf-8")
     for precision in ("fp32", "bf16", "auto"):
