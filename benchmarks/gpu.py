@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import nmt_runs  # noqa: E402
+from bench import dev_source  # noqa: E402
 from workdir import WORK, ensure_work  # noqa: E402
 
 import nmt.loss  # noqa: E402
@@ -132,7 +133,7 @@ def train_arm(arm, args, work: Path, runs: Path) -> dict:
                    run_dir=str(runs / slug), warmup=args.warmup, steps=args.steps, device=args.device)
     with levers(**lever):
         result = nmt_runs.run_train(ns)
-    return {"label": label, **result}
+    return {"label": label, "max_tokens": max_tokens, **result}
 
 
 def decode_arm(arm, args, checkpoint: Path, src: Path, refs: list[str], cpu_hyps: dict, tmp: Path) -> dict:
@@ -155,13 +156,8 @@ def decode_arm(arm, args, checkpoint: Path, src: Path, refs: list[str], cpu_hyps
 def run_decodes(args, work: Path, tmp: Path, results: dict, save) -> dict:
     """Every decoding arm with ``--checkpoint`` (default: the first training arm's model)."""
     checkpoint = Path(args.checkpoint) if args.checkpoint else Path(results["train"][0].get("checkpoint", ""))
-    src = work / "data" / "dev.es"
-    refs = (work / "data" / "dev.en").read_text(encoding="utf-8").splitlines()
-    if args.decode_sentences:
-        src = tmp / f"dev.first{args.decode_sentences}.es"
-        src.write_text("".join(line + "\n" for line in (work / "data" / "dev.es").read_text(
-            encoding="utf-8").splitlines()[: args.decode_sentences]), encoding="utf-8")
-        refs = refs[: args.decode_sentences]
+    src = dev_source(work, args)  # bench.py's: the dev text, or its first --decode-sentences lines
+    refs = (work / "data" / "dev.en").read_text(encoding="utf-8").splitlines()[: args.decode_sentences or None]
     cpu_hyps = {int(b): Path(f).read_text(encoding="utf-8").splitlines()
                 for b, f in (spec.split("=", 1) for spec in args.cpu_hyps)}
     shown = checkpoint.relative_to(ROOT) if checkpoint.is_relative_to(ROOT) else checkpoint
@@ -255,27 +251,26 @@ def main(argv: list[str] | None = None) -> None:
                "command": "python benchmarks/gpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "machine": gpu_machine(device),
                "settings": {"warmup_steps": args.warmup, "timed_steps": args.steps}}
-    slug = "-".join(results["machine"]["gpu"].lower().replace("nvidia", "").split())
-    stem = Path(args.results) / (args.name or f"{started:%Y-%m-%d}-{slug}-cuda")
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    words = "".join(ch if ch.isalnum() else " " for ch in results["machine"]["gpu"].lower()).split()
+    name = args.name or f"{started:%Y-%m-%d}-{'-'.join(w for w in words if w != 'nvidia')}-cuda"
+    out_dir = Path(args.results)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every arm: a run cut short keeps what it measured
         results["minutes"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1)
-        stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
     results["matmul_peak"] = {"bf16": gpu_peak(device, torch.bfloat16), "fp32": gpu_peak(device, torch.float32)}
     log.info("peak: %s", results["matmul_peak"])
     chosen = [TRAIN_ARMS[int(i)] for i in args.arms.split(",")] if args.arms else TRAIN_ARMS
     results["train"] = []
     for arm in chosen:
-        out = guarded(arm[0], train_arm, arm, args, work, tmp / "runs")
-        out.setdefault("max_tokens", arm[3])
-        results["train"].append(out)
+        results["train"].append(guarded(arm[0], train_arm, arm, args, work, tmp / "runs"))
         save()
     if not args.no_decode:
         results["decode"] = run_decodes(args, work, tmp, results, save)
     markdown = render(results)
-    stem.with_suffix(".md").write_text(markdown, encoding="utf-8")
+    (out_dir / f"{name}.md").write_text(markdown, encoding="utf-8")
     print(markdown)
 
 

@@ -159,8 +159,8 @@ def run_budget(args) -> dict:
     work, run_dir = Path(args.work), Path(args.run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)  # never resume: the budget starts from scratch
     overrides = [f"train.precision={args.precision}", f"train.threads={THREADS}", f"train.max_tokens={args.max_tokens}",
-                 *VARIANTS[args.variant], f"train.max_minutes={args.minutes}"]
-    config = load_config(CONFIG, overrides + list(args.set))
+                 *VARIANTS[args.variant], f"train.max_minutes={args.minutes}", *args.set]
+    config = load_config(CONFIG, overrides)
     trainer = Trainer(config, work / "data", work / "tokenizer", run_dir, args.device)
     torch.set_num_threads(THREADS)
     tokens, step = [0], trainer._train_step

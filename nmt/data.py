@@ -118,10 +118,10 @@ def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:
     import datasets
 
     sides = []
-    for path in (src, tgt):
-        with _no_progress_bars():
+    with _no_progress_bars():
+        for path in (src, tgt):
             table = datasets.load_dataset("text", data_files=str(path), split="train", keep_linebreaks=False)
-        sides.append(table["text"])
+            sides.append(table["text"])
     if len(sides[0]) != len(sides[1]):
         raise DataError(
             f"aligned files differ in line count: {src} has {len(sides[0])}, {tgt} has {len(sides[1])}"

@@ -17,12 +17,8 @@ from nmt.translate import Translator
 LINES = ["Y dijo Dios: Sea la luz.", "", "Y vió Dios que la luz era buena.", "En el principio"]
 
 
-def _saved(tmp_path):
-    return saved_tiny_model(tmp_path)
-
-
 def test_save_then_load_translates_identically(tmp_path):
-    config, tokenizer, model, folder = _saved(tmp_path)
+    config, tokenizer, model, folder = saved_tiny_model(tmp_path)
     before = Translator(model, tokenizer, config).translate(LINES, beam=3)
     loaded = load_checkpoint(folder)
     after = Translator(loaded.model, loaded.tokenizer, loaded.config).translate(LINES, beam=3)
@@ -36,7 +32,7 @@ def test_save_then_load_translates_identically(tmp_path):
 
 
 def test_checkpoint_holds_no_pickle(tmp_path):
-    *_, folder = _saved(tmp_path)
+    *_, folder = saved_tiny_model(tmp_path)
     for path in folder.iterdir():
         assert not path.read_bytes().startswith(b"\x80"), f"{path.name} looks like a pickle"
     assert "decoder.embed.weight" in load_file(folder / "model.safetensors") or "generator.weight" in load_file(
@@ -45,7 +41,7 @@ def test_checkpoint_holds_no_pickle(tmp_path):
 
 
 def test_incomplete_checkpoint(tmp_path):
-    *_, folder = _saved(tmp_path)
+    *_, folder = saved_tiny_model(tmp_path)
     (folder / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="incomplete checkpoint.*model.safetensors"):
         load_checkpoint(folder)
@@ -54,7 +50,7 @@ def test_incomplete_checkpoint(tmp_path):
 def test_weights_held_as_views_of_one_buffer_save_and_reload(tmp_path):
     """On a GPU cuDNN keeps each LSTM's weights as views of one flat buffer (safetensors' save_model
     refused those: every checkpoint of a CUDA run failed). Made here on the CPU the same way."""
-    config, tokenizer, model, _ = _saved(tmp_path)
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path)
     for rnn in (model.encoder.rnn, model.decoder.rnn):
         params = list(rnn.parameters())
         flat = torch.cat([p.detach().reshape(-1) for p in params])
@@ -72,7 +68,7 @@ def test_weights_held_as_views_of_one_buffer_save_and_reload(tmp_path):
 
 
 def test_incompatible_version(tmp_path):
-    *_, folder = _saved(tmp_path)
+    *_, folder = saved_tiny_model(tmp_path)
     manifest = json.loads((folder / "checkpoint.json").read_text())
     manifest["format_version"] = 99
     (folder / "checkpoint.json").write_text(json.dumps(manifest))
@@ -81,7 +77,7 @@ def test_incompatible_version(tmp_path):
 
 
 def test_weights_that_do_not_fit_the_config(tmp_path):
-    *_, folder = _saved(tmp_path)
+    *_, folder = saved_tiny_model(tmp_path)
     manifest = json.loads((folder / "checkpoint.json").read_text())
     manifest["config"]["model"]["emb_dim"] = 48
     manifest["config"]["model"]["dec_hidden"] = 48
