@@ -9,7 +9,7 @@ of nmt/search.py (greedy and beam_search are taken from it), nmt/attention.py (t
 modules' forward methods are) or nmt/model.py (``Encoder.forward``, ``Seq2Seq.encode`` and
 ``Decoder._rnn_cells`` are), told apart by the file's name; the rest of nmt is this checkout's.
 Each round translates SOURCE with A then B through ``Translator.hypotheses``; the fastest round of
-each is kept, and whether both gave the same output is printed. The source of the decoding rows of the
+each is kept, and how many lines both translated alike is printed (with ``--ref``, each one's BLEU). The source of the decoding rows of the
 lever table in benchmarks/README.md.
 """
 
@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--b", default="bf16", help="PRECISION[:FILES]")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ref", help="reference translations of SOURCE: also print each setting's BLEU")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     translator = nmt.translate.Translator.from_checkpoint(args.checkpoint, "cpu")
@@ -117,7 +118,17 @@ def main(argv: list[str] | None = None) -> None:
     for name, (spec, _, _) in settings.items():
         rates = [len(lines) / s for s in seconds[name]]
         print(f"{name} {spec}: {max(rates):.1f} sent/s (rounds {' / '.join(f'{r:.1f}' for r in rates)})")
-    print(f"B / A: {min(seconds['A']) / min(seconds['B']):.2f}; same output: {outputs['A'] == outputs['B']}")
+    same = sum(a == b for a, b in zip(outputs["A"], outputs["B"]))
+    print(f"B / A: {min(seconds['A']) / min(seconds['B']):.2f}; same output: {outputs['A'] == outputs['B']} "
+          f"({same} of {len(lines)} lines identical)")
+    if args.ref:
+        from nmt.metrics import corpus_scores
+
+        refs = read_lines(Path(args.ref))
+        for name, (spec, _, _) in settings.items():
+            text = translator.tokenizer.decode_tgt(outputs[name])
+            scores = corpus_scores(text, refs, ("bleu", "chrf"))
+            print(f"{name} {spec}: BLEU {scores['bleu']['score']:.2f}, chrF {scores['chrf']['score']:.2f}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ hypothesis ends, a rule of its own). What is not: the models are each toolkit's 
 pair for fairseq is nmt's Luong model and for OpenNMT-py nmt's enc128 twin (``NMT_MODELS``), each
 decoded when ``quality.py --nmt-variant luong`` / ``enc128`` has trained it.
 
+Each search's output is scored (sacreBLEU, test BLEU), so a faster precision (bf16, int8) shows
+what it costs in quality.
 Also, for greedy search, the achieved GFLOP/s against the matmul peak measured in the same run
 (``flops.forward_flops``: greedy costs the model's forward pass over its own output, the encoder
 once per sentence; each peer counted with its matched nmt model's dimensions, output lengths taken
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,9 +47,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench import PEER_DIR, THREADS, begin, bench_precisions, finish, measured, peer_list  # noqa: E402
+from bench import PEER_DIR, THREADS, begin, finish, measured, peer_list  # noqa: E402
 from flops import Dims, forward_flops  # noqa: E402
-from quality import test_text  # noqa: E402
+from quality import score, test_text  # noqa: E402
 from report import fp32_libraries  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -55,8 +58,21 @@ NMT_MODELS = {"nmt": ("nmt-run", "joeynmt"), "nmt luong": ("nmt-luong-run", "fai
               "nmt enc 2×128": ("nmt-enc128-run", "opennmt")}
 
 
-def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
-    """(name, command without --out, results key) of every decoding measurement that can run."""
+def decode_precisions(spec: str) -> list[str]:
+    """--precisions: 'auto' (fp32, bf16 where it is native, int8), or a comma list."""
+    from nmt.hardware import native_bf16
+
+    if spec == "auto":
+        return ["fp32"] + (["bf16"] if native_bf16("cpu") else []) + ["int8"]
+    precisions = [p for p in spec.split(",") if p]
+    if not precisions or set(precisions) - {"bf16", "fp32", "int8"}:
+        raise SystemExit(f"--precisions: expected 'auto' or a comma list of fp32, bf16, int8; got {spec!r}")
+    return precisions
+
+
+def jobs(args, quality: Path, tmp: Path) -> list[tuple[str, list, str]]:
+    """(name, command without --out, results key) of every decoding measurement that can run; nmt
+    writes its translations (the peers write theirs anyway) for the BLEU of each."""
     py, script = sys.executable, HERE / "nmt_runs.py"
     src = test_text(Path(args.work), quality, "es", 0)
     out = []
@@ -70,9 +86,10 @@ def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
                 for beam in args.beams:
                     if beam == 1 and stopping != args.stopping[0]:
                         continue  # greedy search has no stopping rule: once per precision
+                    hyps = tmp / f"{_stem(label)}-beam{beam}.hyp"
                     out.append((label, [py, script, "decode", "--checkpoint", checkpoint, "--src", src, "--beam", beam,
-                                        "--repeats", 1, "--precision", precision, "--stopping", stopping],
-                                f"beam{beam}"))
+                                        "--repeats", 1, "--precision", precision, "--stopping", stopping,
+                                        "--hyps", hyps], f"beam{beam}"))
     for peer in peer_list(args.peers):
         peer_work, python = quality / peer, PEER_DIR / peer / "venv" / "bin" / "python"
         if not (peer_work.is_dir() and python.is_file()):
@@ -85,21 +102,40 @@ def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
     return out
 
 
+def _stem(name: str) -> str:
+    return name.replace(", ", "-").replace(" ", "-").replace("(", "").replace(")", "")
+
+
 def run(args, quality: Path, tmp: Path) -> dict:
     """Every job once a round, ``args.rounds`` rounds; per job the fastest round and all rounds."""
     found: dict = {}
-    planned = jobs(args, quality)  # the same jobs every round (and a missing model warned of once)
+    planned = jobs(args, quality, tmp)  # the same jobs every round (and a missing model warned of once)
     for r in range(1, args.rounds + 1):
         for name, cmd, key in planned:
-            stem = f"{name.replace(', ', '-').replace(' ', '-').replace('(', '').replace(')', '')}-{key}-r{r}"
+            stem = f"{_stem(name)}-{key}-r{r}"
             result = measured([*cmd, "--out", tmp / f"{stem}.json"], tmp / f"{stem}.json", tmp / f"{stem}.log",
                               args.timeout)
+            if "hyps" in result and Path(result["hyps"]).is_file():  # a peer writes every search to one file
+                kept = tmp / f"{stem}.hyp"
+                shutil.copyfile(result["hyps"], kept)
+                result["hyps"] = str(kept)
             slot = found.setdefault(name, {}).setdefault(key, {"rounds": []})
             slot["rounds"].append(result)
             ok = [x for x in slot["rounds"] if "error" not in x]
             if ok:
                 slot["best"] = max(ok, key=lambda x: x["sentences_per_s"])
     return found
+
+
+def add_bleu(found: dict, work: Path, refs: Path) -> None:
+    """sacreBLEU of every measurement's output (the last round's: decoding is deterministic), into
+    its slot as "scores"; nmt writes text, the peers SentencePiece pieces."""
+    for name, by_beam in found.items():
+        for slot in by_beam.values():
+            hyps = next((x["hyps"] for x in reversed(slot["rounds"]) if "hyps" in x), None)
+            if hyps and Path(hyps).is_file():
+                kind = "text" if name.startswith("nmt") else "pieces"
+                slot["scores"] = score({"decode": {"hyps": hyps}, "hyps_are": kind}, work, refs)
 
 
 def model_dims(quality: Path, tgt_vocab: int) -> dict:
@@ -138,22 +174,23 @@ def render(results: dict) -> str:
            "", f"Command: `{results['command']}` ({results['minutes']} min). torch {m['torch']}, {s['threads']} threads. "
            f"Models: {s['models']}. The {s['sentences']} test verses, batches of 64 sentences, generation time "
            f"only, {s['rounds']} interleaved rounds (the fastest kept; every round's sent/s in brackets).", "",
-           "| model | " + " | ".join(f"{b} sent/s | {b} tok/s | {b} out len" for b in s["beam_names"]) + " |",
-           "|---|" + "---:|" * (3 * len(s["beam_names"]))]
+           "| model | " + " | ".join(f"{b} sent/s | {b} tok/s | {b} out len | {b} BLEU" for b in s["beam_names"])
+           + " |", "|---|" + "---:|" * (4 * len(s["beam_names"]))]
     for name, by_beam in runs.items():
         cells = []
         for key in s["beam_keys"]:
             if key not in by_beam:  # not run: greedy of a second stopping rule
-                cells += ["—", "", ""]
+                cells += ["—", "", "", ""]
                 continue
             slot = by_beam[key]
             best = slot.get("best")
             if best is None:
-                cells += ["failed", "", ""]
+                cells += ["failed", "", "", ""]
                 continue
             each = " / ".join(f"{x['sentences_per_s']:.1f}" for x in slot["rounds"] if "error" not in x)
+            bleu = f"{slot['scores']['bleu']['score']:.2f}" if slot.get("scores") else "—"
             cells += [f"{best['sentences_per_s']:.1f} ({each})", f"{best['tokens_per_s']:,.0f}",
-                      f"{best['mean_output_len']:.1f}"]
+                      f"{best['mean_output_len']:.1f}", bleu]
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     out += ["", "Ratios nmt / peer, sentences/s (tokens/s in brackets):", "",
             "| nmt model | peer | matched | " + " | ".join(s["beam_names"]) + " |",
@@ -188,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peers", default="all", help="comma-separated peers, 'all', or '' for nmt alone")
     parser.add_argument("--beams", default="1,5", help="beam sizes (1 = greedy)")
     parser.add_argument("--precisions", default="auto", help="nmt decoding precisions, comma-separated; "
-                        "auto: fp32, and bf16 beside it where bf16 is native")
+                        "auto: fp32, bf16 where bf16 is native, int8")
     parser.add_argument("--stopping", default="bound,finished", help="nmt beam search's stopping rules (the first is "
                         "the rows' default; greedy runs once)")
     parser.add_argument("--rounds", type=int, default=2)
@@ -198,8 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="", help="results file stem (default <date>-<machine>-decode-trained)")
     args = parser.parse_args(argv)
     args.beams = [int(b) for b in args.beams.split(",")]
-    args.precisions = sorted(bench_precisions(args.precisions), key=lambda p: p != "fp32") \
-        if args.precisions == "auto" else bench_precisions(args.precisions)
+    args.precisions = decode_precisions(args.precisions)
     args.stopping = [p for p in args.stopping.split(",") if p]
     work, tmp, results = begin("decode_trained.py", "decode-trained", args, argv)
     args.work = work
@@ -232,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     results["matmul_peak"] = measured([sys.executable, HERE / "nmt_runs.py", "peak", "--out", tmp / "peak.json"],
                                       tmp / "peak.json", tmp / "peak.log", args.timeout)
     results["toolkits"] = run(args, quality, tmp)
+    add_bleu(results["toolkits"], work, test_text(work, quality, "en", 0))
     results["greedy_gflops"] = greedy_gflops(results)
     finish(results, render, args, suffix="-decode-trained")
 

@@ -227,7 +227,8 @@ def run_decode(args) -> dict:
         Path(args.hyps).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     return {
         "beam": args.beam,
-        "precision": resolve_precision(args.precision, translator.device, "--precision"),
+        "precision": args.precision if args.precision == "int8" else resolve_precision(args.precision,
+                                                                                       translator.device, "--precision"),
         "stopping": args.stopping,
         "sentences": len(lines),
         "target_tokens": int(sum(lengths)),
@@ -240,6 +241,7 @@ def run_decode(args) -> dict:
         "batch_size": translator.config.decode.batch_size,
         "threads": torch.get_num_threads(),
         "device": str(translator.device),
+        **({"hyps": str(args.hyps)} if args.hyps else {}),
         **gpu_memory.result(),
     }
 
@@ -249,8 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("what", choices=["peak", "train", "decode", "budget"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--work")
-    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                        help="auto: bf16 where it is native (nmt.hardware.native_bf16), else fp32")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32", "int8"],
+                        help="auto: bf16 where it is native (nmt.hardware.native_bf16), else fp32; "
+                             "int8: decode only (nmt.quantize)")
     parser.add_argument("--variant", default="bahdanau", choices=list(VARIANTS))
     parser.add_argument("--max-tokens", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=10)

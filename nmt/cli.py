@@ -122,8 +122,9 @@ def translate(
     nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line, tab-separated with scores.")] = 1,
     precision: Annotated[
         Optional[str],
-        typer.Option(help="fp32, bf16 (autocast; faster on CPUs with avx512_bf16 or AMX) or auto (bf16 where "
-                          "it is native, else fp32). Default: config."),
+        typer.Option(help="fp32, bf16 (autocast; faster on CPUs with avx512_bf16 or AMX), int8 (CPU: 8-bit "
+                          "matrix products, fastest) or auto (bf16 where it is native, else fp32). "
+                          "Default: config."),
     ] = None,
     stopping: Annotated[
         Optional[str],
@@ -140,8 +141,8 @@ def translate(
 
     if nbest > beam:
         _fail(f"--nbest {nbest} needs --beam of at least {nbest}")
-    if precision not in (None, "auto", "fp32", "bf16"):
-        _fail(f"--precision must be auto, fp32 or bf16, not {precision!r}")
+    if precision not in (None, "auto", "fp32", "bf16", "int8"):
+        _fail(f"--precision must be auto, fp32, bf16 or int8, not {precision!r}")
     if stopping not in (None, "bound", "finished"):
         _fail(f"--stopping must be bound or finished, not {stopping!r}")
     lines = read_lines(input) if input is not None else _stdin_lines()

@@ -100,7 +100,9 @@ class DecodeConfig:
     max_len_ratio: float = 2.0
     max_len_offset: int = 10
     batch_size: int = 64  # sentences per decoding batch
-    precision: Literal["auto", "fp32", "bf16"] = "fp32"  # bf16: autocast matmuls, log-probabilities still fp32
+    # bf16: autocast matmuls, log-probabilities still fp32; int8 (CPU): matrix products in 8-bit
+    # integers (nmt.quantize); both may change some translations slightly
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "fp32"
     # When a beam-search sentence stops: "bound" once no live hypothesis can still beat its best
     # finished one (exact with respect to the beam); "finished" once `beam` hypotheses have finished
     # (fairseq's rule, Hugging Face's early_stopping=True): fewer steps, outputs may differ.

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from nmt.activations import lstm_pointwise
 from nmt.errors import NmtError
+from nmt.quantize import int8_linear, int8_weight
 
 ENV = "NMT_FP32_MATMUL"
 
@@ -61,7 +62,10 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``: x (…, in), weight (out, in) → (…, out)."""
+    """``F.linear(x, weight, bias)``: x (…, in), weight (out, in) → (…, out). In int8 inside
+    ``nmt.quantize.int8_products``."""
+    if (packed := int8_weight(weight)) is not None and not torch.is_grad_enabled():
+        return int8_linear(x, packed, bias)
     if _onednn(x, weight):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
@@ -73,11 +77,15 @@ def lstm_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih: torch.Ten
 
     Through oneDNN: z = W_ih x + b_ih + W_hh h + b_hh as two products (the second adds the first),
     then the gates (``nmt.activations.lstm_pointwise``).
-    Under bf16 autocast ``torch.lstm_cell`` stays: this cell in oneDNN fp32 there was 0.91-0.95x."""
-    if not _onednn(x, w_ih):
+    Under bf16 autocast ``torch.lstm_cell`` stays: this cell in oneDNN fp32 there was 0.91-0.95x.
+    Inside ``nmt.quantize.int8_products`` the two products run in int8."""
+    if int8_weight(w_ih) is not None and not torch.is_grad_enabled():
+        z = linear(x, w_ih, b_ih).add_(linear(h, w_hh, b_hh))  # (N, 4H)
+    elif not _onednn(x, w_ih):
         return torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)
-    z = torch.ops.mkldnn._linear_pointwise(x, w_ih, b_ih, "none", [], "")
-    z = torch.ops.mkldnn._linear_pointwise.binary(h, z, w_hh, b_hh, "add")  # (N, 4H)
+    else:
+        z = torch.ops.mkldnn._linear_pointwise(x, w_ih, b_ih, "none", [], "")
+        z = torch.ops.mkldnn._linear_pointwise.binary(h, z, w_hh, b_hh, "add")  # (N, 4H)
     acts = torch.empty_like(z)
     c_t, tanh_c, h_t = torch.empty_like(c), torch.empty_like(c), torch.empty_like(c)
     lstm_pointwise(z, c, acts, c_t, tanh_c, h_t)

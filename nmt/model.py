@@ -29,6 +29,7 @@ from nmt.config import ModelConfig
 from nmt.dropout import Dropout, dropout
 from nmt.hardware import onednn_bf16
 from nmt.linear import linear, lstm_cell, onednn_takes
+from nmt.quantize import int8_bilstm, int8_weight
 from nmt.recurrence import attention_decoder, bilstm
 from nmt.tokenizer import PAD
 
@@ -96,12 +97,16 @@ class Encoder(nn.Module):
 
         ``fused``: when gradients are wanted, an LSTM runs through ``nmt.recurrence`` (hand-written
         backward, bf16 matmuls under autocast) instead of nn.LSTM; same weights, same maths.
-        Without gradients, where the dense kernel pays (``_by_length_pays``), sentences of each
-        length run together (``by_length``)."""
+        Without gradients: an LSTM in int8 inside ``nmt.quantize.int8_products``; elsewhere, where
+        the dense kernel pays (``_by_length_pays``), sentences of each length run together
+        (``by_length``)."""
         x = self.dropout(self.embed(src))  # (B, S, E)
-        fast = fused and isinstance(self.rnn, nn.LSTM) and x.device.type in FUSED_ENCODER_DEVICES
+        fast_lstm = isinstance(self.rnn, nn.LSTM)
+        fast = fused and fast_lstm and x.device.type in FUSED_ENCODER_DEVICES
         if fast and torch.is_grad_enabled():
             out, state = bilstm(self.rnn, x, lengths, self.training)
+        elif not torch.is_grad_enabled() and int8_weight(self.rnn.weight_ih_l0) is not None and fast_lstm:
+            out, state = int8_bilstm(self.rnn, x, lengths)
         elif not torch.is_grad_enabled() and _by_length_pays(x):
             out, state = by_length(self.rnn, x, lengths)
         else:

@@ -5,6 +5,7 @@ Output keeps the input's order and line count; an empty (or all-space) line give
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from nmt.batching import Sequences, make_batch, sentence_batches
 from nmt.config import Config
 from nmt.hardware import pick_device, resolve_precision
 from nmt.model import Seq2Seq
+from nmt.quantize import int8_products
 from nmt.search import Hypothesis, beam_search, greedy, max_lengths
 from nmt.tokenizer import Tokenizer
 
@@ -44,7 +46,8 @@ class Translator:
         """n-best hypotheses per line (an empty list for an empty line), in input order.
 
         ``precision`` "bf16" runs the model under bf16 autocast (scores and log-probabilities stay
-        fp32), "auto" where bf16 is native (``nmt.hardware.resolve_precision``); ``stopping`` is
+        fp32), "auto" where bf16 is native (``nmt.hardware.resolve_precision``), "int8" with its
+        matrix products in 8-bit integers (CPU; ``nmt.quantize``); ``stopping`` is
         beam search's rule (``nmt.search.beam_search``). None takes the checkpoint's
         ``decode.precision`` / ``decode.stopping``."""
         cfg = self.config.decode
@@ -52,9 +55,10 @@ class Translator:
         alpha = cfg.alpha if alpha is None else alpha
         precision = cfg.precision if precision is None else precision
         stopping = cfg.stopping if stopping is None else stopping
-        if precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-        precision = resolve_precision(precision, self.device, "decode.precision")
+        if precision not in ("auto", "fp32", "bf16", "int8"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or int8, not {precision!r}")
+        if precision != "int8":
+            precision = resolve_precision(precision, self.device, "decode.precision")
         if stopping not in ("bound", "finished"):
             raise ValueError(f"stopping must be bound or finished, not {stopping!r}")
         if nbest > beam:
@@ -66,8 +70,9 @@ class Translator:
         src = Sequences.from_lists(self.tokenizer.encode_src([lines[i] for i in todo]))
         was_training = self.model.training
         self.model.eval()
+        int8 = int8_products(self.model) if precision == "int8" else contextlib.nullcontext()
         try:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with int8, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 for index in sentence_batches(src.lengths, cfg.batch_size):
                     batch = make_batch(src, index).to(self.device)
                     found = self._search(batch, beam, alpha, nbest, keep_attention, stopping)

@@ -26,7 +26,7 @@ def test_translate_keeps_line_count_and_order(tiny_run, tmp_path):
     lines = ["Y dijo Dios: Sea la luz.", "", "   ", "Y fué la tarde y la mañana el día primero."]
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out.en"
-    for beam, precision in (("1", "fp32"), ("3", "fp32"), ("1", "bf16"), ("3", "bf16")):
+    for beam, precision in (("1", "fp32"), ("3", "fp32"), ("1", "bf16"), ("3", "bf16"), ("1", "int8"), ("3", "int8")):
         result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--input",
                                      str(source), "--output", str(out), "--beam", beam, "--precision", precision])
         assert result.exit_code == 0, result.output
@@ -48,7 +48,7 @@ def test_translate_refuses_an_unknown_precision(tiny_run, tmp_path):
     result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--precision", "fp16",
                                  "--output", str(out)], input="Y dijo Dios\n")
     assert result.exit_code == 1
-    assert "--precision must be auto, fp32 or bf16" in result.output
+    assert "--precision must be auto, fp32, bf16 or int8" in result.output
     assert out.read_text(encoding="utf-8") == "earlier output\n"
 
 

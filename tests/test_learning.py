@@ -7,6 +7,7 @@ import torch
 from nmt.batching import Sequences, make_batch, token_batches
 from nmt.config import ModelConfig
 from nmt.model import build_model
+from nmt.quantize import int8_products
 from nmt.search import greedy, max_lengths
 from nmt.train import batch_loss
 
@@ -50,3 +51,7 @@ def test_tiny_model_learns_to_reverse_sequences(attention):
         found = greedy(model, batch.src, batch.src_lengths, max_lengths(batch.src_lengths, 2.0, 2))
     exact = np.mean([h.tokens == test_tgt.get(i).tolist() for i, h in enumerate(found)])
     assert exact >= 0.95, f"bf16 decoding: only {exact:.0%} of test sequences reversed exactly"
+    with int8_products(model):  # decode.precision: int8 keeps it too
+        found = greedy(model, batch.src, batch.src_lengths, max_lengths(batch.src_lengths, 2.0, 2))
+    exact = np.mean([h.tokens == test_tgt.get(i).tolist() for i, h in enumerate(found)])
+    assert exact >= 0.95, f"int8 decoding: only {exact:.0%} of test sequences reversed exactly"

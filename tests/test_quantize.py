@@ -1,0 +1,96 @@
+"""int8 decoding (nmt.quantize): exact integer algebra, per-row scales, the packed LSTM, errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from conftest import small_model
+from nmt.errors import NmtError
+from nmt.linear import linear
+from nmt.quantize import Int8Weight, int8_bilstm, int8_linear, int8_products
+
+
+def _integer_rows(rows: int, cols: int, seed: int) -> torch.Tensor:
+    """Integers in [-127, 127], each row holding ±127: int8 with a scale of exactly 1."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(-127, 128, (rows, cols), generator=g).float()
+    x[:, 0] = 127.0
+    return x
+
+
+def test_int8_product_is_exact_where_values_are_representable():
+    x, w = _integer_rows(5, 33, 0), _integer_rows(7, 33, 1)
+    bias = torch.arange(7.0)
+    assert torch.equal(int8_linear(x, Int8Weight.of(w), bias), F.linear(x, w, bias))
+
+
+def test_int8_product_is_close_to_fp32():
+    g = torch.Generator().manual_seed(2)
+    x, w, bias = torch.randn(64, 256, generator=g), torch.randn(1000, 256, generator=g) * 0.1, torch.randn(1000)
+    reference = F.linear(x, w, bias)
+    error = (int8_linear(x, Int8Weight.of(w), bias) - reference).norm() / reference.norm()
+    assert 0 < error < 0.02  # 255 levels per row and per output: about 1 %
+
+
+def test_a_row_gives_the_same_result_alone_as_in_any_batch():
+    g = torch.Generator().manual_seed(3)
+    x, weight = torch.randn(40, 48, generator=g) * torch.rand(40, 1, generator=g) * 10, Int8Weight.of(torch.randn(30, 48))
+    together = int8_linear(x, weight)
+    for i in (0, 17, 39):
+        assert torch.equal(int8_linear(x[i : i + 1], weight), together[i : i + 1])
+    assert torch.equal(int8_linear(x.view(5, 8, 48), weight).view(40, 30), together)  # any leading dims
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_int8_encoder_follows_the_packed_lstm(layers):
+    model = small_model(layers=layers, seed=5)
+    rnn = model.encoder.rnn
+    g = torch.Generator().manual_seed(6)
+    lengths = torch.tensor([5, 2, 7, 1, 7])
+    x = torch.randn(5, 7, rnn.input_size, generator=g)
+    with torch.no_grad():
+        packed, (h_ref, c_ref) = rnn(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        reference, _ = pad_packed_sequence(packed, batch_first=True, total_length=7)
+        with int8_products(model):
+            out, (h, c) = int8_bilstm(rnn, x, lengths)
+    assert out.shape == reference.shape and h.shape == h_ref.shape and c.shape == c_ref.shape
+    for i, n in enumerate(lengths.tolist()):
+        assert not out[i, n:].any()  # zero on padding
+    hid = rnn.hidden_size
+    top_h = h[-2:]  # the top layer's finals are its outputs at each sentence's own ends: packed semantics
+    assert torch.equal(top_h[0], out[torch.arange(5), lengths - 1, :hid])
+    assert torch.equal(top_h[1], out[:, 0, hid:])
+    for got, want in ((out, reference), (h, h_ref), (c, c_ref)):
+        assert (got - want).abs().max() < 0.03  # values of order 0.1–1, products 1 % off
+
+
+def test_int8_step_is_close_to_fp32_and_leaves_nothing_behind():
+    model = small_model(seed=7)
+    src = torch.tensor([[4, 5, 6, 3], [6, 5, 3, 0]])
+    lengths = torch.tensor([4, 3])
+    with torch.no_grad():
+        memory, state = model.encode(src, lengths)
+        reference, _, _ = model.decode_step(torch.tensor([1, 1]), state, memory)
+        with int8_products(model):
+            memory, state = model.encode(src, lengths)
+            quantized, _, _ = model.decode_step(torch.tensor([1, 1]), state, memory)
+        memory, state = model.encode(src, lengths)
+        again, _, _ = model.decode_step(torch.tensor([1, 1]), state, memory)
+    assert torch.equal(again, reference)  # nothing left behind after the context
+    assert not torch.equal(quantized, reference)
+    assert (quantized.exp() - reference.exp()).abs().max() < 0.02  # probabilities
+
+
+def test_training_inside_the_context_stays_fp32():
+    model = small_model(seed=8)
+    x, w = torch.randn(3, 16), model.generator.weight
+    with int8_products(model):
+        assert torch.equal(linear(x, w), F.linear(x, w))  # gradients wanted: the plain product
+
+
+def test_int8_refuses_other_devices():
+    model = small_model(seed=9).to("meta")
+    with pytest.raises(NmtError, match="int8 decoding runs on the CPU only"):
+        with int8_products(model):
+            pass
