@@ -50,6 +50,7 @@ def test_unknown_key_is_an_error(tmp_path):
         ("model.enc_layers=5", "between 1 and 4"),
         ("model.attention=none", "input_feeding needs attention"),
         ("train.trim_heap_every=-1", "trim_heap_every must be 0"),
+        ("train.precision=int8", "not one of"),  # int8 is for decoding only
     ],
 )
 def test_bad_values_are_errors(override, message):
@@ -58,8 +59,9 @@ def test_bad_values_are_errors(override, message):
 
 
 def test_overrides_are_typed():
-    config = load_config(TINY_CONFIG, ["train.lr=1e-3", "model.cell=gru", "data.dev_groups=[RUT, JON]"])
-    assert config.train.lr == 0.001 and config.model.cell == "gru"
+    config = load_config(TINY_CONFIG, ["train.lr=1e-3", "model.cell=gru", "data.dev_groups=[RUT, JON]",
+                                       "decode.precision=int8"])
+    assert config.train.lr == 0.001 and config.model.cell == "gru" and config.decode.precision == "int8"
     assert config.data.dev_groups == ("RUT", "JON")
 
 

@@ -242,3 +242,8 @@ def test_cli_translates_on_the_gpu(tmp_path):
                                           str(out), "--device", "cuda", "--precision", precision, "--beam", "2"])
         assert result.exit_code == 0, result.output
         assert len(out.read_text(encoding="utf-8").splitlines()) == len(LINES)
+    out.write_text("earlier output\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["translate", "--checkpoint", str(folder), "--input", str(source), "--output",
+                                      str(out), "--device", "cuda", "--precision", "int8"])
+    assert result.exit_code == 1 and "int8 decoding runs on the CPU only" in result.output
+    assert out.read_text(encoding="utf-8") == "earlier output\n"  # nothing written on failure
