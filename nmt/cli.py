@@ -123,8 +123,8 @@ def translate(
     precision: Annotated[
         Optional[str],
         typer.Option(help="fp32, bf16 (autocast; faster on CPUs with avx512_bf16 or AMX), int8 (CPU: 8-bit "
-                          "matrix products, fastest) or auto (bf16 where it is native, else fp32). "
-                          "Default: config."),
+                          "matrix products; fastest where the CPU has VNNI) or auto (bf16 where it is "
+                          "native, else fp32). Default: config."),
     ] = None,
     stopping: Annotated[
         Optional[str],
