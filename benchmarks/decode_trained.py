@@ -70,9 +70,9 @@ def decode_precisions(spec: str) -> list[str]:
     return precisions
 
 
-def jobs(args, quality: Path, tmp: Path) -> list[tuple[str, list, str]]:
-    """(name, command without --out, results key) of every decoding measurement that can run; nmt
-    writes its translations (the peers write theirs anyway) for the BLEU of each."""
+def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
+    """(name, command without --out and nmt's --hyps, results key) of every decoding measurement
+    that can run."""
     py, script = sys.executable, HERE / "nmt_runs.py"
     src = test_text(Path(args.work), quality, "es", 0)
     out = []
@@ -86,10 +86,9 @@ def jobs(args, quality: Path, tmp: Path) -> list[tuple[str, list, str]]:
                 for beam in args.beams:
                     if beam == 1 and stopping != args.stopping[0]:
                         continue  # greedy search has no stopping rule: once per precision
-                    hyps = tmp / f"{_stem(label)}-beam{beam}.hyp"
                     out.append((label, [py, script, "decode", "--checkpoint", checkpoint, "--src", src, "--beam", beam,
-                                        "--repeats", 1, "--precision", precision, "--stopping", stopping,
-                                        "--hyps", hyps], f"beam{beam}"))
+                                        "--repeats", 1, "--precision", precision, "--stopping", stopping],
+                                f"beam{beam}"))
     for peer in peer_list(args.peers):
         peer_work, python = quality / peer, PEER_DIR / peer / "venv" / "bin" / "python"
         if not (peer_work.is_dir() and python.is_file()):
@@ -109,14 +108,16 @@ def _stem(name: str) -> str:
 def run(args, quality: Path, tmp: Path) -> dict:
     """Every job once a round, ``args.rounds`` rounds; per job the fastest round and all rounds."""
     found: dict = {}
-    planned = jobs(args, quality, tmp)  # the same jobs every round (and a missing model warned of once)
+    planned = jobs(args, quality)  # the same jobs every round (and a missing model warned of once)
     for r in range(1, args.rounds + 1):
         for name, cmd, key in planned:
             stem = f"{_stem(name)}-{key}-r{r}"
-            result = measured([*cmd, "--out", tmp / f"{stem}.json"], tmp / f"{stem}.json", tmp / f"{stem}.log",
-                              args.timeout)
-            if "hyps" in result and Path(result["hyps"]).is_file():  # a peer writes every search to one file
-                kept = tmp / f"{stem}.hyp"
+            kept = tmp / f"{stem}.hyp"  # this search's translations, for its BLEU
+            extra = ["--hyps", kept] if name.startswith("nmt") else []
+            result = measured([*cmd, *extra, "--out", tmp / f"{stem}.json"], tmp / f"{stem}.json",
+                              tmp / f"{stem}.log", args.timeout)
+            # a peer writes every search to one file: copied away before its next search
+            if not extra and "hyps" in result and Path(result["hyps"]).is_file():
                 shutil.copyfile(result["hyps"], kept)
                 result["hyps"] = str(kept)
             slot = found.setdefault(name, {}).setdefault(key, {"rounds": []})

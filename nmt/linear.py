@@ -64,7 +64,7 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``: x (…, in), weight (out, in) → (…, out). In int8 inside
     ``nmt.quantize.int8_products``."""
-    if (packed := int8_weight(weight)) is not None and not torch.is_grad_enabled():
+    if not torch.is_grad_enabled() and (packed := int8_weight(weight)) is not None:
         return int8_linear(x, packed, bias)
     if _onednn(x, weight):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
@@ -79,7 +79,7 @@ def lstm_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih: torch.Ten
     then the gates (``nmt.activations.lstm_pointwise``).
     Under bf16 autocast ``torch.lstm_cell`` stays: this cell in oneDNN fp32 there was 0.91-0.95x.
     Inside ``nmt.quantize.int8_products`` the two products run in int8."""
-    if int8_weight(w_ih) is not None and not torch.is_grad_enabled():
+    if not torch.is_grad_enabled() and int8_weight(w_ih) is not None:
         z = linear(x, w_ih, b_ih).add_(linear(h, w_hh, b_hh))  # (N, 4H)
     elif not _onednn(x, w_ih):
         return torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)

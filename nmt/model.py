@@ -101,11 +101,10 @@ class Encoder(nn.Module):
         the dense kernel pays (``_by_length_pays``), sentences of each length run together
         (``by_length``)."""
         x = self.dropout(self.embed(src))  # (B, S, E)
-        fast_lstm = isinstance(self.rnn, nn.LSTM)
-        fast = fused and fast_lstm and x.device.type in FUSED_ENCODER_DEVICES
-        if fast and torch.is_grad_enabled():
+        is_lstm = isinstance(self.rnn, nn.LSTM)
+        if fused and is_lstm and x.device.type in FUSED_ENCODER_DEVICES and torch.is_grad_enabled():
             out, state = bilstm(self.rnn, x, lengths, self.training)
-        elif not torch.is_grad_enabled() and int8_weight(self.rnn.weight_ih_l0) is not None and fast_lstm:
+        elif not torch.is_grad_enabled() and is_lstm and int8_weight(self.rnn.weight_ih_l0) is not None:
             out, state = int8_bilstm(self.rnn, x, lengths)
         elif not torch.is_grad_enabled() and _by_length_pays(x):
             out, state = by_length(self.rnn, x, lengths)

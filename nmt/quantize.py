@@ -94,10 +94,13 @@ def int8_products(model: nn.Module):
     """Within: ``nmt.linear``'s products with ``model``'s weight matrices run in int8.
 
     The int8 forms are made on entry from the weights as they are then (a few milliseconds for
-    the default model), so a model that trains on between decodings is always quantized afresh."""
+    the default model), so a model that trains on between decodings is always quantized afresh.
+    Embedding tables are looked up, never multiplied, so only a tied output layer's copy of one is
+    quantized (it is the generator's weight too)."""
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise NmtError("int8 decoding runs on the CPU only; use fp32 or bf16 on a GPU")
-    matrices = {id(p): (p, Int8Weight.of(p)) for p in model.parameters() if p.dim() == 2}
+    matrices = {id(p): (p, Int8Weight.of(p)) for module in model.modules() if not isinstance(module, nn.Embedding)
+                for p in module.parameters(recurse=False) if p.dim() == 2}
     token = _WEIGHTS.set(matrices)
     try:
         yield
