@@ -60,13 +60,16 @@ NMT_MODELS = {"nmt": ("nmt-run", "joeynmt"), "nmt luong": ("nmt-luong-run", "fai
 
 def decode_precisions(spec: str) -> list[str]:
     """--precisions: 'auto' (fp32, bf16 where it is native, int8), or a comma list."""
+    import typing
+
+    from nmt.config import DecodePrecision
     from nmt.hardware import native_bf16
 
     if spec == "auto":
         return ["fp32"] + (["bf16"] if native_bf16("cpu") else []) + ["int8"]
-    precisions = [p for p in spec.split(",") if p]
-    if not precisions or set(precisions) - {"bf16", "fp32", "int8"}:
-        raise SystemExit(f"--precisions: expected 'auto' or a comma list of fp32, bf16, int8; got {spec!r}")
+    precisions, known = [p for p in spec.split(",") if p], [p for p in typing.get_args(DecodePrecision) if p != "auto"]
+    if not precisions or set(precisions) - set(known):
+        raise SystemExit(f"--precisions: expected 'auto' or a comma list of {', '.join(known)}; got {spec!r}")
     return precisions
 
 

@@ -18,6 +18,7 @@ import json
 import shutil
 import sys
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from nmt.config import DecodePrecision, StoppingRule  # noqa: E402
 
 THREADS = 2
 CONFIG = ROOT / "configs" / "bible-es-en.yaml"
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("what", choices=["peak", "train", "decode", "budget"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--work")
-    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32", "int8"],
+    parser.add_argument("--precision", default="auto", choices=typing.get_args(DecodePrecision),
                         help="auto: bf16 where it is native (nmt.hardware.native_bf16), else fp32; "
                              "int8: decode only (nmt.quantize)")
     parser.add_argument("--variant", default="bahdanau", choices=list(VARIANTS))
@@ -262,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--src")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--hyps")
-    parser.add_argument("--stopping", default="bound", choices=["bound", "finished"], help="decode: beam search's rule")
+    parser.add_argument("--stopping", default="bound", choices=typing.get_args(StoppingRule), help="decode: beam search's rule")
     parser.add_argument("--repeats", type=int, default=3, help="passes per search call; the fastest is timed")
     parser.add_argument("--minutes", type=float, default=15.0, help="budget: wall-clock training minutes")
     parser.add_argument("--run-dir", help="train / budget: the run folder (deleted first)")

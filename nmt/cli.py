@@ -136,15 +136,15 @@ def translate(
 ) -> None:
     """Translate one sentence per line; the output has exactly as many lines as the input."""
     from nmt.atomic import atomic_write_text
+    from nmt.config import DecodePrecision, StoppingRule, choice_error
     from nmt.data import read_lines
     from nmt.translate import Translator
 
     if nbest > beam:
         _fail(f"--nbest {nbest} needs --beam of at least {nbest}")
-    if precision not in (None, "auto", "fp32", "bf16", "int8"):
-        _fail(f"--precision must be auto, fp32, bf16 or int8, not {precision!r}")
-    if stopping not in (None, "bound", "finished"):
-        _fail(f"--stopping must be bound or finished, not {stopping!r}")
+    for option, value, choices in (("--precision", precision, DecodePrecision), ("--stopping", stopping, StoppingRule)):
+        if value is not None and (error := choice_error(option, value, choices)):
+            _fail(error)
     lines = read_lines(input) if input is not None else _stdin_lines()
     translator = Translator.from_checkpoint(checkpoint, device)
     if nbest == 1:

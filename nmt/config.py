@@ -24,6 +24,22 @@ class ConfigError(NmtError, ValueError):
     """A configuration that cannot be used; the message is one line for the user."""
 
 
+# Settings whose choices are also checked outside a config (the CLI's options, Translator's
+# arguments, the benchmarks' flags): one list each, here.
+Precision = Literal["auto", "fp32", "bf16"]  # auto: bf16 where it is native (nmt.hardware)
+DecodePrecision = Literal["auto", "fp32", "bf16", "int8"]
+StoppingRule = Literal["bound", "finished"]
+
+
+def choice_error(setting: str, value: object, choices: Any) -> str | None:
+    """None where ``value`` is one of the Literal ``choices``, else the one-line message
+    "<setting> must be a, b or c, not 'x'"."""
+    options = typing.get_args(choices)
+    if value in options:
+        return None
+    return f"{setting} must be {', '.join(options[:-1])} or {options[-1]}, not {value!r}"
+
+
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "data/bible.es-en.tsv.gz"  # local TSV/CSV/JSONL file, text file, or hub name
@@ -87,7 +103,7 @@ class TrainConfig:
     max_train_len: int = 128  # drop training pairs longer than this many pieces
     # bf16: autocast the forward pass (weights stay fp32); auto: bf16 where it is native (CPUs with
     # avx512_bf16 or AMX, CUDA), else fp32 (nmt.hardware.resolve_precision)
-    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
     threads: int = 0  # 0 = choose automatically
     fused_rnn: bool = True  # LSTMs through nmt.recurrence (hand-written backward); false = autograd, op by op
     trim_heap_every: int = 10  # steps between returning free heap pages to the OS (glibc); 0 = never
@@ -102,11 +118,11 @@ class DecodeConfig:
     batch_size: int = 64  # sentences per decoding batch
     # bf16: autocast matmuls, log-probabilities still fp32; int8 (CPU): matrix products in 8-bit
     # integers (nmt.quantize); both may change some translations slightly
-    precision: Literal["auto", "fp32", "bf16", "int8"] = "fp32"
+    precision: DecodePrecision = "fp32"
     # When a beam-search sentence stops: "bound" once no live hypothesis can still beat its best
     # finished one (exact with respect to the beam); "finished" once `beam` hypotheses have finished
     # (fairseq's rule, Hugging Face's early_stopping=True): fewer steps, outputs may differ.
-    stopping: Literal["bound", "finished"] = "bound"
+    stopping: StoppingRule = "bound"
 
 
 @dataclass(frozen=True)

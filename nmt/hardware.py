@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from nmt.config import Precision, choice_error
 from nmt.errors import NmtError
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,8 @@ def onednn_bf16() -> bool:
 def resolve_precision(requested: str, device: torch.device, setting: str) -> str:
     """fp32 or bf16 for ``requested`` (``setting``'s value): "auto" is bf16 where bf16 is native
     (``native_bf16``), else fp32; an explicit "bf16" without native bf16 runs, with a warning."""
-    if requested not in ("auto", "fp32", "bf16"):
-        raise NmtError(f"{setting} must be auto, fp32 or bf16, not {requested!r}")
+    if error := choice_error(setting, requested, Precision):
+        raise NmtError(error)
     native = native_bf16(device.type)
     if requested == "auto":
         return "bf16" if native else "fp32"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nmt.config import StoppingRule, choice_error
 from nmt.model import Seq2Seq
 from nmt.tokenizer import BOS, EOS, PAD
 
@@ -171,8 +172,8 @@ def beam_search(
 
     With beam 1 (either rule) this is greedy search.
     """
-    if stopping not in ("bound", "finished"):
-        raise ValueError(f"stopping must be bound or finished, not {stopping!r}")
+    if error := choice_error("stopping", stopping, StoppingRule):
+        raise ValueError(error)
     k, device = beam, src.device
     memory, state = model.encode(src, lengths)  # memory: one row per sentence, shared by its k rows
     b = src.size(0)

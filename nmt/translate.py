@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from nmt.batching import Sequences, make_batch, sentence_batches
-from nmt.config import Config
+from nmt.config import Config, DecodePrecision, StoppingRule, choice_error
 from nmt.hardware import pick_device, resolve_precision
 from nmt.model import Seq2Seq
 from nmt.quantize import int8_products
@@ -55,12 +55,12 @@ class Translator:
         alpha = cfg.alpha if alpha is None else alpha
         precision = cfg.precision if precision is None else precision
         stopping = cfg.stopping if stopping is None else stopping
-        if precision not in ("auto", "fp32", "bf16", "int8"):
-            raise ValueError(f"precision must be auto, fp32, bf16 or int8, not {precision!r}")
+        if error := choice_error("precision", precision, DecodePrecision):
+            raise ValueError(error)
         if precision != "int8":
             precision = resolve_precision(precision, self.device, "decode.precision")
-        if stopping not in ("bound", "finished"):
-            raise ValueError(f"stopping must be bound or finished, not {stopping!r}")
+        if error := choice_error("stopping", stopping, StoppingRule):
+            raise ValueError(error)
         if nbest > beam:
             raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
         results: list[list[Hypothesis]] = [[] for _ in lines]

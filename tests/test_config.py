@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from conftest import TINY_CONFIG
-from nmt.config import ConfigError, load_config
+from nmt.config import ConfigError, DecodePrecision, choice_error, load_config
 
 ROOT_CONFIGS = ["configs/bible-es-en.yaml", "configs/tiny.yaml"]
 
@@ -68,3 +68,12 @@ def test_overrides_are_typed():
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_choice_errors_name_the_setting_and_every_choice():
+    """One list of choices per setting: the config, the CLI and Translator all check against it."""
+    assert choice_error("--precision", "int8", DecodePrecision) is None
+    assert choice_error("--precision", "fp16", DecodePrecision) == (
+        "--precision must be auto, fp32, bf16 or int8, not 'fp16'")
+    with pytest.raises(ConfigError, match="'fp16' is not one of auto, fp32, bf16, int8"):
+        load_config(TINY_CONFIG, ["decode.precision=fp16"])
