@@ -2,6 +2,10 @@
 (``nmt.quantize.int8_linear``: quantization of the input rows and rescaling included).
 
     python benchmarks/micro_int8.py [--reps 200] [--threads 2]
+    ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python benchmarks/micro_int8.py
+
+The second form holds both libraries to AVX2 (no VNNI, no AVX-512): a stand-in for a CPU without
+8-bit dot products on this one; oneDNN then has no bf16 product, and that column reads "—".
 
 Shapes are decoding's: rows = sentences (× beam) still decoding, then the default model's output
 layer (256 → 8,000), LSTM cell (512 / 256 → 1,024) and W_c (768 → 256). Rounds alternate the four
@@ -51,13 +55,17 @@ def main() -> None:
         }
         best = {name: float("inf") for name in arms}
         with torch.no_grad():
+            try:
+                arms["bf16"]()
+            except RuntimeError:  # no bf16 kernels (e.g. ONEDNN_MAX_CPU_ISA=AVX2)
+                del arms["bf16"]
             for _ in range(args.rounds):
                 for name, fn in arms.items():
                     best[name] = min(best[name], timed(fn, args.reps))
             ref = F.linear(x, w, b)
             error = float((int8_linear(x, q, b) - ref).norm() / ref.norm())
         flops = 2 * rows * k * n
-        cell = lambda s: f"{s * 1e6:,.0f} ({flops / s / 1e9:.0f})"  # noqa: E731
+        cell = lambda s: "—" if s == float("inf") else f"{s * 1e6:,.0f} ({flops / s / 1e9:.0f})"  # noqa: E731
         fp32 = min(best["mkl"], best["onednn"])
         print(f"| {rows} × {k} × {n} | {cell(best['mkl'])} | {cell(best['onednn'])} | {cell(best['bf16'])} | "
               f"{cell(best['int8'])} | {fp32 / best['int8']:.2f}× | {100 * error:.1f} % |")

@@ -2,9 +2,10 @@
 
 Dynamic quantization, symmetric, scales chosen per row of the input and per output of the weight:
 
-    x_r ≈ s_r · q_r,      s_r = max_j |x_rj| / 127        one scale per input row (token)
-    W_o ≈ t_o · Q_o,      t_o = max_j |W_oj| / 127        one scale per output unit, once
+    x_r ≈ s_r · q_r,      s_r = max_j |x_rj| / L          one scale per input row (token)
+    W_o ≈ t_o · Q_o,      t_o = max_j |W_oj| / L          one scale per output unit, once
     (x Wᵀ + b)_ro ≈ s_r t_o (q Qᵀ)_ro + b_o               q Qᵀ summed exactly in int32
+    L = 127 (8 bits), or 63 where this CPU's 8-bit products would not be exact (below)
 
 Why: at decoding's shapes ((1 … 320) rows × 256 … 768 in × 256 … 8,000 out) this ran 1.5–3.3x
 faster than the faster fp32 product (oneDNN or MKL), quantization and rescaling included, on the
@@ -17,6 +18,13 @@ split 70 % (greedy) and 58 % (beam 5) of a trained model's lines were identical,
 Per-row input scales, not one per tensor: a row is quantized from its own values only, and integer
 sums do not depend on their order, so a sentence's products are the same in any batch.
 
+Exact sums need a CPU that multiplies 8-bit values natively (VNNI, AMX). Without it oneDNN, which
+runs ``torch._int_mm``, adds u8 · s8 products in pairs into saturating 16-bit integers (AVX2's
+vpmaddubsw): with values up to ±127 nearly every sum of a product was off (the Zen 4 VM held to
+AVX2 by ``ONEDNN_MAX_CPU_ISA=AVX2``; relative error 1.3–2.5 % instead of 0.7 %), with values up to
+±63 none was. So ``int8_levels`` probes the products once per process: values run to ±127 where
+those are exact, else to ±63 (7 bits, about twice the rounding error), else int8 is refused.
+
 Inside ``int8_products(model)``, ``nmt.linear``'s ``linear`` and ``lstm_cell`` run in int8 for the
 model's weight matrices (the decoder's products, the output layer's), and an LSTM encoder runs
 through ``int8_bilstm``. The attention's batched matmuls and softmax, the LSTM gates, GRU and
@@ -27,6 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -35,32 +45,74 @@ from torch import nn
 from nmt.activations import lstm_pointwise
 from nmt.errors import NmtError
 
+log = logging.getLogger(__name__)
+LEVELS = (127, 63)  # the largest |value| of the int8 forms, in order of preference (see the docstring)
+
+
+def _exact_products(levels: int) -> bool:
+    """Whether torch._int_mm sums products of values in [-levels, levels] exactly, here: extreme and
+    random operands, at a few shapes (oneDNN picks its kernel by shape)."""
+    g = torch.Generator().manual_seed(0)
+    for rows, inner, cols in ((1, 64, 8), (8, 256, 64), (64, 512, 256)):
+        sides = [lambda n, m, v=v: torch.full((n, m), v, dtype=torch.int8) for v in (levels, -levels)]
+        sides.append(lambda n, m: torch.randint(-levels, levels + 1, (n, m), generator=g, dtype=torch.int8))
+        for left in sides:
+            for right in sides:
+                a, b = left(rows, inner), right(inner, cols)
+                if not torch.equal(torch._int_mm(a, b).long(), a.long() @ b.long()):
+                    return False
+    return True
+
+
+@functools.cache
+def int8_levels() -> int | None:
+    """The largest |value| whose int8 products are exact on this CPU (127 or 63), None if neither."""
+    for levels in LEVELS:
+        if _exact_products(levels):
+            if levels != LEVELS[0]:
+                log.info("int8 decoding: 8-bit products are exact only up to ±%d on this CPU (no VNNI)", levels)
+            return levels
+    return None
+
 
 @dataclass(frozen=True)
 class Int8Weight:
-    """A weight matrix (out, in) as int8 values and one fp32 scale per output row."""
+    """A weight matrix (out, in) as int8 values and one fp32 scale per output row; inputs multiplied
+    with it are quantized to the same ``levels``."""
 
     values_t: torch.Tensor  # (in, out) int8: the transpose of the quantized (out, in) matrix
     scale: torch.Tensor  # (out,) fp32
+    levels: int  # values lie in [-levels, levels]
 
     @classmethod
-    def of(cls, weight: torch.Tensor) -> "Int8Weight":
+    def of(cls, weight: torch.Tensor, levels: int | None = None) -> "Int8Weight":
+        """``levels`` None: ``int8_levels()``, this CPU's exact range."""
+        levels = _usable_levels() if levels is None else levels
         w = weight.detach().float()
-        scale = w.abs().amax(dim=1).div_(127).clamp_(min=torch.finfo(torch.float32).tiny)  # (out,)
-        values = torch.div(w, scale.unsqueeze(1)).round_().to(torch.int8)  # in [-127, 127]
-        return cls(values.t(), scale)
+        scale = w.abs().amax(dim=1).div_(levels).clamp_(min=torch.finfo(torch.float32).tiny)  # (out,)
+        values = torch.div(w, scale.unsqueeze(1)).round_().to(torch.int8)  # in [-levels, levels]
+        return cls(values.t(), scale, levels)
 
 
-def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (N, in) fp32 → int8 values (N, in) and scales (N, 1): x ≈ scale · values, row by row."""
-    scale = x.abs().amax(dim=1, keepdim=True).div_(127).clamp_(min=torch.finfo(torch.float32).tiny)
+def _usable_levels() -> int:
+    levels = int8_levels()
+    if levels is None:
+        raise NmtError("int8 decoding needs exact 8-bit matrix products, which this CPU and PyTorch build "
+                       "do not give; use fp32 or bf16")
+    return levels
+
+
+def quantize_rows(x: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (N, in) fp32 → int8 values (N, in) in [-levels, levels] and scales (N, 1): x ≈ scale ·
+    values, row by row."""
+    scale = x.abs().amax(dim=1, keepdim=True).div_(levels).clamp_(min=torch.finfo(torch.float32).tiny)
     return torch.div(x, scale).round_().to(torch.int8), scale
 
 
 def int8_linear(x: torch.Tensor, weight: Int8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """≈ F.linear(x, W, bias) from W's int8 form: x (…, in) fp32 → (…, out) fp32."""
     rows = x.reshape(-1, x.size(-1)).float()
-    values, row_scale = quantize_rows(rows)
+    values, row_scale = quantize_rows(rows, weight.levels)
     out = torch._int_mm(values, weight.values_t).float()  # (N, out), exact integer sums
     out.mul_(weight.scale).mul_(row_scale)  # in place: a fresh (N, out) product costs more than the matmul
     if bias is not None:
@@ -99,8 +151,9 @@ def int8_products(model: nn.Module):
     quantized (it is the generator's weight too)."""
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise NmtError("int8 decoding runs on the CPU only; use fp32 or bf16 on a GPU")
-    matrices = {id(p): (p, Int8Weight.of(p)) for module in model.modules() if not isinstance(module, nn.Embedding)
-                for p in module.parameters(recurse=False) if p.dim() == 2}
+    levels = _usable_levels()
+    matrices = {id(p): (p, Int8Weight.of(p, levels)) for module in model.modules()
+                if not isinstance(module, nn.Embedding) for p in module.parameters(recurse=False) if p.dim() == 2}
     token = _WEIGHTS.set(matrices)
     try:
         yield
@@ -135,7 +188,7 @@ def int8_bilstm(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor):
         h_new, c_new, tanh_c = torch.empty_like(h), torch.empty_like(c), torch.empty_like(c)
         for k in range(steps):
             at = (k, steps - 1 - k)  # the position each direction reads
-            values, row_scale = quantize_rows(h.view(2 * batch, hid))
+            values, row_scale = quantize_rows(h.view(2 * batch, hid), w_hh[0].levels)
             for d in range(2):
                 torch._int_mm(values[d * batch : (d + 1) * batch], w_hh[d].values_t, out=sums[d])
             torch.mul(sums, hh_scale, out=z).mul_(row_scale.view(2, batch, 1))

@@ -1,5 +1,10 @@
 """int8 decoding (nmt.quantize): exact integer algebra, per-row scales, the packed LSTM, errors."""
 
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,21 +13,51 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from conftest import small_model
 from nmt.errors import NmtError
 from nmt.linear import linear
-from nmt.quantize import Int8Weight, int8_bilstm, int8_linear, int8_products
+from nmt.quantize import LEVELS, Int8Weight, int8_bilstm, int8_levels, int8_linear, int8_products
 
 
-def _integer_rows(rows: int, cols: int, seed: int) -> torch.Tensor:
-    """Integers in [-127, 127], each row holding ±127: int8 with a scale of exactly 1."""
+def _integer_rows(rows: int, cols: int, seed: int, levels: int) -> torch.Tensor:
+    """Integers in [-levels, levels], each row holding +levels: int8 values with a scale of exactly 1."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randint(-127, 128, (rows, cols), generator=g).float()
-    x[:, 0] = 127.0
+    x = torch.randint(-levels, levels + 1, (rows, cols), generator=g).float()
+    x[:, 0] = float(levels)
     return x
 
 
 def test_int8_product_is_exact_where_values_are_representable():
-    x, w = _integer_rows(5, 33, 0), _integer_rows(7, 33, 1)
+    levels = int8_levels()  # 127 where the CPU multiplies 8-bit values natively (VNNI), else 63
+    assert levels in LEVELS
+    x, w = _integer_rows(5, 33, 0, levels), _integer_rows(7, 33, 1, levels)
     bias = torch.arange(7.0)
     assert torch.equal(int8_linear(x, Int8Weight.of(w), bias), F.linear(x, w, bias))
+
+
+_WITHOUT_VNNI = """
+import torch, torch.nn.functional as F
+from nmt.quantize import Int8Weight, int8_levels, int8_linear
+assert int8_levels() == 63, int8_levels()
+g = torch.Generator().manual_seed(0)
+x = torch.randint(-63, 64, (9, 300), generator=g).float()
+w = torch.randint(-63, 64, (70, 300), generator=g).float()
+x[:, 0], w[:, 0] = 63.0, 63.0
+assert torch.equal(int8_linear(x, Int8Weight.of(w)), F.linear(x, w))  # exact at ±63
+a, b = torch.full((8, 256), 127, dtype=torch.int8), torch.full((256, 64), 127, dtype=torch.int8)
+assert not torch.equal(torch._int_mm(a, b).long(), a.long() @ b.long())  # what ±127 would give
+x, w = torch.randn(64, 256, generator=g), torch.randn(1000, 256, generator=g) * 0.1
+reference = F.linear(x, w)
+error = float((int8_linear(x, Int8Weight.of(w)) - reference).norm() / reference.norm())
+assert 0 < error < 0.03, error
+print("ok")
+"""
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's x86 ISA switch")
+def test_without_vnni_values_shrink_until_the_products_are_exact():
+    """oneDNN held to AVX2 (no 8-bit dot products) sums 8-bit products in saturating 16-bit pairs:
+    values of ±127 come out wrong, so int8 decoding keeps its values to ±63, where they are exact."""
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_VNNI], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_int8_product_is_close_to_fp32():
@@ -30,7 +65,7 @@ def test_int8_product_is_close_to_fp32():
     x, w, bias = torch.randn(64, 256, generator=g), torch.randn(1000, 256, generator=g) * 0.1, torch.randn(1000)
     reference = F.linear(x, w, bias)
     error = (int8_linear(x, Int8Weight.of(w), bias) - reference).norm() / reference.norm()
-    assert 0 < error < 0.02  # 255 levels per row and per output: about 1 %
+    assert 0 < error < 0.02  # 255 levels per row and per output: about 1 % (±63 without VNNI: 1.7 %)
 
 
 def test_a_row_gives_the_same_result_alone_as_in_any_batch():
@@ -94,3 +129,18 @@ def test_int8_refuses_other_devices():
     with pytest.raises(NmtError, match="int8 decoding runs on the CPU only"):
         with int8_products(model):
             pass
+
+
+def test_int8_is_refused_where_no_range_gives_exact_products(monkeypatch):
+    import nmt.quantize
+
+    monkeypatch.setattr(nmt.quantize, "_exact_products", lambda levels: False)
+    int8_levels.cache_clear()
+    try:
+        with pytest.raises(NmtError, match="int8 decoding needs exact 8-bit matrix products"):
+            with int8_products(small_model(seed=10)):
+                pass
+    finally:
+        monkeypatch.undo()
+        int8_levels.cache_clear()
+    assert int8_levels() in LEVELS
