@@ -59,14 +59,19 @@ def _exact_products(levels: int) -> bool:
         for left in sides:
             for right in sides:
                 a, b = left(rows, inner), right(inner, cols)
-                if not torch.equal(torch._int_mm(a, b).long(), a.long() @ b.long()):
+                try:
+                    got = torch._int_mm(a, b)  # a private op: a PyTorch build may lack it or its CPU kernel
+                except (AttributeError, RuntimeError, NotImplementedError):
+                    return False
+                if not torch.equal(got.long(), a.long() @ b.long()):
                     return False
     return True
 
 
 @functools.cache
 def int8_levels() -> int | None:
-    """The largest |value| whose int8 products are exact on this CPU (127 or 63), None if neither."""
+    """The largest |value| whose int8 products are exact on this CPU (127 or 63), None if neither
+    (or if this PyTorch build has no CPU ``torch._int_mm``)."""
     for levels in LEVELS:
         if _exact_products(levels):
             if levels != LEVELS[0]:

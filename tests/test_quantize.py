@@ -131,10 +131,15 @@ def test_int8_refuses_other_devices():
             pass
 
 
-def test_int8_is_refused_where_no_range_gives_exact_products(monkeypatch):
+@pytest.mark.parametrize("broken", ["inexact", "missing"])
+def test_int8_is_refused_where_no_range_gives_exact_products(monkeypatch, broken):
+    """Products wrong at every range, or no CPU torch._int_mm in this PyTorch build: one line."""
     import nmt.quantize
 
-    monkeypatch.setattr(nmt.quantize, "_exact_products", lambda levels: False)
+    if broken == "inexact":
+        monkeypatch.setattr(nmt.quantize, "_exact_products", lambda levels: False)
+    else:
+        monkeypatch.delattr(torch, "_int_mm")
     int8_levels.cache_clear()
     try:
         with pytest.raises(NmtError, match="int8 decoding needs exact 8-bit matrix products"):
