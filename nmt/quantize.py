@@ -53,12 +53,14 @@ def _exact_products(levels: int) -> bool:
     """Whether torch._int_mm sums products of values in [-levels, levels] exactly, here: extreme and
     random operands, at a few shapes (oneDNN picks its kernel by shape)."""
     g = torch.Generator().manual_seed(0)
+
+    def operands(n: int, m: int) -> list[torch.Tensor]:
+        return [torch.full((n, m), levels, dtype=torch.int8), torch.full((n, m), -levels, dtype=torch.int8),
+                torch.randint(-levels, levels + 1, (n, m), generator=g, dtype=torch.int8)]
+
     for rows, inner, cols in ((1, 64, 8), (8, 256, 64), (64, 512, 256)):
-        sides = [lambda n, m, v=v: torch.full((n, m), v, dtype=torch.int8) for v in (levels, -levels)]
-        sides.append(lambda n, m: torch.randint(-levels, levels + 1, (n, m), generator=g, dtype=torch.int8))
-        for left in sides:
-            for right in sides:
-                a, b = left(rows, inner), right(inner, cols)
+        for a in operands(rows, inner):
+            for b in operands(inner, cols):
                 try:
                     got = torch._int_mm(a, b)  # a private op: a PyTorch build may lack it or its CPU kernel
                 except (AttributeError, RuntimeError, NotImplementedError):
@@ -93,10 +95,8 @@ class Int8Weight:
     def of(cls, weight: torch.Tensor, levels: int | None = None) -> "Int8Weight":
         """``levels`` None: ``int8_levels()``, this CPU's exact range."""
         levels = _usable_levels() if levels is None else levels
-        w = weight.detach().float()
-        scale = w.abs().amax(dim=1).div_(levels).clamp_(min=torch.finfo(torch.float32).tiny)  # (out,)
-        values = torch.div(w, scale.unsqueeze(1)).round_().to(torch.int8)  # in [-levels, levels]
-        return cls(values.t(), scale, levels)
+        values, scale = quantize_rows(weight.detach().float(), levels)  # a row per output unit
+        return cls(values.t(), scale.squeeze(1), levels)
 
 
 def _usable_levels() -> int:
