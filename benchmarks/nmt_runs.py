@@ -205,7 +205,7 @@ def run_decode(args) -> dict:
     import nmt.translate as translate_module
     from peers.common import SearchClock
     from nmt.data import read_lines
-    from nmt.hardware import resolve_precision
+    from nmt.hardware import resolve_decode_precision
 
     torch.set_num_threads(THREADS)
     translator = translate_module.Translator.from_checkpoint(args.checkpoint, args.device)
@@ -230,8 +230,7 @@ def run_decode(args) -> dict:
         Path(args.hyps).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     return {
         "beam": args.beam,
-        "precision": args.precision if args.precision == "int8" else resolve_precision(args.precision,
-                                                                                       translator.device, "--precision"),
+        "precision": resolve_decode_precision(args.precision, translator.device, "--precision"),
         "stopping": args.stopping,
         "sentences": len(lines),
         "target_tokens": int(sum(lengths)),

@@ -138,3 +138,9 @@ def resolve_precision(requested: str, device: torch.device, setting: str) -> str
         log.warning("%s is bf16 but this %s has no native bf16 (avx512_bf16 or AMX): bf16 is emulated and "
                     "much slower than fp32; use %s: auto or fp32", setting, device.type, setting)
     return requested
+
+
+def resolve_decode_precision(requested: str, device: torch.device, setting: str) -> str:
+    """``resolve_precision`` for decoding, where "int8" (8-bit products on the CPU, ``nmt.quantize``)
+    is a choice too and is kept as it is."""
+    return requested if requested == "int8" else resolve_precision(requested, device, setting)

@@ -13,7 +13,7 @@ import torch
 
 from nmt.batching import Sequences, make_batch, sentence_batches
 from nmt.config import Config, DecodePrecision, StoppingRule, choice_error
-from nmt.hardware import pick_device, resolve_precision
+from nmt.hardware import pick_device, resolve_decode_precision
 from nmt.model import Seq2Seq
 from nmt.quantize import int8_products
 from nmt.search import Hypothesis, beam_search, greedy, max_lengths
@@ -57,8 +57,7 @@ class Translator:
         stopping = cfg.stopping if stopping is None else stopping
         if error := choice_error("precision", precision, DecodePrecision):
             raise ValueError(error)
-        if precision != "int8":
-            precision = resolve_precision(precision, self.device, "decode.precision")
+        precision = resolve_decode_precision(precision, self.device, "decode.precision")
         if error := choice_error("stopping", stopping, StoppingRule):
             raise ValueError(error)
         if nbest > beam:

@@ -77,6 +77,10 @@ def test_auto_precision_is_bf16_only_where_bf16_is_native(monkeypatch, caplog, n
     assert ("no native bf16" in caplog.text) == (not native)
     with pytest.raises(NmtError, match="train.precision must be auto, fp32 or bf16"):
         hardware.resolve_precision("fp16", cpu, "train.precision")
+    assert hardware.resolve_decode_precision("int8", cpu, "decode.precision") == "int8"  # decoding only
+    assert hardware.resolve_decode_precision("auto", cpu, "decode.precision") == ("bf16" if native else "fp32")
+    with pytest.raises(NmtError, match="train.precision must be auto, fp32 or bf16"):
+        hardware.resolve_precision("int8", cpu, "train.precision")
 
 
 def test_native_bf16_follows_the_cpu_flags():
