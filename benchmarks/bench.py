@@ -328,14 +328,20 @@ def main(argv: list[str] | None = None) -> None:
     finish(results, render_markdown, args)
 
 
-def bench_precisions(spec: str) -> list[str]:
-    """--precisions: 'auto' (bf16 then fp32 where bf16 is native, else fp32 alone), or a comma list."""
+def precision_list(spec: str, auto: list[str], known: list[str]) -> list[str]:
+    """--precisions: 'auto' (the list ``auto``), or a comma list of ``known`` precisions."""
     if spec == "auto":
-        return ["bf16", "fp32"] if native_bf16("cpu") else ["fp32"]
+        return auto
     precisions = [p for p in spec.split(",") if p]
-    if not precisions or set(precisions) - {"bf16", "fp32"}:
-        raise SystemExit(f"--precisions: expected 'auto' or a comma list of bf16, fp32; got {spec!r}")
+    if not precisions or set(precisions) - set(known):
+        raise SystemExit(f"--precisions: expected 'auto' or a comma list of {', '.join(known)}; got {spec!r}")
     return precisions
+
+
+def bench_precisions(spec: str) -> list[str]:
+    """--precisions of training: 'auto' (bf16 then fp32 where bf16 is native, else fp32 alone), or a
+    comma list."""
+    return precision_list(spec, ["bf16", "fp32"] if native_bf16("cpu") else ["fp32"], ["bf16", "fp32"])
 
 
 def peer_list(spec: str) -> list[str]:

@@ -47,7 +47,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench import PEER_DIR, THREADS, begin, finish, measured, peer_list  # noqa: E402
+from bench import PEER_DIR, THREADS, begin, finish, measured, peer_list, precision_list  # noqa: E402
 from flops import Dims, forward_flops  # noqa: E402
 from quality import score, test_text  # noqa: E402
 from report import fp32_libraries  # noqa: E402
@@ -59,18 +59,14 @@ NMT_MODELS = {"nmt": ("nmt-run", "joeynmt"), "nmt luong": ("nmt-luong-run", "fai
 
 
 def decode_precisions(spec: str) -> list[str]:
-    """--precisions: 'auto' (fp32, bf16 where it is native, int8), or a comma list."""
+    """--precisions of decoding: 'auto' (fp32, bf16 where it is native, int8), or a comma list."""
     import typing
 
     from nmt.config import DecodePrecision
     from nmt.hardware import native_bf16
 
-    if spec == "auto":
-        return ["fp32"] + (["bf16"] if native_bf16("cpu") else []) + ["int8"]
-    precisions, known = [p for p in spec.split(",") if p], [p for p in typing.get_args(DecodePrecision) if p != "auto"]
-    if not precisions or set(precisions) - set(known):
-        raise SystemExit(f"--precisions: expected 'auto' or a comma list of {', '.join(known)}; got {spec!r}")
-    return precisions
+    auto = ["fp32"] + (["bf16"] if native_bf16("cpu") else []) + ["int8"]
+    return precision_list(spec, auto, [p for p in typing.get_args(DecodePrecision) if p != "auto"])
 
 
 def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
