@@ -6,11 +6,12 @@
 
 A setting is PRECISION[:FILES]: decode.precision, and optionally other versions (comma-separated)
 of nmt/search.py (greedy and beam_search are taken from it), nmt/attention.py (the attention
-modules' forward methods are) or nmt/model.py (``Encoder.forward``, ``Seq2Seq.encode`` and
-``Decoder._rnn_cells`` are), told apart by the file's name; the rest of nmt is this checkout's.
-Each round translates SOURCE with A then B through ``Translator.hypotheses``; the fastest round of
-each is kept, and how many lines both translated alike is printed (with ``--ref``, each one's BLEU). The source of the decoding rows of the
-lever table in benchmarks/README.md.
+modules' forward methods are), nmt/model.py (``Encoder.forward``, ``Seq2Seq.encode`` and
+``Decoder._rnn_cells`` are) or nmt/quantize.py (``int8_bilstm`` is), told apart by the file's
+name; the rest of nmt is this checkout's. Each round translates SOURCE with A then B through
+``Translator.hypotheses``; the fastest round of each is kept, and how many lines both translated
+alike is printed (with ``--ref``, each one's BLEU). The source of the decoding rows of the lever
+table in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nmt.attention  # noqa: E402
 import nmt.model  # noqa: E402
+import nmt.quantize  # noqa: E402
 import nmt.translate  # noqa: E402
 from nmt.data import read_lines  # noqa: E402
 
@@ -44,7 +46,10 @@ PATCHED = {
     "search.py": ("greedy", "beam_search"),
     "attention.py": ("AdditiveAttention.forward", "MultiplicativeAttention.forward"),
     "model.py": ("Encoder.forward", "Seq2Seq.encode", "Decoder._rnn_cells"),
+    "quantize.py": ("int8_bilstm",),
 }
+# Where a replaced function is looked up when decoding: the module that imported it by name.
+USED_IN = {"search.py": nmt.translate, "quantize.py": nmt.model}
 
 
 def _owner(module, dotted: str):
@@ -58,9 +63,9 @@ def _attribute(dotted: str) -> str:
 
 
 def _target(file: str, dotted: str):
-    """Where this checkout's version of ``dotted`` lives: nmt.translate for the search functions it
-    imported, the class in nmt.<file> for a method."""
-    return nmt.translate if "." not in dotted else _owner(sys.modules[f"nmt.{file[:-3]}"], dotted)
+    """Where this checkout's version of ``dotted`` is looked up: the module that imported a function
+    (``USED_IN``), the class in nmt.<file> for a method."""
+    return USED_IN[file] if "." not in dotted else _owner(sys.modules[f"nmt.{file[:-3]}"], dotted)
 
 
 ORIGINALS = {(file, d): getattr(_target(file, d), _attribute(d)) for file, ds in PATCHED.items() for d in ds}
@@ -68,13 +73,16 @@ ORIGINALS = {(file, d): getattr(_target(file, d), _attribute(d)) for file, ds in
 
 def setting(paths: str | None):
     """A function that puts this setting's code in place: this checkout's, with the other versions
-    of nmt/search.py, nmt/attention.py or nmt/model.py in ``paths`` (comma-separated) instead."""
+    of nmt/search.py, nmt/attention.py, nmt/model.py or nmt/quantize.py in ``paths``
+    (comma-separated) instead."""
     patches = dict(ORIGINALS)
     for path in filter(None, (paths or "").split(",")):
         file = Path(path).name
         if file not in PATCHED:
             raise SystemExit(f"error: {path}: expected a file named {', '.join(PATCHED)}")
         loaded = load_module(path)
+        if file == "quantize.py":  # the int8 weights int8_products (this checkout's) holds
+            loaded._WEIGHTS = nmt.quantize._WEIGHTS
         for dotted in PATCHED[file]:
             patches[file, dotted] = getattr(_owner(loaded, dotted), _attribute(dotted))
 
