@@ -36,5 +36,5 @@ def lstm_pointwise(z, c_prev, acts, c_out, tanh_out, h_out) -> None:
     i, f, g, o = acts.chunk(4, dim=-1)
     g.mul_(2).sub_(1)
     torch.mul(f, c_prev, out=c_out).addcmul_(i, g)
-    tanh_(tanh_out.copy_(c_out))
+    torch.sigmoid(torch.mul(c_out, 2, out=tanh_out), out=tanh_out).mul_(2).sub_(1)  # tanh c_t, as tanh_
     torch.mul(o, tanh_out, out=h_out)
