@@ -16,7 +16,8 @@ split 70 % (greedy) and 58 % (beam 5) of a trained model's lines were identical,
 (7.75 → 7.77, 8.60 → 8.54; …-int8-quality.md).
 
 Per-row input scales, not one per tensor: a row is quantized from its own values only, and integer
-sums do not depend on their order, so a sentence's products are the same in any batch.
+sums do not depend on their order, so a sentence's products are the same in any batch. The
+encoder's recurrent state h needs no scale of its own: |h| ≤ 1, so it is quantized at 1 / L.
 
 Exact sums need a CPU that multiplies 8-bit values natively (VNNI, AMX). Without it oneDNN, which
 runs ``torch._int_mm``, adds u8 · s8 products in pairs into saturating 16-bit integers (AVX2's
@@ -114,15 +115,21 @@ def quantize_rows(x: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Ten
     return torch.div(x, scale).round_().to(torch.int8), scale
 
 
-def int8_linear(x: torch.Tensor, weight: Int8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """≈ F.linear(x, W, bias) from W's int8 form: x (…, in) fp32 → (…, out) fp32."""
+def int8_linear(x: torch.Tensor, weight: Int8Weight, bias: torch.Tensor | None = None,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """≈ F.linear(x, W, bias) from W's int8 form: x (…, in) fp32 → (…, out) fp32. ``out``: an int32
+    buffer of x's rows × W's outputs to work in (the result is its memory, as fp32)."""
     rows = x.reshape(-1, x.size(-1)).float()
     values, row_scale = quantize_rows(rows, weight.levels)
-    out = torch._int_mm(values, weight.values_t).float()  # (N, out), exact integer sums
-    out.mul_(weight.scale).mul_(row_scale)  # in place: a fresh (N, out) product costs more than the matmul
-    if bias is not None:
-        out.add_(bias)
-    return out.view(*x.shape[:-1], out.size(-1))
+    sums = torch._int_mm(values, weight.values_t, out=out)  # (N, out) int32, exact integer sums
+    # Everything in place, even the conversion to fp32 (same size, same positions): a fresh (N, out)
+    # buffer costs more than the matmul (a page fault per 4 KB: 3 ms against 0.2 for 2,240 × 1,024).
+    result = sums.view(torch.float32).copy_(sums).mul_(row_scale)
+    if bias is None:
+        result.mul_(weight.scale)
+    else:
+        torch.addcmul(bias, result, weight.scale, out=result)
+    return result.view(*x.shape[:-1], result.size(-1))
 
 
 _WEIGHTS: contextvars.ContextVar[dict[int, tuple[torch.Tensor, Int8Weight]] | None] = contextvars.ContextVar(
@@ -170,42 +177,69 @@ def int8_bilstm(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor):
     """``rnn(pack_padded_sequence(x, lengths))`` for a bidirectional batch-first nn.LSTM, inside
     ``int8_products``: x (B, S, E) → outputs (B, S, 2H) (zeros on padding), (h_n, c_n) (2L, B, H).
 
-    Per layer, W_x x_t + b for every position and direction is two large int8 products; then the
-    two directions step together (forward at position k, backward at S-1-k): per step one
-    quantization of both directions' states, an int8 W_h h product per direction, one rescaling,
-    and the gates in fp32. A sentence's state changes only at its real positions, so the forward
-    direction keeps its state past the last token and the backward one starts at it: packed-sequence
-    semantics (as ``nmt.recurrence.bilstm``, which trains)."""
+    The two directions step together, each over its sentence's real tokens first: the backward
+    direction reads every sentence reversed within its length (``_reversed_within``), so step k
+    reads position k forward and L-1-k backward, and past a sentence's last token only padding
+    follows, whose states nothing reads: no masks inside the loop. Packed-sequence semantics, as
+    ``nmt.recurrence.bilstm`` (which trains): the final states are those after step L-1.
+    Per layer, W_x x_t + b for every step of a direction is one large int8 product; then per step
+    h is quantized at the fixed scale 1 / levels (|h| ≤ 1: h = o ⊙ tanh c), one int8 W_h h product
+    per direction, one rescaling, and the gates in fp32.
+    The large buffers are made once and serve every layer: each fresh one costs a page fault per
+    4 KB, and a batch longer than any before (decoding sorts by length) gets fresh ones."""
     steps, batch, hid = x.size(1), x.size(0), rnn.hidden_size
-    real = (torch.arange(steps).unsqueeze(1) < lengths.cpu().unsqueeze(0)).unsqueeze(-1)  # (S, B, 1)
-    data, finals_h, finals_c = x.transpose(0, 1).float(), [], []  # (S, B, E) time order
+    lengths = lengths.cpu()
+    reverse = _reversed_within(lengths, steps)  # (S·B,)
+    inputs = [x.transpose(0, 1).float()]  # (S, B, E): time order, the forward direction's steps
+    inputs.append(_along_time(inputs[0], reverse))  # the backward direction's steps
+    sums_x = torch.empty(2, steps * batch, 4 * hid, dtype=torch.int32)
+    states = inputs[0].new_zeros(steps + 1, 2, batch, hid)  # h before step k at slot k
+    cells = inputs[0].new_zeros(steps + 1, 2, batch, hid)  # c before step k at slot k
+    finals_h, finals_c = [], []
     for layer in range(rnn.num_layers):
         w = {name: [getattr(rnn, f"{name}_l{layer}{suffix}") for suffix in ("", "_reverse")]
              for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-        w_hh = [_held(t) for t in w["weight_hh"]]
-        gates_x = [int8_linear(data, _held(w["weight_ih"][d]), w["bias_ih"][d] + w["bias_hh"][d])
-                   for d in range(2)]  # (S, B, 4H) each, time order
-        hh_scale = torch.stack([w_hh[0].scale, w_hh[1].scale]).unsqueeze(1)  # (2, 1, 4H)
-        h, c = data.new_zeros(2, batch, hid), data.new_zeros(2, batch, hid)
-        out = data.new_empty(steps, batch, 2 * hid)  # (S, B, 2H) time order: [forward ; backward]
-        sums = torch.empty(2, batch, 4 * hid, dtype=torch.int32)
-        z, acts = data.new_empty(2, batch, 4 * hid), data.new_empty(2, batch, 4 * hid)
-        h_new, c_new, tanh_c = torch.empty_like(h), torch.empty_like(c), torch.empty_like(c)
-        for k in range(steps):
-            at = (k, steps - 1 - k)  # the position each direction reads
-            values, row_scale = quantize_rows(h.view(2 * batch, hid), w_hh[0].levels)
-            for d in range(2):
-                torch._int_mm(values[d * batch : (d + 1) * batch], w_hh[d].values_t, out=sums[d])
-            torch.mul(sums, hh_scale, out=z).mul_(row_scale.view(2, batch, 1))
-            for d in range(2):
-                z[d].add_(gates_x[d][at[d]])  # (B, 4H)
-            lstm_pointwise(z, c, acts, c_new, tanh_c, h_new)
-            active = torch.stack([real[at[0]], real[at[1]]])  # (2, B, 1)
-            torch.where(active, c_new, c, out=c)
-            torch.where(active, h_new, h, out=h)
-            for d in range(2):
-                torch.mul(h_new[d], real[at[d]], out=out[at[d], :, d * hid : (d + 1) * hid])
-        data = out
-        finals_h.append(h)
-        finals_c.append(c)
-    return data.transpose(0, 1), (torch.cat(finals_h), torch.cat(finals_c))
+        gates_x = [int8_linear(inputs[d], _held(w["weight_ih"][d]), w["bias_ih"][d] + w["bias_hh"][d], sums_x[d])
+                   for d in range(2)]  # (S, B, 4H) each, step order
+        _int8_steps(states, cells, gates_x, [_held(t) for t in w["weight_hh"]])
+        ahead, behind = states[1:, 0], states[1:, 1]  # (S, B, H): each direction's outputs, its step order
+        inputs = [torch.cat([ahead, _along_time(behind, reverse)], dim=-1)]  # (S, B, 2H)
+        if layer + 1 < rnn.num_layers:
+            inputs.append(torch.cat([_along_time(ahead, reverse), behind], dim=-1))
+        last = (lengths, slice(None), torch.arange(batch))  # slot L of each sentence: after step L-1
+        finals_h.append(states[last].transpose(0, 1))
+        finals_c.append(cells[last].transpose(0, 1))
+    real = (torch.arange(steps).unsqueeze(1) < lengths).unsqueeze(-1)  # (S, B, 1)
+    return inputs[0].mul_(real).transpose(0, 1), (torch.cat(finals_h), torch.cat(finals_c))
+
+
+def _int8_steps(states: torch.Tensor, cells: torch.Tensor, gates_x: list[torch.Tensor], w_hh: list[Int8Weight]):
+    """The recurrence of one layer, both directions: states, cells (S+1, 2, B, H) with slot 0 the
+    start (zeros), filled in step by step; gates_x (S, B, 4H) per direction."""
+    levels = w_hh[0].levels
+    hh_scale = torch.stack([w_hh[0].scale, w_hh[1].scale]).div_(levels).unsqueeze(1)  # (2, 1, 4H)
+    scaled, tanh_c = torch.empty_like(states[0]), torch.empty_like(states[0])  # (2, B, H)
+    values = torch.empty_like(states[0], dtype=torch.int8)
+    sums = torch.empty(2, *gates_x[0].shape[1:], dtype=torch.int32)  # (2, B, 4H)
+    z, acts = torch.empty_like(sums, dtype=torch.float32), torch.empty_like(sums, dtype=torch.float32)
+    for k in range(len(gates_x[0])):
+        values.copy_(torch.mul(states[k], levels, out=scaled).round_())  # h = values / levels, exactly
+        for d in range(2):
+            torch._int_mm(values[d], w_hh[d].values_t, out=sums[d])
+        z.copy_(sums)
+        for d in range(2):
+            torch.addcmul(gates_x[d][k], z[d], hh_scale[d], out=z[d])  # W_x x + b + W_h h
+        lstm_pointwise(z, cells[k], acts, cells[k + 1], tanh_c, states[k + 1])
+
+
+def _reversed_within(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(S·B,): for row (k, b) of a time-major (S, B, ·) batch, flattened, the row sentence b's
+    backward direction reads at step k: position L_b-1-k while k < L_b (its tokens in reverse),
+    k after (padding). Its own inverse: also the step that read a position."""
+    k = torch.arange(steps).unsqueeze(1)
+    return (torch.where(k < lengths, lengths - 1 - k, k) * lengths.numel() + torch.arange(lengths.numel())).view(-1)
+
+
+def _along_time(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x (S, B, F) with its S·B rows in the order ``rows`` gives (one memory copy per row)."""
+    return x.reshape(-1, x.size(-1)).index_select(0, rows).view(x.shape)

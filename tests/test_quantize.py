@@ -98,6 +98,12 @@ def test_int8_encoder_follows_the_packed_lstm(layers):
     assert torch.equal(top_h[1], out[:, 0, hid:])
     for got, want in ((out, reference), (h, h_ref), (c, c_ref)):
         assert (got - want).abs().max() < 0.03  # values of order 0.1–1, products 1 % off
+    with torch.no_grad(), int8_products(model):  # padding never reaches a sentence's states
+        for i, n in enumerate(lengths.tolist()):
+            alone, (h_alone, c_alone) = int8_bilstm(rnn, x[i : i + 1, :n], lengths[i : i + 1])
+            torch.testing.assert_close(alone[0], out[i, :n], rtol=0, atol=1e-6)
+            torch.testing.assert_close(h_alone[:, 0], h[:, i], rtol=0, atol=1e-6)
+            torch.testing.assert_close(c_alone[:, 0], c[:, i], rtol=0, atol=1e-6)
 
 
 def test_int8_step_is_close_to_fp32_and_leaves_nothing_behind():
