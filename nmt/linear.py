@@ -61,11 +61,12 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and onednn_takes(x))
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           bound: float | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``: x (…, in), weight (out, in) → (…, out). In int8 inside
-    ``nmt.quantize.int8_products``."""
+    ``nmt.quantize.int8_products``, where ``bound`` (|x| ≤ bound, known) makes quantizing x cheaper."""
     if not torch.is_grad_enabled() and (packed := int8_weight(weight)) is not None:
-        return int8_linear(x, packed, bias)
+        return int8_linear(x, packed, bias, bound=bound)
     if _onednn(x, weight):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
@@ -80,7 +81,7 @@ def lstm_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih: torch.Ten
     Under bf16 autocast ``torch.lstm_cell`` stays: this cell in oneDNN fp32 there was 0.91-0.95x.
     Inside ``nmt.quantize.int8_products`` the two products run in int8."""
     if not torch.is_grad_enabled() and int8_weight(w_ih) is not None:
-        z = linear(x, w_ih, b_ih).add_(linear(h, w_hh, b_hh))  # (N, 4H)
+        z = linear(x, w_ih, b_ih).add_(linear(h, w_hh, b_hh, bound=1.0))  # (N, 4H); |h| ≤ 1
     elif not _onednn(x, w_ih):
         return torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)
     else:

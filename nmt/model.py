@@ -197,7 +197,8 @@ class Decoder(nn.Module):
         if self.attention is None:
             return out, None
         context, weights = self.attention(out, memory.keys, memory.values, memory.mask)
-        return tanh_(linear(torch.cat([context, out], dim=-1), self.combine.weight)), weights
+        # |context|, |out| ≤ 1: RNN outputs, and weighted means of them
+        return tanh_(linear(torch.cat([context, out], dim=-1), self.combine.weight, bound=1.0)), weights
 
     def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
         """One target position: prev (R,) ids → ã_t (R, D), new state, weights (R, S) or None.
@@ -235,7 +236,7 @@ class Decoder(nn.Module):
                 h = torch.rnn_tanh_cell(x, state.hidden[layer], *weights)
             hiddens.append(h)
             x = dropout(h, rnn.dropout, self.training) if layer < rnn.num_layers - 1 else h
-        return torch.stack(hiddens), torch.stack(cells) if cells else None
+        return _layers(hiddens), _layers(cells) if cells else None
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState, memory: Memory, fused: bool = False) -> torch.Tensor:
         """Teacher forcing over the whole target: tgt_in (B, T) → attentional vectors (B, T, D).
@@ -254,6 +255,11 @@ class Decoder(nn.Module):
             return torch.stack(outs, dim=1)
         out, _ = self.rnn(x, state.rnn_state())  # (B, T, D), one fused call
         return self._attend(out, memory)[0]
+
+
+def _layers(states: list[torch.Tensor]) -> torch.Tensor:
+    """L states (R, D) → (L, R, D); for one layer (the default decoder) a view, not a copy."""
+    return states[0].unsqueeze(0) if len(states) == 1 else torch.stack(states)
 
 
 class Seq2Seq(nn.Module):
@@ -289,7 +295,7 @@ class Seq2Seq(nn.Module):
     def decode_step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
         """prev (B,) → log-probabilities (B, V), next state, attention weights (B, S) or None."""
         attn_vec, state, weights = self.decoder.step(prev, state, memory)
-        logits = linear(self.dropout(attn_vec), self.generator.weight, self.generator.bias).float()
+        logits = linear(self.dropout(attn_vec), self.generator.weight, self.generator.bias, bound=1.0).float()
         return torch.log_softmax(logits, dim=-1), state, weights
 
     def features(self, src: torch.Tensor, lengths: torch.Tensor, tgt_in: torch.Tensor, fused: bool = False):

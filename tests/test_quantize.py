@@ -60,12 +60,21 @@ def test_without_vnni_values_shrink_until_the_products_are_exact():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
-def test_int8_product_is_close_to_fp32():
+@pytest.mark.parametrize("bound", [None, 1.0])
+def test_int8_product_is_close_to_fp32(bound):
     g = torch.Generator().manual_seed(2)
     x, w, bias = torch.randn(64, 256, generator=g), torch.randn(1000, 256, generator=g) * 0.1, torch.randn(1000)
+    if bound is not None:  # inputs known to lie in [-1, 1] (an LSTM's h, a tanh): one fixed scale
+        x = torch.tanh(x)
     reference = F.linear(x, w, bias)
-    error = (int8_linear(x, Int8Weight.of(w), bias) - reference).norm() / reference.norm()
+    error = (int8_linear(x, Int8Weight.of(w), bias, bound=bound) - reference).norm() / reference.norm()
     assert 0 < error < 0.02  # 255 levels per row and per output: about 1 % (±63 without VNNI: 1.7 %)
+
+
+def test_a_bounded_input_is_clamped_to_its_bound():
+    w = Int8Weight.of(torch.randn(8, 4))
+    x = torch.tensor([[1.0, -1.0, 1.0, 0.0]])
+    assert torch.equal(int8_linear(x * 3, w, bound=1.0), int8_linear(x, w, bound=1.0))
 
 
 def test_a_row_gives_the_same_result_alone_as_in_any_batch():
