@@ -74,8 +74,17 @@ def _gather_blocks(x: torch.Tensor, rows: torch.Tensor, blocks: torch.Tensor, bl
     return x[rows.unsqueeze(-1), ids].masked_fill_(past_end, float("-inf")), ids
 
 
-def best_tokens(log_probs: torch.Tensor, block: int = BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise max and argmax of log_probs (R, V): values (R,), token ids (R,)."""
+# The two stages cost ~50 µs however few the rows, torch's max with indices ~3 µs a row of 6,000
+# (the Zen 4 VM): below BLOCK_ROWS rows, where the two met, the plain max is faster, and the same.
+BLOCK_ROWS = 40
+
+
+def best_tokens(log_probs: torch.Tensor, block: int = BLOCK, block_rows: int = BLOCK_ROWS):
+    """Row-wise max and argmax of log_probs (R, V): values (R,), token ids (R,); through blocks from
+    ``block_rows`` rows on."""
+    if log_probs.size(0) < block_rows:
+        values, ids = log_probs.max(dim=-1)
+        return values, ids
     maxima = _block_max(log_probs, block)  # (R, n_blocks)
     rows = torch.arange(log_probs.size(0), device=log_probs.device)
     values, ids = _gather_blocks(log_probs, rows, maxima.argmax(dim=-1), block)  # (R, block)
@@ -117,7 +126,7 @@ def greedy(
     limits = limits.tolist()
     for t in range(max(limits)):
         log_probs, state, weights = model.decode_step(prev, state, memory)
-        best_lp, best = best_tokens(_forbid_specials(log_probs), BLOCK)
+        best_lp, best = best_tokens(_forbid_specials(log_probs), BLOCK, BLOCK_ROWS)
         keep = []
         for row, (i, tok, lp) in enumerate(zip(alive.tolist(), best.tolist(), best_lp.tolist())):
             log_prob[i] += lp

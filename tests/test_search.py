@@ -175,9 +175,10 @@ def test_block_selection_equals_a_full_ranking(block, k):
     want_top, want_origin, want_token = _brute_force_candidates(scores, log_probs)
     assert torch.equal(top, want_top)
     assert torch.equal(origin, want_origin) and torch.equal(token, want_token)
-    value, best = best_tokens(log_probs, block)
     want_value, want_best = log_probs.max(dim=-1)
-    assert torch.equal(value, want_value) and torch.equal(best, want_best)
+    for block_rows in (0, len(log_probs) + 1):  # through the blocks, and by torch's max (few rows)
+        value, best = best_tokens(log_probs, block, block_rows)
+        assert torch.equal(value, want_value) and torch.equal(best, want_best)
 
 
 @pytest.mark.parametrize("beam", [1, 3])
@@ -190,6 +191,7 @@ def test_translations_do_not_depend_on_the_selection_block(beam, monkeypatch):
     whole = beam_search(model, src, lengths, limits, beam=beam, alpha=0.6, nbest=beam)
     whole_greedy = greedy(model, src, lengths, limits)
     monkeypatch.setattr(nmt.search, "BLOCK", 2)  # VOCAB = 7: blocks of 2, the last one short
+    monkeypatch.setattr(nmt.search, "BLOCK_ROWS", 0)  # greedy through the blocks at any batch size
     blocks = beam_search(model, src, lengths, limits, beam=beam, alpha=0.6, nbest=beam)
     assert [[h.tokens for h in hyps] for hyps in blocks] == [[h.tokens for h in hyps] for hyps in whole]
     assert [h.tokens for h in greedy(model, src, lengths, limits)] == [h.tokens for h in whole_greedy]
