@@ -16,8 +16,10 @@ split 70 % (greedy) and 58 % (beam 5) of a trained model's lines were identical,
 (7.75 → 7.77, 8.60 → 8.54; …-int8-quality.md).
 
 Per-row input scales, not one per tensor: a row is quantized from its own values only, and integer
-sums do not depend on their order, so a sentence's products are the same in any batch. The
-encoder's recurrent state h needs no scale of its own: |h| ≤ 1, so it is quantized at 1 / L.
+sums do not depend on their order, so a sentence's products are the same in any batch. Inputs
+known to lie in [-1, 1] need no scale of their own (an LSTM's h, a tanh's output, weighted means of
+them): they are quantized at the fixed scale 1 / L (``quantize_bounded``), three element-wise
+passes instead of seven.
 
 Exact sums need a CPU that multiplies 8-bit values natively (VNNI, AMX). Without it oneDNN, which
 runs ``torch._int_mm``, adds u8 · s8 products in pairs into saturating 16-bit integers (AVX2's

@@ -79,7 +79,8 @@ def _gather_blocks(x: torch.Tensor, rows: torch.Tensor, blocks: torch.Tensor, bl
 BLOCK_ROWS = 40
 
 
-def best_tokens(log_probs: torch.Tensor, block: int = BLOCK, block_rows: int = BLOCK_ROWS):
+def best_tokens(log_probs: torch.Tensor, block: int = BLOCK,
+                block_rows: int = BLOCK_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-wise max and argmax of log_probs (R, V): values (R,), token ids (R,); through blocks from
     ``block_rows`` rows on."""
     if log_probs.size(0) < block_rows:
