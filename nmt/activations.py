@@ -23,7 +23,12 @@ def tanh_(x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(x)
     if x.dtype != torch.promote_types(x.dtype, torch.float32):
         return x.copy_(tanh_(x.float()))
-    return torch.sigmoid(x.mul_(2), out=x).mul_(2).sub_(1)
+    return _tanh_into(x, x)
+
+
+def _tanh_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = 2σ(2x) − 1 written into ``out`` (x itself, or a buffer of its shape) and returned."""
+    return torch.sigmoid(torch.mul(x, 2, out=out), out=out).mul_(2).sub_(1)
 
 
 def lstm_pointwise(z, c_prev, acts, c_out, tanh_out, h_out) -> None:
@@ -36,5 +41,5 @@ def lstm_pointwise(z, c_prev, acts, c_out, tanh_out, h_out) -> None:
     i, f, g, o = acts.chunk(4, dim=-1)
     g.mul_(2).sub_(1)
     torch.mul(f, c_prev, out=c_out).addcmul_(i, g)
-    torch.sigmoid(torch.mul(c_out, 2, out=tanh_out), out=tanh_out).mul_(2).sub_(1)  # tanh c_t, as tanh_
+    _tanh_into(c_out, tanh_out)
     torch.mul(o, tanh_out, out=h_out)
