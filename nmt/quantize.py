@@ -212,6 +212,7 @@ def int8_bilstm(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor):
     sums_x = torch.empty(2, steps * batch, 4 * hid, dtype=torch.int32)
     states = inputs[0].new_zeros(steps + 1, 2, batch, hid)  # h before step k at slot k
     cells = inputs[0].new_zeros(steps + 1, 2, batch, hid)  # c before step k at slot k
+    last = (lengths, slice(None), torch.arange(batch))  # slot L of each sentence: after step L-1
     finals_h, finals_c = [], []
     for layer in range(rnn.num_layers):
         w = {name: [getattr(rnn, f"{name}_l{layer}{suffix}") for suffix in ("", "_reverse")]
@@ -223,7 +224,6 @@ def int8_bilstm(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor):
         inputs = [torch.cat([ahead, _along_time(behind, reverse)], dim=-1)]  # (S, B, 2H)
         if layer + 1 < rnn.num_layers:
             inputs.append(torch.cat([_along_time(ahead, reverse), behind], dim=-1))
-        last = (lengths, slice(None), torch.arange(batch))  # slot L of each sentence: after step L-1
         finals_h.append(states[last].transpose(0, 1))
         finals_c.append(cells[last].transpose(0, 1))
     real = (torch.arange(steps).unsqueeze(1) < lengths).unsqueeze(-1)  # (S, B, 1)
@@ -235,12 +235,11 @@ def _int8_steps(states: torch.Tensor, cells: torch.Tensor, gates_x: list[torch.T
     start (zeros), filled in step by step; gates_x (S, B, 4H) per direction."""
     levels = w_hh[0].levels
     hh_scale = torch.stack([w_hh[0].scale, w_hh[1].scale]).div_(levels).unsqueeze(1)  # (2, 1, 4H)
-    scaled, tanh_c = torch.empty_like(states[0]), torch.empty_like(states[0])  # (2, B, H)
-    values = torch.empty_like(states[0], dtype=torch.int8)
+    tanh_c = torch.empty_like(states[0])  # (2, B, H)
     sums = torch.empty(2, *gates_x[0].shape[1:], dtype=torch.int32)  # (2, B, 4H)
     z, acts = torch.empty_like(sums, dtype=torch.float32), torch.empty_like(sums, dtype=torch.float32)
     for k in range(len(gates_x[0])):
-        values.copy_(torch.mul(states[k], levels, out=scaled).round_())  # h = values / levels, exactly
+        values = quantize_bounded(states[k], 1.0, levels)  # |h| ≤ 1
         for d in range(2):
             torch._int_mm(values[d], w_hh[d].values_t, out=sums[d])
         z.copy_(sums)
