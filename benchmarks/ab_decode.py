@@ -1,14 +1,17 @@
 """A/B of two decoding settings, alternated in one process (this VM's speed drifts between runs).
 
     python benchmarks/ab_decode.py CHECKPOINT SOURCE --beam 5 --a fp32 --b bf16
-    git show 667e7f3:nmt/search.py > /tmp/old/search.py
-    python benchmarks/ab_decode.py CHECKPOINT SOURCE --beam 5 --a fp32:/tmp/old/search.py --b fp32
+    git show d90e1d3:nmt/translate.py > /tmp/old/translate.py
+    python benchmarks/ab_decode.py CHECKPOINT SOURCE --beam 5 --a fp32:/tmp/old/translate.py --b fp32
 
 A setting is PRECISION[:FILES]: decode.precision, and optionally other versions (comma-separated)
-of nmt/search.py (greedy and beam_search are taken from it), nmt/attention.py (the attention
-modules' forward methods are), nmt/model.py (``Encoder.forward``, ``Seq2Seq.encode`` and
-``Decoder._rnn_cells`` are) or nmt/quantize.py (``int8_bilstm`` is), told apart by the file's
-name; the rest of nmt is this checkout's. Each round translates SOURCE with A then B through
+of nmt/search.py (greedy_stream and beam_stream are taken from it), nmt/attention.py (the
+attention modules' forward methods are), nmt/model.py (``Encoder.forward``, ``Seq2Seq.encode`` and
+``Decoder._rnn_cells`` are), nmt/quantize.py (``int8_bilstm`` is) or nmt/translate.py
+(``Translator.hypotheses`` and ``Translator._search`` are), told apart by the file's name; the
+rest of nmt is this checkout's. A translate.py from before 2026-12-05 decodes batch by batch,
+with this checkout's greedy and beam_search: the A/B of giving a finished sentence's place to the
+next one. Each round translates SOURCE with A then B through
 ``Translator.hypotheses``; the fastest round of each is kept, and how many lines both translated
 alike is printed (with ``--ref``, each one's BLEU). The source of the decoding rows of the lever
 table in benchmarks/README.md.
@@ -43,10 +46,11 @@ def load_module(path: str):
 
 # What another version of a file replaces: nmt.translate's search functions, or classes' methods.
 PATCHED = {
-    "search.py": ("greedy", "beam_search"),
+    "search.py": ("greedy_stream", "beam_stream"),
     "attention.py": ("AdditiveAttention.forward", "MultiplicativeAttention.forward"),
     "model.py": ("Encoder.forward", "Seq2Seq.encode", "Decoder._rnn_cells"),
     "quantize.py": ("int8_bilstm",),
+    "translate.py": ("Translator.hypotheses", "Translator._search"),
 }
 # Where a replaced function is looked up when decoding: the module that imported it by name.
 USED_IN = {"search.py": nmt.translate, "quantize.py": nmt.model}
@@ -84,6 +88,10 @@ def setting(paths: str | None):
         if file == "quantize.py":  # the int8 weights int8_products (this checkout's) holds
             loaded._WEIGHTS = nmt.quantize._WEIGHTS
         for dotted in PATCHED[file]:
+            if not hasattr(_owner(loaded, dotted), _attribute(dotted)):
+                raise SystemExit(f"error: {path} has no {dotted} (a search.py older than 2026-12-05 streams no "
+                                 "batches: A/B it through its translate.py, which calls this checkout's greedy "
+                                 "and beam_search)")
             patches[file, dotted] = getattr(_owner(loaded, dotted), _attribute(dotted))
 
     def apply() -> None:

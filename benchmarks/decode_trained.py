@@ -11,7 +11,8 @@ lengths from toolkit to toolkit (nmt's mostly run to the length limit, fairseq's
 half that), so its sentences/s compare different amounts of work. Models trained for the same
 budget write translations of realistic length, and what is timed is what a user waits for.
 
-What is matched: the test split, batches of 64 sentences, the length limit (2 × source + 10),
+What is matched: the test split, 64 sentences at a time (the peers batch by batch; nmt gives a
+finished sentence's place in the batch to the next one, ``nmt.search``), the length limit (2 × source + 10),
 beam 5 with length penalty 0.6, 2 threads, generation time only (encoder and search, the peers'
 own search functions, one pass per batch). nmt's beam search runs with each stopping rule of
 ``--stopping``: ``bound`` (nmt's default, exact: a sentence stops when no live hypothesis can still

@@ -57,6 +57,32 @@ class Memory:
         keys = None if self.keys is None else self.keys.index_select(0, index)
         return Memory(self.values.index_select(0, index), keys, self.mask.index_select(0, index))
 
+    @property
+    def width(self) -> int:
+        """S, the source positions held (the longest sentence's; shorter ones are masked after theirs)."""
+        return self.mask.size(1)
+
+    def narrowed(self, width: int) -> "Memory":
+        """The first ``width`` positions (views): enough for rows whose sentences are no longer."""
+        keys = None if self.keys is None else self.keys[:, :width]
+        return Memory(self.values[:, :width], keys, self.mask[:, :width])
+
+    def widened(self, width: int) -> "Memory":
+        """The same rows over ``width`` ≥ S positions: the new ones zero and masked."""
+        pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, width - self.width))  # noqa: E731
+        keys = None if self.keys is None else pad(self.keys)
+        return Memory(pad(self.values), keys, torch.nn.functional.pad(self.mask, (0, width - self.width)))
+
+    def put(self, rows: torch.Tensor, other: "Memory") -> None:
+        """Overwrite ``rows`` with other's rows, in place (other no wider than this memory)."""
+        s = other.width
+        for mine, theirs in ((self.values, other.values), (self.keys, other.keys)):
+            if mine is not None:
+                mine[:, :s].index_copy_(0, rows, theirs)
+                mine[:, s:].index_fill_(0, rows, 0.0)
+        self.mask[:, :s].index_copy_(0, rows, other.mask)
+        self.mask[:, s:].index_fill_(0, rows, False)
+
 
 @dataclass
 class DecoderState:
@@ -69,6 +95,13 @@ class DecoderState:
     def select(self, index: torch.Tensor) -> "DecoderState":
         pick = lambda t, dim: None if t is None else t.index_select(dim, index)  # noqa: E731
         return DecoderState(pick(self.hidden, 1), pick(self.cell, 1), pick(self.feed, 0))
+
+    def put(self, rows: torch.Tensor, other: "DecoderState") -> None:
+        """Overwrite ``rows`` with other's rows, in place."""
+        for mine, theirs, dim in ((self.hidden, other.hidden, 1), (self.cell, other.cell, 1),
+                                  (self.feed, other.feed, 0)):
+            if mine is not None:
+                mine.index_copy_(dim, rows, theirs)
 
     def repeat(self, k: int) -> "DecoderState":
         index = torch.arange(self.hidden.size(1), device=self.hidden.device).repeat_interleave(k)

@@ -6,6 +6,7 @@ Output keeps the input's order and line count; an empty (or all-space) line give
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from nmt.config import Config, DecodePrecision, StoppingRule, choice_error
 from nmt.hardware import pick_device, resolve_decode_precision
 from nmt.model import Seq2Seq
 from nmt.quantize import int8_products
-from nmt.search import Hypothesis, beam_search, greedy, max_lengths
+from nmt.search import Hypothesis, beam_stream, greedy_stream, max_lengths
 from nmt.tokenizer import Tokenizer
 
 
@@ -70,25 +71,34 @@ class Translator:
         was_training = self.model.training
         self.model.eval()
         int8 = int8_products(self.model) if precision == "int8" else contextlib.nullcontext()
+        order = sentence_batches(src.lengths, cfg.batch_size)
         try:
             with int8, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                for index in sentence_batches(src.lengths, cfg.batch_size):
-                    batch = make_batch(src, index).to(self.device)
-                    found = self._search(batch, beam, alpha, nbest, keep_attention, stopping)
-                    for i, hyps in zip(np.asarray(index).tolist(), found):
-                        results[todo[i]] = hyps
+                found = self._search(src, order, beam, alpha, nbest, keep_attention, stopping)
+                numbers = np.concatenate(order).tolist()
+                for number, hyps in found:
+                    results[todo[numbers[number]]] = hyps
         finally:
             self.model.train(was_training)
         return results
 
-    def _search(self, batch, beam: int, alpha: float, nbest: int, keep_attention: bool,
-                stopping: str) -> list[list[Hypothesis]]:
+    def _search(self, src: Sequences, order: list[np.ndarray], beam: int, alpha: float, nbest: int,
+                keep_attention: bool, stopping: str) -> Iterator[tuple[int, list[Hypothesis]]]:
+        """(number, hypotheses) of every sentence, numbered along ``order``'s batches; at most one
+        batch's worth of sentences decoded at a time, a finished one's place given to the next."""
         cfg = self.config.decode
-        limits = max_lengths(batch.src_lengths, cfg.max_len_ratio, cfg.max_len_offset)
+
+        def batches():
+            for index in order:
+                batch = make_batch(src, index).to(self.device)
+                limits = max_lengths(batch.src_lengths, cfg.max_len_ratio, cfg.max_len_offset)
+                yield batch.src, batch.src_lengths, limits
+
         if beam == 1 and nbest == 1:
-            return [[h] for h in greedy(self.model, batch.src, batch.src_lengths, limits, keep_attention)]
-        return beam_search(self.model, batch.src, batch.src_lengths, limits, beam, alpha, nbest, keep_attention,
-                           stopping)
+            for number, hyp in greedy_stream(self.model, batches(), cfg.batch_size, keep_attention):
+                yield number, [hyp]
+            return
+        yield from beam_stream(self.model, batches(), cfg.batch_size, beam, alpha, nbest, keep_attention, stopping)
 
     def translate(
         self, lines: list[str], beam: int | None = None, alpha: float | None = None, precision: str | None = None,

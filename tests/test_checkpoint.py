@@ -1,5 +1,6 @@
 """Checkpoints: self-contained, safe, identical after reload; resuming changes nothing."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -29,6 +30,25 @@ def test_save_then_load_translates_identically(tmp_path):
     moved = tmp_path / "elsewhere"
     shutil.copytree(folder, moved)
     assert Translator.from_checkpoint(moved).translate(LINES, beam=3) == before
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_translations_keep_their_lines_whatever_the_batch_size(tmp_path, beam):
+    """Decoding takes at most batch_size sentences at a time, sorted by length, each finished one's
+    place given to the next: every line still gets its own translation, in input order, empty
+    lines empty, and the same one as in a batch holding every line."""
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path)
+    lines = [line for n in range(1, 4) for line in (" ".join(LINES[0].split()[:n] * n), "", LINES[2][: 8 * n])] + LINES
+
+    def translator(batch_size: int) -> Translator:
+        decode = dataclasses.replace(config.decode, batch_size=batch_size)
+        return Translator(model, tokenizer, dataclasses.replace(config, decode=decode))
+
+    whole = translator(len(lines)).translate(lines, beam=beam)
+    assert [line for line, source in zip(whole, lines) if not source.strip()] == ["", "", "", ""]
+    for size in (1, 2, 5):
+        assert translator(size).translate(lines, beam=beam) == whole
+    assert [translator(2).translate([line], beam=beam)[0] for line in lines] == whole
 
 
 def test_checkpoint_holds_no_pickle(tmp_path):

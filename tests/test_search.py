@@ -7,7 +7,7 @@ import torch
 
 from conftest import small_model
 from nmt.quantize import int8_products
-from nmt.search import beam_search, exhaustive, greedy, max_lengths, sequence_log_prob
+from nmt.search import beam_search, beam_stream, exhaustive, greedy, greedy_stream, max_lengths, sequence_log_prob
 
 VOCAB = 7  # 4 specials + 3 words: exhaustive search over (V - 2) ** 4 = 625 sequences is cheap
 
@@ -75,6 +75,53 @@ def test_output_of_a_sentence_does_not_depend_on_its_batch(beam, stopping, atten
             # int8: a last-bit difference of fp32 padding arithmetic can move one value to the next
             # of 255 levels, so scores agree to 1e-3, not 1e-5
             assert alone[0][0].log_prob == pytest.approx(together[i][0].log_prob, abs=1e-3 if int8 else 1e-5)
+
+
+def _stream(src, lengths, limits, sizes):
+    """The rows of src cut into consecutive batches of ``sizes``, each as narrow as its longest."""
+    start = 0
+    for size in sizes:
+        rows = slice(start, start + size)
+        yield src[rows, : int(lengths[rows].max())], lengths[rows], limits[rows]
+        start += size
+
+
+def _alone(model, src, lengths, limits, i, beam, stopping):
+    """Sentence i searched alone: its n-best list (nbest = beam; beam 0: greedy)."""
+    one = slice(i, i + 1)
+    args = (model, src[one, : lengths[i]], lengths[one], limits[one])
+    if beam == 0:
+        return greedy(*args, keep_attention=True)
+    return beam_search(*args, beam, 0.6, nbest=beam, keep_attention=True, stopping=stopping)[0]
+
+
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("capacity", [1, 2, 3, 5])
+@pytest.mark.parametrize("beam, stopping", [(0, "bound"), (3, "bound"), (3, "finished")])  # 0: greedy
+def test_refilling_places_finds_what_each_sentence_finds_alone(beam, stopping, capacity, int8):
+    """At most ``capacity`` sentences at a time, a finished one's place taken by the next: in place,
+    into a memory widened for longer sources or for a shorter one (the batches below come in no
+    order of length). Every sentence comes out once, as found alone, its attention over its own
+    source."""
+    model = small_model(attention="bahdanau", vocab=VOCAB, seed=4)
+    src, lengths = _sources(12, n=9)
+    limits = max_lengths(lengths, 2.0, 3)
+    stream = _stream(src, lengths, limits, [4, 2, 3])
+    with int8_products(model) if int8 else contextlib.nullcontext():
+        if beam == 0:
+            found = [(number, [hyp]) for number, hyp in greedy_stream(model, stream, capacity, keep_attention=True)]
+        else:
+            found = list(beam_stream(model, stream, capacity, beam, 0.6, nbest=beam, keep_attention=True,
+                                     stopping=stopping))
+        assert sorted(number for number, _ in found) == list(range(len(src)))
+        for number, hyps in found:
+            alone = _alone(model, src, lengths, limits, number, beam, stopping)
+            assert [h.tokens for h in hyps] == [h.tokens for h in alone]
+            for hyp, want in zip(hyps, alone):
+                assert hyp.log_prob == pytest.approx(want.log_prob, abs=1e-3 if int8 else 1e-5)
+                ended = len(hyp.tokens) < int(limits[number])
+                assert hyp.attention.shape == (len(hyp.tokens) + ended, lengths[number])
+                torch.testing.assert_close(hyp.attention, want.attention, atol=1e-3 if int8 else 1e-5, rtol=0)
 
 
 def _steps_alone(model, src, lengths, limits, i, beam, stopping, monkeypatch):
