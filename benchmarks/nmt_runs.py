@@ -199,8 +199,9 @@ class _GpuMemory:
 
 # -- decoding ------------------------------------------------------------------------------------
 def run_decode(args) -> dict:
-    """Decode a file; time the search calls alone (generation only: encoder + search per batch,
-    fastest of ``SearchClock.repeats`` passes) and, for information, the whole
+    """Decode a file; time the search alone (generation only: encoder and search, the fastest of
+    ``SearchClock.repeats`` passes; nmt's search is one call over the whole input, its batches
+    made before the clock starts, as the peers' are) and, for information, the whole
     ``Translator.hypotheses`` (tokenising too, every pass)."""
     import nmt.translate as translate_module
     from peers.common import SearchClock
@@ -215,14 +216,21 @@ def run_decode(args) -> dict:
         translator.config = dataclasses.replace(translator.config, decode=decode)
     lines = read_lines(Path(args.src))
     clock = SearchClock(args.repeats)  # the peers' clock: each search call repeated, the fastest pass kept
-    searches = translate_module.greedy, translate_module.beam_search
-    translate_module.greedy, translate_module.beam_search = (clock.wrap(search) for search in searches)
+    def timed(stream):
+        def search(model, batches, *args, **kwargs):
+            batches = list(batches)  # tokens to tensors: off the clock
+            return iter(clock.wrap(lambda: list(stream(model, batches, *args, **kwargs)))())
+
+        return search
+
+    searches = translate_module.greedy_stream, translate_module.beam_stream
+    translate_module.greedy_stream, translate_module.beam_stream = (timed(search) for search in searches)
     gpu_memory = _GpuMemory(translator.device)
     t0 = time.perf_counter()
     try:
         found = translator.hypotheses(lines, beam=args.beam, precision=args.precision, stopping=args.stopping)
     finally:  # unwrapped again: a caller in the same process (benchmarks/gpu.py) decodes more than once
-        translate_module.greedy, translate_module.beam_search = searches
+        translate_module.greedy_stream, translate_module.beam_stream = searches
     total_seconds = time.perf_counter() - t0
     lengths = [len(h[0].tokens) + 1 if h else 0 for h in found]  # pieces + </s>
     if args.hyps:

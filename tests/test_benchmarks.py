@@ -1,0 +1,32 @@
+"""The benchmark harness still times nmt's search (it wraps the search functions Translator calls)."""
+
+import importlib.util
+import json
+
+import pytest
+
+from conftest import ROOT, saved_tiny_model
+from nmt.translate import Translator
+
+LINES = ["Y dijo Dios: Sea la luz.", "Y vió Dios que la luz era buena.", "En el principio", "", "Y fue la tarde"]
+
+
+def _nmt_runs():
+    spec = importlib.util.spec_from_file_location("nmt_runs", ROOT / "benchmarks" / "nmt_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_decode_measurement_times_the_search_and_keeps_the_translations(tmp_path, beam):
+    config, tokenizer, model, folder = saved_tiny_model(tmp_path)
+    src, hyps, out = tmp_path / "src.txt", tmp_path / "hyps.txt", tmp_path / "result.json"
+    src.write_text("".join(line + "\n" for line in LINES), encoding="utf-8")
+    _nmt_runs().main(["decode", "--out", str(out), "--checkpoint", str(folder), "--src", str(src), "--beam", str(beam),
+                      "--repeats", "2", "--hyps", str(hyps), "--decode-batch", "2", "--precision", "fp32"])
+    result = json.loads(out.read_text())
+    assert result["sentences"] == len(LINES) and result["batch_size"] == 2
+    assert 0 < result["seconds"] < result["seconds_hypotheses_all_passes"]  # the search alone, one of 2 passes
+    expected = Translator.from_checkpoint(folder).translate(LINES, beam=beam, precision="fp32")
+    assert hyps.read_text(encoding="utf-8").splitlines() == expected
