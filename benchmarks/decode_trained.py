@@ -173,8 +173,8 @@ def render(results: dict) -> str:
     m, s, runs = results["machine"], results["settings"], results["toolkits"]
     out = [f"# Decoding equally trained models — {results['date'][:10]}, {m['cpu']}, {m['cores_available']} cores",
            "", f"Command: `{results['command']}` ({results['minutes']} min). torch {m['torch']}, {s['threads']} threads. "
-           f"Models: {s['models']}. The {s['sentences']} test verses, batches of 64 sentences, generation time "
-           f"only, {s['rounds']} interleaved rounds (the fastest kept; every round's sent/s in brackets).", "",
+           f"Models: {s['models']}. The {s['sentences']} test verses, 64 sentences at a time (nmt: a finished "
+           f"one's place goes to the next), generation time only, {s['rounds']} interleaved rounds (the fastest kept; every round's sent/s in brackets).", "",
            "| model | " + " | ".join(f"{b} sent/s | {b} tok/s | {b} out len | {b} BLEU" for b in s["beam_names"])
            + " |", "|---|" + "---:|" * (4 * len(s["beam_names"]))]
     for name, by_beam in runs.items():

@@ -89,7 +89,7 @@ def render_markdown(results: dict) -> str:
         f"Command: `{results['command']}` ({results.get('minutes', '?')} min).",
         f"Training: {results['settings']['timed_steps']} timed steps after {results['settings']['warmup_steps']} "
         f"warm-up steps, batches of ≤ {results['settings']['max_tokens']} padded tokens{_rounds(results)}. Decoding: dev split "
-        f"({results['settings']['decode_sentences']}), batches of 64 sentences, generation time only, fp32 unless the row says bf16 decoding.",
+        f"({results['settings']['decode_sentences']}), 64 sentences at a time (nmt: a finished one's place goes to the next), generation time only, fp32 unless the row says bf16 decoding.",
         f"Matrix-multiply peak measured in the same run: fp32 {_num(fp32_peak)}{fp32_libraries(peak)} GFLOP/s, "
         + (f"bf16 {_num(bf16_peak)} GFLOP/s." if bf16_peak else f"bf16 not measured ({peak.get('bf16_not_measured')})."),
         "",
