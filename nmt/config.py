@@ -273,6 +273,8 @@ def validate(config: Config) -> None:
         raise ConfigError("train.max_tokens must be at least train.max_train_len")
     if config.decode.beam < 1:
         raise ConfigError("decode.beam must be at least 1")
+    if config.decode.batch_size < 1:
+        raise ConfigError("decode.batch_size must be at least 1")
     if config.tokenizer.vocab_size < 8:
         raise ConfigError("tokenizer.vocab_size must be at least 8")
 

@@ -141,14 +141,15 @@ class _Waiting:
     def take(self, n: int) -> tuple[list[int], list[int], list[int], Memory, DecoderState] | None:
         """Up to n sentences of one batch: their numbers, source lengths, length limits, memory rows
         and start states; None once every batch has been taken."""
-        if self.next == len(self.lengths):
+        while self.next == len(self.lengths):  # (an empty batch is passed over)
             batch = next(self.batches, None)
             if batch is None:
                 return None
             src, lengths, limits = batch
-            self.memory, self.state = self.model.encode(src, lengths)
             self.first += len(self.lengths)
             self.lengths, self.limits, self.next = lengths.tolist(), limits.tolist(), 0
+            if self.lengths:
+                self.memory, self.state = self.model.encode(src, lengths)
         rows = range(self.next, min(self.next + n, len(self.lengths)))
         self.next = rows.stop
         if len(rows) == len(self.lengths):  # the whole batch

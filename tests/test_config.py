@@ -51,6 +51,7 @@ def test_unknown_key_is_an_error(tmp_path):
         ("model.attention=none", "input_feeding needs attention"),
         ("train.trim_heap_every=-1", "trim_heap_every must be 0"),
         ("train.precision=int8", "not one of"),  # int8 is for decoding only
+        ("decode.batch_size=0", "decode.batch_size must be at least 1"),
     ],
 )
 def test_bad_values_are_errors(override, message):

@@ -82,7 +82,7 @@ def _stream(src, lengths, limits, sizes):
     start = 0
     for size in sizes:
         rows = slice(start, start + size)
-        yield src[rows, : int(lengths[rows].max())], lengths[rows], limits[rows]
+        yield src[rows, : int(lengths[rows].max()) if size else 0], lengths[rows], limits[rows]
         start += size
 
 
@@ -101,12 +101,12 @@ def _alone(model, src, lengths, limits, i, beam, stopping):
 def test_refilling_places_finds_what_each_sentence_finds_alone(beam, stopping, capacity, int8):
     """At most ``capacity`` sentences at a time, a finished one's place taken by the next: in place,
     into a memory widened for longer sources or for a shorter one (the batches below come in no
-    order of length). Every sentence comes out once, as found alone, its attention over its own
+    order of length, one of them empty). Every sentence comes out once, as found alone, its attention over its own
     source."""
     model = small_model(attention="bahdanau", vocab=VOCAB, seed=4)
     src, lengths = _sources(12, n=9)
     limits = max_lengths(lengths, 2.0, 3)
-    stream = _stream(src, lengths, limits, [4, 2, 3])
+    stream = _stream(src, lengths, limits, [4, 0, 2, 3])  # an empty batch too
     with int8_products(model) if int8 else contextlib.nullcontext():
         if beam == 0:
             found = [(number, [hyp]) for number, hyp in greedy_stream(model, stream, capacity, keep_attention=True)]
