@@ -160,7 +160,7 @@ def attention_maps(translator: Translator, sources: list[str], index: list[int],
         if hyp is None or hyp.attention is None:
             continue
         src_pieces = translator.tokenizer.src_pieces(sources[i])
-        weights = hyp.attention[:, : len(src_pieces)].numpy()  # the batch pads columns past S
+        weights = hyp.attention.numpy()  # (steps, source pieces with </s>)
         ended = weights.shape[0] > len(hyp.tokens)
         maps.append({
             "index": i,

@@ -37,7 +37,7 @@ class Hypothesis:
     tokens: list[int]  # without </s>
     log_prob: float  # sum of token log-probabilities, </s> included when it was produced
     score: float  # log_prob / lp(length): what the search maximises
-    attention: torch.Tensor | None = None  # (len(tokens) + ended, S) weights, when asked for
+    attention: torch.Tensor | None = None  # (len(tokens) + ended, source length) weights, when asked for
 
 
 def length_penalty(length: int | torch.Tensor, alpha: float):

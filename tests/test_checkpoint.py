@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -170,3 +171,19 @@ def test_resume_refuses_a_run_with_another_model(tmp_path):
     _train(tmp_path, "train.max_steps=8")
     with pytest.raises(Exception, match="trained with other model settings"):
         _train(tmp_path, "train.max_steps=16", "model.cell=gru")
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_attention_maps_have_a_row_per_target_piece_and_a_column_per_source_piece(tmp_path, beam):
+    """What the report's heatmaps plot: every map fits its labels, whatever the batch held."""
+    from nmt.diagnostics import attention_maps
+
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path)
+    decode = dataclasses.replace(config.decode, batch_size=2)  # places refilled from a longer batch
+    translator = Translator(model, tokenizer, dataclasses.replace(config, decode=decode))
+    lines = [LINES[3], LINES[0], LINES[2], LINES[0] + " " + LINES[2]]
+    maps = attention_maps(translator, lines, [0, 1, 2, 3], beam, 0.6)
+    assert [m["index"] for m in maps] == [0, 1, 2, 3]
+    for m in maps:
+        assert m["weights"].shape == (len(m["target_pieces"]), len(m["source_pieces"]))
+        assert np.allclose(m["weights"].sum(axis=1), 1.0, atol=1e-5)
