@@ -142,6 +142,7 @@ class _Waiting:
         """Up to n sentences of one batch: their numbers, source lengths, length limits, memory rows
         and start states; None once every batch has been taken."""
         while self.next == len(self.lengths):  # (an empty batch is passed over)
+            self.memory = self.state = None  # taken: freed before the next batch is encoded
             batch = next(self.batches, None)
             if batch is None:
                 return None
