@@ -73,15 +73,18 @@ class Memory:
         keys = None if self.keys is None else pad(self.keys)
         return Memory(pad(self.values), keys, torch.nn.functional.pad(self.mask, (0, width - self.width)))
 
-    def put(self, rows: torch.Tensor, other: "Memory") -> None:
-        """Overwrite ``rows`` with other's rows, in place (other no wider than this memory)."""
+    def put(self, rows: torch.Tensor, other: "Memory") -> "Memory":
+        """This memory with ``rows`` overwritten by other's rows: written in place, or, where other
+        is wider, into a widened copy; returned either way."""
+        memory = self if other.width <= self.width else self.widened(other.width)
         s = other.width
-        for mine, theirs in ((self.values, other.values), (self.keys, other.keys)):
+        for mine, theirs in ((memory.values, other.values), (memory.keys, other.keys)):
             if mine is not None:
                 mine[:, :s].index_copy_(0, rows, theirs)
                 mine[:, s:].index_fill_(0, rows, 0.0)
-        self.mask[:, :s].index_copy_(0, rows, other.mask)
-        self.mask[:, s:].index_fill_(0, rows, False)
+        memory.mask[:, :s].index_copy_(0, rows, other.mask)
+        memory.mask[:, s:].index_fill_(0, rows, False)
+        return memory
 
 
 @dataclass

@@ -151,16 +151,15 @@ class _Waiting:
             self.lengths, self.limits, self.next = lengths.tolist(), limits.tolist(), 0
             if self.lengths:
                 self.memory, self.state = self.model.encode(src, lengths)
-        rows = range(self.next, min(self.next + n, len(self.lengths)))
-        self.next = rows.stop
-        if len(rows) == len(self.lengths):  # the whole batch
+        taken = slice(self.next, min(self.next + n, len(self.lengths)))
+        self.next = taken.stop
+        lengths, limits = self.lengths[taken], self.limits[taken]
+        if len(lengths) == len(self.lengths):  # the whole batch
             memory, state = self.memory, self.state
         else:  # as wide as its longest sentence: the others attend over no more than they need
-            index = torch.arange(rows.start, rows.stop, device=self.memory.mask.device)
-            memory = self.memory.narrowed(max(self.lengths[rows.start : rows.stop])).select(index)
-            state = self.state.select(index)
-        taken = slice(rows.start, rows.stop)
-        return [self.first + r for r in rows], self.lengths[taken], self.limits[taken], memory, state
+            index = torch.arange(taken.start, taken.stop, device=self.memory.mask.device)
+            memory, state = self.memory.narrowed(max(lengths)).select(index), self.state.select(index)
+        return list(range(self.first + taken.start, self.first + taken.stop)), lengths, limits, memory, state
 
 
 @dataclass
@@ -222,10 +221,8 @@ def greedy_stream(
         while free and (new := waiting.take(len(free))) is not None:  # fill free places in place
             numbers, src_lengths, limits, new_memory, new_state = new
             places, free = free[: len(numbers)], free[len(numbers) :]
-            if new_memory.width > memory.width:
-                memory = memory.widened(new_memory.width)
             index = torch.tensor(places, device=prev.device)
-            memory.put(index, new_memory)
+            memory = memory.put(index, new_memory)
             state.put(index, new_state)
             prev.index_fill_(0, index, BOS)
             for r, row in zip(places, zip(numbers, src_lengths, limits)):
@@ -342,17 +339,17 @@ def beam_stream(
         while free and (new := waiting.take(len(free))) is not None:  # fill free places in place
             numbers, src_lengths, limits, new_memory, new_state = new
             places, free = free[: len(numbers)], free[len(numbers) :]
-            if new_memory.width > memory.width:
-                memory = memory.widened(new_memory.width)
-                if attn_history is not None:
-                    attn_history = torch.nn.functional.pad(attn_history, (0, new_memory.width - attn_history.size(2)))
             g_index = torch.tensor(places)
+            g_on_device = g_index.to(device)
             r_index = (g_index.unsqueeze(1) * k + torch.arange(k)).view(-1).to(device)
-            memory.put(g_index.to(device), new_memory)
+            memory = memory.put(g_on_device, new_memory)
+            if attn_history is not None and attn_history.size(2) < memory.width:  # the memory was widened
+                attn_history = torch.nn.functional.pad(attn_history, (0, memory.width - attn_history.size(2)))
             state.put(r_index, new_state.repeat(k))
-            scores.index_copy_(0, g_index.to(device), start.expand(len(places), k))
+            scores.index_copy_(0, g_on_device, start.expand(len(places), k))
             prev.index_fill_(0, r_index, BOS)
-            limit[g_index], steps[g_index] = torch.tensor(limits), 0
+            limit[g_index] = torch.tensor(limits)
+            steps[g_index] = 0
             for g, number, length in zip(places, numbers, src_lengths):
                 groups[g] = _Beam(number, length, history.size(1))
         if free:  # nothing waits: drop the finished sentences from the batch
