@@ -4,6 +4,7 @@
     python benchmarks/ab_step.py --a model.attention=bahdanau --b model.attention=luong --both train.precision=fp32
     git show REV:nmt/recurrence.py > /tmp/old.py
     python benchmarks/ab_step.py --a-recurrence /tmp/old.py --both model.enc_hidden=128   (old code vs this)
+    python benchmarks/ab_step.py --a-fp32-matmul mkl --b-fp32-matmul onednn --both train.precision=fp32
 
 On a shared VM the speed of the machine drifts by tens of percent over minutes, so two runs one
 after the other compare the machine as much as the code. Here both configurations train their
@@ -59,12 +60,38 @@ def recurrence_from(path: str | None):
         nmt.model.bilstm, nmt.model.attention_decoder = saved
 
 
+@contextlib.contextmanager
+def fp32_matmul(choice: str | None):
+    """fp32 products without autograd through ``choice`` (mkl | onednn; nmt.linear), None: as set."""
+    import os
+
+    from nmt.linear import ENV, onednn_fp32
+
+    if choice is None:
+        yield
+        return
+    saved = os.environ.get(ENV)
+    os.environ[ENV] = choice
+    onednn_fp32.cache_clear()
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[ENV]
+        else:
+            os.environ[ENV] = saved
+        onednn_fp32.cache_clear()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", nargs="*", default=[], help="config overrides of A")
     parser.add_argument("--b", nargs="*", default=[], help="config overrides of B")
     parser.add_argument("--both", nargs="*", default=[], help="overrides for both")
     parser.add_argument("--a-recurrence", metavar="FILE", help="A runs the fast path of this nmt/recurrence.py")
+    for name in ("a", "b"):
+        parser.add_argument(f"--{name}-fp32-matmul", choices=["mkl", "onednn"],
+                            help=f"{name.upper()}'s fp32 products without autograd (nmt.linear's choice)")
     parser.add_argument("--steps", type=int, default=20, help="timed batches (after 2 warm-up batches)")
     parser.add_argument("--max-tokens", type=int, default=3000)
     args = parser.parse_args()
@@ -84,7 +111,8 @@ def main() -> None:
         batch = make_batch(first.train_src, index, first.train_tgt)
         took = {}
         for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
-            with recurrence_from(args.a_recurrence if name == "A" else None):
+            matmul = args.a_fp32_matmul if name == "A" else args.b_fp32_matmul
+            with recurrence_from(args.a_recurrence if name == "A" else None), fp32_matmul(matmul):
                 t0 = time.perf_counter()
                 _, n_tokens, _ = trainers[name]._train_step(batch)
                 took[name] = time.perf_counter() - t0
@@ -94,7 +122,9 @@ def main() -> None:
         if i >= 2:
             ratios.append(took["A"] / took["B"])
     label_a = args.a + ([f"recurrence {args.a_recurrence}"] if args.a_recurrence else [])
-    for name, overrides in (("A", label_a), ("B", args.b)):
+    label_a += [f"fp32 products: {args.a_fp32_matmul}"] if args.a_fp32_matmul else []
+    label_b = args.b + ([f"fp32 products: {args.b_fp32_matmul}"] if args.b_fp32_matmul else [])
+    for name, overrides in (("A", label_a), ("B", label_b)):
         print(f"{name} {' '.join(overrides) or '(defaults)'}: {tokens[name] / seconds[name]:,.0f} target tokens/s")
     q1, median, q3 = np.percentile(ratios, [25, 50, 75])
     print(f"B / A speed, per batch: median {median:.2f}x (quartiles {q1:.2f}-{q3:.2f}, {len(ratios)} batches)"

@@ -1,10 +1,12 @@
-"""fp32 matrix products of decoding on CPU: MKL (PyTorch's default) or oneDNN, whichever the CPU runs fast.
+"""fp32 matrix products on CPU made without autograd: MKL (PyTorch's default) or oneDNN, whichever the CPU runs fast.
 
 PyTorch sends an fp32 ``F.linear`` on CPU to MKL's sgemm, and MKL takes a slower code path on AMD
 CPUs: on the 2-core AMD EPYC VM (Zen 5) it ran 137-197 GFLOP/s where oneDNN, which PyTorch ships
 too, ran 302-433 at decoding's shapes ((64 … 2048) rows × (256 … 2048) × (1024 … 6000)), same
 fp32 arithmetic. bf16 products go to oneDNN anyway (autocast). oneDNN's op has no backward, so it
-serves inference only; wherever gradients are wanted, ``F.linear`` runs as before.
+serves products that autograd does not record: decoding's (``linear``, ``lstm_cell``), and those
+inside training's hand-written forward and backward passes (``mm``: ``nmt.recurrence``,
+``nmt.loss``). Wherever autograd records, ``F.linear`` runs as before.
 
 ``NMT_FP32_MATMUL`` chooses: ``auto`` (the default: oneDNN on AMD CPUs, MKL elsewhere, where it was
 measured fast), ``onednn`` or ``mkl``.
@@ -70,6 +72,20 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if _onednn(x, weight):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
+
+
+def mm(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.addmm(add, a, b)``: a (N, K) @ b (K, M) + add, a bias (M,) or a tensor (N, M); for
+    products made without autograd (the hand-written forwards and backwards of ``nmt.recurrence``
+    and ``nmt.loss``). Through oneDNN where fp32 goes there and a's rows are contiguous: a weight
+    gradient's product (a = Xᵀ, a sum over the rows of X) ran 0.65-0.87x as fast in oneDNN as in
+    MKL on the Zen 4 VM, the rest 1.1-1.55x; a fp32 training step 1.04-1.06x (benchmarks/README.md,
+    "Levers"). The encoder's per-direction ``torch.bmm`` stay: one oneDNN call per direction was no faster."""
+    if a.stride(-1) == 1 and _onednn(a, b):
+        if add is None or add.dim() == 1:
+            return torch.ops.mkldnn._linear_pointwise(a, b.t(), add, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise.binary(a, add, b.t(), None, "add")
+    return a @ b if add is None else torch.addmm(add, a, b)
 
 
 def lstm_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,

@@ -23,7 +23,8 @@ activations' dtype (bf16 under autocast), softmax and sums in fp32 (or wider).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from nmt.linear import linear, mm
 
 CHUNK_ROWS = 256  # rows per chunk on CPU: (256, V) fp32 stays in L2/L3 for vocabularies of a few thousand
 # On a GPU a chunk is a handful of kernel launches, not a cache tile: few large chunks, each
@@ -43,11 +44,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.size(0), chunk):
             rows = slice(start, start + chunk)
             h = hidden[rows]
-            loss, grad, column_sums = _chunk_loss(F.linear(h, w, b), target[rows], smoothing,
+            loss, grad, column_sums = _chunk_loss(linear(h, w, b), target[rows], smoothing,
                                                   None if mean_logit is None else mean_logit[rows], need_grad=True)
             total += loss
-            grad_hidden[rows] = grad @ w  # (n, D)
-            grad_weight.add_(grad.t() @ h)  # (V, D), accumulated in fp32
+            grad_hidden[rows] = mm(grad, w)  # (n, D)
+            grad_weight.add_(mm(grad.t(), h))  # (V, D), accumulated in fp32
             if grad_bias is not None:
                 grad_bias += column_sums
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
@@ -130,5 +131,5 @@ def linear_cross_entropy(
     for start in range(0, hidden.size(0), chunk):
         rows = slice(start, start + chunk)
         mean = None if mean_logit is None else mean_logit[rows]
-        total += _chunk_loss(F.linear(hidden[rows], w, b), target[rows], smoothing, mean, need_grad=False)[0]
+        total += _chunk_loss(linear(hidden[rows], w, b), target[rows], smoothing, mean, need_grad=False)[0]
     return total

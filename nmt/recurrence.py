@@ -31,6 +31,7 @@ from torch import nn
 from nmt.activations import lstm_pointwise, tanh_
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.dropout import dropout, keep_mask
+from nmt.linear import mm
 
 
 def compute_dtype(reference: torch.Tensor) -> torch.dtype:
@@ -79,7 +80,7 @@ class _BiLSTM(torch.autograd.Function):
         steps, batch, hid = x.size(0), x.size(1), w_hh.size(2)
         acc = accumulate_dtype(dtype)
         xc, w_ih_c, w_hh_t = x.to(dtype).contiguous(), w_ih.to(dtype), w_hh.to(dtype).transpose(1, 2)  # (2, H, 4H)
-        gx = torch.addmm(bias.to(dtype).view(-1), xc.view(steps * batch, -1), w_ih_c.view(8 * hid, -1).t())
+        gx = mm(xc.view(steps * batch, -1), w_ih_c.view(8 * hid, -1).t(), bias.to(dtype).view(-1))
         gx = gx.view(steps, batch, 2, 4 * hid)  # W_x x_t + b of both directions, every position at once
         gates_x = torch.stack([gx[:, :, 0], gx[:, :, 1].flip(0)], dim=1)  # (S, 2, B, 4H), step order
         states = xc.new_zeros(steps + 1, 2, batch, hid)  # h before step k at slot k
@@ -112,8 +113,8 @@ class _BiLSTM(torch.autograd.Function):
         d_bias = d_gx.sum((0, 1)).view(2, -1)
         d_gx = d_gx.view(-1, d_gx.size(2) * d_gx.size(3)).to(xc.dtype)  # (S·B, 8H)
         x_flat = xc.view(d_gx.size(0), -1)
-        d_x = (d_gx @ w_ih_c.view(d_gx.size(1), -1)).view_as(xc)
-        d_w_ih = (d_gx.t() @ x_flat).view_as(w_ih_c)
+        d_x = mm(d_gx, w_ih_c.view(d_gx.size(1), -1)).view_as(xc)
+        d_w_ih = mm(d_gx.t(), x_flat).view_as(w_ih_c)
         by_direction = lambda t: t.transpose(0, 1).reshape(2, -1, t.size(-1))  # noqa: E731  (2, S·B, ·)
         d_w_hh = torch.bmm(by_direction(d_z.to(xc.dtype)).transpose(1, 2), by_direction(states[:steps]))
         x_dtype, w_dtype = ctx.dtypes
@@ -179,21 +180,21 @@ class _AttentionDecoder(torch.autograd.Function):
         for t in range(steps):
             for layer in range(n_layers):
                 base = gates_x[t] if layer == 0 else biases[layer - 1]
-                z = torch.addmm(base, inputs[layer, t], weights[layer]).to(acc)
+                z = mm(inputs[layer, t], weights[layer], base).to(acc)
                 h_t = inputs[layer, t + 1, :, dim:]
                 lstm_pointwise(z, cells[layer, t], acts[layer, t], cells[layer, t + 1], tanh_cs[layer, t], h_t)
                 if layer + 1 < n_layers:
                     torch.mul(h_t, drop[layer, t], out=inputs[layer + 1, t, :, :dim])
             top = inputs[-1, t + 1, :, dim:]  # (B, D)
             if additive:
-                queries[t] = torch.addmm(b_q_c, top, w_q_t)  # (B, A)
+                queries[t] = mm(top, w_q_t, b_q_c)  # (B, A)
                 scores = _additive_hidden(keys, queries[t]) @ v_a  # (B, S): v · u_tj
             else:
                 scores = torch.bmm(keys, top.unsqueeze(2)).squeeze(2).to(acc)  # (B, S): h_t · W_k h_j
             alphas[t] = torch.softmax(scores.masked_fill_(padding, float("-inf")), dim=-1)
             concat[t, :, :key_dim] = torch.bmm(alphas[t].to(dtype).unsqueeze(1), values).squeeze(1)  # c_t
             concat[t, :, key_dim:] = top
-            tanh_(outputs[t].copy_(concat[t] @ w_c_t))  # ã_t, in place in its (acc-dtype) slot
+            tanh_(outputs[t].copy_(mm(concat[t], w_c_t)))  # ã_t, in place in its (acc-dtype) slot
             inputs[0, t + 1, :, :dim] = outputs[t]  # input feeding
         saved = [inputs, cells, acts, tanh_cs, concat, alphas, outputs, keys, values, w_c_t, drop, *weights]
         saved += [queries, w_q_t, v_a] if additive else []
@@ -219,7 +220,7 @@ class _AttentionDecoder(torch.autograd.Function):
         w_c_c, w_back = w_c_t.t(), [w.t() for w in weights]
         for t in range(steps - 1, -1, -1):
             _TANH_BACKWARD(d_outputs[t].to(acc) + d_feed, outputs[t], grad_input=d_pre[t])
-            d_concat = (d_pre[t].to(dtype) @ w_c_c).to(acc)  # (B, K + D)
+            d_concat = mm(d_pre[t].to(dtype), w_c_c).to(acc)  # (B, K + D)
             d_ctx[t], d_top = d_concat[:, :key_dim], d_concat[:, key_dim:]
             d_alpha = torch.bmm(values, d_ctx[t].to(dtype).unsqueeze(2)).squeeze(2).to(acc)  # (B, S)
             d_scores[t] = torch.ops.aten._softmax_backward_data(d_alpha, alphas[t], -1, acc)
@@ -229,14 +230,14 @@ class _AttentionDecoder(torch.autograd.Function):
                 d_in = torch.ops.aten.tanh_backward(d_scores[t].unsqueeze(2) * v_a, u)
                 d_keys += d_in
                 d_q[t] = d_in.sum(1)
-                d_top += (d_q[t].to(dtype) @ w_q_t.t()).to(acc)
+                d_top += mm(d_q[t].to(dtype), w_q_t.t()).to(acc)
             else:
                 d_top += torch.bmm(d_scores[t].to(dtype).unsqueeze(1), keys).squeeze(1).to(acc)
             dh[-1] += d_top
             for layer in range(n_layers - 1, -1, -1):
                 dc[layer] = _cell_backward(dh[layer], dc[layer], acts[layer, t], tanh_cs[layer, t], cells[layer, t],
                                            d_z[layer, t])
-                d_inp = (d_z[layer, t].to(dtype) @ w_back[layer]).to(acc)  # (B, 2D)
+                d_inp = mm(d_z[layer, t].to(dtype), w_back[layer]).to(acc)  # (B, 2D)
                 dh[layer] = d_inp[:, dim:]
                 if layer > 0:
                     dh[layer - 1].addcmul_(d_inp[:, :dim], drop[layer - 1, t])
@@ -245,7 +246,7 @@ class _AttentionDecoder(torch.autograd.Function):
         grads = _deferred_grads(inputs[:, :steps], concat, alphas, d_z, d_pre, d_ctx)
         if additive:
             top = concat[:, :, key_dim:]
-            grads.update(d_keys=d_keys, d_v=d_v, d_b_q=d_q.sum((0, 1)), d_w_q=_flat(d_q.to(dtype)).t() @ _flat(top))
+            grads.update(d_keys=d_keys, d_v=d_v, d_b_q=d_q.sum((0, 1)), d_w_q=mm(_flat(d_q.to(dtype)).t(), _flat(top)))
         else:  # scores = h_t · keys: δkeys = Σ_t δe_tᵀ h_t, batched over sentences
             top = concat[:, :, key_dim:].transpose(0, 1)  # (B, T, D)
             grads["d_keys"] = torch.bmm(d_scores.permute(1, 2, 0).to(dtype), top)
@@ -266,9 +267,9 @@ def _deferred_grads(inputs, concat, alphas, d_z, d_pre, d_ctx) -> dict:
     dtype = concat.dtype
     dz_c = d_z.to(dtype)
     return {
-        "d_weights": [_flat(dz_c[layer]).t() @ _flat(inputs[layer]) for layer in range(d_z.size(0))],  # (4D, 2D)
+        "d_weights": [mm(_flat(dz_c[layer]).t(), _flat(inputs[layer])) for layer in range(d_z.size(0))],  # (4D, 2D)
         "d_biases": [d_z[layer].sum((0, 1)) for layer in range(1, d_z.size(0))],
-        "d_w_c": _flat(d_pre.to(dtype)).t() @ _flat(concat),  # (D, K + D)
+        "d_w_c": mm(_flat(d_pre.to(dtype)).t(), _flat(concat)),  # (D, K + D)
         # δvalues = Σ_t α_tᵀ δc_t, batched over sentences: (B, S, T) @ (B, T, K)
         "d_values": torch.bmm(alphas.permute(1, 2, 0).to(dtype), d_ctx.to(dtype).transpose(0, 1)),
     }

@@ -2,11 +2,13 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import nmt.linear
 from conftest import small_model
 from nmt.errors import NmtError
-from nmt.linear import linear, lstm_cell, onednn_fp32
+from nmt.linear import linear, lstm_cell, mm, onednn_fp32
+from nmt.loss import linear_cross_entropy
 from nmt.search import beam_search, greedy, max_lengths
 
 needs_onednn = pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_linear_pointwise"), reason="no oneDNN linear")
@@ -65,6 +67,67 @@ def test_translations_do_not_depend_on_the_backend(backend, attention):
     assert [h.tokens for h in found["onednn"]] == [h.tokens for h in found["mkl"]]
     for got, want in zip(found["onednn"], found["mkl"]):
         assert got.log_prob == pytest.approx(want.log_prob, abs=1e-4)
+
+
+@needs_onednn
+def test_products_without_autograd_equal_pytorchs(backend):
+    """mm, which training's hand-written passes use, in every form: a bias, a tensor added,
+    nothing added, operands laid out as the passes hold them (weights and inputs transposed)."""
+    backend("onednn")
+    g = torch.Generator().manual_seed(1)
+    a, w, bias, base = (torch.randn(*shape, generator=g) for shape in ((6, 9), (5, 9), (5,), (6, 5)))
+    with torch.no_grad():
+        torch.testing.assert_close(mm(a, w.t()), a @ w.t())
+        torch.testing.assert_close(mm(a, w.t(), bias), torch.addmm(bias, a, w.t()))
+        torch.testing.assert_close(mm(a, w.t(), base), torch.addmm(base, a, w.t()))
+        torch.testing.assert_close(mm(a.t().contiguous().t(), w.t().contiguous()), a @ w.t())
+
+
+def _fp32_training_step(model, fused: bool):
+    """Loss and every gradient of one teacher-forced step in fp32 (the trainer's loss)."""
+    src = torch.tensor([[5, 6, 7, 8, 3, 0], [9, 4, 3, 0, 0, 0], [4, 5, 6, 7, 8, 3]])
+    lengths, tgt_in = torch.tensor([5, 3, 6]), torch.tensor([[2, 4, 5, 6, 7], [2, 7, 8, 0, 0], [2, 9, 9, 9, 4]])
+    tgt_out = torch.tensor([[4, 5, 6, 7, 3], [7, 8, 3, 0, 0], [9, 9, 9, 4, 3]])
+    model.zero_grad()
+    hidden = model.features(src, lengths, tgt_in, fused=fused)
+    real = tgt_out != 0
+    loss = linear_cross_entropy(hidden[real], model.generator.weight, model.generator.bias, tgt_out[real], 0.1)
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@needs_onednn
+@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
+def test_fp32_training_through_onednn_equals_the_plain_autograd_path(backend, monkeypatch, attention):
+    """The fast path's and the fused loss's products run through oneDNN (counted) and give the
+    loss and gradients of autograd through PyTorch's own products."""
+    model = small_model(attention=attention, vocab=11, seed=5, layers=2).train()
+    backend("mkl")
+    plain_loss, plain = _fp32_training_step(model, fused=False)
+    backend("onednn")
+    taken = []
+    chosen = nmt.linear._onednn
+    monkeypatch.setattr(nmt.linear, "_onednn", lambda x, w: taken.append(chosen(x, w)) or taken[-1])
+    loss, fast = _fp32_training_step(model, fused=True)
+    assert sum(taken) > 20  # the products really went to oneDNN (every step of every recurrence)
+    torch.testing.assert_close(loss, plain_loss, rtol=1e-5, atol=1e-5)
+    assert fast.keys() == plain.keys()
+    for name, grad in plain.items():
+        torch.testing.assert_close(fast[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@needs_onednn
+def test_the_fused_loss_through_onednn_equals_cross_entropy(backend):
+    backend("onednn")
+    g = torch.Generator().manual_seed(3)
+    hidden, weight, bias = (torch.randn(*shape, generator=g, requires_grad=True) for shape in ((37, 8), (23, 8), (23,)))
+    target = torch.randint(0, 23, (37,), generator=g)
+    plain = F.cross_entropy(F.linear(hidden, weight, bias), target, label_smoothing=0.1, reduction="sum")
+    fused = linear_cross_entropy(hidden, weight, bias, target, 0.1, chunk=5)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    params = (hidden, weight, bias)
+    for a, b in zip(torch.autograd.grad(fused, params), torch.autograd.grad(plain, params)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_choice(backend, monkeypatch):
