@@ -190,7 +190,7 @@ class _AttentionDecoder(torch.autograd.Function):
                 queries[t] = mm(top, w_q_t, b_q_c)  # (B, A)
                 scores = _additive_hidden(keys, queries[t]) @ v_a  # (B, S): v · u_tj
             else:
-                scores = torch.bmm(keys, top.unsqueeze(2)).squeeze(2).to(acc)  # (B, S): h_t · W_k h_j
+                scores = _scores(top, keys).to(acc)  # (B, S): h_t · W_k h_j
             alphas[t] = torch.softmax(scores.masked_fill_(padding, float("-inf")), dim=-1)
             concat[t, :, :key_dim] = torch.bmm(alphas[t].to(dtype).unsqueeze(1), values).squeeze(1)  # c_t
             concat[t, :, key_dim:] = top
@@ -222,7 +222,7 @@ class _AttentionDecoder(torch.autograd.Function):
             _TANH_BACKWARD(d_outputs[t].to(acc) + d_feed, outputs[t], grad_input=d_pre[t])
             d_concat = mm(d_pre[t].to(dtype), w_c_c).to(acc)  # (B, K + D)
             d_ctx[t], d_top = d_concat[:, :key_dim], d_concat[:, key_dim:]
-            d_alpha = torch.bmm(values, d_ctx[t].to(dtype).unsqueeze(2)).squeeze(2).to(acc)  # (B, S)
+            d_alpha = _scores(d_ctx[t].to(dtype), values).to(acc)  # (B, S): δc_t · h_j
             d_scores[t] = torch.ops.aten._softmax_backward_data(d_alpha, alphas[t], -1, acc)
             if additive:  # scores = v · u, u = tanh(keys + q): the gradient at tanh's input, (B, S, A)
                 u = _additive_hidden(keys, queries[t])
@@ -256,6 +256,17 @@ class _AttentionDecoder(torch.autograd.Function):
                 cast("d_values", values_dtype), None, None, cast("d_w_c", w_dtype), cast("d_w_q", w_dtype),
                 cast("d_b_q", w_dtype), cast("d_v", w_dtype), *[w.to(w_dtype) for w in grads["d_weights"]],
                 *[b.to(w_dtype) for b in grads["d_biases"]])
+
+
+def _scores(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """query (B, K), keys (B, S, K) → (B, S): query_b · keys_bj. On CPU in fp32 as (1, K) @ (K, S)
+    per sentence: PyTorch's bmm ran the same product as keys @ query, (S, K) @ (K, 1), 8-11x slower
+    there (452-940 against 56-85 µs for 85 sentences × 38 positions × 256-512, Zen 4 VM); a fp32
+    training step 1.05x (default) and 1.09x (Luong). In bf16 a step was 0.91-0.94x as fast with
+    that form, so bf16 (and other devices) keep keys @ query (benchmarks/README.md, "Levers")."""
+    if keys.dtype == torch.float32 and keys.device.type == "cpu":
+        return torch.bmm(query.unsqueeze(1), keys.transpose(1, 2)).squeeze(1)
+    return torch.bmm(keys, query.unsqueeze(2)).squeeze(2)
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
