@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,8 +64,6 @@ def recurrence_from(path: str | None):
 @contextlib.contextmanager
 def fp32_matmul(choice: str | None):
     """fp32 products without autograd through ``choice`` (mkl | onednn; nmt.linear), None: as set."""
-    import os
-
     from nmt.linear import ENV, onednn_fp32
 
     if choice is None:
