@@ -37,7 +37,7 @@ from nmt.checkpoint import (
 from nmt.config import Config
 from nmt.data import DataError, read_lines, split_path
 from nmt.errors import NmtError
-from nmt.hardware import choose_threads, pick_device, resolve_precision, trim_heap
+from nmt.hardware import choose_threads, hold_heap, pick_device, resolve_precision, trim_heap
 from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
 from nmt.tokenizer import PAD, Tokenizer
@@ -120,6 +120,7 @@ class Trainer:
         self.device = pick_device(device)
         self.precision = resolve_precision(config.train.precision, self.device, "train.precision")
         torch.set_num_threads(choose_threads(config.train.threads))
+        hold_heap()  # buffers reuse freed memory between trims (nmt.hardware.hold_heap)
         self.tokenizer = Tokenizer.from_folder(tokenizer_dir)
         src, tgt = encode_split(self.tokenizer, *read_split(self.data_dir, "train", config))
         keep = np.flatnonzero((src.lengths <= config.train.max_train_len) & (tgt.lengths < config.train.max_train_len))

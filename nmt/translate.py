@@ -14,7 +14,7 @@ import torch
 
 from nmt.batching import Sequences, make_batch, sentence_batches
 from nmt.config import Config, DecodePrecision, StoppingRule, choice_error
-from nmt.hardware import pick_device, resolve_decode_precision
+from nmt.hardware import hold_heap, pick_device, resolve_decode_precision
 from nmt.model import Seq2Seq
 from nmt.quantize import int8_products
 from nmt.search import Hypothesis, beam_stream, greedy_stream, max_lengths
@@ -64,6 +64,7 @@ class Translator:
         if nbest > beam:
             raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
         results: list[list[Hypothesis]] = [[] for _ in lines]
+        hold_heap()  # a search step's buffers reuse the last step's memory (nmt.hardware.hold_heap)
         todo = [i for i, line in enumerate(lines) if line.strip()]
         if not todo:
             return results
