@@ -84,6 +84,22 @@ def measured(cmd: list[str], out: Path, log_path: Path, timeout: float) -> dict:
     return result
 
 
+# Environment variables that change which instructions the math libraries use: a run made under
+# one of them measures a lesser CPU (the AVX2 stand-ins), so the results say so.
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE",
+              "ATEN_CPU_CAPABILITY")
+
+
+def isa_limits() -> dict[str, str]:
+    return {name: os.environ[name] for name in ISA_LIMITS if name in os.environ}
+
+
+def command_line(script: str, argv: list[str]) -> str:
+    """The command as a user would retype it, ISA limits in force included."""
+    return "".join(f"{name}={value} " for name, value in isa_limits().items()) + " ".join(
+        [f"python benchmarks/{script}", *argv])
+
+
 def machine() -> dict:
     import torch
 
@@ -102,6 +118,7 @@ def machine() -> dict:
         "cpu_vendor_family_model": f"{field('vendor_id')} {field('cpu family')} {field('model')}",
         "cores_available": len(os.sched_getaffinity(0)),
         "avx512_bf16": "avx512_bf16" in flags,
+        "isa_limits": isa_limits(),
         "threads": THREADS,
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -359,7 +376,7 @@ def begin(script: str, scratch: str, args, argv: list[str] | None) -> tuple[Path
     busy = wait_for_quiet(args.wait_quiet)
     results = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line(script, sys.argv[1:] if argv is None else argv),
         "machine": {**machine(), "busy_cores_at_start": round(busy, 2)},
     }
     return work, tmp, results

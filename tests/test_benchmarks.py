@@ -30,3 +30,18 @@ def test_decode_measurement_times_the_search_and_keeps_the_translations(tmp_path
     assert 0 < result["seconds"] < result["seconds_hypotheses_all_passes"]  # the search alone, one of 2 passes
     expected = Translator.from_checkpoint(folder).translate(LINES, beam=beam, precision="fp32")
     assert hyps.read_text(encoding="utf-8").splitlines() == expected
+
+
+def test_results_name_the_instruction_set_limits_a_run_was_held_to(monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name in bench.ISA_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    assert bench.command_line("decode_trained.py", ["--rounds", "3"]) == "python benchmarks/decode_trained.py --rounds 3"
+    assert bench.machine()["isa_limits"] == {}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    assert bench.command_line("decode_trained.py", ["--rounds", "3"]) == (
+        "ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python benchmarks/decode_trained.py --rounds 3")
+    assert bench.machine()["isa_limits"] == {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
