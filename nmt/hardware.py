@@ -48,6 +48,7 @@ def trim_heap() -> bool:
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 HELD_MMAP_THRESHOLD = 32 * 2**20  # the largest glibc accepts on 64-bit (HEAP_MAX_SIZE / 2)
 HELD_TRIM_THRESHOLD = 512 * 2**20  # free memory above the heap's top kept up to this much
+HOLD_ENV = "NMT_HOLD_HEAP"  # 0: leave glibc's allocator as it is (a host process tuning its own)
 
 
 @functools.cache
@@ -63,10 +64,14 @@ def hold_heap() -> bool:
     (~1.4 us a fault on the Zen 4 VM). Beam 5 in fp32 and bf16 ran 1.05-1.20x as fast, int8
     (fewer faults to begin with) within noise (``benchmarks/heap_hold.py``). Peak memory is
     unchanged, and ``trim_heap`` still hands everything free back when training calls it. Once
-    per process.
+    per process. The setting is process-wide: ``NMT_HOLD_HEAP=0`` leaves it alone (for a process
+    that embeds nmt and tunes its allocator itself).
     """
+    choice = os.environ.get(HOLD_ENV, "1").strip() or "1"
+    if choice not in ("0", "1"):
+        raise NmtError(f"{HOLD_ENV} must be 0 or 1, not {choice!r}")
     libc = _glibc()
-    if libc is None:
+    if libc is None or choice == "0":
         return False
     held = libc.mallopt(M_MMAP_THRESHOLD, HELD_MMAP_THRESHOLD) == 1
     return libc.mallopt(M_TRIM_THRESHOLD, HELD_TRIM_THRESHOLD) == 1 and held

@@ -93,8 +93,9 @@ STEP_BUFFERS = textwrap.dedent("""
 def test_held_heap_reuses_a_steps_memory_instead_of_faulting_it_in_again():
     """With glibc's defaults every step hands its 24 MiB back and faults 6,144 pages in again;
     with the heap held the next step reuses them (nmt.hardware.hold_heap)."""
-    def faults(arm: str) -> tuple[str, int]:
-        out = subprocess.run([sys.executable, "-c", STEP_BUFFERS, arm], capture_output=True, text=True, check=True)
+    def faults(arm: str, **env: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", STEP_BUFFERS, arm], capture_output=True, text=True, check=True,
+                             env={**os.environ, **env})
         held, count = out.stdout.split()
         return held, int(count)
 
@@ -104,6 +105,18 @@ def test_held_heap_reuses_a_steps_memory_instead_of_faulting_it_in_again():
     _, default = faults("off")
     assert default > 5 * 6144 // 2  # the pages of five steps, faulted in again
     assert with_hold < 200
+    held, opted_out = faults("on", NMT_HOLD_HEAP="0")  # the user's opt-out: glibc's defaults
+    assert held == "False" and opted_out > 5 * 6144 // 2
+
+
+def test_a_bad_hold_heap_setting_is_refused(monkeypatch):
+    from nmt.hardware import hold_heap
+
+    hold_heap.cache_clear()
+    monkeypatch.setenv("NMT_HOLD_HEAP", "yes")
+    with pytest.raises(NmtError, match="NMT_HOLD_HEAP must be 0 or 1, not 'yes'"):
+        hold_heap()
+    hold_heap.cache_clear()
 
 
 def test_decoding_and_training_hold_the_heap(monkeypatch, tiny_run, tmp_path):
@@ -147,3 +160,4 @@ def test_native_bf16_follows_the_cpu_flags():
     except OSError:
         pytest.skip("no /proc/cpuinfo")
     assert hardware.native_bf16("cpu") == bool(flags & {"avx512_bf16", "amx_tile"})
+
