@@ -136,15 +136,17 @@ def pick_device(name: str | None) -> torch.device:
 @functools.cache
 def native_bf16(device_type: str) -> bool:
     """Whether bf16 matmuls run natively here: a CUDA GPU with bf16, or a CPU with avx512_bf16 or
-    AMX tiles. Elsewhere (AVX2 CPUs: most laptops) oneDNN emulates them: a bf16 training step of
-    the default model was 34x slower than fp32 on an AMD EPYC (Zen 3, AVX2; benchmarks/README.md)."""
+    AMX tiles that oneDNN, which runs CPU bf16 products, may use. Elsewhere (AVX2 CPUs: most
+    laptops) oneDNN emulates them: a bf16 training step of the default model was 34x slower than
+    fp32 on an AMD EPYC (Zen 3, AVX2; benchmarks/README.md). A process held to AVX2 by
+    ``ONEDNN_MAX_CPU_ISA`` is such a CPU too, whatever the hardware has."""
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device_type != "cpu":
         return False
     cpu = torch.cpu
     try:
-        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported()) and onednn_bf16()
     except AttributeError:  # a torch without these probes: assume not
         return False
 

@@ -161,3 +161,12 @@ def test_native_bf16_follows_the_cpu_flags():
         pytest.skip("no /proc/cpuinfo")
     assert hardware.native_bf16("cpu") == bool(flags & {"avx512_bf16", "amx_tile"})
 
+
+def test_a_process_held_to_avx2_has_no_native_bf16():
+    """ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN, which runs CPU bf16 products, off avx512_bf16 and AMX:
+    bf16 is emulated there whatever the CPU's flags say, so ``auto`` must choose fp32."""
+    probe = ("import torch; from nmt.hardware import native_bf16, resolve_precision; "
+             "print(native_bf16('cpu'), resolve_precision('auto', torch.device('cpu'), 'train.precision'))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert out.stdout.split() == ["False", "fp32"]
