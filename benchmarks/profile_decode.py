@@ -1,0 +1,125 @@
+"""Where greedy decoding spends its time, and how fast it could be if only its products took any.
+
+    python benchmarks/profile_decode.py CHECKPOINT SOURCE [--precision fp32|bf16|int8] [--sentences N]
+
+Translates SOURCE greedily once unprofiled (the speed a user gets), once under torch.profiler, and
+prints the operators with the most self CPU time. Then, with the analytic FLOP counts of
+``flops.py`` (only the products a perfect implementation could not avoid), splits the profiled
+time into the encoder (``Seq2Seq.encode``, everything under it), the decoder's linear products
+(LSTM cell, combine layer, output layer: oneDNN, MKL or int8 product operators outside the
+encoder), the attention's batched products, and the rest (gates, softmax, the best token,
+the search's bookkeeping), each with its GFLOP/s against the fp32 matmul peak measured here
+(``nmt_runs.matmul_peak``, the better of MKL and oneDNN).
+
+The bound it ends with: with "the rest" taking no time, the FLOPs over the products' time alone.
+Against a peer's share of the same peak (``decode_trained.py``'s GFLOP/s table) it says how large
+a decoding ratio this precision can reach on this machine. A diagnostic, not a results-table
+measurement: the profiler adds a few microseconds to every operator call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from flops import Dims, per_pair, per_sentence, per_source_token, per_target_token  # noqa: E402
+
+# Operators that are a decoder's linear products in one precision or another (self time)
+PRODUCTS = ("mkldnn::_linear_pointwise", "aten::addmm", "aten::mm", "aten::_int_mm", "aten::linear")
+ATTENTION = ("aten::bmm",)
+ENCODE = "nmt: encode"
+
+
+def _self_ms(events, names: tuple[str, ...]) -> float:
+    return sum(e.self_cpu_time_total for e in events if e.key in names) / 1e3
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("source")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
+    parser.add_argument("--sentences", type=int, default=0, help="the first N lines (0: all)")
+    parser.add_argument("--rows", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    from nmt.data import read_lines
+    from nmt.translate import Translator
+    from nmt_runs import matmul_peak
+
+    torch.set_num_threads(args.threads)
+    translator = Translator.from_checkpoint(args.checkpoint, device="cpu")
+    lines = [line for line in read_lines(args.source) if line.strip()]
+    lines = lines[: args.sentences] if args.sentences else lines
+    model, encode = translator.model, translator.model.encode
+
+    def labelled_encode(*a, **kw):
+        with torch.profiler.record_function(ENCODE):
+            return encode(*a, **kw)
+
+    model.encode = labelled_encode
+    translator.hypotheses(lines[:64], beam=1, precision=args.precision)  # warm-up
+    t0 = time.perf_counter()
+    found = translator.hypotheses(lines, beam=1, precision=args.precision)
+    plain_s = time.perf_counter() - t0
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        translator.hypotheses(lines, beam=1, precision=args.precision)
+    events = prof.key_averages()
+    print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+    with torch.no_grad():
+        peak = max(matmul_peak(torch.float32, seconds=1.0)["gflops"],
+                   matmul_peak(torch.float32, seconds=1.0, onednn=True)["gflops"])
+    dims = Dims.from_config(translator.config.model, translator.tokenizer.tgt_vocab)
+    src = np.array([len(ids) for ids in translator.tokenizer.encode_src(lines)], dtype=np.float64)
+    tgt = np.array([len(hyps[0].tokens) + 1 for hyps in found], dtype=np.float64)  # + </s> (or the cut)
+    # the encoder's FLOPs include the keys' projection and the bridge, which run inside encode
+    flops = {"encoder": src.sum() * per_source_token(dims) + len(src) * per_sentence(dims),
+             "decoder products": tgt.sum() * per_target_token(dims),
+             "attention products": (src * tgt).sum() * per_pair(dims)}
+    total_ms = sum(e.self_cpu_time_total for e in events) / 1e3
+    encoder_ms = next(e.cpu_time_total for e in events if e.key == ENCODE) / 1e3
+    encoder_products_ms = sum(e.self_cpu_time_total for e in prof.events()
+                              if e.name in PRODUCTS and _under(e, ENCODE)) / 1e3
+    ms = {"encoder": encoder_ms,
+          "decoder products": _self_ms(events, PRODUCTS) - encoder_products_ms,
+          "attention products": _self_ms(events, ATTENTION)}
+    ms["rest"] = total_ms - sum(ms.values())
+    print(f"\n{len(lines)} sentences, greedy, {args.precision}: {len(lines) / plain_s:.1f} sent/s unprofiled "
+          f"({plain_s:.2f} s), {total_ms / 1e3:.2f} s profiled; fp32 matmul peak {peak:.1f} GFLOP/s")
+    print("| part | profiled s | share | GFLOP | GFLOP/s | of the fp32 peak |\n|---|---:|---:|---:|---:|---:|")
+    for part, part_ms in ms.items():
+        gflop = flops.get(part, 0.0) / 1e9
+        rate = gflop / (part_ms / 1e3) if gflop else 0.0
+        cells = [f"{gflop:.0f}", f"{rate:.1f}", f"{100 * rate / peak:.0f} %"] if gflop else ["—", "—", "—"]
+        print(f"| {part} | {part_ms / 1e3:.2f} | {100 * part_ms / total_ms:.0f} % | " + " | ".join(cells) + " |")
+    all_gflop = sum(flops.values()) / 1e9
+    whole = all_gflop / (total_ms / 1e3)
+    bound = all_gflop / ((total_ms - ms["rest"]) / 1e3)
+    print(f"\nWhole search: {whole:.1f} GFLOP/s ({100 * whole / peak:.0f} % of the peak, profiled); "
+          f"with the rest taking no time: {bound:.1f} GFLOP/s ({100 * bound / peak:.0f} %), "
+          f"{bound / whole:.2f}x the profiled speed.")
+
+
+def _under(event, label: str) -> bool:
+    """Whether a profiler event ran inside a record_function ``label``."""
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name == label:
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
+if __name__ == "__main__":
+    main()
