@@ -33,14 +33,33 @@ sys.path.insert(0, str(HERE))
 
 from flops import Dims, per_pair, per_sentence, per_source_token, per_target_token  # noqa: E402
 
-# Operators that are a decoder's linear products in one precision or another (self time)
-PRODUCTS = ("mkldnn::_linear_pointwise", "aten::addmm", "aten::mm", "aten::_int_mm", "aten::linear")
-ATTENTION = ("aten::bmm",)
+# Operators that are linear products in one precision or another (self time; composites such as
+# aten::linear have ~0 self time, their kernels are counted)
+PRODUCTS = ("mkldnn::_linear_pointwise", "aten::addmm", "aten::addmm_", "aten::mm", "aten::_int_mm", "aten::linear",
+            "aten::addmv_")
+ATTENTION = ("aten::bmm", "aten::baddbmm")
 ENCODE = "nmt: encode"
 
 
-def _self_ms(events, names: tuple[str, ...]) -> float:
+def self_ms(events, names: tuple[str, ...]) -> float:
     return sum(e.self_cpu_time_total for e in events if e.key in names) / 1e3
+
+
+def fp32_peak() -> float:
+    """The better of MKL's and oneDNN's fp32 matmul peak here, GFLOP/s (``nmt_runs.matmul_peak``)."""
+    from nmt_runs import matmul_peak
+
+    with torch.no_grad():
+        return max(matmul_peak(torch.float32, seconds=1.0)["gflops"],
+                   matmul_peak(torch.float32, seconds=1.0, onednn=True)["gflops"])
+
+
+def ceiling(gflop: float, total_ms: float, products_ms: float, peak: float) -> str:
+    """The whole run's GFLOP/s and what it would be if only the products took time."""
+    whole, bound = gflop / (total_ms / 1e3), gflop / (products_ms / 1e3)
+    return (f"Whole: {whole:.1f} GFLOP/s ({100 * whole / peak:.0f} % of the fp32 peak {peak:.1f}, profiled); "
+            f"products {100 * products_ms / total_ms:.0f} % of the time; with the rest taking no time: "
+            f"{bound:.1f} GFLOP/s ({100 * bound / peak:.0f} %), {bound / whole:.2f}x the profiled speed.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,7 +74,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from nmt.data import read_lines
     from nmt.translate import Translator
-    from nmt_runs import matmul_peak
 
     torch.set_num_threads(args.threads)
     translator = Translator.from_checkpoint(args.checkpoint, device="cpu")
@@ -77,9 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     events = prof.key_averages()
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
-    with torch.no_grad():
-        peak = max(matmul_peak(torch.float32, seconds=1.0)["gflops"],
-                   matmul_peak(torch.float32, seconds=1.0, onednn=True)["gflops"])
+    peak = fp32_peak()
     dims = Dims.from_config(translator.config.model, translator.tokenizer.tgt_vocab)
     src = np.array([len(ids) for ids in translator.tokenizer.encode_src(lines)], dtype=np.float64)
     tgt = np.array([len(hyps[0].tokens) + 1 for hyps in found], dtype=np.float64)  # + </s> (or the cut)
@@ -92,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     encoder_products_ms = sum(e.self_cpu_time_total for e in prof.events()
                               if e.name in PRODUCTS and _under(e, ENCODE)) / 1e3
     ms = {"encoder": encoder_ms,
-          "decoder products": _self_ms(events, PRODUCTS) - encoder_products_ms,
-          "attention products": _self_ms(events, ATTENTION)}
+          "decoder products": self_ms(events, PRODUCTS) - encoder_products_ms,
+          "attention products": self_ms(events, ATTENTION)}
     ms["rest"] = total_ms - sum(ms.values())
     print(f"\n{len(lines)} sentences, greedy, {args.precision}: {len(lines) / plain_s:.1f} sent/s unprofiled "
           f"({plain_s:.2f} s), {total_ms / 1e3:.2f} s profiled; fp32 matmul peak {peak:.1f} GFLOP/s")
@@ -103,12 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         rate = gflop / (part_ms / 1e3) if gflop else 0.0
         cells = [f"{gflop:.0f}", f"{rate:.1f}", f"{100 * rate / peak:.0f} %"] if gflop else ["—", "—", "—"]
         print(f"| {part} | {part_ms / 1e3:.2f} | {100 * part_ms / total_ms:.0f} % | " + " | ".join(cells) + " |")
-    all_gflop = sum(flops.values()) / 1e9
-    whole = all_gflop / (total_ms / 1e3)
-    bound = all_gflop / ((total_ms - ms["rest"]) / 1e3)
-    print(f"\nWhole search: {whole:.1f} GFLOP/s ({100 * whole / peak:.0f} % of the peak, profiled); "
-          f"with the rest taking no time: {bound:.1f} GFLOP/s ({100 * bound / peak:.0f} %), "
-          f"{bound / whole:.2f}x the profiled speed.")
+    print("\n" + ceiling(sum(flops.values()) / 1e9, total_ms, total_ms - ms["rest"], peak))
 
 
 def _under(event, label: str) -> bool:
