@@ -162,7 +162,9 @@ class _AttentionDecoder(torch.autograd.Function):
         weights = [w.to(dtype).t() for w in layer_params[:n_layers]]  # (2D, 4D) each
         biases = [b.to(dtype) for b in layer_params[n_layers:]]  # layers 1 … L-1
         new = lambda *shape, dt=acc: gates_x.new_empty(*shape, dtype=dt)  # noqa: E731
-        values, w_c_t = values.to(dtype), w_c.to(dtype).t()
+        # contiguous once: the encoder's outputs are a (B, S, K) view of time-major memory, and every
+        # step's bmm with them (forward, and backward's δα) would otherwise copy them first
+        values, w_c_t = values.to(dtype).contiguous(), w_c.to(dtype).t()
         additive = w_q is not None
         if additive:  # the additive score in fp32: tanh of bf16 runs several times slower on CPU
             keys, w_q_t, b_q_c, v_a = keys.to(acc), w_q.to(dtype).t(), b_q.to(dtype), v.to(acc).view(-1)
