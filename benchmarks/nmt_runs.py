@@ -64,14 +64,20 @@ def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 3072, 4096), seconds: flo
     return {"gflops": round(best, 1), "per_size": per_size}
 
 
-def run_peak(args) -> dict:
+def fp32_peak(seconds: float = 1.5) -> dict:
     """The fp32 peak is the better of MKL's sgemm and oneDNN's: on AMD CPUs MKL takes a slower code
     path (the AMD EPYC VM: 198 vs 433 GFLOP/s), so MKL alone would understate the machine."""
-    mkl = matmul_peak(torch.float32)
+    mkl = matmul_peak(torch.float32, seconds=seconds)
     with torch.no_grad():
-        onednn = matmul_peak(torch.float32, onednn=True) if hasattr(torch.ops.mkldnn, "_linear_pointwise") else None
+        onednn = (matmul_peak(torch.float32, seconds=seconds, onednn=True)
+                  if hasattr(torch.ops.mkldnn, "_linear_pointwise") else None)
     fp32 = dict(max([mkl, onednn] if onednn else [mkl], key=lambda r: r["gflops"]))
     fp32["by_library"] = {"mkl": mkl, "onednn": onednn}
+    return fp32
+
+
+def run_peak(args) -> dict:
+    fp32 = fp32_peak()
     from nmt.hardware import native_bf16
 
     if not native_bf16("cpu"):  # emulated bf16 runs at a few GFLOP/s: minutes of products, no use as a peak

@@ -9,7 +9,7 @@ time into the encoder (``Seq2Seq.encode``, everything under it), the decoder's l
 (LSTM cell, combine layer, output layer: oneDNN, MKL or int8 product operators outside the
 encoder), the attention's batched products, and the rest (gates, softmax, the best token,
 the search's bookkeeping), each with its GFLOP/s against the fp32 matmul peak measured here
-(``nmt_runs.matmul_peak``, the better of MKL and oneDNN).
+(``nmt_runs.fp32_peak``, the better of MKL and oneDNN).
 
 The bound it ends with: with "the rest" taking no time, the FLOPs over the products' time alone.
 Against a peer's share of the same peak (``decode_trained.py``'s GFLOP/s table) it says how large
@@ -46,12 +46,10 @@ def self_ms(events, names: tuple[str, ...]) -> float:
 
 
 def fp32_peak() -> float:
-    """The better of MKL's and oneDNN's fp32 matmul peak here, GFLOP/s (``nmt_runs.matmul_peak``)."""
-    from nmt_runs import matmul_peak
+    """The fp32 matmul peak here, GFLOP/s (``nmt_runs.fp32_peak``: the better of MKL and oneDNN)."""
+    from nmt_runs import fp32_peak as measured
 
-    with torch.no_grad():
-        return max(matmul_peak(torch.float32, seconds=1.0)["gflops"],
-                   matmul_peak(torch.float32, seconds=1.0, onednn=True)["gflops"])
+    return measured(seconds=1.0)["gflops"]
 
 
 def ceiling(gflop: float, total_ms: float, products_ms: float, peak: float) -> str:
