@@ -5,10 +5,12 @@
 Translates SOURCE greedily once unprofiled (the speed a user gets), once under torch.profiler, and
 prints the operators with the most self CPU time. Then, with the analytic FLOP counts of
 ``flops.py`` (only the products a perfect implementation could not avoid), splits the profiled
-time into the encoder (``Seq2Seq.encode``, everything under it), the decoder's linear products
+time into the encoder's products (under ``Seq2Seq.encode``: oneDNN's fused LSTM kernel, whose
+gates run inside it, or the product operators of the int8 encoder), the decoder's linear products
 (LSTM cell, combine layer, output layer: oneDNN, MKL or int8 product operators outside the
-encoder), the attention's batched products, and the rest (gates, softmax, the best token,
-the search's bookkeeping), each with its GFLOP/s against the fp32 matmul peak measured here
+encoder), the attention's batched products, and the rest (everything else, the encoder's own
+included: gates, copies, softmax, the best token, the search's bookkeeping), each with its
+GFLOP/s against the fp32 matmul peak measured here
 (``nmt_runs.fp32_peak``, the better of MKL and oneDNN).
 
 The bound it ends with: with "the rest" taking no time, the FLOPs over the products' time alone.
@@ -38,10 +40,12 @@ from flops import Dims, per_pair, per_sentence, per_source_token, per_target_tok
 PRODUCTS = ("mkldnn::_linear_pointwise", "aten::addmm", "aten::addmm_", "aten::mm", "aten::_int_mm", "aten::linear",
             "aten::addmv_")
 ATTENTION = ("aten::bmm", "aten::baddbmm")
+LSTM_KERNELS = ("aten::mkldnn_rnn_layer",)  # oneDNN's whole LSTM layer, products and gates in one call
 ENCODE = "nmt: encode"
 
 
 def self_ms(events, names: tuple[str, ...]) -> float:
+    """Self time of the operators ``names`` among profiler events (averaged or raw), in ms."""
     return sum(e.self_cpu_time_total for e in events if e.key in names) / 1e3
 
 
@@ -98,14 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     src = np.array([len(ids) for ids in translator.tokenizer.encode_src(lines)], dtype=np.float64)
     tgt = np.array([len(hyps[0].tokens) + 1 for hyps in found], dtype=np.float64)  # + </s> (or the cut)
     # the encoder's FLOPs include the keys' projection and the bridge, which run inside encode
-    flops = {"encoder": src.sum() * per_source_token(dims) + len(src) * per_sentence(dims),
+    flops = {"encoder products": src.sum() * per_source_token(dims) + len(src) * per_sentence(dims),
              "decoder products": tgt.sum() * per_target_token(dims),
              "attention products": (src * tgt).sum() * per_pair(dims)}
     total_ms = sum(e.self_cpu_time_total for e in events) / 1e3
-    encoder_ms = next(e.cpu_time_total for e in events if e.key == ENCODE) / 1e3
-    encoder_products_ms = sum(e.self_cpu_time_total for e in prof.events()
-                              if e.name in PRODUCTS and _under(e, ENCODE)) / 1e3
-    ms = {"encoder": encoder_ms,
+    encoder = [e for e in prof.events() if _under(e, ENCODE)]
+    encoder_products_ms = self_ms(encoder, PRODUCTS)
+    ms = {"encoder products": encoder_products_ms + self_ms(encoder, LSTM_KERNELS),
           "decoder products": self_ms(events, PRODUCTS) - encoder_products_ms,
           "attention products": self_ms(events, ATTENTION)}
     ms["rest"] = total_ms - sum(ms.values())
