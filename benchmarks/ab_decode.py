@@ -3,13 +3,15 @@
     python benchmarks/ab_decode.py CHECKPOINT SOURCE --beam 5 --a fp32 --b bf16
     git show d90e1d3:nmt/translate.py > /tmp/old/translate.py
     python benchmarks/ab_decode.py CHECKPOINT SOURCE --beam 5 --a fp32:/tmp/old/translate.py --b fp32
+    python benchmarks/ab_decode.py CHECKPOINT SOURCE --beam 1 --a fp32 --b fp32 --a-batch 64 --b-batch 128
 
 A setting is PRECISION[:FILES]: decode.precision, and optionally other versions (comma-separated)
 of nmt/search.py (greedy_stream and beam_stream are taken from it), nmt/attention.py (the
 attention modules' forward methods are), nmt/model.py (``Encoder.forward``, ``Seq2Seq.encode`` and
 ``Decoder._rnn_cells`` are), nmt/quantize.py (``int8_bilstm`` is) or nmt/translate.py
 (``Translator.hypotheses`` and ``Translator._search`` are), told apart by the file's name; the
-rest of nmt is this checkout's. A translate.py from before 2026-12-05 decodes batch by batch,
+rest of nmt is this checkout's. ``--a-batch`` and ``--b-batch`` set each one's
+``decode.batch_size`` (default: the checkpoint's). A translate.py from before 2026-12-05 decodes batch by batch,
 with this checkout's greedy and beam_search: the A/B of giving a finished sentence's place to the
 next one. Each round translates SOURCE with A then B through
 ``Translator.hypotheses``; the fastest round of each is kept, and how many lines both translated
@@ -20,6 +22,7 @@ table in benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import sys
 import time
@@ -75,10 +78,14 @@ def _target(file: str, dotted: str):
 ORIGINALS = {(file, d): getattr(_target(file, d), _attribute(d)) for file, ds in PATCHED.items() for d in ds}
 
 
-def setting(paths: str | None):
+def setting(paths: str | None, translator: nmt.translate.Translator, batch: int | None = None):
     """A function that puts this setting's code in place: this checkout's, with the other versions
     of nmt/search.py, nmt/attention.py, nmt/model.py or nmt/quantize.py in ``paths``
-    (comma-separated) instead."""
+    (comma-separated) instead; and, with ``batch``, sets ``translator``'s decode.batch_size (else
+    the checkpoint's)."""
+    config = translator.config
+    if batch is not None:
+        config = dataclasses.replace(config, decode=dataclasses.replace(config.decode, batch_size=batch))
     patches = dict(ORIGINALS)
     for path in filter(None, (paths or "").split(",")):
         file = Path(path).name
@@ -97,6 +104,7 @@ def setting(paths: str | None):
     def apply() -> None:
         for (file, dotted), value in patches.items():
             setattr(_target(file, dotted), _attribute(dotted), value)
+        translator.config = config
 
     return apply
 
@@ -108,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--a", default="fp32", help="PRECISION[:FILES]")
     parser.add_argument("--b", default="bf16", help="PRECISION[:FILES]")
+    parser.add_argument("--a-batch", type=int, help="A's decode.batch_size (default: the checkpoint's)")
+    parser.add_argument("--b-batch", type=int, help="B's decode.batch_size (default: the checkpoint's)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ref", help="reference translations of SOURCE: also print each setting's BLEU")
@@ -116,9 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     translator = nmt.translate.Translator.from_checkpoint(args.checkpoint, "cpu")
     lines = read_lines(Path(args.source))
     settings = {}
-    for name, spec in (("A", args.a), ("B", args.b)):
+    for name, spec, batch in (("A", args.a, args.a_batch), ("B", args.b, args.b_batch)):
         precision, _, path = spec.partition(":")
-        settings[name] = (spec, precision, setting(path or None))
+        settings[name] = (spec if batch is None else f"{spec} batch {batch}", precision,
+                          setting(path or None, translator, batch))
     seconds: dict[str, list[float]] = {"A": [], "B": []}
     outputs = {}
     for _, precision, apply in settings.values():  # warm-up: first-call kernel set-up of each setting
