@@ -28,7 +28,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE / "peers"))
 
+from common import DECODE_BATCH  # noqa: E402  (the peers' decoding batch; nmt is given the same)
 from report import render_markdown  # noqa: E402
 from workdir import WORK, ensure_work  # noqa: E402
 
@@ -226,7 +228,7 @@ def nmt_decodes(args, work: Path, tmp: Path, checkpoint, prefix: str, precision:
         hyps = ["--hyps", tmp / f"{name}.hyp"] if keep_hyps else []
         out[f"beam{beam}"] = measured(
             [py, script, "decode", "--out", tmp / f"{name}.json", "--checkpoint", checkpoint,
-             "--src", dev, "--beam", beam, "--precision", precision, *hyps],
+             "--src", dev, "--beam", beam, "--precision", precision, "--decode-batch", DECODE_BATCH, *hyps],
             tmp / f"{name}.json", tmp / f"{name}.log", args.timeout)
     return out
 

@@ -48,7 +48,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench import PEER_DIR, THREADS, begin, finish, measured, peer_list, precision_list  # noqa: E402
+from bench import DECODE_BATCH, PEER_DIR, THREADS, begin, finish, measured, peer_list, precision_list  # noqa: E402
 from flops import Dims, forward_flops  # noqa: E402
 from quality import score, test_text  # noqa: E402
 from report import fp32_libraries  # noqa: E402
@@ -87,7 +87,8 @@ def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
                     if beam == 1 and stopping != args.stopping[0]:
                         continue  # greedy search has no stopping rule: once per precision
                     out.append((label, [py, script, "decode", "--checkpoint", checkpoint, "--src", src, "--beam", beam,
-                                        "--repeats", 1, "--precision", precision, "--stopping", stopping],
+                                        "--repeats", 1, "--precision", precision, "--stopping", stopping,
+                                        "--decode-batch", DECODE_BATCH],
                                 f"beam{beam}"))
     for peer in peer_list(args.peers):
         peer_work, python = quality / peer, PEER_DIR / peer / "venv" / "bin" / "python"

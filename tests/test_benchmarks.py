@@ -11,11 +11,15 @@ from nmt.translate import Translator
 LINES = ["Y dijo Dios: Sea la luz.", "Y vió Dios que la luz era buena.", "En el principio", "", "Y fue la tarde"]
 
 
-def _nmt_runs():
-    spec = importlib.util.spec_from_file_location("nmt_runs", ROOT / "benchmarks" / "nmt_runs.py")
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _nmt_runs():
+    return _script("nmt_runs")
 
 
 @pytest.mark.parametrize("beam", [1, 3])
@@ -33,9 +37,7 @@ def test_decode_measurement_times_the_search_and_keeps_the_translations(tmp_path
 
 
 def test_results_name_the_instruction_set_limits_a_run_was_held_to(monkeypatch):
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _script("bench")
     for name in bench.ISA_LIMITS:
         monkeypatch.delenv(name, raising=False)
     assert bench.command_line("decode_trained.py", ["--rounds", "3"]) == "python benchmarks/decode_trained.py --rounds 3"
@@ -45,3 +47,23 @@ def test_results_name_the_instruction_set_limits_a_run_was_held_to(monkeypatch):
     assert bench.command_line("decode_trained.py", ["--rounds", "3"]) == (
         "ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python benchmarks/decode_trained.py --rounds 3")
     assert bench.machine()["isa_limits"] == {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def test_side_by_side_decoding_gives_nmt_the_peers_batch_whatever_its_config_says(tmp_path, monkeypatch):
+    """nmt's decode.batch_size default (128) is not the peers' batch (64): both harnesses say which."""
+    from types import SimpleNamespace
+
+    from nmt.config import Config
+
+    bench, decode_trained = _script("bench"), _script("decode_trained")
+    assert bench.DECODE_BATCH == 64 != Config().decode.batch_size
+    (tmp_path / "nmt-luong-run" / "last").mkdir(parents=True)
+    (tmp_path / "nmt-luong-run" / "last" / "model.safetensors").write_bytes(b"")
+    args = SimpleNamespace(work=str(tmp_path), precisions=["fp32"], stopping=["bound"], beams=[1, 5], peers="",
+                           decode_sentences=0, timeout=1)
+    commands = [command for _, command, _ in decode_trained.jobs(args, tmp_path)]  # the trained models
+    monkeypatch.setattr(bench, "measured", lambda command, *_: commands.append(command))
+    bench.nmt_decodes(args, tmp_path, tmp_path, tmp_path / "nmt-luong-run" / "last", "nmt", "fp32")  # make bench
+    assert len(commands) == 4
+    for command in commands:
+        assert command[command.index("--decode-batch") + 1] == 64
