@@ -11,9 +11,9 @@ attention modules' forward methods are), nmt/model.py (``Encoder.forward``, ``Se
 ``Decoder._rnn_cells`` are), nmt/quantize.py (``int8_bilstm`` is) or nmt/translate.py
 (``Translator.hypotheses`` and ``Translator._search`` are), told apart by the file's name; the
 rest of nmt is this checkout's. ``--a-batch`` and ``--b-batch`` set each one's
-``decode.batch_size`` (default: the checkpoint's). A translate.py from before 2026-12-05 decodes batch by batch,
-with this checkout's greedy and beam_search: the A/B of giving a finished sentence's place to the
-next one. Each round translates SOURCE with A then B through
+``decode.batch_size`` (default: the checkpoint's). A translate.py from before 2026-12-05 decodes
+batch by batch, with this checkout's greedy and beam_search: the A/B of giving a finished
+sentence's place to the next one. Each round translates SOURCE with A then B through
 ``Translator.hypotheses``; the fastest round of each is kept, and how many lines both translated
 alike is printed (with ``--ref``, each one's BLEU). The source of the decoding rows of the lever
 table in benchmarks/README.md.
