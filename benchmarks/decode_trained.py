@@ -88,7 +88,7 @@ def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
                         continue  # greedy search has no stopping rule: once per precision
                     out.append((label, [py, script, "decode", "--checkpoint", checkpoint, "--src", src, "--beam", beam,
                                         "--repeats", 1, "--precision", precision, "--stopping", stopping,
-                                        "--decode-batch", DECODE_BATCH],
+                                        "--decode-batch", args.decode_batch],
                                 f"beam{beam}"))
     for peer in peer_list(args.peers):
         peer_work, python = quality / peer, PEER_DIR / peer / "venv" / "bin" / "python"
@@ -98,6 +98,7 @@ def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
         for beam in args.beams:
             out.append((peer, [python, HERE / "peers" / f"run_{peer}.py", "decode", "--work", args.work,
                                "--peer-work", peer_work, "--threads", THREADS, "--split", "test",
+                               "--decode-batch", args.decode_batch,
                                "--beam", beam, "--repeats", 1], f"beam{beam}"))
     return out
 
@@ -230,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
                         "auto: fp32, bf16 where bf16 is native, int8")
     parser.add_argument("--stopping", default="bound,finished", help="nmt beam search's stopping rules (the first is "
                         "the rows' default; greedy runs once)")
+    parser.add_argument("--decode-batch", type=int, default=DECODE_BATCH,
+                        help="sentences decoded at a time, by nmt and every peer alike (default: the harness's 64)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per decoding process")
     parser.add_argument("--wait-quiet", type=float, default=600)

@@ -60,7 +60,7 @@ def test_side_by_side_decoding_gives_nmt_the_peers_batch_whatever_its_config_say
     (tmp_path / "nmt-luong-run" / "last").mkdir(parents=True)
     (tmp_path / "nmt-luong-run" / "last" / "model.safetensors").write_bytes(b"")
     args = SimpleNamespace(work=str(tmp_path), precisions=["fp32"], stopping=["bound"], beams=[1, 5], peers="",
-                           decode_sentences=0, timeout=1)
+                           decode_sentences=0, timeout=1, decode_batch=decode_trained.DECODE_BATCH)
     commands = [command for _, command, _ in decode_trained.jobs(args, tmp_path)]  # the trained models
     monkeypatch.setattr(bench, "measured", lambda command, *_: commands.append(command))
     bench.nmt_decodes(args, tmp_path, tmp_path, tmp_path / "nmt-luong-run" / "last", "nmt", "fp32")  # make bench

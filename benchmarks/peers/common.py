@@ -39,6 +39,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=0,
                         help="train for this wall-clock budget instead of --warmup + --steps steps")
     parser.add_argument("--repeats", type=int, default=3, help="passes per search call; the fastest is timed")
+    parser.add_argument("--decode-batch", type=int, default=DECODE_BATCH, help="sentences decoded at a time")
     args = parser.parse_args(argv)
     args.work, args.peer_work = Path(args.work), Path(args.peer_work)
     args.peer_work.mkdir(parents=True, exist_ok=True)
@@ -193,7 +194,7 @@ def decode_result(args, clock: SearchClock, hyp_lines: list[str], sentences: int
         "tokens_per_s": sum(lengths) / clock.seconds,
         "mean_output_len": float(np.mean(lengths)),
         "search_calls": clock.calls,
-        "batch_size": DECODE_BATCH,
+        "batch_size": args.decode_batch,
         "threads": __import__("torch").get_num_threads(),
     }
 

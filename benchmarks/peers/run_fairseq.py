@@ -120,7 +120,7 @@ def decode(args) -> dict:
         "fairseq-generate", pw / "bin", "--path", pw / "ckpt" / "checkpoint_last.pt", "--task", "translation",
         "--source-lang", c.SRC, "--target-lang", c.TGT, "--gen-subset", "test",
         "--beam", args.beam, "--nbest", 1, "--max-len-a", c.MAX_LEN_A, "--max-len-b", c.MAX_LEN_B,
-        "--batch-size", c.DECODE_BATCH, "--required-batch-size-multiple", 1, "--cpu", "--num-workers", 0,
+        "--batch-size", args.decode_batch, "--required-batch-size-multiple", 1, "--cpu", "--num-workers", 0,
         "--results-path", out_dir,
     ])
     found = [line.split("\t", 2) for line in (out_dir / "generate-test.txt").read_text(encoding="utf-8").splitlines()

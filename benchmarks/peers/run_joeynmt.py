@@ -52,7 +52,7 @@ def config(args, test_prefix: Path | None = None, checkpoint: Path | None = None
         "n_best": 1,
         "beam_size": args.beam,
         "beam_alpha": c.ALPHA,
-        "batch_size": c.DECODE_BATCH,
+        "batch_size": args.decode_batch,
         "batch_type": "sentence",
         "eval_metrics": ["bleu"],
     }

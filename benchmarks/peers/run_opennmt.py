@@ -132,7 +132,7 @@ def decode(args) -> dict:
     saved = sorted((int(p.stem.rsplit("_", 1)[1]), p) for p in args.peer_work.glob("model_step_*.pt"))
     c.run_main(onmt_translate.main, [
         "onmt_translate", "-model", saved[-1][1], "-src", src, "-output", out,
-        "-beam_size", args.beam, "-n_best", 1, "-batch_size", c.DECODE_BATCH, "-batch_type", "sents",
+        "-beam_size", args.beam, "-n_best", 1, "-batch_size", args.decode_batch, "-batch_type", "sents",
         "-max_length", 1000, "-max_length_ratio", c.MAX_LEN_A, "-length_penalty", "wu", "-alpha", c.ALPHA,
         "-gpu", -1, "-seed", c.SEED,
     ])
