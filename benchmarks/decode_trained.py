@@ -11,12 +11,12 @@ lengths from toolkit to toolkit (nmt's mostly run to the length limit, fairseq's
 half that), so its sentences/s compare different amounts of work. Models trained for the same
 budget write translations of realistic length, and what is timed is what a user waits for.
 
-What is matched: the test split, 64 sentences at a time (``--decode-batch``; the peers batch by batch; nmt gives a
-finished sentence's place in the batch to the next one, ``nmt.search``), the length limit (2 × source + 10),
-beam 5 with length penalty 0.6, 2 threads, generation time only (encoder and search, the peers'
-own search functions, one pass per batch). nmt's beam search runs with each stopping rule of
-``--stopping``: ``bound`` (nmt's default, exact: a sentence stops when no live hypothesis can still
-beat its best finished one) and ``finished`` (a sentence stops once 5 hypotheses have finished:
+What is matched: the test split, 64 sentences at a time (``--decode-batch``; the peers batch by
+batch; nmt gives a finished sentence's place in the batch to the next one, ``nmt.search``), the
+length limit (2 × source + 10), beam 5 with length penalty 0.6, 2 threads, generation time only
+(encoder and search, the peers' own search functions, one pass per batch). nmt's beam search
+runs with each stopping rule of ``--stopping``: ``bound`` (nmt's default, exact: a sentence
+stops when no live hypothesis can still beat its best finished one) and ``finished`` (a sentence stops once 5 hypotheses have finished:
 fairseq's own rule, so the like-for-like row against fairseq; OpenNMT-py stops when the best live
 hypothesis ends, a rule of its own). What is not: the models are each toolkit's own
 (peers/common.py; OpenNMT-py's encoder is 2 × 128, fairseq's attention is Luong), so the matched
@@ -175,7 +175,7 @@ def render(results: dict) -> str:
     m, s, runs = results["machine"], results["settings"], results["toolkits"]
     out = [f"# Decoding equally trained models — {results['date'][:10]}, {m['cpu']}, {m['cores_available']} cores",
            "", f"Command: `{results['command']}` ({results['minutes']} min). torch {m['torch']}, {s['threads']} threads. "
-           f"Models: {s['models']}. The {s['sentences']} test verses, {s.get('decode_batch', 64)} sentences at a time (nmt: a finished "
+           f"Models: {s['models']}. The {s['sentences']} test verses, {s.get('decode_batch', DECODE_BATCH)} sentences at a time (nmt: a finished "
            f"one's place goes to the next), generation time only, {s['rounds']} interleaved rounds (the fastest kept; every round's sent/s in brackets).", "",
            "| model | " + " | ".join(f"{b} sent/s | {b} tok/s | {b} out len | {b} BLEU" for b in s["beam_names"])
            + " |", "|---|" + "---:|" * (4 * len(s["beam_names"]))]
@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
             budgets[tag] = {k: train.get(k) for k in ("budget_minutes", "steps")}
     names = {1: "greedy", 5: "beam-5"}
     results["settings"] = {
-        "threads": THREADS, "rounds": args.rounds, "stopping": args.stopping, "decode_batch": args.decode_batch, "beam_keys": [f"beam{b}" for b in args.beams],
+        "threads": THREADS, "rounds": args.rounds, "stopping": args.stopping, "decode_batch": args.decode_batch,
+        "beam_keys": [f"beam{b}" for b in args.beams],
         "beam_names": [names.get(b, f"beam-{b}") for b in args.beams],
         "sentences": len(test_text(work, quality, "es", 0).read_text(encoding="utf-8").splitlines()),
         "models": "the last weights of each toolkit's quality.py run (" + ", ".join(

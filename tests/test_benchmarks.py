@@ -18,16 +18,12 @@ def _script(name: str):
     return module
 
 
-def _nmt_runs():
-    return _script("nmt_runs")
-
-
 @pytest.mark.parametrize("beam", [1, 3])
 def test_decode_measurement_times_the_search_and_keeps_the_translations(tmp_path, beam):
     config, tokenizer, model, folder = saved_tiny_model(tmp_path)
     src, hyps, out = tmp_path / "src.txt", tmp_path / "hyps.txt", tmp_path / "result.json"
     src.write_text("".join(line + "\n" for line in LINES), encoding="utf-8")
-    _nmt_runs().main(["decode", "--out", str(out), "--checkpoint", str(folder), "--src", str(src), "--beam", str(beam),
+    _script("nmt_runs").main(["decode", "--out", str(out), "--checkpoint", str(folder), "--src", str(src), "--beam", str(beam),
                       "--repeats", "2", "--hyps", str(hyps), "--decode-batch", "2", "--precision", "fp32"])
     result = json.loads(out.read_text())
     assert result["sentences"] == len(LINES) and result["batch_size"] == 2
