@@ -120,6 +120,10 @@ def machine() -> dict:
         "cpu_vendor_family_model": f"{field('vendor_id')} {field('cpu family')} {field('model')}",
         "cores_available": len(os.sched_getaffinity(0)),
         "avx512_bf16": "avx512_bf16" in flags,
+        # AMX (Intel since Sapphire Rapids) runs bf16 and int8 products on tiles, several times
+        # the AVX-512 rate, so a result without it is not comparable with one that has it.
+        "amx": [f for f in ("amx_bf16", "amx_int8") if f in flags.split()],
+        "avx512_vnni": "avx512_vnni" in flags.split(),
         "isa_limits": isa_limits(),
         "threads": THREADS,
         "torch": torch.__version__,

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import PEER_DIR, THREADS, begin, finish, measured, peer_list  # noqa: E402
 from nmt_runs import VARIANTS  # noqa: E402
+from report import isa_text  # noqa: E402
 
 log = logging.getLogger("bench")
 MODELS = {
@@ -107,7 +108,7 @@ def score(run: dict, work: Path, refs: Path) -> dict | None:
 def render(results: dict) -> str:
     m, s = results["machine"], results["settings"]
     out = [
-        f"# Quality per unit of time — {results['date'][:10]}, {m['cpu']}, {m['cores_available']} cores",
+        f"# Quality per unit of time — {results['date'][:10]}, {m['cpu']}{isa_text(m)}, {m['cores_available']} cores",
         "",
         f"Each toolkit trained for **{s['budget_minutes']:g} minutes** of wall clock ({s['threads']} threads, "
         f"batches of {s['max_tokens']} target tokens), then translated the {s['test_sentences']} test verses "

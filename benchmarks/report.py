@@ -78,12 +78,20 @@ def fp32_libraries(peak: dict) -> str:
     return f" (MKL {_num(by['mkl']['gflops'])}, oneDNN {_num(by['onednn']['gflops'])})" if by.get("onednn") else ""
 
 
+def isa_text(m: dict) -> str:
+    """" (GenuineIntel 6 143; avx512_bf16, AMX)": what the model name of a VM hides, from what the
+    results file recorded (older files recorded less)."""
+    isa = [name for name in ("avx512_bf16", "avx512_vnni") if m.get(name)] + (["AMX"] if m.get("amx") else [])
+    parts = [m.get("cpu_vendor_family_model", ""), ", ".join(isa)]
+    return f" ({'; '.join(p for p in parts if p)})" if any(parts) else ""
+
+
 def render_markdown(results: dict) -> str:
     m = results["machine"]
     peak = results.get("matmul_peak", {})
     fp32_peak, bf16_peak = _get(peak, "fp32", "gflops"), _get(peak, "bf16", "gflops")
     lines = [
-        f"Machine: {m['cpu']}, {m['cores_available']} cores, torch {m['torch']}, {m['threads']} threads, "
+        f"Machine: {m['cpu']}{isa_text(m)}, {m['cores_available']} cores, torch {m['torch']}, {m['threads']} threads, "
         f"Python {m['python']}; {results['date']}. Cores busy with other work at start / end: "
         f"{m.get('busy_cores_at_start', '?')} / {m.get('busy_cores_at_end', '?')}.",
         f"Command: `{results['command']}` ({results.get('minutes', '?')} min).",
