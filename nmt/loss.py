@@ -41,14 +41,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         w, b = _in_dtype(weight, bias, hidden.dtype)
         mean_logit = _mean_logits(hidden, weight, bias) if smoothing else None
-        for start in range(0, hidden.size(0), chunk):
-            rows = slice(start, start + chunk)
+        for rows, skip in _chunks(hidden.size(0), chunk):
             h = hidden[rows]
             loss, grad, column_sums = _chunk_loss(linear(h, w, b), target[rows], smoothing,
-                                                  None if mean_logit is None else mean_logit[rows], need_grad=True)
+                                                  None if mean_logit is None else mean_logit[rows], True, skip)
             total += loss
-            grad_hidden[rows] = mm(grad, w)  # (n, D)
-            grad_weight.add_(mm(grad.t(), h))  # (V, D), accumulated in fp32
+            grad_hidden[rows.start + skip : rows.stop] = mm(grad, w)[skip:]  # (n, D)
+            grad_weight.add_(mm(grad.t(), h))  # (V, D), accumulated in fp32; skipped rows' grad is 0
             if grad_bias is not None:
                 grad_bias += column_sums
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
@@ -75,11 +74,25 @@ def _in_dtype(weight, bias, dtype):
     return weight.to(dtype), None if bias is None else bias.to(dtype)
 
 
+def _chunks(n: int, chunk: int):
+    """(rows, skip) per chunk of n rows: every chunk ``chunk`` rows long where n allows, the last one
+    too: it ends at row n and starts ``skip`` rows early, rows that the chunk before counted.
+
+    Why: oneDNN builds a kernel for every new product shape, and a last chunk of n mod chunk rows
+    is a new shape at nearly every training step. With AMX tiles (Intel Xeon) building the
+    gradient's (r, V) @ (V, D) kernel took 15-26 ms, against about 1 ms to run a whole chunk's
+    three products (ONEDNN_VERBOSE=profile_create on the 2-core AMX VM, benchmarks/README.md)."""
+    for start in range(0, n, chunk):
+        begin = max(min(start, n - chunk), 0)
+        yield slice(begin, min(begin + chunk, n)), start - begin
+
+
 def _chunk_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float, mean_logit: torch.Tensor | None,
-                need_grad: bool):
+                need_grad: bool, skip: int = 0):
     """Summed smoothed NLL of one chunk of logits (n, V); with ``need_grad`` also ∂loss/∂logits (n, V)
     in the logits' dtype and its column sums in fp32 (the bias gradient). ``mean_logit`` (n,) is
-    mean_v z_v, needed for smoothing (see the module docstring)."""
+    mean_v z_v, needed for smoothing (see the module docstring). The first ``skip`` rows count
+    nothing: no loss, a zero gradient (``_chunks``)."""
     acc = torch.promote_types(logits.dtype, torch.float32)
     log_probs = torch.log_softmax(logits, dim=-1, dtype=acc)  # one fused pass
     log_p_y = log_probs.gather(1, target.unsqueeze(1)).squeeze(1)  # (n,)
@@ -88,13 +101,14 @@ def _chunk_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float, me
         lse = logits.gather(1, target.unsqueeze(1)).squeeze(1).to(acc) - log_p_y  # log Σ_v exp z_v
         loss = (1.0 - smoothing) * loss - smoothing * (mean_logit - lse)  # mean_v log p_v = mean z - lse
     if not need_grad:
-        return loss.sum(), None, None
+        return loss[skip:].sum(), None, None
     probs = log_probs.exp_()  # softmax, in place
     rows = torch.arange(target.size(0), device=target.device)
     probs[rows, target] -= 1.0 - smoothing
     uniform = smoothing / logits.size(1)
+    probs[:skip] = uniform  # the gradient below is probs - uniform: 0 there, and 0 in the column sums
     column_sums = probs.sum(0) - target.size(0) * uniform
-    return loss.sum(), torch.sub(probs, uniform, out=torch.empty_like(logits)), column_sums  # cast on the way out
+    return loss[skip:].sum(), torch.sub(probs, uniform, out=torch.empty_like(logits)), column_sums  # cast on the way out
 
 
 def _mean_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -128,8 +142,7 @@ def linear_cross_entropy(
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     w, b = _in_dtype(weight, bias, hidden.dtype)
     mean_logit = _mean_logits(hidden, weight, bias) if smoothing else None
-    for start in range(0, hidden.size(0), chunk):
-        rows = slice(start, start + chunk)
+    for rows, skip in _chunks(hidden.size(0), chunk):
         mean = None if mean_logit is None else mean_logit[rows]
-        total += _chunk_loss(linear(hidden[rows], w, b), target[rows], smoothing, mean, need_grad=False)[0]
+        total += _chunk_loss(linear(hidden[rows], w, b), target[rows], smoothing, mean, False, skip)[0]
     return total
