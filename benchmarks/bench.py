@@ -108,7 +108,7 @@ def machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
     info = Path("/proc/cpuinfo").read_text().splitlines()
-    flags = next((line for line in info if line.startswith("flags")), "")
+    flags = set(next((line for line in info if line.startswith("flags")), "").split())
 
     def field(name: str) -> str:
         return next((ln.split(":", 1)[1].strip() for ln in info if ln.split(":")[0].strip() == name), "")
@@ -122,8 +122,8 @@ def machine() -> dict:
         "avx512_bf16": "avx512_bf16" in flags,
         # AMX (Intel since Sapphire Rapids) runs bf16 and int8 products on tiles, several times
         # the AVX-512 rate, so a result without it is not comparable with one that has it.
-        "amx": [f for f in ("amx_bf16", "amx_int8") if f in flags.split()],
-        "avx512_vnni": "avx512_vnni" in flags.split(),
+        "amx": [f for f in ("amx_bf16", "amx_int8") if f in flags],
+        "avx512_vnni": "avx512_vnni" in flags,
         "isa_limits": isa_limits(),
         "threads": THREADS,
         "torch": torch.__version__,
