@@ -105,9 +105,9 @@ def command_line(script: str, argv: list[str]) -> str:
 def machine() -> dict:
     import torch
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
     info = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+                 platform.processor())
     flags = set(next((line for line in info if line.startswith("flags")), "").split())
 
     def field(name: str) -> str:
