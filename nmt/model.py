@@ -133,16 +133,16 @@ class Encoder(nn.Module):
 
         ``fused``: when gradients are wanted, an LSTM runs through ``nmt.recurrence`` (hand-written
         backward, bf16 matmuls under autocast) instead of nn.LSTM; same weights, same maths.
-        Without gradients: an LSTM in int8 inside ``nmt.quantize.int8_products``; elsewhere, where
-        the dense kernel pays (``_by_length_pays``), sentences of each length run together
-        (``by_length``)."""
+        Without gradients: an LSTM in int8 inside ``nmt.quantize.int8_products``; elsewhere, in eval
+        mode where the dense kernel pays (``_by_length_pays``), stretches of time between sentence
+        lengths run together (``by_length``)."""
         x = self.dropout(self.embed(src))  # (B, S, E)
         is_lstm = isinstance(self.rnn, nn.LSTM)
         if fused and is_lstm and x.device.type in FUSED_ENCODER_DEVICES and torch.is_grad_enabled():
             out, state = bilstm(self.rnn, x, lengths, self.training)
         elif not torch.is_grad_enabled() and is_lstm and int8_weight(self.rnn.weight_ih_l0) is not None:
             out, state = int8_bilstm(self.rnn, x, lengths)
-        elif not torch.is_grad_enabled() and _by_length_pays(x):
+        elif not torch.is_grad_enabled() and not self.training and _by_length_pays(x):
             out, state = by_length(self.rnn, x, lengths)
         else:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -164,29 +164,58 @@ def _by_length_pays(x: torch.Tensor) -> bool:
 
 
 def by_length(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
-    """``rnn`` on packed x (B, S, E), computed one group of equal-length sentences at a time.
+    """``rnn`` on packed x (B, S, E), as dense calls: one per layer, direction and
+    stretch of time between consecutive sentence lengths.
 
-    A group has no padding, so each call is the dense (oneDNN) kernel on exactly the packed
-    maths, and that kernel follows bf16 autocast; the packed kernel ignores it and steps through
-    the batch sizes in fp32. Used for bf16 decoding: encoding the Bible test split in batches of
-    64 (2-15 distinct lengths each) took 1.86 s instead of 2.98 s on the default model. In fp32 it
-    was 5-10 % slower than the packed kernel (MKL) on an Intel Xeon, and 1.8x faster on an AMD EPYC,
-    where MKL takes a slow path (``nmt.linear``): fp32 decoding takes it where oneDNN does the fp32
-    products. Returns the outputs (B, S, dirs·H), zero at padding, and the final state(s)
-    (layers·dirs, B, H), as ``rnn`` does."""
+    With l_1 < l_2 < … the batch's distinct lengths, a direction runs over time steps [0, l_1),
+    then [l_1, l_2), …, each stretch over the sentences not yet ended, from the state the one
+    before ended in; the backward direction reads every sentence reversed within its length. No
+    padding is read, so the dense (oneDNN) kernel computes exactly the packed maths, and it follows
+    bf16 autocast; the packed kernel ignores it and steps through the batch sizes in fp32.
+    Encoding the Bible test split in batches of 64 in bf16 took 0.85 s (a fresh process, Intel
+    Xeon with AMX) against 1.16 s when each group of equal-length sentences ran its whole
+    recurrence alone, a few rows at a time (benchmarks/README.md, "Levers"). Used for bf16
+    decoding, and for fp32 decoding where oneDNN does the fp32 products (AMD). Returns the outputs
+    (B, S, dirs·H), zero at padding, and the final state(s) (layers·dirs, B, H), as ``rnn`` does in
+    eval mode (no dropout between layers)."""
+    lstm, size = rnn.mode == "LSTM", rnn.hidden_size
+    kernel = {"LSTM": torch._VF.lstm, "GRU": torch._VF.gru, "RNN_TANH": torch._VF.rnn_tanh,
+              "RNN_RELU": torch._VF.rnn_relu}[rnn.mode]  # what nn.LSTM/GRU/RNN call
+    names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if rnn.bias else ())
     lengths = lengths.cpu()
-    out, finals = None, None
-    for length in torch.unique(lengths).tolist():
-        rows = (lengths == length).nonzero().squeeze(1).to(x.device)
-        group_out, group_state = rnn(x.index_select(0, rows)[:, :length])
-        group_finals = group_state if isinstance(group_state, tuple) else (group_state,)
-        if out is None:
-            out = group_out.new_zeros(x.size(0), x.size(1), group_out.size(-1))
-            finals = [f.new_empty(f.size(0), x.size(0), f.size(2)) for f in group_finals]
-        out[rows, :length] = group_out
-        for final, group_final in zip(finals, group_finals):
-            final.index_copy_(1, rows, group_final)
-    return out, tuple(finals) if isinstance(rnn, nn.LSTM) else finals[0]
+    order = torch.argsort(lengths, descending=True, stable=True)  # the sentences still running: a prefix
+    lengths = lengths[order]
+    b, s = x.size(0), x.size(1)
+    ends = torch.unique(lengths).tolist()  # ascending
+    running = [int((lengths >= end).sum()) for end in ends]  # sentences in the stretch up to each end
+    t = torch.arange(s)
+    reverse = torch.where(t < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - t, t)  # t ↔ length - 1 - t
+    reverse = (reverse + torch.arange(b).unsqueeze(1) * s).view(-1).to(x.device)
+    flipped = lambda seq: seq.reshape(b * s, -1).index_select(0, reverse).view(b, s, -1)  # noqa: E731
+    layer_in, finals = x.index_select(0, order.to(x.device)), []
+    for layer in range(rnn.num_layers):
+        outs = []
+        for direction in ("", "_reverse")[: 1 + rnn.bidirectional]:
+            weights = [getattr(rnn, f"{name}_l{layer}{direction}") for name in names]
+            seq = flipped(layer_in) if direction else layer_in
+            state, out, final, start = (x.new_zeros(1, b, size),) * (1 + lstm), None, None, 0
+            for end, n in zip(ends, running):
+                hx = tuple(h[:, :n] for h in state)
+                stretch, *state = kernel(seq[:n, start:end], hx if lstm else hx[0], weights, rnn.bias, 1, 0.0,
+                                         False, False, True)
+                if out is None:
+                    out, final = stretch.new_zeros(b, s, size), [h.new_empty(1, b, size) for h in state]
+                out[:n, start:end] = stretch
+                ended = slice(n - int((lengths[:n] == end).sum()), n)  # the sentences ending here
+                for kept, h in zip(final, state):
+                    kept[:, ended] = h[:, ended]
+                start = end
+            outs.append(flipped(out) if direction else out)
+            finals.append(final)
+        layer_in = torch.cat(outs, dim=-1)
+    back = torch.argsort(order).to(x.device)  # undoes the sort
+    states = [torch.cat(kind).index_select(1, back) for kind in zip(*finals)]
+    return layer_in.index_select(0, back), tuple(states) if lstm else states[0]
 
 
 class Decoder(nn.Module):
