@@ -15,6 +15,7 @@ import torch
 from nmt.batching import Sequences, make_batch, sentence_batches
 from nmt.config import Config, DecodePrecision, StoppingRule, choice_error
 from nmt.hardware import hold_heap, pick_device, resolve_decode_precision
+from nmt.linear import bf16_products
 from nmt.model import Seq2Seq
 from nmt.quantize import int8_products
 from nmt.search import Hypothesis, beam_stream, greedy_stream, max_lengths
@@ -71,10 +72,10 @@ class Translator:
         src = Sequences.from_lists(self.tokenizer.encode_src([lines[i] for i in todo]))
         was_training = self.model.training
         self.model.eval()
-        int8 = int8_products(self.model) if precision == "int8" else contextlib.nullcontext()
+        products = {"int8": int8_products, "bf16": bf16_products}.get(precision, lambda _: contextlib.nullcontext())
         order = sentence_batches(src.lengths, cfg.batch_size)
         try:
-            with int8, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with products(self.model), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 found = self._search(src, order, beam, alpha, nbest, keep_attention, stopping)
                 numbers = np.concatenate(order).tolist()
                 for number, hyps in found:

@@ -1,15 +1,18 @@
-"""fp32 products through oneDNN (nmt.linear) compute what PyTorch's default path does."""
+"""Products through oneDNN (nmt.linear), fp32 and bf16 from packed weights, compute what PyTorch's default path does."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import nmt.linear
-from conftest import small_model
+from conftest import saved_tiny_model, small_model
 from nmt.errors import NmtError
-from nmt.linear import linear, lstm_cell, mm, onednn_fp32
+from nmt.hardware import onednn_bf16
+from nmt.linear import _packed_linear as packed_linear
+from nmt.linear import bf16_products, linear, lstm_cell, mm, onednn_fp32
 from nmt.loss import linear_cross_entropy
 from nmt.search import beam_search, greedy, max_lengths
+from nmt.translate import Translator
 
 needs_onednn = pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_linear_pointwise"), reason="no oneDNN linear")
 
@@ -139,3 +142,33 @@ def test_choice(backend, monkeypatch):
     backend("fast")
     with pytest.raises(NmtError, match="NMT_FP32_MATMUL must be auto, onednn or mkl"):
         onednn_fp32()
+
+
+needs_onednn_bf16 = pytest.mark.skipif(not onednn_bf16(), reason="this CPU's oneDNN has no bf16 kernels (they need AVX-512)")
+
+
+@needs_onednn_bf16
+@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
+def test_bf16_decoding_from_packed_weights_is_autocasts_to_the_bit(monkeypatch, tmp_path, attention):
+    """Inside ``bf16_products`` every decoder product (and the LSTM cell) runs from weights packed
+    once: greedy and beam translations and their log-probabilities are plain autocast's exactly,
+    and ``Translator`` takes that path for bf16."""
+    model = small_model(attention=attention, layers=2, vocab=11)
+    src = torch.tensor([[5, 6, 7, 8, 3], [9, 4, 3, 0, 0], [6, 5, 4, 4, 3]])
+    lengths = torch.tensor([5, 3, 5])
+    limits = max_lengths(lengths, 2.0, 3)
+    calls = []
+    monkeypatch.setattr(nmt.linear, "_packed_linear", lambda *a: calls.append(1) or packed_linear(*a))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = [greedy(model, src, lengths, limits)] + beam_search(model, src, lengths, limits, beam=3)
+        assert not calls
+        with bf16_products(model):
+            got = [greedy(model, src, lengths, limits)] + beam_search(model, src, lengths, limits, beam=3)
+    assert calls
+    for got_hyps, want_hyps in zip(got, want, strict=True):
+        assert [(h.tokens, h.log_prob) for h in got_hyps] == [(h.tokens, h.log_prob) for h in want_hyps]
+
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path)
+    calls.clear()
+    Translator(model, tokenizer, config).translate(["Y dijo Dios: Sea la luz."], beam=2, precision="bf16")
+    assert calls
