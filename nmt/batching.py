@@ -124,3 +124,16 @@ def sentence_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Decoding batches of up to ``batch_size`` sentences of similar length (sorted, then chunked)."""
     order = np.argsort(lengths, kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def reversed_within(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(S·B,): for row (k, b) of a time-major (S, B, ·) batch, flattened, the row sentence b's
+    backward direction reads at step k: position L_b-1-k while k < L_b (its tokens in reverse),
+    k after (padding). Its own inverse: also the step that read a position."""
+    k = torch.arange(steps).unsqueeze(1)
+    return (torch.where(k < lengths, lengths - 1 - k, k) * lengths.numel() + torch.arange(lengths.numel())).view(-1)
+
+
+def rows_reordered(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x (S, B, F) with its S·B rows in the order ``rows`` gives (one memory copy per row)."""
+    return x.reshape(-1, x.size(-1)).index_select(0, rows).view(x.shape)

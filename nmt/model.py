@@ -25,6 +25,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.activations import tanh_
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
+from nmt.batching import reversed_within, rows_reordered
 from nmt.config import ModelConfig
 from nmt.dropout import Dropout, dropout
 from nmt.hardware import onednn_bf16
@@ -164,8 +165,8 @@ def _by_length_pays(x: torch.Tensor) -> bool:
 
 
 def by_length(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
-    """``rnn`` on packed x (B, S, E), as dense calls: one per layer, direction and
-    stretch of time between consecutive sentence lengths.
+    """``rnn`` on packed x (B, S, E), as dense calls: one per layer, direction and stretch of time
+    between consecutive sentence lengths.
 
     With l_1 < l_2 < … the batch's distinct lengths, a direction runs over time steps [0, l_1),
     then [l_1, l_2), …, each stretch over the sentences not yet ended, from the state the one
@@ -178,44 +179,40 @@ def by_length(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
     decoding, and for fp32 decoding where oneDNN does the fp32 products (AMD). Returns the outputs
     (B, S, dirs·H), zero at padding, and the final state(s) (layers·dirs, B, H), as ``rnn`` does in
     eval mode (no dropout between layers)."""
-    lstm, size = rnn.mode == "LSTM", rnn.hidden_size
+    lstm, size, steps = rnn.mode == "LSTM", rnn.hidden_size, x.size(1)
     kernel = {"LSTM": torch._VF.lstm, "GRU": torch._VF.gru, "RNN_TANH": torch._VF.rnn_tanh,
               "RNN_RELU": torch._VF.rnn_relu}[rnn.mode]  # what nn.LSTM/GRU/RNN call
     names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if rnn.bias else ())
-    lengths = lengths.cpu()
-    order = torch.argsort(lengths, descending=True, stable=True)  # the sentences still running: a prefix
-    lengths = lengths[order]
-    b, s = x.size(0), x.size(1)
+    order = torch.argsort(lengths.cpu(), descending=True, stable=True)  # the sentences still running: a prefix
+    lengths = lengths.cpu()[order]
     ends = torch.unique(lengths).tolist()  # ascending
     running = [int((lengths >= end).sum()) for end in ends]  # sentences in the stretch up to each end
-    t = torch.arange(s)
-    reverse = torch.where(t < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - t, t)  # t ↔ length - 1 - t
-    reverse = (reverse + torch.arange(b).unsqueeze(1) * s).view(-1).to(x.device)
-    flipped = lambda seq: seq.reshape(b * s, -1).index_select(0, reverse).view(b, s, -1)  # noqa: E731
-    layer_in, finals = x.index_select(0, order.to(x.device)), []
+    reverse = reversed_within(lengths, steps).to(x.device)
+    layer_in, finals = x.index_select(0, order.to(x.device)).transpose(0, 1), []  # (S, B, E), time-major
     for layer in range(rnn.num_layers):
         outs = []
         for direction in ("", "_reverse")[: 1 + rnn.bidirectional]:
             weights = [getattr(rnn, f"{name}_l{layer}{direction}") for name in names]
-            seq = flipped(layer_in) if direction else layer_in
-            state, out, final, start = (x.new_zeros(1, b, size),) * (1 + lstm), None, None, 0
+            seq = rows_reordered(layer_in, reverse) if direction else layer_in
+            state, out, final, start = (x.new_zeros(1, x.size(0), size),) * (1 + lstm), None, None, 0
             for end, n in zip(ends, running):
                 hx = tuple(h[:, :n] for h in state)
-                stretch, *state = kernel(seq[:n, start:end], hx if lstm else hx[0], weights, rnn.bias, 1, 0.0,
-                                         False, False, True)
+                stretch, *state = kernel(seq[start:end, :n], hx if lstm else hx[0], weights, rnn.bias, 1, 0.0,
+                                         False, False, False)
                 if out is None:
-                    out, final = stretch.new_zeros(b, s, size), [h.new_empty(1, b, size) for h in state]
-                out[:n, start:end] = stretch
+                    out = stretch.new_zeros(steps, x.size(0), size)
+                    final = [h.new_empty(1, x.size(0), size) for h in state]
+                out[start:end, :n] = stretch
                 ended = slice(n - int((lengths[:n] == end).sum()), n)  # the sentences ending here
                 for kept, h in zip(final, state):
                     kept[:, ended] = h[:, ended]
                 start = end
-            outs.append(flipped(out) if direction else out)
+            outs.append(rows_reordered(out, reverse) if direction else out)
             finals.append(final)
         layer_in = torch.cat(outs, dim=-1)
     back = torch.argsort(order).to(x.device)  # undoes the sort
     states = [torch.cat(kind).index_select(1, back) for kind in zip(*finals)]
-    return layer_in.index_select(0, back), tuple(states) if lstm else states[0]
+    return layer_in.transpose(0, 1).index_select(0, back), tuple(states) if lstm else states[0]
 
 
 class Decoder(nn.Module):

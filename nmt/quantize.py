@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from nmt.activations import lstm_pointwise
+from nmt.batching import reversed_within, rows_reordered
 from nmt.errors import NmtError
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ def int8_bilstm(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor):
     ``int8_products``: x (B, S, E) → outputs (B, S, 2H) (zeros on padding), (h_n, c_n) (2L, B, H).
 
     The two directions step together, each over its sentence's real tokens first: the backward
-    direction reads every sentence reversed within its length (``_reversed_within``), so step k
+    direction reads every sentence reversed within its length (``reversed_within``), so step k
     reads position k forward and L-1-k backward, and past a sentence's last token only padding
     follows, whose states nothing reads: no masks inside the loop. Packed-sequence semantics, as
     ``nmt.recurrence.bilstm`` (which trains): the final states are those after step L-1.
@@ -206,9 +207,9 @@ def int8_bilstm(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor):
     4 KB, and a batch longer than any before (decoding sorts by length) gets fresh ones."""
     steps, batch, hid = x.size(1), x.size(0), rnn.hidden_size
     lengths = lengths.cpu()
-    reverse = _reversed_within(lengths, steps)  # (S·B,)
+    reverse = reversed_within(lengths, steps)  # (S·B,)
     inputs = [x.transpose(0, 1).float()]  # (S, B, E): time order, the forward direction's steps
-    inputs.append(_along_time(inputs[0], reverse))  # the backward direction's steps
+    inputs.append(rows_reordered(inputs[0], reverse))  # the backward direction's steps
     sums_x = torch.empty(2, steps * batch, 4 * hid, dtype=torch.int32)
     states = inputs[0].new_zeros(steps + 1, 2, batch, hid)  # h before step k at slot k
     cells = inputs[0].new_zeros(steps + 1, 2, batch, hid)  # c before step k at slot k
@@ -221,9 +222,9 @@ def int8_bilstm(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor):
                    for d in range(2)]  # (S, B, 4H) each, step order
         _int8_steps(states, cells, gates_x, [_held(t) for t in w["weight_hh"]])
         ahead, behind = states[1:, 0], states[1:, 1]  # (S, B, H): each direction's outputs, its step order
-        inputs = [torch.cat([ahead, _along_time(behind, reverse)], dim=-1)]  # (S, B, 2H)
+        inputs = [torch.cat([ahead, rows_reordered(behind, reverse)], dim=-1)]  # (S, B, 2H)
         if layer + 1 < rnn.num_layers:
-            inputs.append(torch.cat([_along_time(ahead, reverse), behind], dim=-1))
+            inputs.append(torch.cat([rows_reordered(ahead, reverse), behind], dim=-1))
         finals_h.append(states[last].transpose(0, 1))
         finals_c.append(cells[last].transpose(0, 1))
     real = (torch.arange(steps).unsqueeze(1) < lengths).unsqueeze(-1)  # (S, B, 1)
@@ -246,16 +247,3 @@ def _int8_steps(states: torch.Tensor, cells: torch.Tensor, gates_x: list[torch.T
         for d in range(2):
             torch.addcmul(gates_x[d][k], z[d], hh_scale[d], out=z[d])  # W_x x + b + W_h h
         lstm_pointwise(z, cells[k], acts, cells[k + 1], tanh_c, states[k + 1])
-
-
-def _reversed_within(lengths: torch.Tensor, steps: int) -> torch.Tensor:
-    """(S·B,): for row (k, b) of a time-major (S, B, ·) batch, flattened, the row sentence b's
-    backward direction reads at step k: position L_b-1-k while k < L_b (its tokens in reverse),
-    k after (padding). Its own inverse: also the step that read a position."""
-    k = torch.arange(steps).unsqueeze(1)
-    return (torch.where(k < lengths, lengths - 1 - k, k) * lengths.numel() + torch.arange(lengths.numel())).view(-1)
-
-
-def _along_time(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """x (S, B, F) with its S·B rows in the order ``rows`` gives (one memory copy per row)."""
-    return x.reshape(-1, x.size(-1)).index_select(0, rows).view(x.shape)
