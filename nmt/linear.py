@@ -13,9 +13,10 @@ measured fast), ``onednn`` or ``mkl``.
 
 bf16 decoding on CPU (``bf16_products``) multiplies by copies of the weights packed once in oneDNN's
 own blocked layout. Under plain autocast oneDNN re-lays the (cached) bf16 weight out at every call,
-which is most of a decoder step's small product: on the Intel Xeon VM with AMX, 64 rows × 256 ×
-6,000 (the output layer) took 413 µs from the plain weight and 230 µs from the packed one, 64 ×
-512 × 1,024 (the LSTM cell's input product) 175 and 74 µs, with the same result to the bit.
+which is much of a decoder step's small product: on the Intel Xeon VM with AMX, 2 threads, 64 rows
+× 256 × 6,000 with bias (the output layer) took 238 µs from the plain weight and 127 µs from the
+packed one, 64 × 512 × 1,024 (the LSTM cell's input product) 90 and 51 µs, with the same result to
+the bit; greedy decoding 1.06x, beam 5 1.08x, the same translations (benchmarks/README.md, "Levers").
 """
 
 from __future__ import annotations
