@@ -33,7 +33,7 @@ from torch import nn
 from nmt.activations import lstm_pointwise
 from nmt.errors import NmtError
 from nmt.hardware import onednn_bf16
-from nmt.quantize import int8_linear, int8_weight
+from nmt.quantize import int8_linear, int8_weight, product_matrices
 
 ENV = "NMT_FP32_MATMUL"
 
@@ -85,8 +85,7 @@ def bf16_products(model: nn.Module):
     to the bit as autocast's. Made afresh on every entry (a few ms for the default model), so a model
     that trains between decodings is never multiplied by stale copies. A no-op where oneDNN has no
     bf16 kernels or the model is not on the CPU."""
-    params = [p for module in model.modules() if not isinstance(module, nn.Embedding)
-              for p in module.parameters(recurse=False) if p.dim() == 2]
+    params = product_matrices(model)
     if not params or params[0].device.type != "cpu" or not onednn_bf16():
         yield
         return

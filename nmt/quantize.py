@@ -171,6 +171,13 @@ def _held(weight: torch.Tensor) -> Int8Weight:
     return found
 
 
+def product_matrices(model: nn.Module) -> list[torch.Tensor]:
+    """The weight matrices ``model``'s products multiply by: its 2-D parameters but the embedding
+    tables, which are looked up (a tied output layer's table counts: it is the generator's weight)."""
+    return [p for module in model.modules() if not isinstance(module, nn.Embedding)
+            for p in module.parameters(recurse=False) if p.dim() == 2]
+
+
 @contextlib.contextmanager
 def int8_products(model: nn.Module):
     """Within: ``nmt.linear``'s products with ``model``'s weight matrices run in int8.
@@ -182,8 +189,7 @@ def int8_products(model: nn.Module):
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise NmtError("int8 decoding runs on the CPU only; use fp32 or bf16 on a GPU")
     levels = _usable_levels()
-    matrices = {id(p): (p, Int8Weight.of(p, levels)) for module in model.modules()
-                if not isinstance(module, nn.Embedding) for p in module.parameters(recurse=False) if p.dim() == 2}
+    matrices = {id(p): (p, Int8Weight.of(p, levels)) for p in product_matrices(model)}
     token = _WEIGHTS.set(matrices)
     try:
         yield
