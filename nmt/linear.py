@@ -99,9 +99,10 @@ def bf16_products(model: nn.Module):
 
 def _bf16_packed(weight: torch.Tensor) -> torch.Tensor | None:
     """weight's packed bf16 copy where a product with it runs from one: inside ``bf16_products``,
-    under CPU autocast, without gradients (the packed product has no backward)."""
+    under CPU autocast to bf16, without gradients (the packed product has no backward)."""
     packed = _PACKED.get()
-    if packed is None or torch.is_grad_enabled() or not torch.is_autocast_enabled("cpu"):
+    if (packed is None or torch.is_grad_enabled() or not torch.is_autocast_enabled("cpu")
+            or torch.get_autocast_dtype("cpu") != torch.bfloat16):
         return None
     found = packed.get(id(weight))
     return found[1] if found is not None and found[0] is weight else None

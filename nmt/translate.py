@@ -75,7 +75,8 @@ class Translator:
         products = {"int8": int8_products, "bf16": bf16_products}.get(precision, lambda _: contextlib.nullcontext())
         order = sentence_batches(src.lengths, cfg.batch_size)
         try:
-            with products(self.model), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+            with products(self.model), bf16:
                 found = self._search(src, order, beam, alpha, nbest, keep_attention, stopping)
                 numbers = np.concatenate(order).tolist()
                 for number, hyps in found:

@@ -144,7 +144,8 @@ def test_choice(backend, monkeypatch):
         onednn_fp32()
 
 
-needs_onednn_bf16 = pytest.mark.skipif(not onednn_bf16(), reason="this CPU's oneDNN has no bf16 kernels (they need AVX-512)")
+needs_onednn_bf16 = pytest.mark.skipif(not onednn_bf16(),
+                                       reason="this CPU's oneDNN has no bf16 kernels (they need AVX-512)")
 
 
 @needs_onednn_bf16
