@@ -12,11 +12,11 @@ a batch's last sentences ran steps of their own (greedy, Luong model: 916 of 2,1
 fewer than 8 of the batch's 64 sentences). On the Bible test split decoder steps fell by
 24-44 %, a pass ran 1.01-1.07x faster, same output (the Zen 4 VM; benchmarks/README.md,
 "Levers"). Rows taken in are only as wide as their own longest source, not their encoder batch's:
-every row attends over the widest one held. Greedy search keeps a finished sentence's row (its
-output unread) until half the batch has finished, then compacts the batch to the rest: the
-products see a few batch sizes instead of one per finished sentence, so oneDNN builds fewer
-kernels and the memory is copied less often (bf16 greedy 1.05x in a fresh process on the Intel
-AMX VM, same output).
+every row attends over the widest one held. Once nothing waits, a finished sentence's rows stay
+(their output unread) until half the batch has finished, then the batch is compacted to the rest:
+the products see a few batch sizes instead of one per finished sentence, so oneDNN builds fewer
+kernels and the memory is copied less often (bf16 greedy 1.05x and beam 5 1.04x in a fresh
+process on the Intel AMX VM, fp32 1.00x, same output).
 
 The decoders run under ``torch.no_grad``, not ``torch.inference_mode``: inference mode turns off
 autocast's cache of cast weights, so bf16 decoding re-cast every weight matrix at every step
@@ -319,7 +319,8 @@ def beam_stream(
     attn_history = None
     prev = torch.full((len(groups) * k,), BOS, dtype=torch.long, device=device)
 
-    while groups:
+    live = len(groups)
+    while live:
         n = len(groups)
         log_probs, state, weights = model.decode_step(prev, state, memory)
         top, origin, token = best_candidates(scores, _forbid_specials(log_probs), BLOCK)  # (n, k) each
@@ -343,6 +344,7 @@ def beam_stream(
         for g in free:
             yield groups[g].number, groups[g].finished[:nbest]
             groups[g] = None
+        live -= len(free)
 
         while free and (new := waiting.take(len(free))) is not None:  # fill free places in place
             numbers, src_lengths, limits, new_memory, new_state = new
@@ -360,11 +362,10 @@ def beam_stream(
             steps[g_index] = 0
             for g, number, length in zip(places, numbers, src_lengths):
                 groups[g] = _Beam(number, length, history.size(1))
-        if free:  # nothing waits: drop the finished sentences from the batch
+            live += len(places)
+        if free and 0 < live <= len(groups) // 2:  # nothing waits: compact the batch to its live groups
             g_keep = torch.tensor([g for g, group in enumerate(groups) if group is not None], dtype=torch.long)
             groups = [group for group in groups if group is not None]
-            if not groups:
-                break
             r_keep = (g_keep.unsqueeze(1) * k + torch.arange(k)).view(-1).to(device)
             limit, steps = limit[g_keep], steps[g_keep]
             scores, prev = scores[g_keep.to(device)], prev[r_keep]
@@ -373,10 +374,11 @@ def beam_stream(
             history = history[r_keep]
             if attn_history is not None:
                 attn_history = attn_history[r_keep, :, :width]
-        if (old := min(group.begin for group in groups)) > 0:  # history no group reads any more
+        held = [group for group in groups if group is not None]
+        if held and (old := min(group.begin for group in held)) > 0:  # history no group reads any more
             history = history[:, old:]
             attn_history = None if attn_history is None else attn_history[:, old:]
-            for group in groups:
+            for group in held:
                 group.begin -= old
 
 
@@ -391,7 +393,7 @@ class _Ending:
 
 
 def _collect_finished(
-    groups: list[_Beam],
+    groups: list[_Beam | None],
     ending: _Ending,
     history: torch.Tensor,
     attn_history: torch.Tensor | None,
@@ -404,6 +406,8 @@ def _collect_finished(
     hypotheses (and, if ``bounded``, the ``enough``-th best no worse than the live bound)."""
     done, k = [], len(ending.top[0]) if ending.top else 0
     for g, group in enumerate(groups):
+        if group is None:  # a finished sentence's rows, kept until the batch is compacted
+            continue
         tops, eos, at_limit, finished = ending.top[g], ending.eos[g], ending.at_limit[g], group.finished
         ends = [j for j in range(k) if tops[j] != float("-inf") and (eos[j] or at_limit)]
         for j in ends:
