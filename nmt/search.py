@@ -7,7 +7,7 @@ never produced.
 
 A batch holds at most ``capacity`` sentences (``decode.batch_size``); when one finishes, the next
 sentence waiting takes its place in the batch, in place (``greedy_stream``, ``beam_stream``), so
-steps run full batches until the input runs dry; then finished sentences leave the batch. Why:
+steps run full batches until the input runs dry; then finished sentences leave the batch (below). Why:
 a batch's last sentences ran steps of their own (greedy, Luong model: 916 of 2,161 steps with
 fewer than 8 of the batch's 64 sentences). On the Bible test split decoder steps fell by
 24-44 %, a pass ran 1.01-1.07x faster, same output (the Zen 4 VM; benchmarks/README.md,
