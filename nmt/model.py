@@ -183,10 +183,12 @@ def by_length(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
     kernel = {"LSTM": torch._VF.lstm, "GRU": torch._VF.gru, "RNN_TANH": torch._VF.rnn_tanh,
               "RNN_RELU": torch._VF.rnn_relu}[rnn.mode]  # what nn.LSTM/GRU/RNN call
     names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if rnn.bias else ())
-    order = torch.argsort(lengths.cpu(), descending=True, stable=True)  # the sentences still running: a prefix
-    lengths = lengths.cpu()[order]
+    lengths = lengths.cpu()
+    order = torch.argsort(lengths, descending=True, stable=True)  # the sentences still running: a prefix
+    lengths = lengths[order]
     ends = torch.unique(lengths).tolist()  # ascending
     running = [int((lengths >= end).sum()) for end in ends]  # sentences in the stretch up to each end
+    stretches = list(zip(ends, running, running[1:] + [0]))  # (end, sentences running, those running on)
     reverse = reversed_within(lengths, steps).to(x.device)
     layer_in, finals = x.index_select(0, order.to(x.device)).transpose(0, 1), []  # (S, B, E), time-major
     for layer in range(rnn.num_layers):
@@ -195,7 +197,7 @@ def by_length(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
             weights = [getattr(rnn, f"{name}_l{layer}{direction}") for name in names]
             seq = rows_reordered(layer_in, reverse) if direction else layer_in
             state, out, final, start = (x.new_zeros(1, x.size(0), size),) * (1 + lstm), None, None, 0
-            for end, n in zip(ends, running):
+            for end, n, on in stretches:
                 hx = tuple(h[:, :n] for h in state)
                 stretch, *state = kernel(seq[start:end, :n], hx if lstm else hx[0], weights, rnn.bias, 1, 0.0,
                                          False, False, False)
@@ -203,9 +205,8 @@ def by_length(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
                     out = stretch.new_zeros(steps, x.size(0), size)
                     final = [h.new_empty(1, x.size(0), size) for h in state]
                 out[start:end, :n] = stretch
-                ended = slice(n - int((lengths[:n] == end).sum()), n)  # the sentences ending here
-                for kept, h in zip(final, state):
-                    kept[:, ended] = h[:, ended]
+                for kept, h in zip(final, state):  # the sentences ending here: rows on … n - 1
+                    kept[:, on:n] = h[:, on:n]
                 start = end
             outs.append(rows_reordered(out, reverse) if direction else out)
             finals.append(final)
