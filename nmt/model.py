@@ -48,15 +48,21 @@ class Memory:
     """What the decoder reads from the encoder: one row per sentence (rows can be selected).
 
     Beam search does not repeat it per hypothesis: the decoder state holds k rows per sentence
-    (its k hypotheses, adjacent), and they attend to their sentence's row as k queries."""
+    (its k hypotheses, adjacent), and they attend to their sentence's row as k queries.
 
-    values: torch.Tensor  # (B, S, 2H) encoder outputs
+    When decoding (``combined``), the values are not h_j but W_c's context columns applied to
+    them, once per sentence: W_c [c_t; s_t] = Σ_j α_tj (W_c,ctx h_j) + W_c,state s_t, the same
+    maths regrouped. A step then reads D numbers per source position instead of 2H, and its
+    product with W_c shrinks to the state's columns (``Decoder._attend``)."""
+
+    values: torch.Tensor  # (B, S, 2H) encoder outputs; (B, S, D) W_c,ctx h_j when ``combined``
     keys: torch.Tensor | None  # (B, S, A) projected once per sentence; None without attention
     mask: torch.Tensor  # (B, S) bool, True at real tokens
+    combined: bool = False
 
     def select(self, index: torch.Tensor) -> "Memory":
         keys = None if self.keys is None else self.keys.index_select(0, index)
-        return Memory(self.values.index_select(0, index), keys, self.mask.index_select(0, index))
+        return Memory(self.values.index_select(0, index), keys, self.mask.index_select(0, index), self.combined)
 
     @property
     def width(self) -> int:
@@ -66,13 +72,14 @@ class Memory:
     def narrowed(self, width: int) -> "Memory":
         """The first ``width`` positions (views): enough for rows whose sentences are no longer."""
         keys = None if self.keys is None else self.keys[:, :width]
-        return Memory(self.values[:, :width], keys, self.mask[:, :width])
+        return Memory(self.values[:, :width], keys, self.mask[:, :width], self.combined)
 
     def widened(self, width: int) -> "Memory":
         """The same rows over ``width`` ≥ S positions: the new ones zero and masked."""
         pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, width - self.width))  # noqa: E731
         keys = None if self.keys is None else pad(self.keys)
-        return Memory(pad(self.values), keys, torch.nn.functional.pad(self.mask, (0, width - self.width)))
+        return Memory(pad(self.values), keys, torch.nn.functional.pad(self.mask, (0, width - self.width)),
+                      self.combined)
 
     def put(self, rows: torch.Tensor, other: "Memory") -> "Memory":
         """This memory with ``rows`` overwritten by other's rows: written in place, or, where other
@@ -260,6 +267,9 @@ class Decoder(nn.Module):
         if self.attention is None:
             return out, None
         context, weights = self.attention(out, memory.keys, memory.values, memory.mask)
+        if memory.combined:  # context is W_c,ctx c_t already (Memory); fp32, as attention runs
+            state_part = linear(out, self.combine.weight[:, -out.size(-1) :], bound=1.0)  # |out| ≤ 1
+            return tanh_(context.add_(state_part)).to(state_part.dtype), weights
         # |context|, |out| ≤ 1: RNN outputs, and weighted means of them
         return tanh_(linear(torch.cat([context, out], dim=-1), self.combine.weight, bound=1.0)), weights
 
@@ -348,12 +358,16 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: torch.Tensor, lengths: torch.Tensor, fused: bool = False) -> tuple[Memory, DecoderState]:
         values, final_h, final_c = self.encoder(src, lengths, fused)
-        if not torch.is_grad_enabled():  # decoding: once here, not at every step (nmt.attention: fp32)
-            values = values.to(torch.promote_types(values.dtype, torch.float32))
         mask = src != PAD  # (B, S)
-        attention = self.decoder.attention
-        keys = attention.project_keys(values) if attention is not None else None
-        return Memory(values, keys, mask), self.decoder.init_state(final_h, final_c)
+        decoder = self.decoder
+        if decoder.attention is None:
+            return Memory(values, None, mask), decoder.init_state(final_h, final_c)
+        keys = decoder.attention.project_keys(values)
+        combined = not torch.is_grad_enabled()  # decoding: W_c's context columns applied here, once (Memory)
+        if combined:
+            values = linear(values, decoder.combine.weight[:, : values.size(-1)])  # (B, S, D)
+            values = values.to(torch.promote_types(values.dtype, torch.float32))  # nmt.attention: fp32
+        return Memory(values, keys, mask, combined), decoder.init_state(final_h, final_c)
 
     def decode_step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
         """prev (B,) → log-probabilities (B, V), next state, attention weights (B, S) or None."""

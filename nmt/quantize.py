@@ -31,7 +31,9 @@ those are exact, else to ±63 (7 bits, about twice the rounding error), else int
 Inside ``int8_products(model)``, ``nmt.linear``'s ``linear`` and ``lstm_cell`` run in int8 for the
 model's weight matrices (the decoder's products, the output layer's), and an LSTM encoder runs
 through ``int8_bilstm``. The attention's batched matmuls and softmax, the LSTM gates, GRU and
-plain-RNN recurrences and the log-probabilities stay fp32.
+plain-RNN recurrences and the log-probabilities stay fp32, and so do the two parts of W_c that
+decoding multiplies by (a sentence's encoder outputs by its context columns, once; each step's
+s_t by its state columns: ``nmt.model.Memory``), which are column slices of a weight matrix.
 """
 
 from __future__ import annotations

@@ -96,6 +96,30 @@ def test_teacher_forcing_equals_step_by_step_decoding(cell, attention, feeding):
             torch.testing.assert_close(log_probs, logits[:, t], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
+@pytest.mark.parametrize("feeding", [True, False])
+def test_decoding_memory_holds_the_context_columns_applied_and_gives_the_same_steps(attention, feeding):
+    """Decoding's memory holds W_c's context columns applied to the encoder outputs (D wide, not
+    2H), and its steps give the log-probabilities and weights of steps from the plain memory."""
+    model = small_model("lstm", attention, feeding, vocab=11, layers=2)
+    src = torch.tensor([[5, 6, 7, 8, 3], [9, 4, 3, 0, 0]])
+    lengths = torch.tensor([5, 3])
+    plain = model.encode(src, lengths)  # gradients on: the training path, encoder outputs as values
+    with torch.no_grad():
+        plain = (nmt.model.Memory(*(t.detach() for t in (plain[0].values, plain[0].keys, plain[0].mask))),
+                 nmt.model.DecoderState(*(None if t is None else t.detach() for t in vars(plain[1]).values())))
+        combined = model.encode(src, lengths)
+        assert combined[0].combined and not plain[0].combined
+        assert combined[0].values.shape == (2, 5, model.config.dec_hidden)
+        assert plain[0].values.shape == (2, 5, 2 * model.config.enc_hidden)
+        (memory_a, state_a), (memory_b, state_b) = plain, combined
+        for prev in torch.tensor([[2, 2], [4, 7], [5, 8]]):
+            lp_a, state_a, w_a = model.decode_step(prev, state_a, memory_a)
+            lp_b, state_b, w_b = model.decode_step(prev, state_b, memory_b)
+            torch.testing.assert_close(lp_b, lp_a, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(w_b, w_a, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_encoding_by_length_equals_the_packed_encoder(cell):
     """``by_length`` (one dense call per sentence length) gives the packed-sequence encoder's
