@@ -251,6 +251,22 @@ class Decoder(nn.Module):
             )
             self.combine = nn.Linear(enc_dim + d, d, bias=False)  # W_c
 
+    def combine_columns(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_c's context columns (D, 2H) and state columns (D, D): the views of its weight that
+        decoding multiplies by (``Memory``). The same two objects while the weight keeps its storage,
+        so the decoding contexts find the packed or int8 forms they made of them on entry
+        (``product_views``, ``nmt.quantize.product_matrices``)."""
+        weight = self.combine.weight
+        cached = self.__dict__.get("_combine_columns")
+        if cached is None or cached[0] is not weight or cached[1].data_ptr() != weight.data_ptr():
+            split = weight.size(1) - self.config.dec_hidden
+            cached = self._combine_columns = (weight, weight[:, :split], weight[:, split:])
+        return cached[1], cached[2]
+
+    def product_views(self) -> list[torch.Tensor]:
+        """Views of weight matrices that decoding multiplies by, besides the matrices themselves."""
+        return list(self.combine_columns()) if self.combine is not None else []
+
     def init_state(self, final_h: torch.Tensor, final_c: torch.Tensor | None) -> DecoderState:
         """Bridge from the encoder's final top-layer states (B, 2H) to the decoder's start state."""
         layers, b = self.config.dec_layers, final_h.size(0)
@@ -268,7 +284,7 @@ class Decoder(nn.Module):
             return out, None
         context, weights = self.attention(out, memory.keys, memory.values, memory.mask)
         if memory.combined:  # context is W_c,ctx c_t already (Memory); fp32, as attention runs
-            state_part = linear(out, self.combine.weight[:, -out.size(-1) :], bound=1.0)  # |out| ≤ 1
+            state_part = linear(out, self.combine_columns()[1], bound=1.0)  # |out| ≤ 1
             return tanh_(context.add_(state_part)).to(state_part.dtype), weights
         # |context|, |out| ≤ 1: RNN outputs, and weighted means of them
         return tanh_(linear(torch.cat([context, out], dim=-1), self.combine.weight, bound=1.0)), weights
@@ -365,7 +381,7 @@ class Seq2Seq(nn.Module):
         keys = decoder.attention.project_keys(values)
         combined = not torch.is_grad_enabled()  # decoding: W_c's context columns applied here, once (Memory)
         if combined:
-            values = linear(values, decoder.combine.weight[:, : values.size(-1)])  # (B, S, D)
+            values = linear(values, decoder.combine_columns()[0], bound=1.0)  # (B, S, D); |h_j| ≤ 1
             values = values.to(torch.promote_types(values.dtype, torch.float32))  # nmt.attention: fp32
         return Memory(values, keys, mask, combined), decoder.init_state(final_h, final_c)
 

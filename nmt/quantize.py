@@ -31,9 +31,7 @@ those are exact, else to ±63 (7 bits, about twice the rounding error), else int
 Inside ``int8_products(model)``, ``nmt.linear``'s ``linear`` and ``lstm_cell`` run in int8 for the
 model's weight matrices (the decoder's products, the output layer's), and an LSTM encoder runs
 through ``int8_bilstm``. The attention's batched matmuls and softmax, the LSTM gates, GRU and
-plain-RNN recurrences and the log-probabilities stay fp32, and so do the two parts of W_c that
-decoding multiplies by (a sentence's encoder outputs by its context columns, once; each step's
-s_t by its state columns: ``nmt.model.Memory``), which are column slices of a weight matrix.
+plain-RNN recurrences and the log-probabilities stay fp32.
 """
 
 from __future__ import annotations
@@ -175,9 +173,13 @@ def _held(weight: torch.Tensor) -> Int8Weight:
 
 def product_matrices(model: nn.Module) -> list[torch.Tensor]:
     """The weight matrices ``model``'s products multiply by: its 2-D parameters but the embedding
-    tables, which are looked up (a tied output layer's table counts: it is the generator's weight)."""
-    return [p for module in model.modules() if not isinstance(module, nn.Embedding)
-            for p in module.parameters(recurse=False) if p.dim() == 2]
+    tables, which are looked up (a tied output layer's table counts: it is the generator's weight),
+    and the views of them that a module multiplies by (its ``product_views()``: W_c's two column
+    blocks, ``nmt.model.Decoder.combine_columns``)."""
+    matrices = [p for module in model.modules() if not isinstance(module, nn.Embedding)
+                for p in module.parameters(recurse=False) if p.dim() == 2]
+    return matrices + [v for module in model.modules() if hasattr(module, "product_views")
+                       for v in module.product_views()]
 
 
 @contextlib.contextmanager

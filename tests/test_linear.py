@@ -158,14 +158,16 @@ def test_bf16_decoding_from_packed_weights_is_autocasts_to_the_bit(monkeypatch, 
     src = torch.tensor([[5, 6, 7, 8, 3], [9, 4, 3, 0, 0], [6, 5, 4, 4, 3]])
     lengths = torch.tensor([5, 3, 5])
     limits = max_lengths(lengths, 2.0, 3)
-    calls = []
+    calls, plain = [], []
     monkeypatch.setattr(nmt.linear, "_packed_linear", lambda *a: calls.append(1) or packed_linear(*a))
+    monkeypatch.setattr(F, "linear", lambda *a, linear=F.linear: plain.append(1) or linear(*a))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         want = [greedy(model, src, lengths, limits)] + beam_search(model, src, lengths, limits, beam=3)
-        assert not calls
+        assert not calls and plain
+        plain.clear()
         with bf16_products(model):
             got = [greedy(model, src, lengths, limits)] + beam_search(model, src, lengths, limits, beam=3)
-    assert calls
+    assert calls and not plain  # every product packed, W_c's column blocks (Decoder.combine_columns) too
     for got_hyps, want_hyps in zip(got, want, strict=True):
         assert [(h.tokens, h.log_prob) for h in got_hyps] == [(h.tokens, h.log_prob) for h in want_hyps]
 

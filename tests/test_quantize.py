@@ -164,3 +164,17 @@ def test_int8_is_refused_where_no_range_gives_exact_products(monkeypatch, broken
         monkeypatch.undo()
         int8_levels.cache_clear()
     assert int8_levels() in LEVELS
+
+
+def test_int8_products_quantize_the_column_blocks_decoding_multiplies_by():
+    """W_c's two column blocks (``Decoder.combine_columns``), views of one weight, are quantized on
+    entry like the weight matrices, and found again at every step (the same view objects)."""
+    from nmt.quantize import int8_weight
+
+    model = small_model(attention="luong")
+    context, state = model.decoder.combine_columns()
+    with int8_products(model):
+        assert int8_weight(context) is not None and int8_weight(state) is not None
+        assert model.decoder.combine_columns() == (context, state)
+    model.to(torch.float64)  # a new storage: new views, so no stale form is ever found
+    assert model.decoder.combine_columns()[0] is not context
