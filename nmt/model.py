@@ -108,11 +108,13 @@ class DecoderState:
         return DecoderState(pick(self.hidden, 1), pick(self.cell, 1), pick(self.feed, 0))
 
     def put(self, rows: torch.Tensor, other: "DecoderState") -> None:
-        """Overwrite ``rows`` with other's rows, in place."""
+        """Overwrite ``rows`` with other's rows, in place, in this state's dtypes: under bf16
+        autocast a start state can be fp32 where the steps' are bf16 (a GRU encoder's, which
+        autocast leaves in fp32), and the first step would round it to bf16 anyway."""
         for mine, theirs, dim in ((self.hidden, other.hidden, 1), (self.cell, other.cell, 1),
                                   (self.feed, other.feed, 0)):
             if mine is not None:
-                mine.index_copy_(dim, rows, theirs)
+                mine.index_copy_(dim, rows, theirs.to(mine.dtype))
 
     def repeat(self, k: int) -> "DecoderState":
         index = torch.arange(self.hidden.size(1), device=self.hidden.device).repeat_interleave(k)

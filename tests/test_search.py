@@ -35,6 +35,26 @@ def test_beam_of_one_is_greedy(cell, attention):
         assert g.log_prob == pytest.approx(b.log_prob, abs=1e-5)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_bf16_decoding_refills_places_with_every_cell(cell):
+    """Under bf16 autocast a GRU or plain RNN encoder hands the decoder an fp32 start state where
+    its steps' states are bf16: a sentence taking a free place is written in the batch's dtype
+    (this raised in ``index_copy_`` before). Every sentence comes out, within its length limit."""
+    model = small_model(cell, "luong", vocab=13, seed=5)
+    g = torch.Generator().manual_seed(6)
+    lengths = torch.randint(2, 9, (9,), generator=g)
+    src = torch.randint(4, 13, (9, int(lengths.max())), generator=g)
+    src[torch.arange(src.size(1)) >= lengths.unsqueeze(1)] = 0
+    limits = max_lengths(lengths, 2.0, 3)
+    batches = [(src[:4], lengths[:4], limits[:4]), (src[4:], lengths[4:], limits[4:])]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        greedy_found = dict(greedy_stream(model, batches, 2))
+        beam_found = dict(beam_stream(model, batches, 2, beam=2))
+    assert sorted(greedy_found) == sorted(beam_found) == list(range(9))
+    assert all(len(greedy_found[i].tokens) <= limits[i] and len(beam_found[i][0].tokens) <= limits[i]
+               for i in range(9))
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_wide_beam_finds_the_exhaustive_optimum(alpha, seed):
