@@ -18,7 +18,9 @@ length limit (2 × source + 10), beam 5 with length penalty 0.6, 2 threads, gene
 with each stopping rule of ``--stopping``: ``bound`` (nmt's default, exact: a sentence stops when
 no live hypothesis can still beat its best finished one) and ``finished`` (a sentence stops once 5
 hypotheses have finished: fairseq's own rule, so the like-for-like row against fairseq; OpenNMT-py
-stops when the best live hypothesis ends, a rule of its own). What is not: the models are each
+stops when the best live hypothesis ends, a rule of its own). With ``--unscored``, a row of greedy
+search as ``nmt translate`` runs it, without log-probabilities (the peers' searches compute theirs,
+so that row is not like for like in work). What is not: the models are each
 toolkit's own (peers/common.py; OpenNMT-py's encoder is 2 × 128, fairseq's attention is Luong), so
 the matched pair for fairseq is nmt's Luong model and for OpenNMT-py nmt's enc128 twin
 (``NMT_MODELS``), each decoded when ``quality.py --nmt-variant luong`` / ``enc128`` has trained it.
@@ -90,6 +92,11 @@ def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
                                         "--repeats", 1, "--precision", precision, "--stopping", stopping,
                                         "--decode-batch", args.decode_batch],
                                 f"beam{beam}"))
+            if args.unscored and 1 in args.beams:  # greedy as nmt translate runs it: no log-probabilities
+                out.append((f"{name} ({precision}, unscored)", [py, script, "decode", "--checkpoint", checkpoint,
+                                                               "--src", src, "--beam", 1, "--repeats", 1,
+                                                               "--precision", precision, "--unscored",
+                                                               "--decode-batch", args.decode_batch], "beam1"))
     for peer in peer_list(args.peers):
         peer_work, python = quality / peer, PEER_DIR / peer / "venv" / "bin" / "python"
         if not (peer_work.is_dir() and python.is_file()):
@@ -210,6 +217,7 @@ def render(results: dict) -> str:
             matched = "no"
             if NMT_MODELS.get(base, ("", ""))[1] == peer:  # and fairseq's stopping rule is nmt's "finished"
                 matched = "model + stopping rule" if peer == "fairseq" and name.endswith(", finished)") else "model"
+                matched += "; nmt computes no scores" if name.endswith(", unscored)") else ""
             out.append(f"| {name} | {peer} | {matched} | " + " | ".join(cells) + " |")
     rates, peak = greedy_gflops(results), results.get("matmul_peak", {})
     if rates and "fp32" in peak:
@@ -232,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
                         "auto: fp32, bf16 where bf16 is native, int8")
     parser.add_argument("--stopping", default="bound,finished", help="nmt beam search's stopping rules (the first is "
                         "the rows' default; greedy runs once)")
+    parser.add_argument("--unscored", action="store_true", help="also greedy search without log-probabilities "
+                        "(what nmt translate runs; the peers compute theirs), a row of its own")
     parser.add_argument("--decode-batch", type=int, default=DECODE_BATCH,
                         help="sentences decoded at a time, by nmt and every peer alike (default: the harness's 64)")
     parser.add_argument("--rounds", type=int, default=2)

@@ -234,7 +234,8 @@ def run_decode(args) -> dict:
     gpu_memory = _GpuMemory(translator.device)
     t0 = time.perf_counter()
     try:
-        found = translator.hypotheses(lines, beam=args.beam, precision=args.precision, stopping=args.stopping)
+        found = translator.hypotheses(lines, beam=args.beam, precision=args.precision, stopping=args.stopping,
+                                      scored=not args.unscored)
     finally:  # unwrapped again: a caller in the same process (benchmarks/gpu.py) decodes more than once
         translate_module.greedy_stream, translate_module.beam_stream = searches
     total_seconds = time.perf_counter() - t0
@@ -246,6 +247,7 @@ def run_decode(args) -> dict:
         "beam": args.beam,
         "precision": resolve_decode_precision(args.precision, translator.device, "--precision"),
         "stopping": args.stopping,
+        "scored": not args.unscored,
         "sentences": len(lines),
         "target_tokens": int(sum(lengths)),
         "seconds": clock.seconds,
@@ -279,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--hyps")
     parser.add_argument("--stopping", default="bound", choices=typing.get_args(StoppingRule), help="decode: beam search's rule")
+    parser.add_argument("--unscored", action="store_true", help="decode: greedy search without log-probabilities, "
+                        "as Translator.translate (nmt translate) decodes")
     parser.add_argument("--repeats", type=int, default=3, help="passes per search call; the fastest is timed")
     parser.add_argument("--minutes", type=float, default=15.0, help="budget: wall-clock training minutes")
     parser.add_argument("--run-dir", help="train / budget: the run folder (deleted first)")

@@ -389,9 +389,14 @@ class Seq2Seq(nn.Module):
 
     def decode_step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
         """prev (B,) → log-probabilities (B, V), next state, attention weights (B, S) or None."""
-        attn_vec, state, weights = self.decoder.step(prev, state, memory)
-        logits = linear(self.dropout(attn_vec), self.generator.weight, self.generator.bias, bound=1.0).float()
+        logits, state, weights = self.step_logits(prev, state, memory)
         return torch.log_softmax(logits, dim=-1), state, weights
+
+    def step_logits(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
+        """``decode_step`` before the softmax: the logits (B, V) in fp32, next state, weights."""
+        attn_vec, state, weights = self.decoder.step(prev, state, memory)
+        logits = linear(self.dropout(attn_vec), self.generator.weight, self.generator.bias, bound=1.0)
+        return logits.float(), state, weights
 
     def features(self, src: torch.Tensor, lengths: torch.Tensor, tgt_in: torch.Tensor, fused: bool = False):
         """Teacher-forced inputs of the output layer (B, T, D): ã_t after dropout, every position.

@@ -39,9 +39,12 @@ from nmt.tokenizer import BOS, EOS, PAD
 @dataclass
 class Hypothesis:
     tokens: list[int]  # without </s>
-    log_prob: float  # sum of token log-probabilities, </s> included when it was produced
-    score: float  # log_prob / lp(length): what the search maximises
+    log_prob: float  # sum of token log-probabilities, </s> included when it was produced; NaN unscored
+    score: float  # log_prob / lp(length): what the search maximises; NaN unscored
     attention: torch.Tensor | None = None  # (len(tokens) + ended, source length) weights, when asked for
+
+
+NAN = float("nan")  # an unscored hypothesis's log_prob and score
 
 
 def length_penalty(length: int | torch.Tensor, alpha: float):
@@ -184,21 +187,29 @@ class _Greedy:
 
 @torch.no_grad()
 def greedy(
-    model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor, limits: torch.Tensor, keep_attention: bool = False
+    model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor, limits: torch.Tensor, keep_attention: bool = False,
+    scored: bool = True,
 ) -> list[Hypothesis]:
     """Pick the most probable token at every step. src (B, S), lengths (B,), limits (B,)."""
-    found = dict(greedy_stream(model, [(src, lengths, limits)], src.size(0), keep_attention))
+    found = dict(greedy_stream(model, [(src, lengths, limits)], src.size(0), keep_attention, scored))
     return [found[i] for i in range(src.size(0))]
 
 
 @torch.no_grad()
 def greedy_stream(
-    model: Seq2Seq, batches: Iterable[Encoded], capacity: int, keep_attention: bool = False
+    model: Seq2Seq, batches: Iterable[Encoded], capacity: int, keep_attention: bool = False, scored: bool = True,
 ) -> Iterator[tuple[int, Hypothesis]]:
     """Greedy search over a stream of batches, at most ``capacity`` sentences at a time: a sentence
     that finishes gives its place to the next one waiting (``_Waiting``), so the batch stays full
     until the stream runs dry. Yields (number, hypothesis) as sentences finish, numbered in stream
-    order. A hypothesis's attention is (steps, its source length)."""
+    order. A hypothesis's attention is (steps, its source length).
+
+    Not ``scored``: each token is the best of the logits, which the log-softmax only shifts, and no
+    log-probabilities are computed (a hypothesis's log_prob and score are NaN). The same tokens
+    (tested) without the softmax's pass over every step's (R, V) values: greedy bf16 decoding
+    1.06x as fast on the Intel AMX VM, fp32 1.03x (benchmarks/README.md, "Levers"). ``Translator.translate``
+    decodes so; whatever reports scores asks for them. (Where two logits lie within an fp32 rounding
+    of each other, the log-softmax could round them equal; the logits still order them.)"""
     waiting = _Waiting(model, batches)
     first = waiting.take(capacity)
     if first is None:
@@ -208,10 +219,11 @@ def greedy_stream(
     prev = torch.full((len(rows),), BOS, dtype=torch.long, device=memory.mask.device)
     live = len(rows)
     while live:
-        log_probs, state, weights = model.decode_step(prev, state, memory)
-        best_lp, best = best_tokens(_forbid_specials(log_probs), BLOCK, BLOCK_ROWS)
+        logits, state, weights = model.step_logits(prev, state, memory)
+        best_lp, best = best_tokens(_forbid_specials(torch.log_softmax(logits, dim=-1) if scored else logits),
+                                    BLOCK, BLOCK_ROWS)
         free = []
-        for r, (tok, lp) in enumerate(zip(best.tolist(), best_lp.tolist())):
+        for r, (tok, lp) in enumerate(zip(best.tolist(), best_lp.tolist() if scored else itertools.repeat(NAN))):
             sentence = rows[r]
             if sentence is None:  # a finished sentence's row, kept until the batch is compacted
                 continue

@@ -44,6 +44,7 @@ class Translator:
         keep_attention: bool = False,
         precision: str | None = None,
         stopping: str | None = None,
+        scored: bool = True,
     ) -> list[list[Hypothesis]]:
         """n-best hypotheses per line (an empty list for an empty line), in input order.
 
@@ -51,7 +52,8 @@ class Translator:
         fp32), "auto" where bf16 is native (``nmt.hardware.resolve_precision``), "int8" with its
         matrix products in 8-bit integers (CPU; ``nmt.quantize``); ``stopping`` is
         beam search's rule (``nmt.search.beam_search``). None takes the checkpoint's
-        ``decode.precision`` / ``decode.stopping``."""
+        ``decode.precision`` / ``decode.stopping``. Not ``scored``: greedy search leaves out the
+        log-probabilities (``nmt.search.greedy_stream``; log_prob and score NaN), beam search needs them."""
         cfg = self.config.decode
         beam = cfg.beam if beam is None else beam
         alpha = cfg.alpha if alpha is None else alpha
@@ -77,7 +79,7 @@ class Translator:
         try:
             bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
             with products(self.model), bf16:
-                found = self._search(src, order, beam, alpha, nbest, keep_attention, stopping)
+                found = self._search(src, order, beam, alpha, nbest, keep_attention, stopping, scored)
                 numbers = np.concatenate(order).tolist()
                 for number, hyps in found:
                     results[todo[numbers[number]]] = hyps
@@ -86,7 +88,7 @@ class Translator:
         return results
 
     def _search(self, src: Sequences, order: list[np.ndarray], beam: int, alpha: float, nbest: int,
-                keep_attention: bool, stopping: str) -> Iterator[tuple[int, list[Hypothesis]]]:
+                keep_attention: bool, stopping: str, scored: bool) -> Iterator[tuple[int, list[Hypothesis]]]:
         """(number, hypotheses) of every sentence, numbered along ``order``'s batches; at most one
         batch's worth of sentences decoded at a time, a finished one's place given to the next."""
         cfg = self.config.decode
@@ -98,7 +100,7 @@ class Translator:
                 yield batch.src, batch.src_lengths, limits
 
         if beam == 1 and nbest == 1:
-            for number, hyp in greedy_stream(self.model, batches(), cfg.batch_size, keep_attention):
+            for number, hyp in greedy_stream(self.model, batches(), cfg.batch_size, keep_attention, scored):
                 yield number, [hyp]
             return
         yield from beam_stream(self.model, batches(), cfg.batch_size, beam, alpha, nbest, keep_attention, stopping)
@@ -107,6 +109,6 @@ class Translator:
         self, lines: list[str], beam: int | None = None, alpha: float | None = None, precision: str | None = None,
         stopping: str | None = None,
     ) -> list[str]:
-        """One detokenised translation per input line."""
-        found = self.hypotheses(lines, beam, alpha, precision=precision, stopping=stopping)
+        """One detokenised translation per input line (greedy search computes no scores)."""
+        found = self.hypotheses(lines, beam, alpha, precision=precision, stopping=stopping, scored=False)
         return [self.tokenizer.decode_tgt([hyps[0].tokens])[0] if hyps else "" for hyps in found]

@@ -70,10 +70,13 @@ def test_side_by_side_decoding_gives_nmt_the_peers_batch_whatever_its_config_say
     (tmp_path / "nmt-luong-run" / "last").mkdir(parents=True)
     (tmp_path / "nmt-luong-run" / "last" / "model.safetensors").write_bytes(b"")
     args = SimpleNamespace(work=str(tmp_path), precisions=["fp32"], stopping=["bound"], beams=[1, 5], peers="",
-                           decode_sentences=0, timeout=1, decode_batch=decode_trained.DECODE_BATCH)
-    commands = [command for _, command, _ in decode_trained.jobs(args, tmp_path)]  # the trained models
+                           decode_sentences=0, timeout=1, decode_batch=decode_trained.DECODE_BATCH, unscored=True)
+    jobs = decode_trained.jobs(args, tmp_path)  # the trained models: greedy, beam 5, greedy without scores
+    assert [(name, "--unscored" in command) for name, command, _ in jobs] == [
+        ("nmt luong (fp32)", False), ("nmt luong (fp32)", False), ("nmt luong (fp32, unscored)", True)]
+    commands = [command for _, command, _ in jobs]
     monkeypatch.setattr(bench, "measured", lambda command, *_: commands.append(command))
     bench.nmt_decodes(args, tmp_path, tmp_path, tmp_path / "nmt-luong-run" / "last", "nmt", "fp32")  # make bench
-    assert len(commands) == 4
+    assert len(commands) == 5
     for command in commands:
         assert command[command.index("--decode-batch") + 1] == 64

@@ -1,6 +1,7 @@
 """Decoders: beam 1 is greedy, a wide beam finds the exhaustive optimum, batching changes nothing."""
 
 import contextlib
+import math
 
 import pytest
 import torch
@@ -33,6 +34,30 @@ def test_beam_of_one_is_greedy(cell, attention):
     assert [h.tokens for h in found_greedy] == [hyps[0].tokens for hyps in found_beam]
     for g, (b,) in zip(found_greedy, found_beam):
         assert g.log_prob == pytest.approx(b.log_prob, abs=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_greedy_without_scores_picks_the_same_tokens(cell, attention, bf16):
+    """Unscored greedy search (what ``Translator.translate`` runs) takes the best of the logits,
+    not of the log-probabilities: the same tokens, in a stream of batches with places refilled
+    too, and no scores (NaN) rather than wrong ones."""
+    model = small_model(cell, attention, vocab=13, seed=5)
+    g = torch.Generator().manual_seed(5)
+    lengths = torch.randint(2, 9, (12,), generator=g)
+    src = torch.randint(4, 13, (12, int(lengths.max())), generator=g)
+    src[torch.arange(src.size(1)) >= lengths.unsqueeze(1)] = 0
+    limits = max_lengths(lengths, 2.0, 3)
+    batches = [(src[:5], lengths[:5], limits[:5]), (src[5:], lengths[5:], limits[5:])]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        scored = greedy(model, src, lengths, limits)
+        unscored = greedy(model, src, lengths, limits, scored=False)
+        streamed = dict(greedy_stream(model, batches, 3, scored=False))
+    assert [h.tokens for h in unscored] == [h.tokens for h in scored]
+    assert [streamed[i].tokens for i in range(12)] == [h.tokens for h in scored]
+    assert all(math.isnan(h.log_prob) and math.isnan(h.score) for h in unscored)
+    assert not any(math.isnan(h.log_prob) for h in scored)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
