@@ -1,7 +1,8 @@
 """Decoders approximating argmax_T p(T | S): greedy, batched beam, and exhaustive (a test oracle).
 
 All three score a hypothesis the same way: the sum of its token log-probabilities (</s> included),
-divided by the GNMT length penalty lp(n) = ((5 + n) / 6) ** alpha; alpha = 0 leaves raw log p.
+divided by the GNMT length penalty lp(n) = ((5 + n) / 6) ** alpha; alpha = 0 leaves raw log p
+(greedy search can leave scores out: ``greedy_stream``).
 A hypothesis ends at </s>, or is cut at its sentence's ``max_len`` tokens. <pad> and <s> are
 never produced.
 
@@ -207,9 +208,10 @@ def greedy_stream(
     Not ``scored``: each token is the best of the logits, which the log-softmax only shifts, and no
     log-probabilities are computed (a hypothesis's log_prob and score are NaN). The same tokens
     (tested) without the softmax's pass over every step's (R, V) values: greedy bf16 decoding
-    1.06x as fast on the Intel AMX VM, fp32 1.03x (benchmarks/README.md, "Levers"). ``Translator.translate``
-    decodes so; whatever reports scores asks for them. (Where two logits lie within an fp32 rounding
-    of each other, the log-softmax could round them equal; the logits still order them.)"""
+    1.06x as fast on the Intel AMX VM, fp32 1.03x (benchmarks/README.md, "Levers").
+    ``Translator.translate`` decodes so; whatever reports scores asks for them. (Where two logits
+    lie within an fp32 rounding of each other, the log-softmax could round them equal; the logits
+    still order them.)"""
     waiting = _Waiting(model, batches)
     first = waiting.take(capacity)
     if first is None:
