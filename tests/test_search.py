@@ -36,6 +36,18 @@ def test_beam_of_one_is_greedy(cell, attention):
         assert g.log_prob == pytest.approx(b.log_prob, abs=1e-5)
 
 
+def _two_batches(seed: int, n: int, first: int):
+    """n random sentences of 2–8 tokens over 13 ids (padded with 0), their length limits, and the
+    stream of two batches they make: the first ``first`` sentences, then the rest."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, 9, (n,), generator=g)
+    src = torch.randint(4, 13, (n, int(lengths.max())), generator=g)
+    src[torch.arange(src.size(1)) >= lengths.unsqueeze(1)] = 0
+    limits = max_lengths(lengths, 2.0, 3)
+    cut = slice(0, first), slice(first, n)
+    return src, lengths, limits, [(src[c], lengths[c], limits[c]) for c in cut]
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
 @pytest.mark.parametrize("bf16", [False, True])
@@ -44,12 +56,7 @@ def test_greedy_without_scores_picks_the_same_tokens(cell, attention, bf16):
     not of the log-probabilities: the same tokens, in a stream of batches with places refilled
     too, and no scores (NaN) rather than wrong ones."""
     model = small_model(cell, attention, vocab=13, seed=5)
-    g = torch.Generator().manual_seed(5)
-    lengths = torch.randint(2, 9, (12,), generator=g)
-    src = torch.randint(4, 13, (12, int(lengths.max())), generator=g)
-    src[torch.arange(src.size(1)) >= lengths.unsqueeze(1)] = 0
-    limits = max_lengths(lengths, 2.0, 3)
-    batches = [(src[:5], lengths[:5], limits[:5]), (src[5:], lengths[5:], limits[5:])]
+    src, lengths, limits, batches = _two_batches(seed=5, n=12, first=5)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         scored = greedy(model, src, lengths, limits)
         unscored = greedy(model, src, lengths, limits, scored=False)
@@ -66,12 +73,7 @@ def test_bf16_decoding_refills_places_with_every_cell(cell):
     its steps' states are bf16: a sentence taking a free place is written in the batch's dtype
     (this raised in ``index_copy_`` before). Every sentence comes out, within its length limit."""
     model = small_model(cell, "luong", vocab=13, seed=5)
-    g = torch.Generator().manual_seed(6)
-    lengths = torch.randint(2, 9, (9,), generator=g)
-    src = torch.randint(4, 13, (9, int(lengths.max())), generator=g)
-    src[torch.arange(src.size(1)) >= lengths.unsqueeze(1)] = 0
-    limits = max_lengths(lengths, 2.0, 3)
-    batches = [(src[:4], lengths[:4], limits[:4]), (src[4:], lengths[4:], limits[4:])]
+    _, _, limits, batches = _two_batches(seed=6, n=9, first=4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         greedy_found = dict(greedy_stream(model, batches, 2))
         beam_found = dict(beam_stream(model, batches, 2, beam=2))
