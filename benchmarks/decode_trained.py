@@ -82,21 +82,19 @@ def jobs(args, quality: Path) -> list[tuple[str, list, str]]:
         checkpoint = quality / folder / "last"
         if not (checkpoint / "model.safetensors").is_file():
             continue
+        decode = [py, script, "decode", "--checkpoint", checkpoint, "--src", src, "--repeats", 1,
+                  "--decode-batch", args.decode_batch]
         for precision in args.precisions:
             for stopping in args.stopping:
                 label = f"{name} ({precision})" if stopping == args.stopping[0] else f"{name} ({precision}, {stopping})"
                 for beam in args.beams:
                     if beam == 1 and stopping != args.stopping[0]:
                         continue  # greedy search has no stopping rule: once per precision
-                    out.append((label, [py, script, "decode", "--checkpoint", checkpoint, "--src", src, "--beam", beam,
-                                        "--repeats", 1, "--precision", precision, "--stopping", stopping,
-                                        "--decode-batch", args.decode_batch],
+                    out.append((label, [*decode, "--beam", beam, "--precision", precision, "--stopping", stopping],
                                 f"beam{beam}"))
             if args.unscored and 1 in args.beams:  # greedy as nmt translate runs it: no log-probabilities
-                out.append((f"{name} ({precision}, unscored)", [py, script, "decode", "--checkpoint", checkpoint,
-                                                               "--src", src, "--beam", 1, "--repeats", 1,
-                                                               "--precision", precision, "--unscored",
-                                                               "--decode-batch", args.decode_batch], "beam1"))
+                out.append((f"{name} ({precision}, unscored)",
+                            [*decode, "--beam", 1, "--precision", precision, "--unscored"], "beam1"))
     for peer in peer_list(args.peers):
         peer_work, python = quality / peer, PEER_DIR / peer / "venv" / "bin" / "python"
         if not (peer_work.is_dir() and python.is_file()):
