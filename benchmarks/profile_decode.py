@@ -1,9 +1,11 @@
 """Where greedy decoding spends its time, and how fast it could be if only its products took any.
 
-    python benchmarks/profile_decode.py CHECKPOINT SOURCE [--precision fp32|bf16|int8] [--sentences N]
+    python benchmarks/profile_decode.py CHECKPOINT SOURCE [--precision fp32|bf16|int8] [--sentences N] [--batch B] [--unscored]
 
 Translates SOURCE greedily once unprofiled (the speed a user gets), once under torch.profiler, and
-prints the operators with the most self CPU time. Then, with the analytic FLOP counts of
+prints the operators with the most self CPU time. Greedy search computes log-probabilities
+(``Translator.hypotheses``' default) unless ``--unscored``: then it runs as ``nmt translate`` does,
+without them (``nmt.search.greedy_stream``). Then, with the analytic FLOP counts of
 ``flops.py`` (only the products a perfect implementation could not avoid), splits the profiled
 time into the encoder's products (under ``Seq2Seq.encode``: oneDNN's fused LSTM kernel, whose
 gates run inside it, or the product operators of the int8 encoder), the decoder's linear products
@@ -22,6 +24,7 @@ measurement: the profiler adds a few microseconds to every operator call.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -72,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sentences", type=int, default=0, help="the first N lines (0: all)")
     parser.add_argument("--rows", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, help="decode.batch_size (default: the checkpoint's)")
+    parser.add_argument("--unscored", action="store_true",
+                        help="greedy search without log-probabilities, as nmt translate decodes")
     args = parser.parse_args(argv)
 
     from nmt.data import read_lines
@@ -79,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     translator = Translator.from_checkpoint(args.checkpoint, device="cpu")
+    if args.batch:
+        decode = dataclasses.replace(translator.config.decode, batch_size=args.batch)
+        translator.config = dataclasses.replace(translator.config, decode=decode)
     lines = [line for line in read_lines(args.source) if line.strip()]
     lines = lines[: args.sentences] if args.sentences else lines
     model, encode = translator.model, translator.model.encode
@@ -88,12 +97,13 @@ def main(argv: list[str] | None = None) -> None:
             return encode(*a, **kw)
 
     model.encode = labelled_encode
-    translator.hypotheses(lines[:64], beam=1, precision=args.precision)  # warm-up
+    scored = not args.unscored
+    translator.hypotheses(lines[:64], beam=1, precision=args.precision, scored=scored)  # warm-up
     t0 = time.perf_counter()
-    found = translator.hypotheses(lines, beam=1, precision=args.precision)
+    found = translator.hypotheses(lines, beam=1, precision=args.precision, scored=scored)
     plain_s = time.perf_counter() - t0
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        translator.hypotheses(lines, beam=1, precision=args.precision)
+        translator.hypotheses(lines, beam=1, precision=args.precision, scored=scored)
     events = prof.key_averages()
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
@@ -112,8 +122,9 @@ def main(argv: list[str] | None = None) -> None:
           "decoder products": self_ms(events, PRODUCTS) - encoder_products_ms,
           "attention products": self_ms(events, ATTENTION)}
     ms["rest"] = total_ms - sum(ms.values())
-    print(f"\n{len(lines)} sentences, greedy, {args.precision}: {len(lines) / plain_s:.1f} sent/s unprofiled "
-          f"({plain_s:.2f} s), {total_ms / 1e3:.2f} s profiled; fp32 matmul peak {peak:.1f} GFLOP/s")
+    how = f"greedy{'' if scored else ' (unscored)'}, {args.precision}, {translator.config.decode.batch_size} a batch"
+    print(f"\n{len(lines)} sentences, {how}: {len(lines) / plain_s:.1f} sent/s unprofiled ({plain_s:.2f} s)"
+          f", {total_ms / 1e3:.2f} s profiled; fp32 matmul peak {peak:.1f} GFLOP/s")
     print("| part | profiled s | share | GFLOP | GFLOP/s | of the fp32 peak |\n|---|---:|---:|---:|---:|---:|")
     for part, part_ms in ms.items():
         gflop = flops.get(part, 0.0) / 1e9
