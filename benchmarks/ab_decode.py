@@ -22,7 +22,6 @@ table in benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import sys
 import time
@@ -31,12 +30,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nmt.attention  # noqa: E402
 import nmt.model  # noqa: E402
 import nmt.quantize  # noqa: E402
 import nmt.translate  # noqa: E402
 from nmt.data import read_lines  # noqa: E402
+from nmt_runs import with_decode_batch  # noqa: E402
 
 
 def load_module(path: str):
@@ -83,9 +84,7 @@ def setting(paths: str | None, translator: nmt.translate.Translator, batch: int 
     of nmt/search.py, nmt/attention.py, nmt/model.py or nmt/quantize.py in ``paths``
     (comma-separated) instead; and, with ``batch``, sets ``translator``'s decode.batch_size (else
     the checkpoint's)."""
-    config = translator.config
-    if batch is not None:
-        config = dataclasses.replace(config, decode=dataclasses.replace(config.decode, batch_size=batch))
+    config = with_decode_batch(translator.config, batch)
     patches = dict(ORIGINALS)
     for path in filter(None, (paths or "").split(",")):
         file = Path(path).name

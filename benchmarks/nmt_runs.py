@@ -204,6 +204,14 @@ class _GpuMemory:
 
 
 # -- decoding ------------------------------------------------------------------------------------
+def with_decode_batch(config, batch: int | None):
+    """config with decode.batch_size set to ``batch``; config itself where batch is None or 0 (the
+    checkpoint's own). For the decoding scripts' batch options (this one, ab_decode, profile_decode)."""
+    if not batch:
+        return config
+    return dataclasses.replace(config, decode=dataclasses.replace(config.decode, batch_size=batch))
+
+
 def run_decode(args) -> dict:
     """Decode a file; time the search alone (generation only: encoder and search, the fastest of
     ``SearchClock.repeats`` passes; nmt's search is one call over the whole input, its batches
@@ -217,9 +225,7 @@ def run_decode(args) -> dict:
     torch.set_num_threads(THREADS)
     translator = translate_module.Translator.from_checkpoint(args.checkpoint, args.device)
     torch.set_num_threads(THREADS)
-    if args.decode_batch:
-        decode = dataclasses.replace(translator.config.decode, batch_size=args.decode_batch)
-        translator.config = dataclasses.replace(translator.config, decode=decode)
+    translator.config = with_decode_batch(translator.config, args.decode_batch)
     lines = read_lines(Path(args.src))
     clock = SearchClock(args.repeats)  # the peers' clock: each search call repeated, the fastest pass kept
     def timed(stream):

@@ -24,7 +24,6 @@ measurement: the profiler adds a few microseconds to every operator call.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -82,12 +81,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from nmt.data import read_lines
     from nmt.translate import Translator
+    from nmt_runs import with_decode_batch
 
     torch.set_num_threads(args.threads)
     translator = Translator.from_checkpoint(args.checkpoint, device="cpu")
-    if args.batch:
-        decode = dataclasses.replace(translator.config.decode, batch_size=args.batch)
-        translator.config = dataclasses.replace(translator.config, decode=decode)
+    translator.config = with_decode_batch(translator.config, args.batch)
     lines = [line for line in read_lines(args.source) if line.strip()]
     lines = lines[: args.sentences] if args.sentences else lines
     model, encode = translator.model, translator.model.encode
