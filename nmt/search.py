@@ -130,6 +130,8 @@ def best_candidates(scores: torch.Tensor, log_probs: torch.Tensor, block: int = 
 
 
 Encoded = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # src (B, S), lengths (B,), limits (B,)
+# sentences taken from the encoded ones waiting: numbers, source lengths, length limits, memory, start state
+Taken = tuple[list[int], list[int], list[int], Memory, DecoderState]
 
 
 class _Waiting:
@@ -146,7 +148,7 @@ class _Waiting:
         self.first = 0  # number of the current batch's row 0
         self.next = 0  # its first row still waiting
 
-    def take(self, n: int) -> tuple[list[int], list[int], list[int], Memory, DecoderState] | None:
+    def take(self, n: int) -> Taken | None:
         """Up to n sentences of one batch: their numbers, source lengths, length limits, memory rows
         and start states; None once every batch has been taken."""
         while self.next == len(self.lengths):  # (an empty batch is passed over)
@@ -299,6 +301,98 @@ class _Beam:
     finished: list[Hypothesis] = field(default_factory=list)
 
 
+def _start_scores(n: int, k: int, device: torch.device) -> torch.Tensor:
+    """(n, k) cumulative log-probabilities of n sentences starting: one live hypothesis each."""
+    scores = torch.full((n, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    return scores
+
+
+@dataclass
+class _BeamBatch:
+    """``beam_stream``'s batch: n places of k rows each (a sentence's rows adjacent), and all that
+    must move with the rows when they are reordered, refilled or compacted."""
+
+    k: int
+    groups: list[_Beam | None]  # (n,) None: a finished sentence's place, until refilled or compacted
+    memory: Memory  # one row per place, shared by its k rows
+    state: DecoderState  # (n·k) rows
+    limit: torch.Tensor  # (n,) tokens allowed, </s> included (CPU)
+    steps: torch.Tensor  # (n,) tokens so far (CPU)
+    scores: torch.Tensor  # (n, k) cumulative log-probabilities of the live hypotheses, -inf elsewhere
+    prev: torch.Tensor  # (n·k,) each row's last token
+    history: torch.Tensor  # (n·k, t) tokens, from the oldest group's first on
+    attn_history: torch.Tensor | None = None  # (n·k, t, S) attention weights, with keep_attention
+
+    @classmethod
+    def start(cls, taken: Taken, k: int) -> "_BeamBatch":
+        """The batch of sentences ``taken`` from ``_Waiting``, each with one live hypothesis."""
+        numbers, src_lengths, limits, memory, state = taken
+        n, device = len(numbers), memory.mask.device
+        return cls(k, [_Beam(number, length, 0) for number, length in zip(numbers, src_lengths)], memory,
+                   state.repeat(k), torch.tensor(limits), torch.zeros(n, dtype=torch.long),
+                   _start_scores(n, k, device), torch.full((n * k,), BOS, dtype=torch.long, device=device),
+                   torch.full((n * k, 0), BOS, dtype=torch.long, device=device))
+
+    def rows(self, places: torch.Tensor) -> torch.Tensor:
+        """The k rows of each of ``places`` (m,) → (m·k,)."""
+        return (places.unsqueeze(1) * self.k + torch.arange(self.k, device=places.device)).view(-1)
+
+    def advance(self, state: DecoderState, origin: torch.Tensor, token: torch.Tensor, scores: torch.Tensor,
+                weights: torch.Tensor | None) -> None:
+        """Keep a step's k candidates per sentence (n, k) each: row j of a group continues the
+        group's row ``origin`` with ``token``; ``scores`` -inf where it ended. ``weights``: that
+        step's attention (n·k, S) to keep, or None."""
+        n = len(self.groups)
+        rows = (origin + torch.arange(n, device=origin.device).unsqueeze(1) * self.k).view(-1)
+        self.history = torch.cat([self.history.index_select(0, rows), token.view(-1, 1)], dim=1)
+        if weights is not None:
+            step_attn = weights.index_select(0, rows).unsqueeze(1).float()
+            self.attn_history = step_attn if self.attn_history is None else torch.cat(
+                [self.attn_history.index_select(0, rows), step_attn], dim=1)
+        self.state, self.scores, self.prev = state.select(rows), scores, token.view(-1)
+        self.steps += 1
+
+    def put(self, places: list[int], taken: Taken) -> None:
+        """Sentences ``taken`` from ``_Waiting`` into free ``places``, as many as were taken."""
+        numbers, src_lengths, limits, memory, state = taken
+        g_index = torch.tensor(places)
+        g_on_device, r_index = g_index.to(self.prev.device), self.rows(g_index).to(self.prev.device)
+        self.memory = self.memory.put(g_on_device, memory)
+        if self.attn_history is not None and self.attn_history.size(2) < self.memory.width:  # widened
+            self.attn_history = torch.nn.functional.pad(self.attn_history,
+                                                        (0, self.memory.width - self.attn_history.size(2)))
+        self.state.put(r_index, state.repeat(self.k))
+        self.scores.index_copy_(0, g_on_device, _start_scores(len(places), self.k, self.prev.device))
+        self.prev.index_fill_(0, r_index, BOS)
+        self.limit[g_index] = torch.tensor(limits)
+        self.steps[g_index] = 0
+        for g, number, length in zip(places, numbers, src_lengths):
+            self.groups[g] = _Beam(number, length, self.history.size(1))
+
+    def compact(self) -> None:
+        """Drop the places of finished sentences; the memory narrows to the longest source left."""
+        g_keep = torch.tensor([g for g, group in enumerate(self.groups) if group is not None], dtype=torch.long)
+        self.groups = [group for group in self.groups if group is not None]
+        device = self.prev.device
+        r_keep, g_on_device = self.rows(g_keep).to(device), g_keep.to(device)
+        self.limit, self.steps, self.scores = self.limit[g_keep], self.steps[g_keep], self.scores[g_on_device]
+        width = max(group.src_length for group in self.groups)
+        self.memory, self.state = self.memory.narrowed(width).select(g_on_device), self.state.select(r_keep)
+        self.prev, self.history = self.prev[r_keep], self.history[r_keep]
+        if self.attn_history is not None:
+            self.attn_history = self.attn_history[r_keep, :, :width]
+
+    def forget_read_history(self) -> None:
+        """Drop the history columns before the oldest held group's first token: none reads them."""
+        held = [group for group in self.groups if group is not None]
+        if held and (old := min(group.begin for group in held)) > 0:
+            self.history = self.history[:, old:]
+            self.attn_history = None if self.attn_history is None else self.attn_history[:, old:]
+            for group in held:
+                group.begin -= old
+
+
 @torch.no_grad()
 def beam_stream(
     model: Seq2Seq,
@@ -315,85 +409,35 @@ def beam_stream(
     Yields (number, n-best list) as sentences finish, numbered in stream order."""
     if error := choice_error("stopping", stopping, StoppingRule):
         raise ValueError(error)
-    k, enough = beam, nbest if stopping == "bound" else beam
+    enough = nbest if stopping == "bound" else beam
     waiting = _Waiting(model, batches)
     first = waiting.take(capacity)
     if first is None:
         return
-    numbers, src_lengths, limits, memory, state = first  # memory: one row per sentence, shared by its k rows
-    device = memory.mask.device
-    groups: list[_Beam | None] = [_Beam(number, length, 0) for number, length in zip(numbers, src_lengths)]
-    state = state.repeat(k)
-    limit = torch.tensor(limits)  # (n,) tokens allowed, </s> included
-    steps = torch.zeros(len(groups), dtype=torch.long)  # (n,) tokens so far
-    start = torch.full((k,), float("-inf"), device=device)
-    start[0] = 0.0  # a sentence starts with one live hypothesis
-    scores = start.repeat(len(groups), 1)  # (n, k) cumulative log-probabilities
-    history = torch.full((len(groups) * k, 0), BOS, dtype=torch.long, device=device)
-    attn_history = None
-    prev = torch.full((len(groups) * k,), BOS, dtype=torch.long, device=device)
-
-    live = len(groups)
+    batch = _BeamBatch.start(first, beam)
+    live = len(batch.groups)
     while live:
-        n = len(groups)
-        log_probs, state, weights = model.decode_step(prev, state, memory)
-        top, origin, token = best_candidates(scores, _forbid_specials(log_probs), BLOCK)  # (n, k) each
-        rows = (origin + torch.arange(n, device=device).unsqueeze(1) * k).view(-1)
-        history = torch.cat([history.index_select(0, rows), token.view(-1, 1)], dim=1)
-        if keep_attention and weights is not None:
-            step_attn = weights.index_select(0, rows).unsqueeze(1).float()
-            attn_history = step_attn if attn_history is None else torch.cat(
-                [attn_history.index_select(0, rows), step_attn], dim=1
-            )
-        state = state.select(rows)
-        steps += 1
-
+        log_probs, state, weights = model.decode_step(batch.prev, batch.state, batch.memory)
+        top, origin, token = best_candidates(batch.scores, _forbid_specials(log_probs), BLOCK)  # (n, k) each
         is_eos = (token == EOS) & torch.isfinite(top)
-        live_best = top.masked_fill(is_eos, float("-inf")).max(dim=-1).values  # (n,)
-        bound = live_best / length_penalty(limit.to(device).float(), alpha)  # best reachable score
-        ending = _Ending(top.tolist(), is_eos.tolist(), (steps >= limit).tolist(), bound.tolist())
-        free = _collect_finished(groups, ending, history, attn_history, alpha, enough, stopping == "bound")
-        scores = top.masked_fill(is_eos, float("-inf"))
-        prev = token.view(-1)
+        batch.advance(state, origin, token, top.masked_fill(is_eos, float("-inf")),
+                      weights if keep_attention else None)
+        live_best = batch.scores.max(dim=-1).values  # (n,)
+        bound = live_best / length_penalty(batch.limit.to(live_best.device).float(), alpha)  # best reachable
+        ending = _Ending(top.tolist(), is_eos.tolist(), (batch.steps >= batch.limit).tolist(), bound.tolist())
+        free = _collect_finished(batch.groups, ending, batch.history, batch.attn_history, alpha, enough,
+                                 stopping == "bound")
         for g in free:
-            yield groups[g].number, groups[g].finished[:nbest]
-            groups[g] = None
+            yield batch.groups[g].number, batch.groups[g].finished[:nbest]
+            batch.groups[g] = None
         live -= len(free)
-
         while free and (new := waiting.take(len(free))) is not None:  # fill free places in place
-            numbers, src_lengths, limits, new_memory, new_state = new
-            places, free = free[: len(numbers)], free[len(numbers) :]
-            g_index = torch.tensor(places)
-            g_on_device = g_index.to(device)
-            r_index = (g_index.unsqueeze(1) * k + torch.arange(k)).view(-1).to(device)
-            memory = memory.put(g_on_device, new_memory)
-            if attn_history is not None and attn_history.size(2) < memory.width:  # the memory was widened
-                attn_history = torch.nn.functional.pad(attn_history, (0, memory.width - attn_history.size(2)))
-            state.put(r_index, new_state.repeat(k))
-            scores.index_copy_(0, g_on_device, start.expand(len(places), k))
-            prev.index_fill_(0, r_index, BOS)
-            limit[g_index] = torch.tensor(limits)
-            steps[g_index] = 0
-            for g, number, length in zip(places, numbers, src_lengths):
-                groups[g] = _Beam(number, length, history.size(1))
+            places, free = free[: len(new[0])], free[len(new[0]) :]
+            batch.put(places, new)
             live += len(places)
-        if free and 0 < live <= len(groups) // 2:  # nothing waits: compact the batch to its live groups
-            g_keep = torch.tensor([g for g, group in enumerate(groups) if group is not None], dtype=torch.long)
-            groups = [group for group in groups if group is not None]
-            r_keep = (g_keep.unsqueeze(1) * k + torch.arange(k)).view(-1).to(device)
-            limit, steps = limit[g_keep], steps[g_keep]
-            scores, prev = scores[g_keep.to(device)], prev[r_keep]
-            width = max(group.src_length for group in groups)
-            memory, state = memory.narrowed(width).select(g_keep.to(device)), state.select(r_keep)
-            history = history[r_keep]
-            if attn_history is not None:
-                attn_history = attn_history[r_keep, :, :width]
-        held = [group for group in groups if group is not None]
-        if held and (old := min(group.begin for group in held)) > 0:  # history no group reads any more
-            history = history[:, old:]
-            attn_history = None if attn_history is None else attn_history[:, old:]
-            for group in held:
-                group.begin -= old
+        if free and 0 < live <= len(batch.groups) // 2:  # nothing waits: compact the batch to its live groups
+            batch.compact()
+        batch.forget_read_history()
 
 
 @dataclass
