@@ -6,6 +6,7 @@ destination with ``os.replace`` (atomic on POSIX and Windows).
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ os.umask(_UMASK)
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``."""
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the whole file was written, naming the temporary
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -118,7 +118,7 @@ def translate(
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Source file (default: stdin).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default: stdout).")] = None,
     beam: Annotated[int, typer.Option(min=1, help="Beam size; 1 = greedy.")] = 1,
-    alpha: Annotated[Optional[float], typer.Option(help="Length penalty exponent (default: config).")] = None,
+    alpha: Annotated[Optional[float], typer.Option(min=0.0, help="Length penalty exponent (default: config).")] = None,
     nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line, tab-separated with scores.")] = 1,
     precision: Annotated[
         Optional[str],
@@ -142,6 +142,8 @@ def translate(
 
     if nbest > beam:
         _fail(f"--nbest {nbest} needs --beam of at least {nbest}")
+    if output is not None and output.is_dir():  # found out before decoding, not after
+        _fail(f"--output {output} is a folder; give a file name")
     for option, value, choices in (("--precision", precision, DecodePrecision), ("--stopping", stopping, StoppingRule)):
         if value is not None and (error := choice_error(option, value, choices)):
             _fail(error)

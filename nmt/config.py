@@ -256,8 +256,35 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return from_dict(apply_overrides(raw, overrides or []))
 
 
+# Ranges that types cannot express: the least value each number may take ...
+_AT_LEAST = {
+    "data.max_ratio": 1, "data.dev_size": 0, "data.test_size": 0,
+    "tokenizer.vocab_size": 8, "tokenizer.max_sentences": 1,
+    "model.emb_dim": 1, "model.enc_hidden": 1, "model.dec_hidden": 1, "model.attn_dim": 1,
+    "train.max_tokens": 1, "train.min_lr": 0, "train.lr_patience": 1, "train.patience": 1, "train.max_steps": 1,
+    "train.valid_every": 1, "train.valid_max_sentences": 0, "train.max_train_len": 1, "train.threads": 0,
+    "train.trim_heap_every": 0,
+    # max_len_offset ≥ 1: every sentence may write at least </s>. alpha ≥ 0: the "bound" stopping
+    # rule needs lp(n) to grow with n (nmt.search.beam_search)
+    "decode.beam": 1, "decode.alpha": 0, "decode.max_len_ratio": 0, "decode.max_len_offset": 1, "decode.batch_size": 1,
+}
+# ... and those that must be above 0
+_ABOVE_ZERO = ("tokenizer.character_coverage", "train.lr", "train.clip_norm", "train.max_minutes")
+
+
+def _setting(config: Config, name: str) -> Any:
+    section, key = name.split(".")
+    return getattr(getattr(config, section), key)
+
+
 def validate(config: Config) -> None:
-    """Cross-field checks that types alone cannot express."""
+    """Cross-field checks and ranges that types alone cannot express."""
+    for name, least in _AT_LEAST.items():
+        if (value := _setting(config, name)) < least:
+            raise ConfigError(f"{name} must be at least {least}, not {value}")
+    for name in _ABOVE_ZERO:
+        if (value := _setting(config, name)) <= 0:
+            raise ConfigError(f"{name} must be greater than 0, not {value}")
     m, t = config.model, config.train
     if not 1 <= m.enc_layers <= 4 or not 1 <= m.dec_layers <= 4:
         raise ConfigError("model.enc_layers and model.dec_layers must be between 1 and 4")
@@ -269,16 +296,10 @@ def validate(config: Config) -> None:
         raise ConfigError("model.dropout must be in [0, 1)")
     if not 0.0 <= t.label_smoothing < 1.0:
         raise ConfigError("train.label_smoothing must be in [0, 1)")
-    if t.trim_heap_every < 0:
-        raise ConfigError("train.trim_heap_every must be 0 (never) or a number of steps")
+    if config.tokenizer.character_coverage > 1.0:
+        raise ConfigError("tokenizer.character_coverage must be in (0, 1]")
     if t.max_tokens < t.max_train_len:
         raise ConfigError("train.max_tokens must be at least train.max_train_len")
-    if config.decode.beam < 1:
-        raise ConfigError("decode.beam must be at least 1")
-    if config.decode.batch_size < 1:
-        raise ConfigError("decode.batch_size must be at least 1")
-    if config.tokenizer.vocab_size < 8:
-        raise ConfigError("tokenizer.vocab_size must be at least 8")
 
 
 @dataclass(frozen=True)

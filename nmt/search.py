@@ -279,7 +279,7 @@ def beam_search(
     beam. When a sentence stops (at its length limit in any case):
 
     - ``stopping="bound"``: once it has ``nbest`` finished hypotheses and no live one can still
-      beat them: log p only falls as tokens are added and lp grows with length, so a live
+      beat them: log p only falls as tokens are added and lp grows with length (alpha ≥ 0), so a live
       hypothesis's best reachable score is log p / lp(max_len). Exact with respect to the beam.
     - ``stopping="finished"``: once ``beam`` hypotheses have finished (fairseq's rule). A live
       hypothesis might still have beaten them; fewer steps.
@@ -409,6 +409,8 @@ def beam_stream(
     Yields (number, n-best list) as sentences finish, numbered in stream order."""
     if error := choice_error("stopping", stopping, StoppingRule):
         raise ValueError(error)
+    if alpha < 0:  # lp(n) would shrink with n, and the "bound" rule's bound would not be one
+        raise ValueError(f"alpha must be at least 0, not {alpha}")
     enough = nbest if stopping == "bound" else beam
     waiting = _Waiting(model, batches)
     first = waiting.take(capacity)

@@ -123,6 +123,21 @@ def test_empty_training_set(tmp_path):
     assert "training set is empty" in _error(result)
 
 
+def test_translate_to_a_folder_is_refused_before_decoding(tiny_run, tmp_path, monkeypatch):
+    from nmt.translate import Translator
+
+    monkeypatch.setattr(Translator, "from_checkpoint", lambda *a: pytest.fail("decoded before refusing"))
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "-o", str(tmp_path)],
+                           input="hola\n")
+    assert f"--output {tmp_path} is a folder" in _error(result)
+
+
+def test_translate_refuses_a_negative_length_penalty(tiny_run):
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--beam", "3",
+                                 "--alpha", "-1"], input="hola\n")
+    assert result.exit_code != 0 and "--alpha" in result.output
+
+
 def test_nbest_larger_than_beam(tiny_run):
     result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--nbest", "3"],
                            input="hola\n")

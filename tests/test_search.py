@@ -289,3 +289,11 @@ def test_translations_do_not_depend_on_the_selection_block(beam, monkeypatch):
     blocks = beam_search(model, src, lengths, limits, beam=beam, alpha=0.6, nbest=beam)
     assert [[h.tokens for h in hyps] for hyps in blocks] == [[h.tokens for h in hyps] for hyps in whole]
     assert [h.tokens for h in greedy(model, src, lengths, limits)] == [h.tokens for h in whole_greedy]
+
+
+def test_a_negative_length_penalty_is_refused():
+    """lp(n) would shrink as n grows, so the "bound" rule's bound would not bound anything."""
+    model = small_model(vocab=VOCAB, seed=0)
+    src, lengths = _sources(0, n=2)
+    with pytest.raises(ValueError, match="alpha must be at least 0"):
+        beam_search(model, src, lengths, max_lengths(lengths, 2.0, 3), beam=3, alpha=-0.5)
