@@ -102,6 +102,21 @@ def command_line(script: str, argv: list[str]) -> str:
         [f"python benchmarks/{script}", *argv])
 
 
+def code_version(root: Path = ROOT) -> str | None:
+    """The commit measured ("+changes" where the tracked code differed from it; results and prose
+    do not count), None outside git: what a result was measured on, recorded by the harness rather
+    than remembered."""
+    git = ["git", "-C", str(root)]
+    try:
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        changes = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", "nmt", "pipelines",
+                                  "configs", "benchmarks", ":!benchmarks/results", ":!*.md"],
+                                 capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
+
+
 def machine() -> dict:
     import torch
 
@@ -383,6 +398,7 @@ def begin(script: str, scratch: str, args, argv: list[str] | None) -> tuple[Path
     results = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command_line(script, sys.argv[1:] if argv is None else argv),
+        "code": code_version(),
         "machine": {**machine(), "busy_cores_at_start": round(busy, 2)},
     }
     return work, tmp, results

@@ -53,7 +53,7 @@ sys.path.insert(0, str(HERE))
 from bench import DECODE_BATCH, PEER_DIR, THREADS, begin, finish, measured, peer_list, precision_list  # noqa: E402
 from flops import Dims, forward_flops  # noqa: E402
 from quality import score, test_text  # noqa: E402
-from report import fp32_libraries, isa_text  # noqa: E402
+from report import at_code, fp32_libraries, isa_text  # noqa: E402
 
 log = logging.getLogger("bench")
 # nmt models of the quality benchmark (quality.py's run folders) and the peer each is matched to.
@@ -180,7 +180,7 @@ def render(results: dict) -> str:
     m, s, runs = results["machine"], results["settings"], results["toolkits"]
     out = [f"# Decoding equally trained models — {results['date'][:10]}, {m['cpu']}{isa_text(m)}, "
            f"{m['cores_available']} cores",
-           "", f"Command: `{results['command']}` ({results['minutes']} min). torch {m['torch']}, {s['threads']} threads. "
+           "", f"Command: `{results['command']}`{at_code(results)} ({results['minutes']} min). torch {m['torch']}, {s['threads']} threads. "
            f"Models: {s['models']}. The {s['sentences']} test verses, {s.get('decode_batch', DECODE_BATCH)} sentences at a time (nmt: a finished "
            f"one's place goes to the next), generation time only, {s['rounds']} interleaved rounds (the fastest kept; every round's sent/s in brackets).", "",
            "| model | " + " | ".join(f"{b} sent/s | {b} tok/s | {b} out len | {b} BLEU" for b in s["beam_names"])

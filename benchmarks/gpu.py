@@ -42,7 +42,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import nmt_runs  # noqa: E402
-from bench import dev_source  # noqa: E402
+from bench import code_version, dev_source  # noqa: E402
+from report import at_code  # noqa: E402
 from workdir import WORK, ensure_work  # noqa: E402
 
 import nmt.loss  # noqa: E402
@@ -186,7 +187,7 @@ def render(results: dict) -> str:
     lines = [
         f"Machine: {m['gpu']} ({m['gpu_memory_gib']} GiB, compute capability {m['compute_capability']}), "
         f"torch {m['torch']}, CUDA {m['cuda']}, cuDNN {m['cudnn']}, Python {m['python']}; {results['date']}.",
-        f"Command: `{results['command']}` ({results['minutes']} min).",
+        f"Command: `{results['command']}`{at_code(results)} ({results['minutes']} min).",
         f"Matrix-multiply peak in the same run (torch.mm, square 4096 / 8192): bf16 {peak['bf16']['tflops']} "
         f"TFLOP/s, fp32 (no TF32) {peak['fp32']['tflops']} TFLOP/s.",
         f"Training: {results['settings']['timed_steps']} timed steps after {results['settings']['warmup_steps']} "
@@ -249,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     results = {"date": started.isoformat(timespec="seconds"),
                "command": "python benchmarks/gpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
+               "code": code_version(),
                "machine": gpu_machine(device),
                "settings": {"warmup_steps": args.warmup, "timed_steps": args.steps}}
     words = "".join(ch if ch.isalnum() else " " for ch in results["machine"]["gpu"].lower()).split()

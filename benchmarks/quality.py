@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import PEER_DIR, THREADS, begin, finish, measured, peer_list  # noqa: E402
 from nmt_runs import VARIANTS  # noqa: E402
-from report import isa_text  # noqa: E402
+from report import at_code, isa_text  # noqa: E402
 
 log = logging.getLogger("bench")
 MODELS = {
@@ -113,7 +113,7 @@ def render(results: dict) -> str:
         f"Each toolkit trained for **{s['budget_minutes']:g} minutes** of wall clock ({s['threads']} threads, "
         f"batches of {s['max_tokens']} target tokens), then translated the {s['test_sentences']} test verses "
         f"with beam {s['beam']}; sacreBLEU on detokenised text. torch {m['torch']}. "
-        f"Command: `{results['command']}`.",
+        f"Command: `{results['command']}`{at_code(results)}.",
         "",
         "| toolkit | model | steps | target tokens | tok/s over the budget | test BLEU | chrF | TER | "
         "beam-5 test sent/s (out len) | peak RSS (train) |",

@@ -78,6 +78,11 @@ def fp32_libraries(peak: dict) -> str:
     return f" (MKL {_num(by['mkl']['gflops'])}, oneDNN {_num(by['onednn']['gflops'])})" if by.get("onednn") else ""
 
 
+def at_code(results: dict) -> str:
+    """' at <commit>' for a results file that records its code (files from before 2026-12-06 do not)."""
+    return f" at {results['code']}" if results.get("code") else ""
+
+
 def isa_text(m: dict) -> str:
     """" (GenuineIntel 6 143; avx512_bf16, AMX)": what the model name of a VM hides, from what the
     results file recorded (older files recorded less)."""
@@ -94,7 +99,7 @@ def render_markdown(results: dict) -> str:
         f"Machine: {m['cpu']}{isa_text(m)}, {m['cores_available']} cores, torch {m['torch']}, {m['threads']} threads, "
         f"Python {m['python']}; {results['date']}. Cores busy with other work at start / end: "
         f"{m.get('busy_cores_at_start', '?')} / {m.get('busy_cores_at_end', '?')}.",
-        f"Command: `{results['command']}` ({results.get('minutes', '?')} min).",
+        f"Command: `{results['command']}`{at_code(results)} ({results.get('minutes', '?')} min).",
         f"Training: {results['settings']['timed_steps']} timed steps after {results['settings']['warmup_steps']} "
         f"warm-up steps, batches of ≤ {results['settings']['max_tokens']} padded tokens{_rounds(results)}. Decoding: dev split "
         f"({results['settings']['decode_sentences']}), 64 sentences at a time (nmt: a finished one's place goes to the next), generation time only, fp32 unless the row says bf16 decoding.",

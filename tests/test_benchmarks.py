@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,22 @@ def test_side_by_side_decoding_gives_nmt_the_peers_batch_whatever_its_config_say
     assert len(commands) == 5
     for command in commands:
         assert command[command.index("--decode-batch") + 1] == 64
+
+
+def test_results_record_the_commit_and_whether_the_code_had_changed(tmp_path):
+    bench, repo, plain = _script("bench"), tmp_path / "repo", tmp_path / "unpacked-tarball"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for path in ("nmt/model.py", "benchmarks/results/run.json", "README.md"):
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text("1\n")
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (repo / "benchmarks/results/run.json").write_text("2\n")  # a result written by the run itself
+    (repo / "README.md").write_text("2\n")
+    assert bench.code_version(repo) == commit
+    (repo / "nmt/model.py").write_text("2\n")
+    assert bench.code_version(repo) == commit + "+changes"
+    plain.mkdir()
+    assert bench.code_version(plain) is None
