@@ -264,9 +264,8 @@ _AT_LEAST = {
     "train.max_tokens": 1, "train.min_lr": 0, "train.lr_patience": 1, "train.patience": 1, "train.max_steps": 1,
     "train.valid_every": 1, "train.valid_max_sentences": 0, "train.max_train_len": 1, "train.threads": 0,
     "train.trim_heap_every": 0,
-    # max_len_offset ≥ 1: every sentence may write at least </s>. alpha ≥ 0: the "bound" stopping
-    # rule needs lp(n) to grow with n (nmt.search.beam_search)
-    "decode.beam": 1, "decode.alpha": 0, "decode.max_len_ratio": 0, "decode.max_len_offset": 1, "decode.batch_size": 1,
+    # alpha ≥ 0: the "bound" stopping rule needs lp(n) to grow with n (nmt.search.beam_search)
+    "decode.beam": 1, "decode.alpha": 0, "decode.max_len_ratio": 0, "decode.max_len_offset": 0, "decode.batch_size": 1,
 }
 # ... and those that must be above 0
 _ABOVE_ZERO = ("tokenizer.character_coverage", "train.lr", "train.clip_norm", "train.max_minutes")
@@ -300,6 +299,8 @@ def validate(config: Config) -> None:
         raise ConfigError("tokenizer.character_coverage must be in (0, 1]")
     if t.max_tokens < t.max_train_len:
         raise ConfigError("train.max_tokens must be at least train.max_train_len")
+    if int(config.decode.max_len_ratio) + config.decode.max_len_offset < 1:  # nmt.search.max_lengths of 1 piece
+        raise ConfigError("decode.max_len_ratio and decode.max_len_offset leave a one-piece source no target token")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def test_unknown_key_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "override,message",
+    "overrides,message",
     [
         ("model.emb_dim=big", "expected an integer"),
         ("model.cell=lstmx", "not one of"),
@@ -55,14 +55,15 @@ def test_unknown_key_is_an_error(tmp_path):
         ("model.enc_hidden=-3", "model.enc_hidden must be at least 1, not -3"),
         ("decode.alpha=-0.5", "decode.alpha must be at least 0, not -0.5"),
         ("decode.max_len_ratio=-1", "decode.max_len_ratio must be at least 0"),
+        ("decode.max_len_ratio=0.5 decode.max_len_offset=0", "leave a one-piece source no target token"),
         ("tokenizer.character_coverage=1.5", r"character_coverage must be in \(0, 1\]"),
         ("train.precision=int8", "not one of"),  # int8 is for decoding only
         ("decode.batch_size=0", "decode.batch_size must be at least 1"),
     ],
 )
-def test_bad_values_are_errors(override, message):
+def test_bad_values_are_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(TINY_CONFIG, [override])
+        load_config(TINY_CONFIG, overrides.split())
 
 
 def test_overrides_are_typed():
