@@ -150,7 +150,9 @@ def _sweep_section(report: dict) -> Section | None:
                   "its chosen translation (what search tries to raise; the objective also divides by the length "
                   "penalty); BLEU is what we care about. Where log p still rises but BLEU does not, a wider beam "
                   "finds translations the model prefers and people do not — search stopped helping. "
-                  "These are a subset of the test set: BLEU differences of a point or less are within noise here.",
+                  "These are a subset of the test set: BLEU differences of a point or less are within noise here. "
+                  "A beam already decoded on the whole test set above is not decoded again: its row takes those "
+                  "translations of these sentences, and its sentences/s is the whole test set's.",
                   note=True),
         *_images(report, "beam-sweep"),
     ]
