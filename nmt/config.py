@@ -261,14 +261,14 @@ _AT_LEAST = {
     "data.max_ratio": 1, "data.dev_size": 0, "data.test_size": 0,
     "tokenizer.vocab_size": 8, "tokenizer.max_sentences": 1,
     "model.emb_dim": 1, "model.enc_hidden": 1, "model.dec_hidden": 1, "model.attn_dim": 1,
-    "train.max_tokens": 1, "train.min_lr": 0, "train.lr_patience": 1, "train.patience": 1, "train.max_steps": 1,
+    "train.min_lr": 0, "train.lr_patience": 1, "train.patience": 1, "train.max_steps": 1,
     "train.valid_every": 1, "train.valid_max_sentences": 0, "train.max_train_len": 1, "train.threads": 0,
     "train.trim_heap_every": 0,
     # alpha ≥ 0: the "bound" stopping rule needs lp(n) to grow with n (nmt.search.beam_search)
     "decode.beam": 1, "decode.alpha": 0, "decode.max_len_ratio": 0, "decode.max_len_offset": 0, "decode.batch_size": 1,
 }
 # ... and those that must be above 0
-_ABOVE_ZERO = ("tokenizer.character_coverage", "train.lr", "train.clip_norm", "train.max_minutes")
+_ABOVE_ZERO = ("train.lr", "train.clip_norm", "train.max_minutes")
 
 
 def _setting(config: Config, name: str) -> Any:
@@ -295,7 +295,7 @@ def validate(config: Config) -> None:
         raise ConfigError("model.dropout must be in [0, 1)")
     if not 0.0 <= t.label_smoothing < 1.0:
         raise ConfigError("train.label_smoothing must be in [0, 1)")
-    if config.tokenizer.character_coverage > 1.0:
+    if not 0.0 < config.tokenizer.character_coverage <= 1.0:
         raise ConfigError("tokenizer.character_coverage must be in (0, 1]")
     if t.max_tokens < t.max_train_len:
         raise ConfigError("train.max_tokens must be at least train.max_train_len")
