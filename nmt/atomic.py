@@ -18,12 +18,24 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def check_destination(path: str | Path, folder: bool = False) -> None:
+    """Raise now the error that writing to ``path`` (a file; a folder where ``folder``) would meet
+    only after the work: ``path`` is a folder where a file is wanted or the other way round, or the
+    nearest existing path above it is a file. Commands call it before decoding, not after."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        code = errno.ENOTDIR if folder else errno.EISDIR
+        raise (NotADirectoryError if folder else IsADirectoryError)(code, os.strerror(code), str(path))
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():  # mkdir(parents=True) would fail there
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(above))
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``."""
     path = Path(path)
-    if path.is_dir():  # os.replace would fail only after the whole file was written, naming the temporary
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    check_destination(path)  # by the path's own name: os.replace would name the temporary
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file
 
-from nmt.atomic import atomic_write_text
+from nmt.atomic import atomic_write_text, check_destination
 from nmt.config import Config, ConfigError, from_dict
 from nmt.errors import NmtError
 from nmt.model import Seq2Seq, build_model
@@ -64,6 +64,7 @@ def save_checkpoint(
     """Write a complete checkpoint to ``folder`` (which must not exist yet) via a temporary name."""
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+    check_destination(folder, folder=True)  # an error naming the path, not the temporary
     tmp.mkdir(parents=True)
     try:
         save_file(_model_tensors(model), str(tmp / "model.safetensors"))

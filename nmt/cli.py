@@ -40,7 +40,7 @@ def guarded(command):
             return command(*args, **kwargs)
         except NmtError as exc:
             _fail(str(exc))
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
             _fail(f"{exc.strerror}: {exc.filename}")
         except UnicodeDecodeError as exc:
             _fail(f"input is not valid UTF-8 (byte {exc.start})")
@@ -135,15 +135,18 @@ def translate(
     device: DeviceOpt = None,
 ) -> None:
     """Translate one sentence per line; the output has exactly as many lines as the input."""
-    from nmt.atomic import atomic_write_text
+    from nmt.atomic import atomic_write_text, check_destination
     from nmt.config import DecodePrecision, StoppingRule, choice_error
     from nmt.data import read_lines
     from nmt.translate import Translator
 
     if nbest > beam:
         _fail(f"--nbest {nbest} needs --beam of at least {nbest}")
-    if output is not None and output.is_dir():  # found out before decoding, not after
-        _fail(f"--output {output} is a folder; give a file name")
+    if output is not None:  # found out before decoding, not after
+        try:
+            check_destination(output)
+        except IsADirectoryError:
+            _fail(f"--output {output} is a folder; give a file name")
     for option, value, choices in (("--precision", precision, DecodePrecision), ("--stopping", stopping, StoppingRule)):
         if value is not None and (error := choice_error(option, value, choices)):
             _fail(error)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nmt import analysis, diagnostics, plots
-from nmt.atomic import atomic_write_bytes, atomic_write_text
+from nmt.atomic import atomic_write_bytes, atomic_write_text, check_destination
 from nmt.data import read_test_pair
 from nmt.diagnostics import Decoded
 from nmt.errors import NmtError
@@ -259,6 +259,7 @@ def build_report(
     cands = _load(checkpoints, names, options, device)
     src, ref, sources, refs = _test_set(cands[0], src, ref)
     out_dir = Path(out_dir or (analysis.find_run_dir(cands[0].path) or cands[0].path.parent) / "report")
+    check_destination(out_dir, folder=True)  # before minutes of decoding, not after
     systems = _decode_systems(cands, sources)
     texts = {name: cand.decoded[beam].texts for name, (cand, beam) in systems.items()}
     lang = cands[0].translator.config.data.tgt_lang

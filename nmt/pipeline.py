@@ -58,16 +58,17 @@ def evaluate(
     and that run folder for the output."""
     import time
 
-    from nmt.atomic import atomic_write_text
+    from nmt.atomic import atomic_write_text, check_destination
     from nmt.data import read_test_pair
     from nmt.metrics import corpus_scores
     from nmt.report import render_markdown
     from nmt.translate import Translator
 
-    translator = Translator.from_checkpoint(checkpoint, device)
     run_dir = Path(checkpoint).parent
-    src_path, ref_path, sources, refs = read_test_pair(run_dir / "data", translator.config.data, src_path, ref_path)
     out_dir = Path(out_dir or run_dir)
+    check_destination(out_dir, folder=True)  # before decoding, not after
+    translator = Translator.from_checkpoint(checkpoint, device)
+    src_path, ref_path, sources, refs = read_test_pair(run_dir / "data", translator.config.data, src_path, ref_path)
     beam = beam or translator.config.decode.beam
     systems = {}
     lang = translator.config.data.tgt_lang

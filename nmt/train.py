@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nmt.atomic import atomic_write_text
+from nmt.atomic import atomic_write_text, check_destination
 from nmt.batching import Sequences, make_batch, token_batches
 from nmt.checkpoint import (
     load_trainer_state,
@@ -235,6 +235,7 @@ class Trainer:
         cfg, st = self.config.train, self.state
         metrics_path = self.run_dir / "metrics.jsonl"
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        check_destination(self.run_dir / "checkpoints", folder=True)  # before the steps whose checkpoint it holds
         start, window = time.perf_counter() - st.elapsed_s, _Window()
         stop = self._budget_spent()
         while not stop:

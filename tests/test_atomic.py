@@ -2,7 +2,7 @@
 
 import pytest
 
-from nmt.atomic import atomic_open, atomic_write_text
+from nmt.atomic import atomic_open, atomic_write_text, check_destination
 
 
 def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -24,3 +24,24 @@ def test_a_folder_as_the_destination_is_refused_by_its_own_name(tmp_path):
         atomic_write_text(tmp_path / "out", "text\n")
     assert refused.value.filename == str(tmp_path / "out")  # not a temporary's name
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and not any((tmp_path / "out").iterdir())
+
+
+def test_a_file_in_the_way_of_the_folders_above_is_refused_by_its_name(tmp_path):
+    (tmp_path / "notes.txt").write_text("kept\n")
+    with pytest.raises(NotADirectoryError) as refused:
+        atomic_write_text(tmp_path / "notes.txt" / "sub" / "out.txt", "text\n")
+    assert refused.value.filename == str(tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "kept\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_check_destination_knows_files_from_folders(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-folder").mkdir()
+    check_destination(tmp_path / "a-folder", folder=True)
+    check_destination(tmp_path / "a-file")
+    check_destination(tmp_path / "new" / "deeper", folder=True)  # nothing in the way: made when written
+    with pytest.raises(NotADirectoryError):
+        check_destination(tmp_path / "a-file", folder=True)
+    with pytest.raises(IsADirectoryError):
+        check_destination(tmp_path / "a-folder")

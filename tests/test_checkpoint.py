@@ -156,6 +156,16 @@ def test_same_seed_same_loss_curve(tmp_path):
     assert strip(curve(tmp_path / "a")) == strip(curve(tmp_path / "b"))
 
 
+def test_a_file_where_the_checkpoints_go_is_refused_before_the_first_step(tmp_path):
+    in_the_way = tmp_path / "tiny" / "checkpoints"
+    in_the_way.parent.mkdir()
+    in_the_way.write_text("kept\n")
+    with pytest.raises(NotADirectoryError) as refused:
+        _train(tmp_path, "train.max_steps=8", on_progress=lambda progress: pytest.fail("trained first"))
+    assert refused.value.filename == str(in_the_way)
+    assert in_the_way.read_text() == "kept\n"
+
+
 def test_best_and_last_are_complete_checkpoints(tiny_run):
     for name in ("best", "last"):
         loaded = load_checkpoint(tiny_run.root / name)

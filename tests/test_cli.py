@@ -132,6 +132,30 @@ def test_translate_to_a_folder_is_refused_before_decoding(tiny_run, tmp_path, mo
     assert f"--output {tmp_path} is a folder" in _error(result)
 
 
+def test_translate_to_a_path_under_a_file_is_refused_before_decoding(tiny_run, tmp_path, monkeypatch):
+    from nmt.translate import Translator
+
+    (tmp_path / "notes.txt").write_text("kept\n")
+    monkeypatch.setattr(Translator, "from_checkpoint", lambda *a: pytest.fail("decoded before refusing"))
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"),
+                                 "-o", str(tmp_path / "notes.txt" / "out.en")], input="hola\n")
+    assert _error(result) == f"error: Not a directory: {tmp_path / 'notes.txt'}"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_a_report_folder_that_is_a_file_is_refused_before_decoding(command, tiny_run, tmp_path, monkeypatch):
+    from nmt import evaluation, translate
+
+    out = tmp_path / "report.txt"
+    out.write_text("kept\n")
+    fail = lambda *a, **k: pytest.fail("decoded before refusing")  # noqa: E731
+    monkeypatch.setattr(translate.Translator, "translate", fail)
+    monkeypatch.setattr(evaluation, "_decode_systems", fail)
+    result = runner.invoke(app, [command, "--checkpoint", str(tiny_run.root / "best"), "--out", str(out)])
+    assert _error(result) == f"error: Not a directory: {out}"
+    assert out.read_text() == "kept\n"
+
+
 def test_translate_refuses_a_negative_length_penalty(tiny_run):
     result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--beam", "3",
                                  "--alpha", "-1"], input="hola\n")
