@@ -76,21 +76,31 @@ def tokenize(config: ConfigOpt, overrides: Overrides = None, runs: RunsOpt = Pat
     typer.echo(pipeline.tokenize(cfg, run_paths(cfg, runs)))
 
 
-def progress_bar():
-    """A tqdm bar fed by the trainer's per-step progress callback."""
-    from tqdm import tqdm
+class ProgressBar:
+    """A tqdm bar fed by the trainer's per-step progress callback. It appears at the first step, so
+    an error found before training (bad data, a bad path) stays the only line on stderr."""
 
-    bar = tqdm(unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+    def __init__(self) -> None:
+        self.bar = None
 
-    def update(p) -> None:
-        bar.n = p.step
+    def __call__(self, p) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+        self.bar.n = p.step
         fields = {"loss": f"{p.loss:.3f}", "tok/s": f"{p.tokens_per_s:,.0f}", "lr": f"{p.lr:.2g}"}
         if p.validation:
-            bar.write(f"step {p.step}: dev BLEU {p.validation['dev_bleu']:.2f}, ppl {p.validation['dev_ppl']:.2f}")
-        bar.set_postfix(fields, refresh=False)
-        bar.update(0)
+            self.bar.write(f"step {p.step}: dev BLEU {p.validation['dev_bleu']:.2f}, ppl {p.validation['dev_ppl']:.2f}")
+        self.bar.set_postfix(fields, refresh=False)
+        self.bar.update(0)
 
-    return bar, update
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 @app.command()
@@ -105,9 +115,8 @@ def train(
     from nmt.config import run_paths
 
     cfg = _load(config, overrides)
-    bar, update = progress_bar()
-    with bar:
-        summary = pipeline.train(cfg, run_paths(cfg, runs), device, update)
+    with ProgressBar() as bar:
+        summary = pipeline.train(cfg, run_paths(cfg, runs), device, bar)
     typer.echo(json.dumps(summary, indent=2))
 
 

@@ -211,10 +211,18 @@ def _group(pair_id: str) -> str:
     return pair_id.split(".", 1)[0]
 
 
+def _listed(names: list[str], most: int = 8) -> str:
+    return ", ".join(names[:most]) + (f", … ({len(names)} in all)" if len(names) > most else "")
+
+
 def split_pairs(pairs: list[Pair], config: DataConfig) -> dict[str, list[Pair]]:
     """Split by whole groups (id prefix before the first dot) when groups are given, else randomly."""
     if config.dev_groups or config.test_groups:
         dev, test = set(config.dev_groups), set(config.test_groups)
+        found = {_group(pair.id) for pair in pairs}
+        if missing := [g for g in (*config.dev_groups, *config.test_groups) if g not in found]:  # a typo, most often
+            raise DataError(f"{config.source}: no pair kept has group {', '.join(missing)} (data.dev_groups, "
+                            f"data.test_groups); the ids' groups are {_listed(sorted(found))}")
         splits: dict[str, list[Pair]] = {name: [] for name in SPLITS}
         for pair in pairs:
             group = _group(pair.id)
@@ -237,9 +245,15 @@ def prepare(config: DataConfig) -> PreparedData:
     """Read, normalise, filter and split. Raises ``DataError`` on unusable input."""
     raw = read_pairs(config)
     kept, dropped = filter_pairs(raw, config)
+    if not kept:
+        raise DataError(f"{config.source}: the training set is empty after filtering ({len(raw)} pairs read)")
     splits = split_pairs(kept, config)
     if not splits["train"]:
-        raise DataError(f"{config.source}: the training set is empty after filtering ({len(raw)} pairs read)")
+        raise DataError(f"{config.source}: the training split is empty: every pair kept is in a dev or test group")
+    for name, uses in (("dev", "training validates on it"), ("test", "evaluation reads it")):
+        if not splits[name]:
+            raise DataError(f"{config.source}: the {name} split is empty, and {uses} "
+                            f"(data.{name}_groups, or data.{name}_size without groups)")
     prepared = PreparedData(splits, dropped, len(raw))
     log.info("read %d pairs, kept %s, dropped %s", len(raw), prepared.stats()["kept"], dict(dropped))
     return prepared

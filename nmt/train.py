@@ -124,8 +124,13 @@ class Trainer:
         self.tokenizer = Tokenizer.from_folder(tokenizer_dir)
         src, tgt = encode_split(self.tokenizer, *read_split(self.data_dir, "train", config))
         keep = np.flatnonzero((src.lengths <= config.train.max_train_len) & (tgt.lengths < config.train.max_train_len))
+        if keep.size == 0:  # no batch could be made: the loop would turn through empty epochs
+            raise DataError(f"no training pair fits train.max_train_len={config.train.max_train_len} pieces "
+                            f"(the shortest pair needs {int(np.maximum(src.lengths, tgt.lengths + 1).min())})")
         self.train_src, self.train_tgt = _subset(src, keep), _subset(tgt, keep)
         self.dev_lines, self.dev_refs = read_split(self.data_dir, "dev", config)  # read once: loss and BLEU
+        if not self.dev_lines:
+            raise DataError(f"{self.data_dir}: the dev split is empty; training validates on it")
         self.dev_src, self.dev_tgt = encode_split(self.tokenizer, self.dev_lines, self.dev_refs)
         if config.train.valid_max_sentences:
             self.dev_lines = self.dev_lines[: config.train.valid_max_sentences]

@@ -9,16 +9,15 @@ import json
 import sys
 
 from nmt import pipeline
-from nmt.cli import guarded, progress_bar
+from nmt.cli import ProgressBar, guarded
 from nmt.config import load_config, run_paths
 
 
 @guarded
 def main(argv: list[str]) -> None:
     config = load_config(argv[0], argv[1:])
-    bar, update = progress_bar()
-    with bar:
-        summary = pipeline.train(config, run_paths(config), on_progress=update)
+    with ProgressBar() as bar:
+        summary = pipeline.train(config, run_paths(config), on_progress=bar)
     print(json.dumps(summary, indent=2))
 
 

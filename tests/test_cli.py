@@ -123,6 +123,26 @@ def test_empty_training_set(tmp_path):
     assert "training set is empty" in _error(result)
 
 
+def test_training_with_no_pair_short_enough_is_refused_in_one_line(tiny_run):
+    """Before, the loop turned through empty epochs for ever; the progress bar shows only once
+    training has begun, so the error is stderr's only line."""
+    result = runner.invoke(app, ["train", "-c", str(TINY_CONFIG), "--runs", str(tiny_run.root.parent),
+                                 f"data.source={TINY_TSV}", "train.max_train_len=2", "train.max_tokens=2"])
+    assert "no training pair fits train.max_train_len=2 pieces" in _error(result)
+
+
+def test_training_with_an_empty_dev_split_is_refused(tiny_run, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run.data, runs / "tiny" / "data")
+    shutil.copytree(tiny_run.tokenizer, runs / "tiny" / "tokenizer")
+    for side in ("es", "en"):
+        (runs / "tiny" / "data" / f"dev.{side}").write_text("")
+    result = runner.invoke(app, ["train", "-c", str(TINY_CONFIG), "--runs", str(runs), f"data.source={TINY_TSV}"])
+    assert "the dev split is empty" in _error(result)
+
+
 def test_translate_to_a_folder_is_refused_before_decoding(tiny_run, tmp_path, monkeypatch):
     from nmt.translate import Translator
 

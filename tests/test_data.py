@@ -25,6 +25,22 @@ def test_tiny_tsv_splits_by_book(tmp_path):
     assert json.loads((tmp_path / "stats.json").read_text())["kept"]["train"] == 500
 
 
+def test_a_group_that_names_no_pair_is_refused(tmp_path):
+    """A misspelt book would silently leave the dev or test split empty: training would fail at its
+    first validation, evaluation after the whole training."""
+    config = DataConfig(source=str(TINY_TSV), dev_groups=("RUT", "RTH"), test_groups=("jon",))
+    with pytest.raises(DataError, match=r"no pair kept has group RTH, jon .*groups are GEN, JON, RUT"):
+        prepare(config)
+
+
+@pytest.mark.parametrize("split, groups", [("dev", {"dev_groups": (), "test_groups": ("JON",)}),
+                                           ("test", {"dev_groups": ("RUT",), "test_groups": ()}),
+                                           ("training", {"dev_groups": ("GEN", "RUT"), "test_groups": ("JON",)})])
+def test_an_empty_split_is_refused(split, groups):
+    with pytest.raises(DataError, match=f"the {split} split is empty"):
+        prepare(DataConfig(source=str(TINY_TSV), **groups))
+
+
 def test_local_files_load_without_progress_bars(tmp_path, monkeypatch):
     """The command line owns stderr: no datasets progress bar while a local file is read, and the
     user's own setting is back afterwards."""
@@ -88,11 +104,13 @@ def test_filters_count_what_they_drop(tmp_path):
         "X.1.2\t\tempty source",
         "X.1.3\tuno\tone two three four five six seven",
         "X.1.4\t" + "palabra " * 20 + "\t" + "word " * 20,
+        "D.1.1\tuna frase\ta sentence",
+        "T.1.1\totra frase\tanother sentence",
     ]
     path.write_text("\n".join(rows) + "\n")
     config = DataConfig(source=str(path), max_words=10, max_ratio=3.0, dev_groups=("D",), test_groups=("T",))
     prepared = prepare(config)
-    assert len(prepared.splits["train"]) == 1
+    assert {name: len(pairs) for name, pairs in prepared.splits.items()} == {"train": 1, "dev": 1, "test": 1}
     assert dict(prepared.dropped) == {"empty": 1, "length_ratio": 1, "too_long": 1}
 
 
