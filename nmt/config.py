@@ -278,6 +278,8 @@ def _setting(config: Config, name: str) -> Any:
 
 def validate(config: Config) -> None:
     """Cross-field checks and ranges that types alone cannot express."""
+    if config.name in ("", ".", "..") or any(sep in config.name for sep in "/\\"):  # runs/<name>/ stays in runs/
+        raise ConfigError(f"name must be a folder name, without / or \\, not {config.name!r}")
     for name, least in _AT_LEAST.items():
         if (value := _setting(config, name)) < least:
             raise ConfigError(f"{name} must be at least {least}, not {value}")

@@ -61,6 +61,9 @@ def test_unknown_key_is_an_error(tmp_path):
         ("train.max_tokens=0", "train.max_tokens must be at least train.max_train_len"),
         ("train.precision=int8", "not one of"),  # int8 is for decoding only
         ("decode.batch_size=0", "decode.batch_size must be at least 1"),
+        ("name=../elsewhere", "name must be a folder name"),  # runs/<name>/ would leave runs/
+        ("name=a/b", "name must be a folder name"),
+        ("name=..", "name must be a folder name"),
     ],
 )
 def test_bad_values_are_errors(overrides, message):
