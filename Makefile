@@ -34,7 +34,7 @@ venv: $(VENV)/.installed
 
 # Stamps: always evaluated, but each file only changes when its section of the config changes.
 $(STAMPS)/resolved.json: $(CONFIG) $(VENV)/.installed FORCE
-	$(PY) pipelines/stamp_config.py $(CONFIG)
+	$(PY) pipelines/stamp_config.py --run $(RUN) $(CONFIG)
 
 $(STAMPS)/%.json: $(STAMPS)/resolved.json ;
 

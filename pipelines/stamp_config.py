@@ -1,9 +1,12 @@
 """Stage 0: resolve the experiment config and write one stamp file per section.
 
-    python pipelines/stamp_config.py configs/NAME.yaml [section.key=value …]
+    python pipelines/stamp_config.py [--run runs/NAME] configs/NAME.yaml [section.key=value …]
 
 Writes runs/<name>/config/<section>.json, but only when its content changed, so the Makefile
 reruns exactly the stages whose settings changed (editing decode.beam does not retrain).
+``--run`` is the run folder the caller expects (the Makefile's runs/$(NAME)): a config whose
+``name`` puts its run elsewhere is an error here, not after training, when make looks for
+runs/$(NAME)/best.
 """
 
 import json
@@ -13,12 +16,20 @@ from pathlib import Path
 from nmt.atomic import atomic_write_text
 from nmt.cli import guarded
 from nmt.config import load_config, run_paths
+from nmt.errors import NmtError
 
 
 @guarded
 def main(argv: list[str]) -> None:
+    expected = None
+    if argv[:1] == ["--run"]:
+        expected, argv = Path(argv[1]), argv[2:]
     config = load_config(argv[0], argv[1:])
-    folder = run_paths(config).root / "config"
+    root = run_paths(config).root
+    if expected is not None and root != expected:
+        raise NmtError(f"{argv[0]}: name is {config.name!r}, so the run would go to {root}, not {expected}; "
+                       f"make NAME=X needs configs/X.yaml with name: X")
+    folder = root / "config"
     for section, values in config.to_dict().items():
         if section == "name":
             continue

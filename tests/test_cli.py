@@ -196,6 +196,22 @@ def test_pipeline_scripts_report_errors_in_one_line(stage, tmp_path):
     assert result.stderr.strip().splitlines() == [f"error: config file not found: {tmp_path / 'missing.yaml'}"]
 
 
+def test_a_config_whose_name_is_not_its_make_name_fails_at_the_first_stage(tmp_path):
+    """make NAME=x looks for runs/x/best after training; a config naming its run otherwise used to
+    train into runs/<its name> and fail only then."""
+    config = tmp_path / "mytiny.yaml"
+    config.write_text(TINY_CONFIG.read_text().replace("name: tiny", "name: other"))
+    stamp = lambda run: subprocess.run([sys.executable, str(ROOT / "pipelines" / "stamp_config.py"), "--run", run,  # noqa: E731
+                                        str(config)], capture_output=True, text=True, cwd=tmp_path)
+    result = stamp("runs/mytiny")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {config}: name is 'other', so the run would go to runs/other, not runs/mytiny; "
+        "make NAME=X needs configs/X.yaml with name: X"]
+    assert not (tmp_path / "runs").exists()
+    assert stamp("runs/other").returncode == 0 and (tmp_path / "runs/other/config/resolved.json").is_file()
+
+
 def test_evaluate_with_mismatched_files(tiny_run, tmp_path):
     src, ref = tmp_path / "s.es", tmp_path / "r.en"
     src.write_text("uno\ndos\n")
