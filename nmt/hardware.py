@@ -125,12 +125,18 @@ def choose_threads(requested: int, busy: float | None = None) -> int:
 
 
 def pick_device(name: str | None) -> torch.device:
-    if name:
+    """The device named (cpu, cuda, cuda:N), checked here; None: CUDA where present, else the CPU."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
         device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise NmtError(f"device {name} requested but CUDA is not available")
-        return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    except RuntimeError:  # torch lists two dozen device types, most of which nmt never ran on
+        raise NmtError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NmtError(f"device {name} requested but CUDA is not available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise NmtError(f"device {name} requested, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 @functools.cache

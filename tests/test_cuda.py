@@ -247,3 +247,13 @@ def test_cli_translates_on_the_gpu(tmp_path):
                                       str(out), "--device", "cuda", "--precision", "int8"])
     assert result.exit_code == 1 and "int8 decoding runs on the CPU only" in result.output
     assert out.read_text(encoding="utf-8") == "earlier output\n"  # nothing written on failure
+
+
+def test_a_cuda_device_this_machine_lacks_is_a_clear_error():
+    from nmt.errors import NmtError
+    from nmt.hardware import pick_device
+
+    missing = f"cuda:{torch.cuda.device_count()}"
+    with pytest.raises(NmtError, match=f"device {missing} requested, but this machine has"):
+        pick_device(missing)
+    assert pick_device("cuda:0") == torch.device("cuda:0")
