@@ -87,14 +87,19 @@ def _names_a_file(source: str) -> bool:
 @contextlib.contextmanager
 def _no_progress_bars():
     """datasets draws a progress bar for each local file it reads, on stderr, where the command line
-    prints its one-line errors (on some installs the bars came first); a hub download keeps its bars."""
+    prints its one-line errors (on some installs the bars came first); a hub download keeps its bars.
+    Its log lines go too: it logs a file it cannot parse, which ``read_pairs`` reports itself."""
     import datasets
 
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
+        logger.setLevel(level)
         if was_enabled:
             datasets.enable_progress_bars()
 
@@ -106,8 +111,10 @@ def _load_local_table(path: Path, config: DataConfig):
     with _no_progress_bars():
         if kind == "json":
             return datasets.load_dataset("json", data_files=str(path), split="train")
-        delimiter = "\t" if ".tsv" in path.name.lower() else ","
-        options = dict(delimiter=delimiter, quoting=csv.QUOTE_NONE, na_filter=False)
+        tsv = ".tsv" in path.name.lower()
+        # TSV: a quote is text (corpora quote speech); CSV: a field with a comma is quoted, as CSV writers do
+        options = dict(delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
+                       na_filter=False)
         if config.columns:  # a headerless file: name the columns and keep every one as text
             options["column_names"] = list(config.columns)
             options["features"] = datasets.Features({name: datasets.Value("string") for name in config.columns})
@@ -153,11 +160,12 @@ def read_pairs(config: DataConfig) -> list[Pair]:
         raise
     except Exception as exc:  # datasets wraps parser errors in many types
         cause = exc
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
+        while (inner := cause.__cause__ or cause.__context__) is not None:
+            cause = inner
         if isinstance(cause, UnicodeDecodeError):
             raise DataError(f"{config.source}: not valid UTF-8 ({cause.reason})") from exc
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(cause).strip() or str(exc).strip()  # the parser's words, not datasets' wrapper's
+        message = text.splitlines()[0] if text else type(exc).__name__
         raise DataError(f"cannot load {config.source}: {message}") from exc
     return _pairs_from_table(table, config)
 
@@ -175,6 +183,9 @@ def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
     for name in (config.src_field, config.tgt_field):
         if name.split(".")[0] not in columns:
             raise DataError(f"{config.source}: no column {name!r} (columns: {', '.join(sorted(columns))})")
+    if config.columns and len(table) and all(table[0].get(name) == name for name in (config.src_field, config.tgt_field)):
+        raise DataError(f"{config.source}: its first row is a header ({', '.join(table[0].values())}), but "
+                        f"data.columns names the columns of a headerless file; set data.columns: [] for a header")
     has_id = config.id_field is not None and config.id_field in columns
     pairs = []
     for i, record in enumerate(table):

@@ -41,6 +41,35 @@ def test_an_empty_split_is_refused(split, groups):
         prepare(DataConfig(source=str(TINY_TSV), **groups))
 
 
+def test_csv_fields_with_commas_are_quoted_and_kept_whole(tmp_path):
+    """A CSV writer quotes a field holding a comma; in a TSV a quote is text (corpora quote speech)."""
+    path = tmp_path / "c.csv"
+    path.write_text('id,es,en\nA.1,"Dijo: sí, señor.","He said, “Yes, sir.”"\nA.2,Hola,Hello\n', encoding="utf-8")
+    pairs = read_pairs(DataConfig(source=str(path), columns=()))
+    assert [(p.id, p.src, p.tgt) for p in pairs] == [("A.1", "Dijo: sí, señor.", "He said, “Yes, sir.”"),
+                                                      ("A.2", "Hola", "Hello")]
+    tsv = tmp_path / "c.tsv"
+    tsv.write_text('A.1\t"Sí," dijo.\t"Yes," he said.\n', encoding="utf-8")
+    assert read_pairs(DataConfig(source=str(tsv)))[0].src == '"Sí," dijo.'
+
+
+@pytest.mark.parametrize("name", ["h.tsv", "h.csv"])
+def test_a_header_row_read_as_data_is_refused(tmp_path, name):
+    sep = "\t" if name.endswith(".tsv") else ","
+    (tmp_path / name).write_text(f"id{sep}es{sep}en\nA.1{sep}hola{sep}hello\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"first row is a header \(id, es, en\).*data.columns: \[\]"):
+        read_pairs(DataConfig(source=str(tmp_path / name)))  # columns: [id, es, en], as for a headerless file
+    assert len(read_pairs(DataConfig(source=str(tmp_path / name), columns=()))) == 1
+
+
+def test_a_file_the_parser_rejects_gives_the_parsers_words_and_nothing_else(tmp_path, capfd):
+    path = tmp_path / "c.csv"
+    path.write_text("id,es,en\nA.1,hola,hello\nA.2,uno,dos,tres,cuatro\n", encoding="utf-8")
+    with pytest.raises(DataError, match="cannot load .*Expected 3 fields in line 3, saw 5"):
+        read_pairs(DataConfig(source=str(path), columns=()))
+    assert capfd.readouterr().err == ""  # the CLI's one-line error is the only line on stderr
+
+
 def test_local_files_load_without_progress_bars(tmp_path, monkeypatch):
     """The command line owns stderr: no datasets progress bar while a local file is read, and the
     user's own setting is back afterwards."""
