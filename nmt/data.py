@@ -164,8 +164,13 @@ def read_pairs(config: DataConfig) -> list[Pair]:
             cause = inner
         if isinstance(cause, UnicodeDecodeError):
             raise DataError(f"{config.source}: not valid UTF-8 ({cause.reason})") from exc
-        text = str(cause).strip() or str(exc).strip()  # the parser's words, not datasets' wrapper's
-        message = text.splitlines()[0] if text else type(exc).__name__
+        from datasets.exceptions import DatasetGenerationError
+
+        shown = exc
+        if isinstance(exc, DatasetGenerationError):  # "An error occurred …": the parser's error beneath says where
+            shown = exc.__cause__ or exc.__context__ or exc
+        text = str(shown).strip()
+        message = text.splitlines()[0] if text else type(shown).__name__
         raise DataError(f"cannot load {config.source}: {message}") from exc
     return _pairs_from_table(table, config)
 

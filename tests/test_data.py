@@ -62,10 +62,14 @@ def test_a_header_row_read_as_data_is_refused(tmp_path, name):
     assert len(read_pairs(DataConfig(source=str(tmp_path / name), columns=()))) == 1
 
 
-def test_a_file_the_parser_rejects_gives_the_parsers_words_and_nothing_else(tmp_path, capfd):
-    path = tmp_path / "c.csv"
-    path.write_text("id,es,en\nA.1,hola,hello\nA.2,uno,dos,tres,cuatro\n", encoding="utf-8")
-    with pytest.raises(DataError, match="cannot load .*Expected 3 fields in line 3, saw 5"):
+@pytest.mark.parametrize("name, text, words", [
+    ("c.csv", "id,es,en\nA.1,hola,hello\nA.2,uno,dos,tres,cuatro\n", "Expected 3 fields in line 3, saw 5"),
+    ("c.jsonl", '{"id": "A.1", "es": "hola", "en": "hello"}\n{bad\n', "JSON parse error"),
+])
+def test_a_file_the_parser_rejects_gives_the_parsers_words_and_nothing_else(tmp_path, capfd, name, text, words):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=f"cannot load .*{words}"):
         read_pairs(DataConfig(source=str(path), columns=()))
     assert capfd.readouterr().err == ""  # the CLI's one-line error is the only line on stderr
 
