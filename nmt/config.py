@@ -278,8 +278,6 @@ def _setting(config: Config, name: str) -> Any:
 
 def validate(config: Config) -> None:
     """Cross-field checks and ranges that types alone cannot express."""
-    if config.name in ("", ".", "..") or any(sep in config.name for sep in "/\\"):  # runs/<name>/ stays in runs/
-        raise ConfigError(f"name must be a folder name, without / or \\, not {config.name!r}")
     for name, least in _AT_LEAST.items():
         if (value := _setting(config, name)) < least:
             raise ConfigError(f"{name} must be at least {least}, not {value}")
@@ -329,4 +327,8 @@ class RunPaths:
 
 
 def run_paths(config: Config, runs_dir: str | Path = "runs") -> RunPaths:
+    """Checked here, not in ``validate``: the name matters only as a folder (a checkpoint trained
+    under any name loads)."""
+    if config.name in ("", ".", "..") or any(sep in config.name for sep in "/\\"):  # runs/<name>/ stays in runs/
+        raise ConfigError(f"name must be a folder name, without / or \\, not {config.name!r}")
     return RunPaths(Path(runs_dir) / config.name)

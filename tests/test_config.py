@@ -1,11 +1,12 @@
 """Configs: typed, frozen, unknown keys and wrong types are errors, overrides work."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from conftest import TINY_CONFIG
-from nmt.config import ConfigError, DecodePrecision, choice_error, load_config
+from nmt.config import ConfigError, DecodePrecision, choice_error, load_config, run_paths
 
 ROOT_CONFIGS = ["configs/bible-es-en.yaml", "configs/tiny.yaml"]
 
@@ -61,9 +62,6 @@ def test_unknown_key_is_an_error(tmp_path):
         ("train.max_tokens=0", "train.max_tokens must be at least train.max_train_len"),
         ("train.precision=int8", "not one of"),  # int8 is for decoding only
         ("decode.batch_size=0", "decode.batch_size must be at least 1"),
-        ("name=../elsewhere", "name must be a folder name"),  # runs/<name>/ would leave runs/
-        ("name=a/b", "name must be a folder name"),
-        ("name=..", "name must be a folder name"),
     ],
 )
 def test_bad_values_are_errors(overrides, message):
@@ -90,3 +88,13 @@ def test_choice_errors_name_the_setting_and_every_choice():
         "--precision must be auto, fp32, bf16 or int8, not 'fp16'")
     with pytest.raises(ConfigError, match="'fp16' is not one of auto, fp32, bf16, int8"):
         load_config(TINY_CONFIG, ["decode.precision=fp16"])
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "a/b", "..", "."])
+def test_a_run_name_must_be_a_folder_name(name):
+    """runs/<name>/ must stay inside runs/; the check sits where the name becomes a folder, so a
+    config (or a checkpoint's) with such a name still loads."""
+    config = load_config(TINY_CONFIG, [f"name={name}"])
+    with pytest.raises(ConfigError, match="name must be a folder name"):
+        run_paths(config, "runs")
+    assert run_paths(load_config(TINY_CONFIG), "runs").root == Path("runs") / "tiny"
