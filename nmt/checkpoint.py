@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file
 
 from nmt.atomic import atomic_write_text, check_destination
-from nmt.config import Config, ConfigError, from_dict
+from nmt.config import DECODING, Config, ConfigError, from_dict
 from nmt.errors import NmtError
 from nmt.model import Seq2Seq, build_model
 from nmt.tokenizer import Tokenizer, TokenizerError
@@ -133,7 +133,7 @@ def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu") -> L
     folder = Path(folder)
     manifest = read_manifest(folder)
     try:
-        config = from_dict(manifest["config"])
+        config = from_dict(manifest["config"], checked=DECODING)
         tokenizer = Tokenizer.from_folder(folder)
     except (ConfigError, TokenizerError, KeyError) as exc:
         raise CheckpointError(f"{folder}: unusable checkpoint ({exc})") from exc

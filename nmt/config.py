@@ -234,9 +234,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def from_dict(raw: dict[str, Any]) -> Config:
+SECTIONS = ("data", "tokenizer", "model", "train", "decode")
+DECODING = ("model", "decode")  # what a loaded checkpoint is used for
+
+
+def from_dict(raw: dict[str, Any], checked: tuple[str, ...] = SECTIONS) -> Config:
+    """A config from plain data: every type checked, and the ranges of the ``checked`` sections."""
     config = _build(Config, raw, "")
-    validate(config)
+    validate(config, checked)
     return config
 
 
@@ -276,31 +281,36 @@ def _setting(config: Config, name: str) -> Any:
     return getattr(getattr(config, section), key)
 
 
-def validate(config: Config) -> None:
-    """Cross-field checks and ranges that types alone cannot express."""
+def validate(config: Config, checked: tuple[str, ...] = SECTIONS) -> None:
+    """Cross-field checks and ranges that types alone cannot express, of the ``checked`` sections.
+    A checkpoint's config is checked only where decoding uses it (``DECODING``), so a range check
+    added to training later does not stop older checkpoints from loading."""
     for name, least in _AT_LEAST.items():
-        if (value := _setting(config, name)) < least:
+        if name.split(".")[0] in checked and (value := _setting(config, name)) < least:
             raise ConfigError(f"{name} must be at least {least}, not {value}")
     for name in _ABOVE_ZERO:
-        if (value := _setting(config, name)) <= 0:
+        if name.split(".")[0] in checked and (value := _setting(config, name)) <= 0:
             raise ConfigError(f"{name} must be greater than 0, not {value}")
-    m, t = config.model, config.train
-    if not 1 <= m.enc_layers <= 4 or not 1 <= m.dec_layers <= 4:
-        raise ConfigError("model.enc_layers and model.dec_layers must be between 1 and 4")
-    if m.tie_embeddings and m.emb_dim != m.dec_hidden:
-        raise ConfigError("model.tie_embeddings needs model.emb_dim == model.dec_hidden")
-    if m.input_feeding and m.attention == "none":
-        raise ConfigError("model.input_feeding needs attention; set it to false with attention: none")
-    if not 0.0 <= m.dropout < 1.0:
-        raise ConfigError("model.dropout must be in [0, 1)")
-    if not 0.0 <= t.label_smoothing < 1.0:
-        raise ConfigError("train.label_smoothing must be in [0, 1)")
-    if not 0.0 < config.tokenizer.character_coverage <= 1.0:
-        raise ConfigError("tokenizer.character_coverage must be in (0, 1]")
-    if t.max_tokens < t.max_train_len:
-        raise ConfigError("train.max_tokens must be at least train.max_train_len")
-    if int(config.decode.max_len_ratio) + config.decode.max_len_offset < 1:  # nmt.search.max_lengths of 1 piece
-        raise ConfigError("decode.max_len_ratio and decode.max_len_offset leave a one-piece source no target token")
+    m, t, d = config.model, config.train, config.decode
+    problems = {
+        "model": [(not 1 <= m.enc_layers <= 4 or not 1 <= m.dec_layers <= 4,
+                   "model.enc_layers and model.dec_layers must be between 1 and 4"),
+                  (m.tie_embeddings and m.emb_dim != m.dec_hidden,
+                   "model.tie_embeddings needs model.emb_dim == model.dec_hidden"),
+                  (m.input_feeding and m.attention == "none",
+                   "model.input_feeding needs attention; set it to false with attention: none"),
+                  (not 0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)")],
+        "train": [(not 0.0 <= t.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
+                  (t.max_tokens < t.max_train_len, "train.max_tokens must be at least train.max_train_len")],
+        "tokenizer": [(not 0.0 < config.tokenizer.character_coverage <= 1.0,
+                       "tokenizer.character_coverage must be in (0, 1]")],
+        "decode": [(int(d.max_len_ratio) + d.max_len_offset < 1,  # nmt.search.max_lengths of 1 piece
+                    "decode.max_len_ratio and decode.max_len_offset leave a one-piece source no target token")],
+    }
+    for section in checked:
+        for wrong, message in problems.get(section, []):
+            if wrong:
+                raise ConfigError(message)
 
 
 @dataclass(frozen=True)

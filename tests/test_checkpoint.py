@@ -107,6 +107,33 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
         load_checkpoint(folder)
 
 
+def _edit_config(folder, section, key, value):
+    manifest = json.loads((folder / "checkpoint.json").read_text())
+    manifest["config"][section][key] = value
+    (folder / "checkpoint.json").write_text(json.dumps(manifest))
+
+
+def test_a_checkpoint_loads_whatever_its_training_settings(tmp_path):
+    """Loading checks the settings decoding uses, so a range check added to training later (as
+    train.patience >= 1 and train.clip_norm > 0 were) does not orphan checkpoints made before it."""
+    config, tokenizer, model, folder = saved_tiny_model(tmp_path)
+    for section, key, value in (("train", "patience", 0), ("train", "clip_norm", 0.0), ("data", "max_ratio", 0.5)):
+        _edit_config(folder, section, key, value)
+    loaded = load_checkpoint(folder)
+    assert loaded.config.train.patience == 0
+    assert Translator(loaded.model, loaded.tokenizer, loaded.config).translate(LINES, beam=3) == \
+        Translator(model, tokenizer, config).translate(LINES, beam=3)
+
+
+@pytest.mark.parametrize("section, key, value, message", [("decode", "beam", 0, "decode.beam must be at least 1"),
+                                                          ("model", "enc_layers", 9, "between 1 and 4")])
+def test_a_checkpoint_with_decoding_settings_out_of_range_is_refused(tmp_path, section, key, value, message):
+    *_, folder = saved_tiny_model(tmp_path)
+    _edit_config(folder, section, key, value)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(folder)
+
+
 def test_missing_checkpoint_folder(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nothing")
