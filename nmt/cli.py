@@ -143,7 +143,9 @@ def translate(
     ] = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Translate one sentence per line; the output has exactly as many lines as the input."""
+    """Translate one sentence per line; the output has exactly as many lines as the input. Typed at
+    a terminal (stdin a terminal, no --input or --output), each line is translated as it is
+    entered; Ctrl-D ends."""
     from nmt.atomic import atomic_write_text, check_destination
     from nmt.config import DecodePrecision, StoppingRule, choice_error
     from nmt.data import read_lines
@@ -159,16 +161,24 @@ def translate(
     for option, value, choices in (("--precision", precision, DecodePrecision), ("--stopping", stopping, StoppingRule)):
         if value is not None and (error := choice_error(option, value, choices)):
             _fail(error)
-    lines = read_lines(input) if input is not None else _stdin_lines()
+    interactive = input is None and output is None and sys.stdin.isatty()
+    lines = [] if interactive else (read_lines(input) if input is not None else _stdin_lines())
     translator = Translator.from_checkpoint(checkpoint, device)
-    if nbest == 1:
-        out = translator.translate(lines, beam=beam, alpha=alpha, precision=precision, stopping=stopping)
-    else:
+
+    def rendered(lines: list[str]) -> list[str]:
+        if nbest == 1:
+            return translator.translate(lines, beam=beam, alpha=alpha, precision=precision, stopping=stopping)
         found = translator.hypotheses(lines, beam=beam, alpha=alpha, nbest=nbest, precision=precision,
                                       stopping=stopping)
         decode = translator.tokenizer.decode_tgt
-        out = ["\t".join(f"{h.score:.4f}\t{decode([h.tokens])[0]}" for h in hyps) for hyps in found]
-    text = "".join(line + "\n" for line in out)
+        return ["\t".join(f"{h.score:.4f}\t{decode([h.tokens])[0]}" for h in hyps) for hyps in found]
+
+    if interactive:  # a person typing: answer each line at once (a pipe or file is decoded in batches)
+        typer.echo("Type a sentence and press Enter; Ctrl-D ends.", err=True)
+        for line in sys.stdin:
+            typer.echo(rendered([line.rstrip("\r\n")])[0])
+        return
+    text = "".join(line + "\n" for line in rendered(lines))
     if output is not None:
         atomic_write_text(output, text)
     else:

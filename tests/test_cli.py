@@ -42,6 +42,46 @@ def test_translate_reads_stdin_and_writes_stdout(tiny_run):
     assert len(result.stdout.split("\n")[:-1]) == 3
 
 
+def _read_until(fd, text: str, seconds: float = 60.0) -> str:
+    import os
+    import select
+    import time
+
+    seen, end = b"", time.monotonic() + seconds
+    while text not in seen.decode(errors="replace") and time.monotonic() < end:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                break
+    return seen.decode(errors="replace")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_translate_at_a_terminal_answers_each_line_as_it_is_typed(tiny_run):
+    """A person typing sees each translation before typing the next line; a pipe is read whole."""
+    import os
+    import pty
+
+    batch = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best")],
+                          input="Y dijo Dios\nEn el principio\n").stdout.splitlines()
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: nmt with a terminal as stdin and stdout
+        os.execv(sys.executable, [sys.executable, "-c", "from nmt.cli import app; app()",
+                                  "translate", "--checkpoint", str(tiny_run.root / "best")])
+    try:
+        assert "Ctrl-D ends" in _read_until(fd, "Ctrl-D ends")
+        for source, translation in zip(["Y dijo Dios", "En el principio"], batch):
+            os.write(fd, f"{source}\n".encode())
+            answer = f"{source}\r\n{translation}\r\n"  # the terminal's echo, then nmt's line
+            assert answer in _read_until(fd, answer)  # before the next line is typed
+        os.write(fd, b"\x04")  # Ctrl-D
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(fd)
+
+
 def test_translate_refuses_an_unknown_precision(tiny_run, tmp_path):
     out = tmp_path / "out.en"
     out.write_text("earlier output\n", encoding="utf-8")
