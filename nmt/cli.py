@@ -40,7 +40,9 @@ def guarded(command):
             return command(*args, **kwargs)
         except NmtError as exc:
             _fail(str(exc))
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        except OSError as exc:  # with the path it concerns: a missing or read-only file, a full disk …
+            if exc.filename is None:
+                raise
             _fail(f"{exc.strerror}: {exc.filename}")
         except UnicodeDecodeError as exc:
             _fail(f"input is not valid UTF-8 (byte {exc.start})")

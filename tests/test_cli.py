@@ -13,6 +13,30 @@ from nmt.cli import app
 runner = CliRunner()
 
 
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device", "runs/x/report.json"),
+                                   PermissionError(13, "Permission denied", "runs/x")])
+def test_file_system_errors_are_one_line_naming_the_path(error, capsys):
+    from nmt.cli import guarded
+
+    def command():
+        raise error
+
+    with pytest.raises(SystemExit) as exited:
+        guarded(command)()
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == f"error: {error.strerror}: {error.filename}\n"
+
+
+def test_an_os_error_without_a_path_is_not_hidden():
+    from nmt.cli import guarded
+
+    def command():
+        raise OSError("something inside a library")
+
+    with pytest.raises(OSError, match="inside a library"):
+        guarded(command)()
+
+
 def test_help_does_not_import_torch():
     code = "import sys; from nmt.cli import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass\n" \
            "assert 'torch' not in sys.modules and 'datasets' not in sys.modules, 'heavy import'"
