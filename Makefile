@@ -18,7 +18,8 @@ NAME ?= bible-es-en
 CONFIG := configs/$(NAME).yaml
 RUN := runs/$(NAME)
 STAMPS := $(RUN)/config
-DATA_SOURCE := $(shell sed -n 's/^  source: *\([^ #]*\).*/\1/p' $(CONFIG))
+# (no such config: sed stays quiet and make names the missing configs/$(NAME).yaml)
+DATA_SOURCE := $(shell sed -n 's/^  source: *\([^ #]*\).*/\1/p' $(CONFIG) 2>/dev/null)
 
 .PHONY: all venv train eval test bench clean-run FORCE
 all: train
