@@ -50,6 +50,19 @@ def guarded(command):
     return wrapper
 
 
+def script_args(doc: str) -> list[str]:
+    """A pipelines/ script's arguments. With none: its usage line as a one-line error (exit 1);
+    with -h or --help: its docstring (exit 0)."""
+    argv = sys.argv[1:]
+    if argv[:1] in (["-h"], ["--help"]):
+        typer.echo(doc.strip())
+        raise SystemExit(0)
+    if not argv:
+        usage = next(line.strip() for line in doc.splitlines() if line.strip().startswith("python pipelines/"))
+        _fail(f"usage: {usage}")
+    return argv
+
+
 def _load(config: Path, overrides: list[str] | None):
     from nmt.config import load_config
 

@@ -3,10 +3,9 @@
     python pipelines/evaluate.py runs/NAME/best
 """
 
-import sys
 
 from nmt import pipeline
-from nmt.cli import guarded, score_lines
+from nmt.cli import guarded, score_lines, script_args
 
 
 @guarded
@@ -15,4 +14,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(script_args(__doc__))

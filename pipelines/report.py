@@ -8,10 +8,9 @@ the default ReportOptions; ``nmt report --help`` lists the knobs and takes sever
 """
 
 import logging
-import sys
 from pathlib import Path
 
-from nmt.cli import guarded, score_lines
+from nmt.cli import guarded, score_lines, script_args
 from nmt.evaluation import build_report
 
 
@@ -24,4 +23,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(script_args(__doc__))

@@ -10,11 +10,10 @@ runs/$(NAME)/best.
 """
 
 import json
-import sys
 from pathlib import Path
 
 from nmt.atomic import atomic_write_text
-from nmt.cli import guarded
+from nmt.cli import guarded, script_args
 from nmt.config import load_config, run_paths
 from nmt.errors import NmtError
 
@@ -23,6 +22,8 @@ from nmt.errors import NmtError
 def main(argv: list[str]) -> None:
     expected = None
     if argv[:1] == ["--run"]:
+        if len(argv) < 3:
+            raise NmtError("--run needs a run folder and then the config: --run runs/NAME configs/NAME.yaml")
         expected, argv = Path(argv[1]), argv[2:]
     config = load_config(argv[0], argv[1:])
     root = run_paths(config).root
@@ -41,4 +42,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(script_args(__doc__))

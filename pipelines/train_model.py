@@ -6,10 +6,9 @@ Interrupted runs resume from runs/<name>/last at the exact step.
 """
 
 import json
-import sys
 
 from nmt import pipeline
-from nmt.cli import ProgressBar, guarded
+from nmt.cli import ProgressBar, guarded, script_args
 from nmt.config import load_config, run_paths
 
 
@@ -22,4 +21,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(script_args(__doc__))

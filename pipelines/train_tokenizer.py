@@ -3,10 +3,9 @@
     python pipelines/train_tokenizer.py configs/NAME.yaml [section.key=value …]
 """
 
-import sys
 
 from nmt import pipeline
-from nmt.cli import guarded
+from nmt.cli import guarded, script_args
 from nmt.config import load_config, run_paths
 
 
@@ -17,4 +16,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(script_args(__doc__))

@@ -276,6 +276,18 @@ def test_a_config_whose_name_is_not_its_make_name_fails_at_the_first_stage(tmp_p
     assert stamp("runs/other").returncode == 0 and (tmp_path / "runs/other/config/resolved.json").is_file()
 
 
+@pytest.mark.parametrize("stage", ["stamp_config", "prepare_data", "train_tokenizer", "train_model", "evaluate",
+                                   "report"])
+def test_pipeline_scripts_without_arguments_say_their_usage(stage):
+    script = f"pipelines/{stage}.py"
+    result = subprocess.run([sys.executable, script], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: usage: python {script} ")
+    helped = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert helped.returncode == 0 and f"python {script}" in helped.stdout
+
+
 def test_evaluate_with_mismatched_files(tiny_run, tmp_path):
     src, ref = tmp_path / "s.es", tmp_path / "r.en"
     src.write_text("uno\ndos\n")
