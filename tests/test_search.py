@@ -257,7 +257,7 @@ def _brute_force_candidates(scores, log_probs):
 @pytest.mark.parametrize("k", [1, 4])
 def test_block_selection_equals_a_full_ranking(block, k):
     """best_candidates / best_tokens pick exactly what ranking all k·V candidates picks."""
-    from nmt.search import best_candidates, best_tokens
+    from nmt.topk import best_candidates, best_tokens
 
     g = torch.Generator().manual_seed(block * 10 + k)
     n, vocab = 5, 37
@@ -277,15 +277,15 @@ def test_block_selection_equals_a_full_ranking(block, k):
 
 @pytest.mark.parametrize("beam", [1, 3])
 def test_translations_do_not_depend_on_the_selection_block(beam, monkeypatch):
-    import nmt.search
+    import nmt.topk
 
     model = small_model(vocab=VOCAB, seed=11)
     src, lengths = _sources(8, n=6)
     limits = max_lengths(lengths, 2.0, 3)
     whole = beam_search(model, src, lengths, limits, beam=beam, alpha=0.6, nbest=beam)
     whole_greedy = greedy(model, src, lengths, limits)
-    monkeypatch.setattr(nmt.search, "BLOCK", 2)  # VOCAB = 7: blocks of 2, the last one short
-    monkeypatch.setattr(nmt.search, "BLOCK_ROWS", 0)  # greedy through the blocks at any batch size
+    monkeypatch.setattr(nmt.topk, "BLOCK", 2)  # VOCAB = 7: blocks of 2, the last one short
+    monkeypatch.setattr(nmt.topk, "BLOCK_ROWS", 0)  # greedy through the blocks at any batch size
     blocks = beam_search(model, src, lengths, limits, beam=beam, alpha=0.6, nbest=beam)
     assert [[h.tokens for h in hyps] for hyps in blocks] == [[h.tokens for h in hyps] for hyps in whole]
     assert [h.tokens for h in greedy(model, src, lengths, limits)] == [h.tokens for h in whole_greedy]
