@@ -146,6 +146,11 @@ def read_pairs(config: DataConfig) -> list[Pair]:
                 if not path.is_file():
                     raise DataError(f"data file not found: {path}")
             return _load_text_pair(source, target)
+        if source.is_dir():
+            raise DataError(f"{source} is a folder; data.source names a file (or a hub dataset)")
+        if source.exists() and _file_kind(source) == "text":  # one side of the text: the other is data.target
+            raise DataError(f"{source} is a plain text file, one side of the corpus: set data.target to the "
+                            f"other side's file, or give a TSV, CSV or JSONL file")
         if source.exists():
             table = _load_local_table(source, config)
         elif _names_a_file(config.source):

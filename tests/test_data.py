@@ -153,6 +153,15 @@ def test_missing_file(source):
         read_pairs(DataConfig(source=source))
 
 
+def test_a_folder_or_one_sided_text_file_as_the_source_is_refused(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    with pytest.raises(DataError, match="corpus is a folder; data.source names a file"):
+        read_pairs(DataConfig(source=str(tmp_path / "corpus")))
+    (tmp_path / "side.es").write_text("hola\n")
+    with pytest.raises(DataError, match="side.es is a plain text file, one side of the corpus: set data.target"):
+        read_pairs(DataConfig(source=str(tmp_path / "side.es")))  # read as comma-separated before
+
+
 def test_mismatched_aligned_files(tmp_path):
     (tmp_path / "a.es").write_text("uno\ndos\n")
     (tmp_path / "a.en").write_text("one\n")
