@@ -145,6 +145,9 @@ def read_pairs(config: DataConfig) -> list[Pair]:
             for path in (source, target):
                 if not path.is_file():
                     raise DataError(f"data file not found: {path}")
+                if _file_kind(path) != "text":  # its lines would be taken as sentences, columns and all
+                    raise DataError(f"{path} is a table, but data.target pairs two plain text files; "
+                                    f"for a table leave data.target empty (null)")
             return _load_text_pair(source, target)
         if source.is_dir():
             raise DataError(f"{source} is a folder; data.source names a file (or a hub dataset)")

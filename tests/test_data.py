@@ -160,6 +160,8 @@ def test_a_folder_or_one_sided_text_file_as_the_source_is_refused(tmp_path):
     (tmp_path / "side.es").write_text("hola\n")
     with pytest.raises(DataError, match="side.es is a plain text file, one side of the corpus: set data.target"):
         read_pairs(DataConfig(source=str(tmp_path / "side.es")))  # read as comma-separated before
+    with pytest.raises(DataError, match="is a table, but data.target pairs two plain text files"):
+        read_pairs(DataConfig(source=str(TINY_TSV), target=str(tmp_path / "side.es")))
 
 
 def test_mismatched_aligned_files(tmp_path):
