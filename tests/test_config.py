@@ -98,3 +98,14 @@ def test_a_run_name_must_be_a_folder_name(name):
     with pytest.raises(ConfigError, match="name must be a folder name"):
         run_paths(config, "runs")
     assert run_paths(load_config(TINY_CONFIG), "runs").root == Path("runs") / "tiny"
+
+
+def test_a_key_given_twice_in_the_yaml_is_an_error(tmp_path):
+    """PyYAML keeps the last of two equal keys: a second train: section would silently drop the
+    first one's settings."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: x\ntrain:\n  lr: 0.1\nmodel:\n  emb_dim: 8\ntrain:\n  seed: 3\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: line 6: 'train' is given twice"):
+        load_config(path)
+    path.write_text("name: x\ntrain:\n  lr: 0.1\n  seed: 3\n")
+    assert load_config(path).train.lr == 0.1
