@@ -129,16 +129,20 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu") -> Loaded:
-    """Rebuild the model from the checkpoint alone: config, tokenizer and weights."""
+    """Rebuild the model from the checkpoint alone: config, tokenizer and weights.
+
+    ``best`` and ``last`` are links that a running training moves on; they are followed once, so
+    every file comes from one checkpoint (a link moved halfway would otherwise mix two)."""
     folder = Path(folder)
-    manifest = read_manifest(folder)
+    real = folder.resolve() if folder.is_symlink() else folder
+    manifest = read_manifest(real)
     try:
         config = from_dict(manifest["config"], checked=DECODING)
-        tokenizer = Tokenizer.from_folder(folder)
+        tokenizer = Tokenizer.from_folder(real)
     except (ConfigError, TokenizerError, KeyError) as exc:
         raise CheckpointError(f"{folder}: unusable checkpoint ({exc})") from exc
     model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab)
-    load_weights(model, folder)
+    load_weights(model, real)
     model.to(device).eval()
     return Loaded(config, model, tokenizer, int(manifest["step"]), folder)
 

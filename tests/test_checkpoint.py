@@ -134,6 +134,31 @@ def test_a_checkpoint_with_decoding_settings_out_of_range_is_refused(tmp_path, s
         load_checkpoint(folder)
 
 
+def test_a_link_moved_by_training_while_loading_does_not_mix_two_checkpoints(tmp_path, monkeypatch):
+    """Training moves runs/<name>/last from one checkpoint to the next; a translate loading it at
+    that moment read the manifest and tokenizer of one and, before, the weights of the other."""
+    from nmt import checkpoint
+    from nmt.checkpoint import point
+
+    config, tokenizer, model, first = saved_tiny_model(tmp_path / "a", step=7)
+    torch.manual_seed(1)
+    other = save_checkpoint(tmp_path / "b" / "ckpt", type(model)(config.model, tokenizer.src_vocab,
+                            tokenizer.tgt_vocab), config, tokenizer, step=8)
+    link = tmp_path / "last"
+    point(link, first)
+    from_folder = checkpoint.Tokenizer.from_folder
+
+    def moved_meanwhile(folder):
+        point(link, other)  # the trainer saves step 8 while step 7 is being read
+        return from_folder(folder)
+
+    monkeypatch.setattr(checkpoint.Tokenizer, "from_folder", moved_meanwhile)
+    loaded = load_checkpoint(link)
+    assert loaded.step == 7
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[name], tensor, rtol=0, atol=0)
+
+
 def test_missing_checkpoint_folder(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nothing")
