@@ -317,6 +317,10 @@ def read_test_pair(
 ) -> tuple[Path, Path, list[str], list[str]]:
     """Source and reference lines to evaluate: the given files, else the test split in
     ``data_dir``. Line counts must match and the set must not be empty."""
+    for given, lang in ((src, config.src_lang), (ref, config.tgt_lang)):
+        if given is None and not split_path(data_dir, "test", lang).is_file():  # a checkpoint away from its run
+            raise DataError(f"no test split at {split_path(data_dir, 'test', lang)} (the checkpoint's run): "
+                            f"give --src and --ref")
     src = Path(src or split_path(data_dir, "test", config.src_lang))
     ref = Path(ref or split_path(data_dir, "test", config.tgt_lang))
     sources, refs = read_lines(src), read_lines(ref)

@@ -288,6 +288,16 @@ def test_pipeline_scripts_without_arguments_say_their_usage(stage):
     assert helped.returncode == 0 and f"python {script}" in helped.stdout
 
 
+@pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_a_checkpoint_away_from_its_run_asks_for_a_test_set(command, tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(tiny_run.root / "best", tmp_path / "lone")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, [command, "--checkpoint", "lone"])
+    assert _error(result) == "error: no test split at data/test.es (the checkpoint's run): give --src and --ref"
+
+
 def test_evaluate_with_mismatched_files(tiny_run, tmp_path):
     src, ref = tmp_path / "s.es", tmp_path / "r.en"
     src.write_text("uno\ndos\n")
