@@ -234,7 +234,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-SECTIONS = ("data", "tokenizer", "model", "train", "decode")
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "name")  # data, tokenizer, model, …
 DECODING = ("model", "decode")  # what a loaded checkpoint is used for
 
 

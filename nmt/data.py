@@ -151,10 +151,10 @@ def read_pairs(config: DataConfig) -> list[Pair]:
             return _load_text_pair(source, target)
         if source.is_dir():
             raise DataError(f"{source} is a folder; data.source names a file (or a hub dataset)")
-        if source.exists() and _file_kind(source) == "text":  # one side of the text: the other is data.target
-            raise DataError(f"{source} is a plain text file, one side of the corpus: set data.target to the "
-                            f"other side's file, or give a TSV, CSV or JSONL file")
         if source.exists():
+            if _file_kind(source) == "text":  # one side of the text: the other is data.target
+                raise DataError(f"{source} is a plain text file, one side of the corpus: set data.target to the "
+                                f"other side's file, or give a TSV, CSV or JSONL file")
             table = _load_local_table(source, config)
         elif _names_a_file(config.source):
             raise DataError(f"data file not found: {source}")
@@ -317,12 +317,13 @@ def read_test_pair(
 ) -> tuple[Path, Path, list[str], list[str]]:
     """Source and reference lines to evaluate: the given files, else the test split in
     ``data_dir``. Line counts must match and the set must not be empty."""
+    paths = []
     for given, lang in ((src, config.src_lang), (ref, config.tgt_lang)):
-        if given is None and not split_path(data_dir, "test", lang).is_file():  # a checkpoint away from its run
-            raise DataError(f"no test split at {split_path(data_dir, 'test', lang)} (the checkpoint's run): "
-                            f"give --src and --ref")
-    src = Path(src or split_path(data_dir, "test", config.src_lang))
-    ref = Path(ref or split_path(data_dir, "test", config.tgt_lang))
+        path = Path(given) if given is not None else split_path(data_dir, "test", lang)
+        if given is None and not path.is_file():  # a checkpoint away from its run
+            raise DataError(f"no test split at {path} (the checkpoint's run): give --src and --ref")
+        paths.append(path)
+    src, ref = paths
     sources, refs = read_lines(src), read_lines(ref)
     if len(sources) != len(refs):
         raise DataError(f"{src} has {len(sources)} lines but {ref} has {len(refs)}")
