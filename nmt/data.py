@@ -7,10 +7,13 @@ written as plain text, one sentence a line, ``{split}.{lang}``.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import csv
+import gzip
 import json
 import logging
+import lzma
 import random
 import re
 import unicodedata
@@ -104,6 +107,27 @@ def _no_progress_bars():
             datasets.enable_progress_bars()
 
 
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _check_first_row(path: Path, delimiter: str, quoting: int, columns: tuple[str, ...]) -> None:
+    """Refuse a first data row with more fields than there are columns. The parser would take the
+    extra leading fields as row labels and shift every column silently (ids read as sentences);
+    a longer row further down it does refuse itself. ``columns``: () when the first row is a header."""
+    suffix = path.suffix.lower()
+    if suffix == ".zst":  # no zstd reader in the standard library: left to datasets
+        return
+    with _OPENERS.get(suffix, open)(path, "rt", encoding="utf-8", newline="") as file:
+        reader = csv.reader(file, delimiter=delimiter, quoting=quoting)
+        rows = (row for row in reader if row)  # blank lines are skipped, as the parser skips them
+        names = columns or next(rows, None)
+        first = next(rows, None)
+        if names and first and len(first) > len(names):
+            named_by = "data.columns names" if columns else "the header names"
+            raise DataError(f"{path}: line {reader.line_num} has {len(first)} fields, but {named_by} {len(names)} "
+                            f"({', '.join(names)}): every row needs one field per column")
+
+
 def _load_local_table(path: Path, config: DataConfig):
     import datasets
 
@@ -115,6 +139,7 @@ def _load_local_table(path: Path, config: DataConfig):
         # TSV: a quote is text (corpora quote speech); CSV: a field with a comma is quoted, as CSV writers do
         options = dict(delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
                        na_filter=False)
+        _check_first_row(path, options["delimiter"], options["quoting"], tuple(config.columns))
         if config.columns:  # a headerless file: name the columns and keep every one as text
             options["column_names"] = list(config.columns)
             options["features"] = datasets.Features({name: datasets.Value("string") for name in config.columns})

@@ -62,6 +62,22 @@ def test_a_header_row_read_as_data_is_refused(tmp_path, name):
     assert len(read_pairs(DataConfig(source=str(tmp_path / name), columns=()))) == 1
 
 
+@pytest.mark.parametrize("name, columns, text", [
+    ("h.tsv", (), "id\tes\ten\nA.1\thola\thello\textra\nA.2\tadiós\tbye\n"),
+    ("h.csv", (), "\nid,es,en\nA.1,hola,hello,extra\nA.2,adiós,bye,more\n"),
+    ("n.tsv.gz", ("id", "es", "en"), "A.1\thola\thello\textra\nA.2\tadiós\tbye\tmore\n"),
+], ids=["header-tsv", "header-csv-after-a-blank-line", "headerless-tsv-gz"])
+def test_a_first_row_longer_than_the_columns_is_refused_not_shifted(tmp_path, name, columns, text):
+    """The parser would read the extra leading field as a row label: ids as sources, sources as
+    targets, without a word."""
+    path = tmp_path / name
+    data = text.encode()
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    line = 3 if text.startswith("\n") else 2 if not columns else 1
+    with pytest.raises(DataError, match=rf"line {line} has 4 fields, but .* names 3 \(id, es, en\): every row"):
+        read_pairs(DataConfig(source=str(path), columns=columns))
+
+
 @pytest.mark.parametrize("name, text, words", [
     ("c.csv", "id,es,en\nA.1,hola,hello\nA.2,uno,dos,tres,cuatro\n", "Expected 3 fields in line 3, saw 5"),
     ("c.jsonl", '{"id": "A.1", "es": "hola", "en": "hello"}\n{bad\n', "JSON parse error"),
