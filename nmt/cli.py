@@ -212,7 +212,7 @@ def evaluate(
     src: Annotated[Optional[Path], typer.Option(help="Source file (default: the run's test split).")] = None,
     ref: Annotated[Optional[Path], typer.Option(help="Reference file (default: the run's test split).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Report folder (default: the run folder).")] = None,
-    beam: Annotated[Optional[int], typer.Option(min=1, help="Beam size (default: config).")] = None,
+    beam: Annotated[Optional[int], typer.Option(min=1, help="Beam size (default: config); 1 = greedy only.")] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Decode the test set greedily and with beam search; write report.md and report.json."""

@@ -51,8 +51,9 @@ def evaluate(
     device: str | None = None,
     samples: int = 8,
 ) -> dict:
-    """Decode ``src_path`` greedily and with beam search, score both against ``ref_path`` with
-    sacreBLEU, and write the hypotheses, ``report.json`` and ``report.md`` into ``out_dir``.
+    """Decode ``src_path`` greedily and with beam search (greedy only at beam 1), score each against
+    ``ref_path`` with sacreBLEU, and write the hypotheses, ``report.json`` and ``report.md`` into
+    ``out_dir``.
 
     Defaults: the test split of the run that holds ``checkpoint`` (runs/<name>/best → runs/<name>),
     and that run folder for the output."""
@@ -72,7 +73,7 @@ def evaluate(
     beam = beam or translator.config.decode.beam
     systems = {}
     lang = translator.config.data.tgt_lang
-    for name, k in (("greedy", 1), (f"beam{beam}", beam)):
+    for name, k in [("greedy", 1)] + ([(f"beam{beam}", beam)] if beam > 1 else []):  # beam 1 is greedy
         t0 = time.perf_counter()
         hyps = translator.translate(sources, beam=k)
         seconds = time.perf_counter() - t0

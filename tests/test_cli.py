@@ -144,6 +144,15 @@ def test_evaluate_writes_reports_for_greedy_and_beam(tiny_run, tmp_path):
     assert len(hyps) == report["sentences"] == 34
 
 
+def test_evaluate_with_beam_1_decodes_greedy_once(tiny_run, tmp_path):
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(tiny_run.root / "best"), "--out", str(tmp_path),
+                                 "--beam", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert list(report["systems"]) == ["greedy"]  # not a second, identical "beam1" row
+    assert sorted(p.name for p in tmp_path.glob("test.*")) == ["test.greedy.en"]
+
+
 def _error(result):
     assert result.exit_code == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
