@@ -6,7 +6,8 @@
     python benchmarks/ab_decode.py CHECKPOINT SOURCE --beam 1 --a fp32 --b fp32 --a-batch 64 --b-batch 128
 
 A setting is PRECISION[:FILES]: decode.precision, and optionally other versions (comma-separated)
-of nmt/search.py (greedy_stream and beam_stream are taken from it), nmt/attention.py (the
+of nmt/search.py (greedy_stream is taken from it; from one older than nmt/beam.py, beam_stream
+too), nmt/beam.py (beam_stream), nmt/attention.py (the
 attention modules' forward methods are), nmt/model.py (``Encoder.forward``, ``Seq2Seq.encode`` and
 ``Decoder._rnn_cells`` are), nmt/quantize.py (``int8_bilstm`` is) or nmt/translate.py
 (``Translator.hypotheses`` and ``Translator._search`` are), told apart by the file's name; the
@@ -50,14 +51,15 @@ def load_module(path: str):
 
 # What another version of a file replaces: nmt.translate's search functions, or classes' methods.
 PATCHED = {
-    "search.py": ("greedy_stream", "beam_stream"),
+    "search.py": ("greedy_stream",),
+    "beam.py": ("beam_stream",),
     "attention.py": ("AdditiveAttention.forward", "MultiplicativeAttention.forward"),
     "model.py": ("Encoder.forward", "Seq2Seq.encode", "Decoder._rnn_cells"),
     "quantize.py": ("int8_bilstm",),
     "translate.py": ("Translator.hypotheses", "Translator._search"),
 }
 # Where a replaced function is looked up when decoding: the module that imported it by name.
-USED_IN = {"search.py": nmt.translate, "quantize.py": nmt.model}
+USED_IN = {"search.py": nmt.translate, "beam.py": nmt.translate, "quantize.py": nmt.model}
 
 
 def _owner(module, dotted: str):
@@ -81,7 +83,7 @@ ORIGINALS = {(file, d): getattr(_target(file, d), _attribute(d)) for file, ds in
 
 def setting(paths: str | None, translator: nmt.translate.Translator, batch: int | None = None):
     """A function that puts this setting's code in place: this checkout's, with the other versions
-    of nmt/search.py, nmt/attention.py, nmt/model.py or nmt/quantize.py in ``paths``
+    of nmt/search.py, nmt/beam.py, nmt/attention.py, nmt/model.py or nmt/quantize.py in ``paths``
     (comma-separated) instead; and, with ``batch``, sets ``translator``'s decode.batch_size (else
     the checkpoint's)."""
     config = with_decode_batch(translator.config, batch)
@@ -99,6 +101,8 @@ def setting(paths: str | None, translator: nmt.translate.Translator, batch: int 
                                  "batches: A/B it through its translate.py, which calls this checkout's greedy "
                                  "and beam_search)")
             patches[file, dotted] = getattr(_owner(loaded, dotted), _attribute(dotted))
+        if file == "search.py" and hasattr(loaded, "beam_stream"):  # older than nmt/beam.py: beam search too
+            patches["beam.py", "beam_stream"] = loaded.beam_stream
 
     def apply() -> None:
         for (file, dotted), value in patches.items():

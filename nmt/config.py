@@ -285,7 +285,7 @@ _AT_LEAST = {
     "train.min_lr": 0, "train.lr_patience": 1, "train.patience": 1, "train.max_steps": 1,
     "train.valid_every": 1, "train.valid_max_sentences": 0, "train.max_train_len": 1, "train.threads": 0,
     "train.trim_heap_every": 0,
-    # alpha ≥ 0: the "bound" stopping rule needs lp(n) to grow with n (nmt.search.beam_search)
+    # alpha ≥ 0: the "bound" stopping rule needs lp(n) to grow with n (nmt.beam.beam_search)
     "decode.beam": 1, "decode.alpha": 0, "decode.max_len_ratio": 0, "decode.max_len_offset": 0, "decode.batch_size": 1,
 }
 # ... and those that must be above 0

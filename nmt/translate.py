@@ -13,12 +13,13 @@ import numpy as np
 import torch
 
 from nmt.batching import Sequences, make_batch, sentence_batches
+from nmt.beam import beam_stream
 from nmt.config import Config, DecodePrecision, StoppingRule, choice_error
 from nmt.hardware import hold_heap, pick_device, resolve_decode_precision
 from nmt.linear import bf16_products
 from nmt.model import Seq2Seq
 from nmt.quantize import int8_products
-from nmt.search import Hypothesis, beam_stream, greedy_stream, max_lengths
+from nmt.search import Hypothesis, greedy_stream, max_lengths
 from nmt.tokenizer import Tokenizer
 
 
@@ -51,7 +52,7 @@ class Translator:
         ``precision`` "bf16" runs the model under bf16 autocast (scores and log-probabilities stay
         fp32), "auto" where bf16 is native (``nmt.hardware.resolve_precision``), "int8" with its
         matrix products in 8-bit integers (CPU; ``nmt.quantize``); ``stopping`` is
-        beam search's rule (``nmt.search.beam_search``). None takes the checkpoint's
+        beam search's rule (``nmt.beam.beam_search``). None takes the checkpoint's
         ``decode.precision`` / ``decode.stopping``. Not ``scored``: greedy search leaves out the
         log-probabilities (``nmt.search.greedy_stream``; log_prob and score NaN), beam search needs them."""
         cfg = self.config.decode

@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 from conftest import SPM200, TINY_TSV, saved_tiny_model, small_model, tiny_config
 from nmt import model as model_module
 from nmt.batching import Sequences, make_batch, token_batches
+from nmt.beam import beam_search
 from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.config import ModelConfig
 from nmt.model import build_model
-from nmt.search import beam_search, greedy, max_lengths
+from nmt.search import greedy, max_lengths
 from nmt.train import Trainer, batch_loss
 from nmt.translate import Translator
 

@@ -6,12 +6,13 @@ import torch.nn.functional as F
 
 import nmt.linear
 from conftest import saved_tiny_model, small_model
+from nmt.beam import beam_search
 from nmt.errors import NmtError
 from nmt.hardware import onednn_bf16
 from nmt.linear import _packed_linear as packed_linear
 from nmt.linear import bf16_products, linear, lstm_cell, mm, onednn_fp32
 from nmt.loss import linear_cross_entropy
-from nmt.search import beam_search, greedy, max_lengths
+from nmt.search import greedy, max_lengths
 from nmt.translate import Translator
 
 needs_onednn = pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_linear_pointwise"), reason="no oneDNN linear")

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from conftest import small_model
+from nmt.beam import beam_search, beam_stream
 from nmt.quantize import int8_products
-from nmt.search import beam_search, beam_stream, exhaustive, greedy, greedy_stream, max_lengths, sequence_log_prob
+from nmt.search import exhaustive, greedy, greedy_stream, max_lengths, sequence_log_prob
 
 VOCAB = 7  # 4 specials + 3 words: exhaustive search over (V - 2) ** 4 = 625 sequences is cheap
 
