@@ -135,7 +135,7 @@ def train(
     typer.echo(json.dumps(summary, indent=2))
 
 
-@app.command()
+@app.command(short_help="Translate one sentence per line; as many lines out as in.")  # the list in nmt --help keeps a docstring's line breaks
 @guarded
 def translate(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder, e.g. runs/<name>/best.")],
@@ -230,7 +230,7 @@ def score_lines(report: dict) -> str:
     )
 
 
-@app.command()
+@app.command(short_help="Evaluation report: report.html, report.md and report.json.")  # the list in nmt --help keeps a docstring's line breaks
 @guarded
 def report(
     checkpoint: Annotated[list[Path], typer.Option(help="Checkpoint folder; repeat to compare runs or cells.")],

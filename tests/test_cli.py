@@ -45,6 +45,16 @@ def test_help_does_not_import_torch():
     assert "translate" in result.stdout and "evaluate" in result.stdout
 
 
+def test_help_lists_each_command_on_one_line():
+    """On a wide terminal, each command's summary in nmt --help is one line, not a docstring's
+    lines broken where the source broke them."""
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    panel = result.stdout.split("Commands")[1].split("╰")[0]
+    rows = [line.strip("│ ") for line in panel.splitlines() if line.startswith("│")]
+    names = [command.name or command.callback.__name__ for command in app.registered_commands]
+    assert [row.split()[0] for row in rows] == names  # no continuation rows between them
+
+
 def test_translate_keeps_line_count_and_order(tiny_run, tmp_path):
     source = tmp_path / "in.es"
     lines = ["Y dijo Dios: Sea la luz.", "", "   ", "Y fué la tarde y la mañana el día primero."]
