@@ -30,7 +30,7 @@ from safetensors.torch import load_file, load_model, save_file
 
 from nmt.atomic import atomic_write_text, check_destination
 from nmt.config import DECODING, Config, ConfigError, from_dict
-from nmt.errors import NmtError
+from nmt.errors import NmtError, path_error
 from nmt.model import Seq2Seq, build_model
 from nmt.tokenizer import Tokenizer, TokenizerError
 
@@ -108,8 +108,8 @@ def point(link: Path, target: Path) -> None:
 
 def read_manifest(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"checkpoint folder not found: {folder}")
+    if error := path_error(folder, "checkpoint folder", folder=True):
+        raise CheckpointError(error)
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         raise CheckpointError(f"{folder}: incomplete checkpoint (no {MANIFEST})")

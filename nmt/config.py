@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from nmt.errors import NmtError
+from nmt.errors import NmtError, path_error
 
 
 class ConfigError(NmtError, ValueError):
@@ -264,8 +264,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        if error := path_error(path, "config file"):
+            raise ConfigError(error)
         try:
             raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as exc:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nmt.config import DataConfig
-from nmt.errors import NmtError
+from nmt.errors import NmtError, path_error
 from nmt.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,8 @@ def read_pairs(config: DataConfig) -> list[Pair]:
         if config.target is not None:
             target = Path(config.target)
             for path in (source, target):
-                if not path.is_file():
-                    raise DataError(f"data file not found: {path}")
+                if error := path_error(path, "data file"):
+                    raise DataError(error)
                 if _file_kind(path) != "text":  # its lines would be taken as sentences, columns and all
                     raise DataError(f"{path} is a table, but data.target pairs two plain text files; "
                                     f"for a table leave data.target empty (null)")
@@ -328,8 +328,8 @@ def write_splits(prepared: PreparedData, folder: Path, config: DataConfig) -> Pa
 def read_lines(path: str | Path) -> list[str]:
     """Read a UTF-8 text file as lines without their line ends; a clear error on bad input."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
+    if error := path_error(path, "file"):
+        raise DataError(error)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

@@ -1,5 +1,21 @@
-"""The one exception type the command line turns into a one-line error and a non-zero exit."""
+"""The one exception type the command line turns into a one-line error and a non-zero exit, and
+the message for a path that is not what it should be."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class NmtError(Exception):
     """Bad input or state the user can fix; ``str(error)`` is one line that says what and where."""
+
+
+def path_error(path: str | Path, what: str, folder: bool = False) -> str | None:
+    """Why ``path`` is not the ``what`` it should name ("config file"; with ``folder``, a folder),
+    as a one-line message: not found, or there but of the other kind. None when it is one."""
+    path = Path(path)
+    if path.is_dir() if folder else path.is_file():
+        return None
+    if path.exists():
+        return f"{path} is a {'file' if folder else 'folder'}, not a {what}"
+    return f"{what} not found: {path}"

@@ -271,6 +271,19 @@ def test_nbest_larger_than_beam(tiny_run):
     assert "--nbest 3 needs --beam" in _error(result)
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["prepare", "-c", "{tmp}"], "{tmp} is a folder, not a config file"),
+    (["translate", "--checkpoint", "{best}", "-i", "{tmp}"], "{tmp} is a folder, not a file"),
+    (["translate", "--checkpoint", "{best}/model.safetensors"], "{best}/model.safetensors is a file, not a "
+                                                                "checkpoint folder"),
+])
+def test_a_folder_for_a_file_or_a_file_for_a_folder_is_named_as_such(tiny_run, tmp_path, argv, words):
+    """Not "not found": the path is there, and the user needs to know it is the wrong kind."""
+    paths = {"tmp": tmp_path, "best": tiny_run.root / "best"}
+    result = runner.invoke(app, [arg.format(**paths) for arg in argv], input="hola\n")
+    assert _error(result) == "error: " + words.format(**paths)
+
+
 @pytest.mark.parametrize("stage", ["prepare_data", "train_tokenizer"])
 def test_pipeline_scripts_report_errors_in_one_line(stage, tmp_path):
     result = subprocess.run([sys.executable, f"pipelines/{stage}.py", str(tmp_path / "missing.yaml")],
