@@ -268,6 +268,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(error)
         try:
             raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
         except ConfigError as exc:

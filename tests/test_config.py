@@ -81,6 +81,13 @@ def test_missing_config_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
+def test_a_config_file_in_another_encoding_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: años\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"^{path}: not valid UTF-8 \(byte 7\)$"):
+        load_config(path)
+
+
 def test_choice_errors_name_the_setting_and_every_choice():
     """One list of choices per setting: the config, the CLI and Translator all check against it."""
     assert choice_error("--precision", "int8", DecodePrecision) is None
