@@ -6,6 +6,7 @@ Errors the user can fix (``NmtError``) print one line on stderr and exit with st
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -93,27 +94,31 @@ def tokenize(config: ConfigOpt, overrides: Overrides = None, runs: RunsOpt = Pat
 
 class ProgressBar:
     """A tqdm bar fed by the trainer's per-step progress callback. It appears at the first step, so
-    an error found before training (bad data, a bad path) stays the only line on stderr."""
+    an error found before training (bad data, a bad path) stays the only line on stderr. While it
+    shows, log lines (validations, learning-rate changes) print above it, not glued to its line;
+    stdout is left to the command's result."""
 
     def __init__(self) -> None:
         self.bar = None
+        self.logging = contextlib.ExitStack()
 
     def __call__(self, p) -> None:
         if self.bar is None:
             from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
             self.bar = tqdm(unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+            self.logging.enter_context(logging_redirect_tqdm())
         self.bar.n = p.step
-        fields = {"loss": f"{p.loss:.3f}", "tok/s": f"{p.tokens_per_s:,.0f}", "lr": f"{p.lr:.2g}"}
-        if p.validation:
-            self.bar.write(f"step {p.step}: dev BLEU {p.validation['dev_bleu']:.2f}, ppl {p.validation['dev_ppl']:.2f}")
-        self.bar.set_postfix(fields, refresh=False)
+        self.bar.set_postfix({"loss": f"{p.loss:.3f}", "tok/s": f"{p.tokens_per_s:,.0f}", "lr": f"{p.lr:.2g}"},
+                             refresh=False)
         self.bar.update(0)
 
     def __enter__(self) -> "ProgressBar":
         return self
 
     def __exit__(self, *exc) -> None:
+        self.logging.close()
         if self.bar is not None:
             self.bar.close()
 

@@ -226,6 +226,27 @@ def test_training_with_an_empty_dev_split_is_refused(tiny_run, tmp_path):
     assert "the dev split is empty" in _error(result)
 
 
+def test_train_prints_its_summary_on_stdout_and_logs_above_the_bar(tiny_run, tmp_path):
+    """stdout is the summary alone (it was mixed with a line per validation); each log line starts a
+    line of its own on stderr instead of being glued to the progress bar's."""
+    import re
+    import shutil
+
+    runs = tmp_path / "runs"
+    for part in ("data", "tokenizer"):
+        shutil.copytree(tiny_run.root / part, runs / "tiny" / part)
+    result = subprocess.run(
+        [sys.executable, "-c", "from nmt.cli import app; app()", "train", "-c", str(TINY_CONFIG), "--runs", str(runs),
+         f"data.source={TINY_TSV}", "train.max_steps=40", "train.valid_every=20", "train.threads=2"],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["steps"] == 40
+    shown = [segment.rpartition("\r")[2] for segment in result.stderr.split("\n")]  # what a terminal keeps
+    logged = [line for line in shown if " nmt.train: " in line]
+    assert any("step 20: dev loss" in line for line in logged)
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d", line) for line in logged), logged
+
+
 def test_translate_to_a_folder_is_refused_before_decoding(tiny_run, tmp_path, monkeypatch):
     from nmt.translate import Translator
 
