@@ -47,6 +47,8 @@ def guarded(command):
             _fail(f"{exc.strerror}: {exc.filename}")
         except UnicodeDecodeError as exc:
             _fail(f"input is not valid UTF-8 (byte {exc.start})")
+        except KeyboardInterrupt:  # Ctrl-C: the stage has said what it must (training: where it resumes)
+            raise SystemExit(130) from None
 
     return wrapper
 

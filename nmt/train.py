@@ -116,6 +116,7 @@ class Trainer:
 
     def __init__(self, config: Config, data_dir: Path, tokenizer_dir: Path, run_dir: Path, device: str | None = None):
         self.config, self.run_dir = config, Path(run_dir)
+        self.saved_step: int | None = None  # the step of runs/<name>/last, where a new run would resume
         self.data_dir = Path(data_dir)
         self.device = pick_device(device)
         self.precision = resolve_precision(config.train.precision, self.device, "train.precision")
@@ -163,6 +164,7 @@ class Trainer:
         if self.device.type == "cuda" and "rng.cuda" in tensors:  # dropout masks drawn on the GPU
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.state = TrainerState(**data["trainer"])
+        self.saved_step = self.state.step
         self.state.stopped = ""  # the stop conditions are checked again with this run's settings
         self._set_lr(self.state.lr)
         _truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
@@ -186,6 +188,7 @@ class Trainer:
         if is_best:
             point(self.run_dir / "best", folder)
         point(self.run_dir / "last", folder)
+        self.saved_step = self.state.step
         keep = {(self.run_dir / name).resolve() for name in ("best", "last")}
         for old in (self.run_dir / "checkpoints").glob("step-*"):
             if old.resolve() not in keep:
@@ -241,6 +244,34 @@ class Trainer:
         metrics_path = self.run_dir / "metrics.jsonl"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         check_destination(self.run_dir / "checkpoints", folder=True)  # before the steps whose checkpoint it holds
+        try:
+            self._steps(metrics_path, on_progress)
+        except KeyboardInterrupt:  # Ctrl-C: say where the next run picks up (the steps since are lost)
+            where = (f"{self.run_dir / 'last'}, step {self.saved_step}" if self.saved_step is not None
+                     else "the start: no checkpoint yet")
+            log.warning("interrupted at step %d; training again resumes from %s", st.step, where)
+            raise
+        if st.step % cfg.valid_every != 0 or st.best_step == 0:  # the final weights get a say too
+            self._after_validation(self._validate_and_log(metrics_path))
+        log.info("%s; best dev BLEU %.2f at step %d", st.stopped, st.best_bleu, st.best_step)
+        summary = {
+            "stopped": st.stopped,
+            "steps": st.step,
+            "epochs_completed": st.epoch,
+            "best_step": st.best_step,
+            "best_dev_bleu": st.best_bleu,
+            "train_minutes": st.elapsed_s / 60,
+            "parameters": count_parameters(self.model),
+            "threads": torch.get_num_threads(),
+            "device": str(self.device),
+            "precision": self.precision,  # train.precision resolved (auto → fp32 or bf16)
+        }
+        atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def _steps(self, metrics_path: Path, on_progress: Callable[[Progress], None] | None) -> None:
+        """Train until a budget is spent or early stopping; validate and save every valid_every steps."""
+        cfg, st = self.config.train, self.state
         start, window = time.perf_counter() - st.elapsed_s, _Window()
         stop = self._budget_spent()
         while not stop:
@@ -268,23 +299,6 @@ class Trainer:
                     break
             else:
                 st.epoch, st.batch_in_epoch = st.epoch + 1, 0
-        if st.step % cfg.valid_every != 0 or st.best_step == 0:  # the final weights get a say too
-            self._after_validation(self._validate_and_log(metrics_path))
-        log.info("%s; best dev BLEU %.2f at step %d", st.stopped, st.best_bleu, st.best_step)
-        summary = {
-            "stopped": st.stopped,
-            "steps": st.step,
-            "epochs_completed": st.epoch,
-            "best_step": st.best_step,
-            "best_dev_bleu": st.best_bleu,
-            "train_minutes": st.elapsed_s / 60,
-            "parameters": count_parameters(self.model),
-            "threads": torch.get_num_threads(),
-            "device": str(self.device),
-            "precision": self.precision,  # train.precision resolved (auto → fp32 or bf16)
-        }
-        atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
-        return summary
 
     def _budget_spent(self) -> bool:
         cfg, st = self.config.train, self.state

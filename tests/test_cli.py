@@ -1,6 +1,7 @@
 """The nmt command line through Typer's runner: happy paths and the bad inputs users meet."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -245,6 +246,34 @@ def test_train_prints_its_summary_on_stdout_and_logs_above_the_bar(tiny_run, tmp
     logged = [line for line in shown if " nmt.train: " in line]
     assert any("step 20: dev loss" in line for line in logged)
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d", line) for line in logged), logged
+
+
+def test_ctrl_c_during_training_says_where_the_run_resumes(tiny_run, tmp_path):
+    """Ctrl-C (SIGINT) during pipelines/train_model.py: exit status 130, no traceback, and a last
+    line that names the checkpoint the next run resumes from."""
+    import shutil
+    import signal
+    import time
+
+    for part in ("data", "tokenizer"):
+        shutil.copytree(tiny_run.root / part, tmp_path / "runs" / "tiny" / part)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "pipelines" / "train_model.py"), str(config), f"data.source={TINY_TSV}",
+         "train.max_steps=100000", "train.valid_every=10", "train.patience=1000", "train.threads=2"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background shell ignores it
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "runs" / "tiny" / "last").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    note = next(line for line in stderr.splitlines() if "interrupted at step" in line)
+    saved = int(os.readlink(tmp_path / "runs" / "tiny" / "last").rpartition("-")[2])
+    assert note.endswith(f"training again resumes from runs/tiny/last, step {saved}")
 
 
 def test_translate_to_a_folder_is_refused_before_decoding(tiny_run, tmp_path, monkeypatch):
