@@ -227,14 +227,21 @@ def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
     has_id = config.id_field is not None and config.id_field in columns
     pairs = []
     for i, record in enumerate(table):
-        pairs.append(
-            Pair(
-                str(_field(record, config.src_field) or ""),
-                str(_field(record, config.tgt_field) or ""),
-                str(record[config.id_field]) if has_id else str(i),
-            )
-        )
+        src, tgt = (_text(record, name, i, config.source) for name in (config.src_field, config.tgt_field))
+        pairs.append(Pair(src, tgt, str(record[config.id_field]) if has_id else str(i)))
     return pairs
+
+
+def _text(record: dict, name: str, index: int, source: str) -> str:
+    """Field ``name`` of a record as text (a number as written, a missing value as ""); a list or a
+    mapping is no sentence, and its Python form would have been trained on as one."""
+    value = _field(record, name)
+    if isinstance(value, dict):
+        raise DataError(f"{source}: record {index + 1}: {name} holds a mapping, not text "
+                        f"(name a field inside it, as translation.es)")
+    if isinstance(value, list):
+        raise DataError(f"{source}: record {index + 1}: {name} holds a list, not text")
+    return "" if value is None else str(value)
 
 
 def filter_pairs(pairs: list[Pair], config: DataConfig) -> tuple[list[Pair], Counter]:

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import TINY_TSV
 from nmt.config import DataConfig
-from nmt.data import DataError, normalise, prepare, read_pairs, write_splits
+from nmt.data import DataError, Pair, normalise, prepare, read_pairs, write_splits
 
 
 def test_normalise_nfc_and_whitespace():
@@ -123,6 +123,25 @@ def test_jsonl_with_nested_fields(tmp_path):
     config = DataConfig(source=str(path), src_field="translation.de", tgt_field="translation.en", id_field=None)
     pairs = read_pairs(config)
     assert [(p.src, p.tgt) for p in pairs][:2] == [("hallo 0", "hello 0"), ("hallo 1", "hello 1")]
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("es", ["x", "y"], "record 2: es holds a list, not text"),
+    ("es", {"text": "x"}, r"record 2: es holds a mapping, not text \(name a field inside it"),
+])
+def test_a_record_whose_sentence_is_not_text_is_refused(tmp_path, field, value, words):
+    """Its Python form ("['x', 'y']") was trained on as a sentence."""
+    path = tmp_path / "c.jsonl"
+    records = [{"id": "A.1", "es": "hola", "en": "hello"}, {"id": "A.2", "es": value, "en": "bye"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    with pytest.raises(DataError, match=words):
+        read_pairs(DataConfig(source=str(path), columns=()))
+
+
+def test_numbers_are_read_as_written(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"id": 1, "es": 0, "en": 12}\n', encoding="utf-8")
+    assert read_pairs(DataConfig(source=str(path), columns=()))[0] == Pair("0", "12", "1")
 
 
 def test_csv_with_header(tmp_path):
