@@ -14,7 +14,8 @@ import torch
 
 from nmt import topk
 from nmt.config import StoppingRule, choice_error
-from nmt.model import DecoderState, Memory, Seq2Seq
+from nmt.model import Seq2Seq
+from nmt.state import DecoderState, Memory
 from nmt.search import Encoded, Hypothesis, Taken, Waiting, forbid_specials, length_penalty
 from nmt.tokenizer import BOS, EOS
 

@@ -142,7 +142,8 @@ def train(
     typer.echo(json.dumps(summary, indent=2))
 
 
-@app.command(short_help="Translate one sentence per line; as many lines out as in.")  # the list in nmt --help keeps a docstring's line breaks
+# short_help: the command list in nmt --help would keep the docstring's line breaks
+@app.command(short_help="Translate one sentence per line; as many lines out as in.")
 @guarded
 def translate(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder, e.g. runs/<name>/best.")],
@@ -237,7 +238,8 @@ def score_lines(report: dict) -> str:
     )
 
 
-@app.command(short_help="Evaluation report: report.html, report.md and report.json.")  # the list in nmt --help keeps a docstring's line breaks
+# short_help: the command list in nmt --help would keep the docstring's line breaks
+@app.command(short_help="Evaluation report: report.html, report.md and report.json.")
 @guarded
 def report(
     checkpoint: Annotated[list[Path], typer.Option(help="Checkpoint folder; repeat to compare runs or cells.")],

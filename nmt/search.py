@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 import torch
 
 from nmt import topk
-from nmt.model import DecoderState, Memory, Seq2Seq
+from nmt.model import Seq2Seq
+from nmt.state import DecoderState, Memory
 from nmt.tokenizer import BOS, EOS, PAD
 
 

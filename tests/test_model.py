@@ -5,6 +5,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import nmt.model
+import nmt.state
 from conftest import small_model
 from nmt.hardware import onednn_bf16
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
@@ -106,8 +107,8 @@ def test_decoding_memory_holds_the_context_columns_applied_and_gives_the_same_st
     lengths = torch.tensor([5, 3])
     plain = model.encode(src, lengths)  # gradients on: the training path, encoder outputs as values
     with torch.no_grad():
-        plain = (nmt.model.Memory(*(t.detach() for t in (plain[0].values, plain[0].keys, plain[0].mask))),
-                 nmt.model.DecoderState(*(None if t is None else t.detach() for t in vars(plain[1]).values())))
+        plain = (nmt.state.Memory(*(t.detach() for t in (plain[0].values, plain[0].keys, plain[0].mask))),
+                 nmt.state.DecoderState(*(None if t is None else t.detach() for t in vars(plain[1]).values())))
         combined = model.encode(src, lengths)
         assert combined[0].combined and not plain[0].combined
         assert combined[0].values.shape == (2, 5, model.config.dec_hidden)
