@@ -49,13 +49,13 @@ $(RUN)/train_summary.json: $(RUN)/tokenizer/tokenizer.json $(STAMPS)/model.json 
 	$(PY) pipelines/train_model.py $(CONFIG)
 
 $(RUN)/report.json: $(RUN)/train_summary.json $(STAMPS)/decode.json
-	$(PY) pipelines/evaluate.py $(RUN)/best
+	$(PY) pipelines/evaluate.py $(CONFIG)
 
 train: $(RUN)/report.json
 	@cat $(RUN)/report.md | head -20
 
 eval: $(RUN)/train_summary.json
-	$(PY) pipelines/evaluate.py $(RUN)/best
+	$(PY) pipelines/evaluate.py $(CONFIG)
 
 # make report: runs/<name>/report/report.html (self-contained; + report.md, report.json, figures/,
 # hyps/) from runs/<name>/best. About 4 min on 2 idle CPU cores for the default model (the beam
@@ -64,7 +64,7 @@ eval: $(RUN)/train_summary.json
 report: $(RUN)/report/report.html
 
 $(RUN)/report/report.html: $(RUN)/train_summary.json $(STAMPS)/decode.json
-	$(PY) pipelines/report.py $(RUN)/best $(RUN)/report
+	$(PY) pipelines/report.py $(CONFIG)
 
 # make bench: nmt's speed on the default model and the Bible data (training tokens/s, GFLOP/s
 # against the matmul peak, greedy and beam-5 decoding, peak memory); make bench-peers: the same

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nmt import analysis, diagnostics, plots
 from nmt.atomic import atomic_write_bytes, atomic_write_text, check_destination
+from nmt.config import DecodeConfig
 from nmt.data import read_test_pair
 from nmt.diagnostics import Decoded
 from nmt.errors import NmtError
@@ -75,11 +76,12 @@ def _names(checkpoints: list[Path], names: list[str] | None) -> list[str]:
 
 
 def _load(
-    checkpoints: list[Path], names: list[str] | None, options: ReportOptions, device: str | None
+    checkpoints: list[Path], names: list[str] | None, options: ReportOptions, device: str | None,
+    decode: DecodeConfig | None,
 ) -> list[Candidate]:
     out = []
     for name, path in zip(_names(checkpoints, names), checkpoints):
-        translator = Translator.from_checkpoint(path, device)
+        translator = Translator.from_checkpoint(path, device, decode)
         cfg = translator.config.decode
         out.append(Candidate(name, Path(path), translator, options.beam or cfg.beam, cfg.alpha))
     return out
@@ -220,6 +222,7 @@ def _checkpoint_info(cand: Candidate) -> dict:
         "name": cand.name, "path": str(cand.path), "step": _step(cand.path), "cell": model.cell,
         "attention": model.attention, "parameters": count_parameters(cand.translator.model),
         "model": asdict(model), "beam": cand.beam, "alpha": cand.alpha,
+        "decode": asdict(cand.translator.config.decode),
     }
 
 
@@ -248,15 +251,17 @@ def build_report(
     out_dir: Path | None = None,
     options: ReportOptions = ReportOptions(),
     device: str | None = None,
+    decode: DecodeConfig | None = None,
 ) -> dict:
     """Write report.html, report.md, report.json, figures/ and hyps/ into ``out_dir`` (default:
-    runs/<name>/report of the first checkpoint); returns the report dict (report.json)."""
+    runs/<name>/report of the first checkpoint); returns the report dict (report.json). Each
+    checkpoint decodes with the settings it was trained with, or with ``decode``."""
     import sacrebleu
 
     if not checkpoints:
         raise NmtError("give at least one --checkpoint")
     t0 = time.perf_counter()
-    cands = _load(checkpoints, names, options, device)
+    cands = _load(checkpoints, names, options, device, decode)
     src, ref, sources, refs = _test_set(cands[0], src, ref)
     out_dir = Path(out_dir or (analysis.find_run_dir(cands[0].path) or cands[0].path.parent) / "report")
     check_destination(out_dir, folder=True)  # before minutes of decoding, not after

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
-from nmt.config import Config, RunPaths
+from nmt.config import Config, DecodeConfig, RunPaths
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,15 @@ def evaluate(
     beam: int | None = None,
     device: str | None = None,
     samples: int = 8,
+    decode: DecodeConfig | None = None,
 ) -> dict:
     """Decode ``src_path`` greedily and with beam search (greedy only at beam 1), score each against
     ``ref_path`` with sacreBLEU, and write the hypotheses, ``report.json`` and ``report.md`` into
     ``out_dir``.
 
     Defaults: the test split of the run that holds ``checkpoint`` (runs/<name>/best → runs/<name>),
-    and that run folder for the output."""
+    that run folder for the output, and the decoding settings the checkpoint was trained with
+    (``decode``: the experiment's current ones instead; ``beam`` overrides either's beam)."""
     import time
 
     from nmt.atomic import atomic_write_text, check_destination
@@ -68,7 +71,7 @@ def evaluate(
     run_dir = Path(checkpoint).parent
     out_dir = Path(out_dir or run_dir)
     check_destination(out_dir, folder=True)  # before decoding, not after
-    translator = Translator.from_checkpoint(checkpoint, device)
+    translator = Translator.from_checkpoint(checkpoint, device, decode)
     src_path, ref_path, sources, refs = read_test_pair(run_dir / "data", translator.config.data, src_path, ref_path)
     beam = beam or translator.config.decode.beam
     systems = {}
@@ -92,6 +95,7 @@ def evaluate(
         "source": str(src_path),
         "reference": str(ref_path),
         "sentences": len(sources),
+        "decode": asdict(translator.config.decode),
         "systems": {name: {k: v for k, v in s.items() if k != "hypotheses"} for name, s in systems.items()},
         "samples": _samples(sources, refs, systems, samples),
     }

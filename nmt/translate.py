@@ -6,6 +6,7 @@ Output keeps the input's order and line count; an empty (or all-space) line give
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 
 from nmt.batching import Sequences, make_batch, sentence_batches
 from nmt.beam import beam_stream
-from nmt.config import Config, DecodePrecision, StoppingRule, choice_error
+from nmt.config import Config, DecodeConfig, DecodePrecision, StoppingRule, choice_error
 from nmt.hardware import hold_heap, pick_device, resolve_decode_precision
 from nmt.linear import bf16_products
 from nmt.model import Seq2Seq
@@ -29,12 +30,16 @@ class Translator:
         self.device = torch.device(device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | None = None) -> "Translator":
+    def from_checkpoint(cls, path: str | Path, device: str | None = None,
+                        decode: DecodeConfig | None = None) -> "Translator":
+        """The checkpoint's model, tokenizer and config; ``decode`` replaces the decoding settings
+        it was trained with (an experiment's current ones: beam, alpha, precision, batch size …)."""
         from nmt.checkpoint import load_checkpoint
 
         dev = pick_device(device)
         loaded = load_checkpoint(path, dev)
-        return cls(loaded.model, loaded.tokenizer, loaded.config, dev)
+        config = loaded.config if decode is None else dataclasses.replace(loaded.config, decode=decode)
+        return cls(loaded.model, loaded.tokenizer, config, dev)
 
     def hypotheses(
         self,
