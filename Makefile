@@ -8,7 +8,8 @@
 #   make NAME=tiny train another experiment: configs/<NAME>.yaml
 #
 # Settings per stage are stamped into runs/<name>/config/<section>.json, rewritten only when they
-# change, so editing decode.beam re-evaluates without retraining and editing model.* retrains.
+# change, so editing decode.beam re-evaluates without retraining; editing model.* reruns training,
+# which refuses to resume checkpoints of other settings (delete runs/<name> or rename the run).
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
