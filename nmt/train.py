@@ -11,6 +11,7 @@ Run folder layout (``run_dir``):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -86,6 +87,18 @@ def read_split(data_dir: Path, split: str, config: Config) -> tuple[list[str], l
     return src, tgt
 
 
+def inputs_fingerprint(data_dir: Path, tokenizer_dir: Path, config: Config) -> str:
+    """sha256 of what training reads: the train and dev splits and the SentencePiece models. A run
+    resumes only on the same inputs: a corpus edited in place keeps the config, but retrains the
+    tokenizer, and weights learned on the old pieces' ids would go on training on the new ones."""
+    digest = hashlib.sha256()
+    sides = (config.data.src_lang, config.data.tgt_lang)
+    files = [split_path(data_dir, split, lang) for split in ("train", "dev") for lang in sides]
+    for path in files + sorted(Path(tokenizer_dir).glob("*.model")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def encode_split(tokenizer: Tokenizer, src: list[str], tgt: list[str]) -> tuple[Sequences, Sequences]:
     return Sequences.from_lists(tokenizer.encode_src(src)), Sequences.from_lists(tokenizer.encode_tgt(tgt))
 
@@ -123,6 +136,7 @@ class Trainer:
         torch.set_num_threads(choose_threads(config.train.threads))
         hold_heap()  # buffers reuse freed memory between trims (nmt.hardware.hold_heap)
         self.tokenizer = Tokenizer.from_folder(tokenizer_dir)
+        self.inputs = inputs_fingerprint(self.data_dir, tokenizer_dir, config)
         src, tgt = encode_split(self.tokenizer, *read_split(self.data_dir, "train", config))
         keep = np.flatnonzero((src.lengths <= config.train.max_train_len) & (tgt.lengths < config.train.max_train_len))
         if keep.size == 0:  # no batch could be made: the loop would turn through empty epochs
@@ -157,8 +171,11 @@ class Trainer:
                     f"{folder} was trained with other {section} settings; "
                     f"delete {self.run_dir} or choose a new name to start afresh"
                 )
-        load_weights(self.model, folder)
         tensors, data = load_trainer_state(folder)
+        if data.get("inputs", self.inputs) != self.inputs:  # (checkpoints from before the check have none)
+            raise NmtError(f"{folder} was trained on other data or another tokenizer (the run's data or "
+                           f"tokenizer folder changed since); delete {self.run_dir} or choose a new name to start afresh")
+        load_weights(self.model, folder)
         optimizer_from_tensors(self.optimizer, tensors, data["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
         if self.device.type == "cuda" and "rng.cuda" in tensors:  # dropout masks drawn on the GPU
@@ -183,7 +200,7 @@ class Trainer:
             self.tokenizer,
             self.state.step,
             tensors,
-            {"optimizer": optim_data, "trainer": self.state.__dict__},
+            {"optimizer": optim_data, "trainer": self.state.__dict__, "inputs": self.inputs},
         )
         if is_best:
             point(self.run_dir / "best", folder)

@@ -14,6 +14,7 @@ from conftest import SPM200, saved_tiny_model, tiny_config
 from nmt import pipeline
 from nmt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nmt.config import run_paths
+from nmt.errors import NmtError
 from nmt.translate import Translator
 
 LINES = ["Y dijo Dios: Sea la luz.", "", "Y vió Dios que la luz era buena.", "En el principio"]
@@ -233,6 +234,25 @@ def test_resume_refuses_a_run_with_another_model(tmp_path):
     _train(tmp_path, "train.max_steps=8")
     with pytest.raises(Exception, match="trained with other model settings"):
         _train(tmp_path, "train.max_steps=16", "model.cell=gru")
+
+
+@pytest.mark.parametrize("edited", ["data", "tokenizer"])
+def test_resume_refuses_a_run_whose_data_or_tokenizer_changed(tmp_path, edited):
+    """The same config over a corpus edited in place: make prepares the data and trains the
+    tokenizer again, and training resumed the old weights on the new pieces' ids without a word."""
+    _, paths = _train(tmp_path, "train.max_steps=8")
+    if edited == "tokenizer":  # SentencePiece trained again (here: on the same text, fewer pieces)
+        from nmt.config import TokenizerConfig
+        from nmt.data import read_lines
+        from nmt.tokenizer import train_tokenizer
+
+        src, tgt = (read_lines(paths.data / f"train.{side}") for side in ("es", "en"))
+        train_tokenizer(src, tgt, TokenizerConfig(vocab_size=150), paths.tokenizer)
+    else:  # one word of the prepared training text
+        path = paths.data / "train.en"
+        path.write_text(path.read_text(encoding="utf-8").replace("the", "thee", 1), encoding="utf-8")
+    with pytest.raises(NmtError, match="trained on other data or another tokenizer"):
+        _train(tmp_path, "train.max_steps=16")
 
 
 @pytest.mark.parametrize("beam", [1, 3])
