@@ -11,13 +11,16 @@ Run folder layout (``run_dir``):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +125,29 @@ def dev_loss(model: Seq2Seq, src: Sequences, tgt: Sequences, max_tokens: int, de
         loss, n = batch_loss(model, batch, 0.0)
         total, count = total + float(loss), count + n
     return total / max(1, count)
+
+
+@contextlib.contextmanager
+def _stop_asked(on: int) -> Iterator[threading.Event]:
+    """An event set by the first signal ``on`` (Ctrl-C's SIGINT) while the block runs, instead of
+    a KeyboardInterrupt wherever the step happened to be (half an optimizer update, say); the
+    handler before comes back at once, so a second Ctrl-C interrupts as usual. Outside the main
+    thread, or where the signal is ignored (a background job), nothing changes."""
+    asked = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(on) is signal.SIG_IGN:
+        yield asked
+        return
+    before = signal.getsignal(on)
+
+    def handler(signum, frame):
+        asked.set()
+        signal.signal(on, before)
+
+    signal.signal(on, handler)
+    try:
+        yield asked
+    finally:
+        signal.signal(on, before)
 
 
 class Trainer:
@@ -262,12 +288,19 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         check_destination(self.run_dir / "checkpoints", folder=True)  # before the steps whose checkpoint it holds
         try:
-            self._steps(metrics_path, on_progress)
-        except KeyboardInterrupt:  # Ctrl-C: say where the next run picks up (the steps since are lost)
+            with _stop_asked(on=signal.SIGINT) as asked:
+                self._steps(metrics_path, on_progress, asked)
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: the steps since are lost
             where = (f"{self.run_dir / 'last'}, step {self.saved_step}" if self.saved_step is not None
                      else "the start: no checkpoint yet")
             log.warning("interrupted at step %d; training again resumes from %s", st.step, where)
             raise
+        if asked.is_set():  # Ctrl-C: the step it came in is finished; save it, so nothing is lost
+            if self.saved_step != st.step:
+                self._save(is_best=False)
+            log.warning("interrupted at step %d, saved as %s; training again resumes there", st.step,
+                        self.run_dir / "last")
+            raise KeyboardInterrupt
         if st.step % cfg.valid_every != 0 or st.best_step == 0:  # the final weights get a say too
             self._after_validation(self._validate_and_log(metrics_path))
         log.info("%s; best dev BLEU %.2f at step %d", st.stopped, st.best_bleu, st.best_step)
@@ -286,8 +319,10 @@ class Trainer:
         atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
-    def _steps(self, metrics_path: Path, on_progress: Callable[[Progress], None] | None) -> None:
-        """Train until a budget is spent or early stopping; validate and save every valid_every steps."""
+    def _steps(self, metrics_path: Path, on_progress: Callable[[Progress], None] | None,
+               asked: threading.Event) -> None:
+        """Train until a budget is spent, early stopping, or ``asked`` to stop; validate and save
+        every valid_every steps."""
         cfg, st = self.config.train, self.state
         start, window = time.perf_counter() - st.elapsed_s, _Window()
         stop = self._budget_spent()
@@ -311,7 +346,7 @@ class Trainer:
                     stop = self._after_validation(validation)
                 if on_progress is not None:
                     on_progress(Progress(st.step, st.epoch, loss, window.rate, st.lr, norm, st.elapsed_s, validation))
-                if stop or self._budget_spent():
+                if stop or self._budget_spent() or asked.is_set():
                     stop = True
                     break
             else:

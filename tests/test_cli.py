@@ -248,9 +248,9 @@ def test_train_prints_its_summary_on_stdout_and_logs_above_the_bar(tiny_run, tmp
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d", line) for line in logged), logged
 
 
-def test_ctrl_c_during_training_says_where_the_run_resumes(tiny_run, tmp_path):
-    """Ctrl-C (SIGINT) during pipelines/train_model.py: exit status 130, no traceback, and a last
-    line that names the checkpoint the next run resumes from."""
+def test_ctrl_c_during_training_saves_the_step_and_says_where_the_run_resumes(tiny_run, tmp_path):
+    """Ctrl-C (SIGINT) during pipelines/train_model.py: the step it came in is saved as the last
+    checkpoint, the process exits 130 without a traceback, and its last word names that checkpoint."""
     import shutil
     import signal
     import time
@@ -273,7 +273,7 @@ def test_ctrl_c_during_training_says_where_the_run_resumes(tiny_run, tmp_path):
     assert "Traceback" not in stderr
     note = next(line for line in stderr.splitlines() if "interrupted at step" in line)
     saved = int(os.readlink(tmp_path / "runs" / "tiny" / "last").rpartition("-")[2])
-    assert note.endswith(f"training again resumes from runs/tiny/last, step {saved}")
+    assert note.endswith(f"interrupted at step {saved}, saved as runs/tiny/last; training again resumes there")
 
 
 def test_translate_to_a_folder_is_refused_before_decoding(tiny_run, tmp_path, monkeypatch):
