@@ -127,27 +127,37 @@ def dev_loss(model: Seq2Seq, src: Sequences, tgt: Sequences, max_tokens: int, de
     return total / max(1, count)
 
 
+@dataclass
+class _StopAsked:
+    signum: int | None = None  # the signal that asked, once one has
+
+
 @contextlib.contextmanager
-def _stop_asked(on: int) -> Iterator[threading.Event]:
-    """An event set by the first signal ``on`` (Ctrl-C's SIGINT) while the block runs, instead of
-    a KeyboardInterrupt wherever the step happened to be (half an optimizer update, say); the
-    handler before comes back at once, so a second Ctrl-C interrupts as usual. Outside the main
-    thread, or where the signal is ignored (a background job), nothing changes."""
-    asked = threading.Event()
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(on) is signal.SIG_IGN:
-        yield asked
-        return
-    before = signal.getsignal(on)
+def _stop_asked(*signums: int) -> Iterator[_StopAsked]:
+    """Notes the first of ``signums`` (Ctrl-C's SIGINT, a scheduler's SIGTERM) that comes while
+    the block runs, instead of a KeyboardInterrupt or an exit wherever the step happened to be
+    (half an optimizer update, say). Every handler from before comes back at once, so a second
+    signal acts as usual. Outside the main thread nothing changes, nor for a signal ignored (SIGINT
+    in a background job) or handled outside Python."""
+    asked = _StopAsked()
+    before = {}
+    if threading.current_thread() is threading.main_thread():
+        before = {s: h for s in signums if (h := signal.getsignal(s)) not in (None, signal.SIG_IGN)}
 
-    def handler(signum, frame):
-        asked.set()
-        signal.signal(on, before)
+    def restore() -> None:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
-    signal.signal(on, handler)
+    def note(signum, frame) -> None:
+        asked.signum = signum
+        restore()
+
+    for signum in before:
+        signal.signal(signum, note)
     try:
         yield asked
     finally:
-        signal.signal(on, before)
+        restore()
 
 
 class Trainer:
@@ -200,7 +210,8 @@ class Trainer:
         tensors, data = load_trainer_state(folder)
         if data.get("inputs", self.inputs) != self.inputs:  # (checkpoints from before the check have none)
             raise NmtError(f"{folder} was trained on other data or another tokenizer (the run's data or "
-                           f"tokenizer folder changed since); delete {self.run_dir} or choose a new name to start afresh")
+                           f"tokenizer folder changed since); delete {self.run_dir} or choose a new name to "
+                           f"start afresh")
         load_weights(self.model, folder)
         optimizer_from_tensors(self.optimizer, tensors, data["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
@@ -288,18 +299,18 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         check_destination(self.run_dir / "checkpoints", folder=True)  # before the steps whose checkpoint it holds
         try:
-            with _stop_asked(on=signal.SIGINT) as asked:
+            with _stop_asked(signal.SIGINT, signal.SIGTERM) as asked:
                 self._steps(metrics_path, on_progress, asked)
         except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: the steps since are lost
             where = (f"{self.run_dir / 'last'}, step {self.saved_step}" if self.saved_step is not None
                      else "the start: no checkpoint yet")
             log.warning("interrupted at step %d; training again resumes from %s", st.step, where)
             raise
-        if asked.is_set():  # Ctrl-C: the step it came in is finished; save it, so nothing is lost
+        if asked.signum is not None:  # Ctrl-C or SIGTERM: the step it came in is finished; save it
             if self.saved_step != st.step:
                 self._save(is_best=False)
-            log.warning("interrupted at step %d, saved as %s; training again resumes there", st.step,
-                        self.run_dir / "last")
+            log.warning("interrupted (%s) at step %d, saved as %s; training again resumes there",
+                        signal.Signals(asked.signum).name, st.step, self.run_dir / "last")
             raise KeyboardInterrupt
         if st.step % cfg.valid_every != 0 or st.best_step == 0:  # the final weights get a say too
             self._after_validation(self._validate_and_log(metrics_path))
@@ -320,7 +331,7 @@ class Trainer:
         return summary
 
     def _steps(self, metrics_path: Path, on_progress: Callable[[Progress], None] | None,
-               asked: threading.Event) -> None:
+               asked: _StopAsked) -> None:
         """Train until a budget is spent, early stopping, or ``asked`` to stop; validate and save
         every valid_every steps."""
         cfg, st = self.config.train, self.state
@@ -346,7 +357,7 @@ class Trainer:
                     stop = self._after_validation(validation)
                 if on_progress is not None:
                     on_progress(Progress(st.step, st.epoch, loss, window.rate, st.lr, norm, st.elapsed_s, validation))
-                if stop or self._budget_spent() or asked.is_set():
+                if stop or self._budget_spent() or asked.signum is not None:
                     stop = True
                     break
             else:

@@ -230,22 +230,25 @@ def test_best_and_last_are_complete_checkpoints(tiny_run):
     assert os.path.islink(tiny_run.root / "best")
 
 
-def test_ctrl_c_saves_the_step_it_came_in_and_the_resumed_run_gives_the_same_weights(tmp_path):
-    """SIGINT at step 13 (no checkpoint is due before 16): the trainer finishes that step, saves it
-    and raises KeyboardInterrupt; resumed, the run ends with an uninterrupted run's weights."""
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_saves_the_step_it_came_in_and_the_resumed_run_gives_the_same_weights(tmp_path, signum):
+    """Ctrl-C (SIGINT) or a scheduler's SIGTERM at step 13 (no checkpoint is due before 16): the
+    trainer finishes that step, saves it and raises KeyboardInterrupt; resumed, the run ends with an
+    uninterrupted run's weights."""
     import signal
 
+    signum = getattr(signal, signum)
     _, straight = _train(tmp_path / "a", "train.max_steps=24")
-    handler = signal.getsignal(signal.SIGINT)
+    handler = signal.getsignal(signum)
 
     def ctrl_c_at_13(progress):
         if progress.step == 13:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
 
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "b", "train.max_steps=24", on_progress=ctrl_c_at_13)
     assert load_checkpoint(tmp_path / "b" / "tiny" / "last").step == 13
-    assert signal.getsignal(signal.SIGINT) is handler  # the handler from before is back
+    assert signal.getsignal(signum) is handler  # the handler from before is back
     _, resumed = _train(tmp_path / "b", "train.max_steps=24")
     a = load_file(straight.root / "last" / "model.safetensors")
     b = load_file(resumed.root / "last" / "model.safetensors")

@@ -271,9 +271,9 @@ def test_ctrl_c_during_training_saves_the_step_and_says_where_the_run_resumes(ti
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
-    note = next(line for line in stderr.splitlines() if "interrupted at step" in line)
+    note = next(line for line in stderr.splitlines() if "interrupted (SIGINT) at step" in line)
     saved = int(os.readlink(tmp_path / "runs" / "tiny" / "last").rpartition("-")[2])
-    assert note.endswith(f"interrupted at step {saved}, saved as runs/tiny/last; training again resumes there")
+    assert note.endswith(f"interrupted (SIGINT) at step {saved}, saved as runs/tiny/last; training again resumes there")
 
 
 def test_translate_to_a_folder_is_refused_before_decoding(tiny_run, tmp_path, monkeypatch):
