@@ -222,7 +222,7 @@ def _checkpoint_info(cand: Candidate) -> dict:
         "name": cand.name, "path": str(cand.path), "step": _step(cand.path), "cell": model.cell,
         "attention": model.attention, "parameters": count_parameters(cand.translator.model),
         "model": asdict(model), "beam": cand.beam, "alpha": cand.alpha,
-        "decode": asdict(cand.translator.config.decode),
+        "decode": {**asdict(cand.translator.config.decode), "beam": cand.beam},  # as used: --beam overrides
     }
 
 

@@ -95,7 +95,7 @@ def evaluate(
         "source": str(src_path),
         "reference": str(ref_path),
         "sentences": len(sources),
-        "decode": asdict(translator.config.decode),
+        "decode": {**asdict(translator.config.decode), "beam": beam},  # as used: --beam overrides
         "systems": {name: {k: v for k, v in s.items() if k != "hypotheses"} for name, s in systems.items()},
         "samples": _samples(sources, refs, systems, samples),
     }

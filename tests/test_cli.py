@@ -161,6 +161,7 @@ def test_evaluate_with_beam_1_decodes_greedy_once(tiny_run, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
     assert list(report["systems"]) == ["greedy"]  # not a second, identical "beam1" row
+    assert report["decode"]["beam"] == 1  # the settings recorded are the ones used (the config says 3)
     assert sorted(p.name for p in tmp_path.glob("test.*")) == ["test.greedy.en"]
 
 
