@@ -273,12 +273,14 @@ def report(
 
 
 def _beam_sizes(text: str) -> tuple[int, ...]:
+    """Every comma-separated entry a beam size, each once: "2,,3" is more likely a lost number than
+    a wish for two, and a size given twice would decode the sweep's sentences twice."""
     try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+        sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
         sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise NmtError(f"--beams {text!r}: give beam sizes like 1,2,5,10")
+    if not sizes or min(sizes) < 1 or len(set(sizes)) < len(sizes):
+        raise NmtError(f"--beams {text!r}: give distinct beam sizes like 1,2,5,10")
     return sizes
 
 

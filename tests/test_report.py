@@ -216,6 +216,8 @@ def test_markdown_of_an_evaluate_report_still_renders():
 
 @pytest.mark.parametrize("args, message", [
     (["--beams", "1,x"], "--beams"),
+    (["--beams", "2,,3"], "--beams"),
+    (["--beams", "2,5,2"], "--beams"),
     (["--name", "a", "--name", "b"], "--name"),
 ])
 def test_bad_options_fail_with_one_line(tiny_run, tmp_path, args, message):
