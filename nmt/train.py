@@ -11,16 +11,14 @@ Run folder layout (``run_dir``):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import shutil
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,9 +40,11 @@ from nmt.config import Config
 from nmt.data import DataError, read_lines, split_path
 from nmt.errors import NmtError
 from nmt.hardware import choose_threads, hold_heap, pick_device, resolve_precision, trim_heap
+from nmt.interrupt import StopRequest, stop_requests
 from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
 from nmt.tokenizer import PAD, Tokenizer
+from nmt.trainlog import MetricsWindow, append_record, truncate_after
 from nmt.translate import Translator
 
 log = logging.getLogger(__name__)
@@ -127,39 +127,6 @@ def dev_loss(model: Seq2Seq, src: Sequences, tgt: Sequences, max_tokens: int, de
     return total / max(1, count)
 
 
-@dataclass
-class _StopAsked:
-    signum: int | None = None  # the signal that asked, once one has
-
-
-@contextlib.contextmanager
-def _stop_asked(*signums: int) -> Iterator[_StopAsked]:
-    """Notes the first of ``signums`` (Ctrl-C's SIGINT, a scheduler's SIGTERM) that comes while
-    the block runs, instead of a KeyboardInterrupt or an exit wherever the step happened to be
-    (half an optimizer update, say). Every handler from before comes back at once, so a second
-    signal acts as usual. Outside the main thread nothing changes, nor for a signal ignored (SIGINT
-    in a background job) or handled outside Python."""
-    asked = _StopAsked()
-    before = {}
-    if threading.current_thread() is threading.main_thread():
-        before = {s: h for s in signums if (h := signal.getsignal(s)) not in (None, signal.SIG_IGN)}
-
-    def restore() -> None:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
-
-    def note(signum, frame) -> None:
-        asked.signum = signum
-        restore()
-
-    for signum in before:
-        signal.signal(signum, note)
-    try:
-        yield asked
-    finally:
-        restore()
-
-
 class Trainer:
     """Owns the optimisation; knows the model only through forward() and the checkpoint format."""
 
@@ -221,7 +188,7 @@ class Trainer:
         self.saved_step = self.state.step
         self.state.stopped = ""  # the stop conditions are checked again with this run's settings
         self._set_lr(self.state.lr)
-        _truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
+        truncate_after(self.run_dir / "metrics.jsonl", self.state.step)
         log.info("resumed from %s at step %d", folder, self.state.step)
 
     def _save(self, is_best: bool) -> None:
@@ -299,7 +266,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         check_destination(self.run_dir / "checkpoints", folder=True)  # before the steps whose checkpoint it holds
         try:
-            with _stop_asked(signal.SIGINT, signal.SIGTERM) as asked:
+            with stop_requests(signal.SIGINT, signal.SIGTERM) as asked:
                 self._steps(metrics_path, on_progress, asked)
         except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: the steps since are lost
             where = (f"{self.run_dir / 'last'}, step {self.saved_step}" if self.saved_step is not None
@@ -331,11 +298,11 @@ class Trainer:
         return summary
 
     def _steps(self, metrics_path: Path, on_progress: Callable[[Progress], None] | None,
-               asked: _StopAsked) -> None:
+               asked: StopRequest) -> None:
         """Train until a budget is spent, early stopping, or ``asked`` to stop; validate and save
         every valid_every steps."""
         cfg, st = self.config.train, self.state
-        start, window = time.perf_counter() - st.elapsed_s, _Window()
+        start, window = time.perf_counter() - st.elapsed_s, MetricsWindow()
         stop = self._budget_spent()
         while not stop:
             rng = np.random.default_rng([cfg.seed, st.epoch])  # same batches for the same epoch
@@ -351,7 +318,7 @@ class Trainer:
                 if cfg.trim_heap_every and st.step % cfg.trim_heap_every == 0:
                     trim_heap()  # resident memory level over a long run (nmt.hardware.trim_heap)
                 if st.step % LOG_EVERY == 0:
-                    _append(metrics_path, window.flush(st))
+                    append_record(metrics_path, window.flush(st))
                 if st.step % cfg.valid_every == 0:
                     validation = self._validate_and_log(metrics_path)
                     stop = self._after_validation(validation)
@@ -375,62 +342,13 @@ class Trainer:
         t0 = time.perf_counter()
         result = self.validate()
         result.update(step=self.state.step, lr=self.state.lr, valid_seconds=time.perf_counter() - t0)
-        _append(metrics_path, {"kind": "valid", **result})
+        append_record(metrics_path, {"kind": "valid", **result})
         log.info("step %d: dev loss %.3f ppl %.1f BLEU %.2f", self.state.step, result["dev_loss"],
                  result["dev_ppl"], result["dev_bleu"])
         return result
-
-
-class _Window:
-    """Running means of the training metrics between two log lines."""
-
-    def __init__(self):
-        self.reset()
-        self.rate = 0.0
-
-    def reset(self):
-        self.loss = self.tokens = self.seconds = self.clipped = self.steps = 0.0
-        self.norms: list[float] = []
-
-    def add(self, loss: float, tokens: int, norm: float, seconds: float, clipped: bool):
-        self.loss += loss * tokens
-        self.tokens += tokens
-        self.seconds += seconds
-        self.clipped += clipped
-        self.steps += 1
-        self.norms.append(norm)
-        self.rate = self.tokens / max(self.seconds, 1e-9)
-
-    def flush(self, st: TrainerState) -> dict:
-        line = {
-            "kind": "train",
-            "step": st.step,
-            "epoch": st.epoch,
-            "train_loss": self.loss / max(1.0, self.tokens),
-            "lr": st.lr,
-            "grad_norm": float(np.mean(self.norms)) if self.norms else 0.0,
-            "grad_norm_max": max(self.norms, default=0.0),
-            "clipped_steps": int(self.clipped),
-            "tokens_per_s": self.rate,
-            "elapsed_s": st.elapsed_s,
-        }
-        self.reset()
-        return line
 
 
 def _subset(seqs: Sequences, keep: np.ndarray) -> Sequences:
     return Sequences.from_lists([seqs.get(i).tolist() for i in keep])
 
 
-def _append(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines logged after the checkpoint we resume from (they will be logged again)."""
-    if not path.exists():
-        return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
-    atomic_write_text(path, "".join(line + "\n" for line in kept))

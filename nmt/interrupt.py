@@ -1,0 +1,43 @@
+"""Stopping a long run between two steps: Ctrl-C's SIGINT or a scheduler's SIGTERM is noted, not
+raised, so the loop can finish the step under way and save it before it exits."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass
+class StopRequest:
+    signum: int | None = None  # the signal that asked, once one has
+
+
+@contextlib.contextmanager
+def stop_requests(*signums: int) -> Iterator[StopRequest]:
+    """Notes the first of ``signums`` that comes while the block runs, instead of a
+    KeyboardInterrupt or an exit wherever the step happened to be (half an optimizer update, say).
+    Every handler from before comes back at once, so a second signal acts as usual. Outside the
+    main thread nothing changes, nor for a signal ignored (SIGINT in a background job) or handled
+    outside Python."""
+    request = StopRequest()
+    before = {}
+    if threading.current_thread() is threading.main_thread():
+        before = {s: h for s in signums if (h := signal.getsignal(s)) not in (None, signal.SIG_IGN)}
+
+    def restore() -> None:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+    def note(signum, frame) -> None:
+        request.signum = signum
+        restore()
+
+    for signum in before:
+        signal.signal(signum, note)
+    try:
+        yield request
+    finally:
+        restore()

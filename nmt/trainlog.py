@@ -1,0 +1,71 @@
+"""metrics.jsonl, the training log: one JSON object per log interval (running means since the
+last line) or validation, each with its step, so a resumed run can drop what it will log again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from nmt.atomic import atomic_write_text
+
+
+class _Position(Protocol):  # what a log line reports of the trainer's state
+    step: int
+    epoch: int
+    lr: float
+    elapsed_s: float
+
+
+class MetricsWindow:
+    """Running means of the training metrics between two log lines."""
+
+    def __init__(self):
+        self.reset()
+        self.rate = 0.0
+
+    def reset(self):
+        self.loss = self.tokens = self.seconds = self.clipped = self.steps = 0.0
+        self.norms: list[float] = []
+
+    def add(self, loss: float, tokens: int, norm: float, seconds: float, clipped: bool):
+        self.loss += loss * tokens
+        self.tokens += tokens
+        self.seconds += seconds
+        self.clipped += clipped
+        self.steps += 1
+        self.norms.append(norm)
+        self.rate = self.tokens / max(self.seconds, 1e-9)
+
+    def flush(self, at: _Position) -> dict:
+        """The log line of the steps since the last one; starts a new window."""
+        line = {
+            "kind": "train",
+            "step": at.step,
+            "epoch": at.epoch,
+            "train_loss": self.loss / max(1.0, self.tokens),
+            "lr": at.lr,
+            "grad_norm": float(np.mean(self.norms)) if self.norms else 0.0,
+            "grad_norm_max": max(self.norms, default=0.0),
+            "clipped_steps": int(self.clipped),
+            "tokens_per_s": self.rate,
+            "elapsed_s": at.elapsed_s,
+        }
+        self.reset()
+        return line
+
+
+def append_record(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def truncate_after(path: Path, step: int) -> None:
+    """Drop lines logged after the checkpoint we resume from (they will be logged again)."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
