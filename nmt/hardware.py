@@ -132,6 +132,8 @@ def pick_device(name: str | None) -> torch.device:
         device = torch.device(name)
     except RuntimeError:  # torch lists two dozen device types, most of which nmt never ran on
         raise NmtError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):  # mps, xpu …: torch knows them; nmt's paths are untried there
+        raise NmtError(f"device {name!r} is not supported: nmt runs on cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NmtError(f"device {name} requested but CUDA is not available")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():

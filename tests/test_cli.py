@@ -127,6 +127,13 @@ def test_translate_refuses_an_unknown_precision(tiny_run, tmp_path):
     assert out.read_text(encoding="utf-8") == "earlier output\n"
 
 
+def test_translate_on_a_device_nmt_does_not_run_on_is_one_line(tiny_run):
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--device", "mps"],
+                           input="Y dijo Dios\n")
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: device 'mps' is not supported: nmt runs on cpu, cuda or cuda:N"
+
+
 def test_translate_refuses_an_unknown_stopping_rule(tiny_run):
     result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--beam", "3",
                                  "--stopping", "early"], input="Y dijo Dios\n")

@@ -33,6 +33,12 @@ def test_asking_for_cuda_without_it_is_a_clear_error():
     assert hardware.pick_device("cpu").type == "cpu"
 
 
+@pytest.mark.parametrize("name", ["mps", "xpu", "meta"])
+def test_a_device_nmt_does_not_run_on_is_a_clear_error(name):
+    with pytest.raises(NmtError, match=f"device '{name}' is not supported: nmt runs on cpu, cuda or cuda:N"):
+        hardware.pick_device(name)
+
+
 @pytest.mark.parametrize("name", ["tpu", "gpu", "cuda:x"])
 def test_a_device_torch_does_not_know_is_a_clear_error(name):
     with pytest.raises(NmtError, match=f"unknown device '{name}': use cpu, cuda or cuda:N"):
