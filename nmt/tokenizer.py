@@ -27,10 +27,21 @@ class TokenizerError(NmtError, ValueError):
     """A tokenizer that cannot be trained or loaded; one line for the user."""
 
 
-def _train_model(lines: list[str], config: TokenizerConfig) -> bytes:
+def _train_model(lines: list[str], config: TokenizerConfig, side: str) -> bytes:
     if not lines:
         raise TokenizerError("cannot train SentencePiece on an empty training split")
     model = io.BytesIO()
+    try:
+        _run_trainer(lines, config, model)
+    except RuntimeError as exc:  # SentencePiece's check, with its C++ file and condition before it
+        reason = " ".join(str(exc).split()).rsplit("] ", 1)[-1]
+        raise TokenizerError(f"SentencePiece could not train on the {side}: {reason} (tokenizer.vocab_size="
+                             f"{config.vocab_size}, tokenizer.character_coverage={config.character_coverage:g})"
+                             ) from None
+    return model.getvalue()
+
+
+def _run_trainer(lines: list[str], config: TokenizerConfig, model: io.BytesIO) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
         model_writer=model,
@@ -47,17 +58,17 @@ def _train_model(lines: list[str], config: TokenizerConfig) -> bytes:
         num_threads=2,
         minloglevel=2,
     )
-    return model.getvalue()
 
 
 def train_tokenizer(src_lines: list[str], tgt_lines: list[str], config: TokenizerConfig, folder: Path) -> Path:
     """Train on the training split only and write the tokenizer folder; returns its manifest."""
     folder = Path(folder)
     if config.joint:
-        joint = _train_model(src_lines + tgt_lines, config)
+        joint = _train_model(src_lines + tgt_lines, config, "training split (both sides, joint)")
         models = (joint, joint)
     else:
-        models = (_train_model(src_lines, config), _train_model(tgt_lines, config))
+        models = (_train_model(src_lines, config, "training split's source side"),
+                  _train_model(tgt_lines, config, "training split's target side"))
     for name, data in zip(FILES, models):
         atomic_write_bytes(folder / name, data)
     manifest = folder / "tokenizer.json"

@@ -41,3 +41,14 @@ def test_missing_tokenizer(tmp_path):
 def test_empty_training_text(tmp_path):
     with pytest.raises(TokenizerError, match="empty training split"):
         train_tokenizer([], [], TokenizerConfig(joint=False), tmp_path)
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_a_vocabulary_smaller_than_the_characters_is_one_line_and_writes_nothing(tmp_path, sides, joint):
+    src, tgt = sides
+    with pytest.raises(TokenizerError) as caught:
+        train_tokenizer(src, tgt, TokenizerConfig(vocab_size=10, joint=joint), tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and "Vocabulary size is smaller than required_chars" in message
+    assert "tokenizer.vocab_size=10" in message and ("joint" in message) is joint
+    assert list(tmp_path.iterdir()) == []
