@@ -68,7 +68,7 @@ class TokenizerConfig:
     vocab_size: int = 8000
     joint: bool = True  # one model for both languages (lets target embeddings be tied)
     character_coverage: float = 1.0
-    max_sentences: int = 2_000_000  # SentencePiece input_sentence_size
+    max_sentences: int = 2_000_000  # SentencePiece input_sentence_size; 0 = every sentence
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 # Ranges that types cannot express: the least value each number may take ...
 _AT_LEAST = {
     "data.max_ratio": 1, "data.dev_size": 0, "data.test_size": 0,
-    "tokenizer.vocab_size": 8, "tokenizer.max_sentences": 1,
+    "tokenizer.vocab_size": 8, "tokenizer.max_sentences": 0,
     "model.emb_dim": 1, "model.enc_hidden": 1, "model.dec_hidden": 1, "model.attn_dim": 1,
     "train.min_lr": 0, "train.lr_patience": 1, "train.patience": 1, "train.max_steps": 1,
     "train.valid_every": 1, "train.valid_max_sentences": 0, "train.max_train_len": 1, "train.threads": 0,
@@ -320,8 +320,11 @@ def validate(config: Config, checked: tuple[str, ...] = SECTIONS) -> None:
                   (not 0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)")],
         "train": [(not 0.0 <= t.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
                   (t.max_tokens < t.max_train_len, "train.max_tokens must be at least train.max_train_len")],
-        "tokenizer": [(not 0.0 < config.tokenizer.character_coverage <= 1.0,
-                       "tokenizer.character_coverage must be in (0, 1]")],
+        # SentencePiece's own ranges, checked before it runs (its message names a C++ condition)
+        "tokenizer": [(not 0.98 <= config.tokenizer.character_coverage <= 1.0,
+                       "tokenizer.character_coverage must be in [0.98, 1], SentencePiece's range"),
+                      (0 < config.tokenizer.max_sentences <= 100,
+                       "tokenizer.max_sentences must be 0 (every sentence) or above 100, SentencePiece's range")],
         "decode": [(int(d.max_len_ratio) + d.max_len_offset < 1,  # nmt.search.max_lengths of 1 piece
                     "decode.max_len_ratio and decode.max_len_offset leave a one-piece source no target token")],
     }

@@ -57,8 +57,10 @@ def test_unknown_key_is_an_error(tmp_path):
         ("decode.alpha=-0.5", "decode.alpha must be at least 0, not -0.5"),
         ("decode.max_len_ratio=-1", "decode.max_len_ratio must be at least 0"),
         ("decode.max_len_ratio=0.5 decode.max_len_offset=0", "leave a one-piece source no target token"),
-        ("tokenizer.character_coverage=1.5", r"character_coverage must be in \(0, 1\]"),
-        ("tokenizer.character_coverage=0", r"character_coverage must be in \(0, 1\]"),
+        ("tokenizer.character_coverage=1.5", r"character_coverage must be in \[0.98, 1\]"),
+        ("tokenizer.character_coverage=0.9", r"character_coverage must be in \[0.98, 1\]"),
+        ("tokenizer.max_sentences=100", r"max_sentences must be 0 \(every sentence\) or above 100"),
+        ("tokenizer.max_sentences=-1", "tokenizer.max_sentences must be at least 0, not -1"),
         ("train.max_tokens=0", "train.max_tokens must be at least train.max_train_len"),
         ("train.precision=int8", "not one of"),  # int8 is for decoding only
         ("decode.batch_size=0", "decode.batch_size must be at least 1"),

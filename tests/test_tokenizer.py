@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import SPM200, TINY_TSV
-from nmt.config import DataConfig, TokenizerConfig
+from nmt.config import Config, DataConfig, TokenizerConfig, validate
 from nmt.data import read_pairs
 from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, TokenizerError, train_tokenizer
 
@@ -52,3 +52,11 @@ def test_a_vocabulary_smaller_than_the_characters_is_one_line_and_writes_nothing
     assert "\n" not in message and "Vocabulary size is smaller than required_chars" in message
     assert "tokenizer.vocab_size=10" in message and ("joint" in message) is joint
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("coverage, sentences", [(0.98, 101), (1.0, 0)])
+def test_the_configs_edge_values_are_ones_sentencepiece_accepts(tmp_path, sides, coverage, sentences):
+    config = TokenizerConfig(vocab_size=150, character_coverage=coverage, max_sentences=sentences)
+    validate(Config(tokenizer=config))  # the config's own check lets them through …
+    train_tokenizer(*sides, config, tmp_path)  # … and so does SentencePiece
+    assert Tokenizer.from_folder(tmp_path).src_vocab == 150
