@@ -311,6 +311,7 @@ def validate(config: Config, checked: tuple[str, ...] = SECTIONS) -> None:
             raise ConfigError(f"{name} must be greater than 0, not {value}")
     m, t, d = config.model, config.train, config.decode
     problems = {
+        "data": _data_problems(config.data),
         "model": [(not 1 <= m.enc_layers <= 4 or not 1 <= m.dec_layers <= 4,
                    "model.enc_layers and model.dec_layers must be between 1 and 4"),
                   (m.tie_embeddings and m.emb_dim != m.dec_hidden,
@@ -332,6 +333,23 @@ def validate(config: Config, checked: tuple[str, ...] = SECTIONS) -> None:
         for wrong, message in problems.get(section, []):
             if wrong:
                 raise ConfigError(message)
+
+
+def _data_problems(d: DataConfig) -> list[tuple[bool, str]]:
+    grouped, shared = bool(d.dev_groups or d.test_groups), sorted(set(d.dev_groups) & set(d.test_groups))
+    random_split = "give both as [] for a random split (data.dev_size, data.test_size)"
+    return [
+        (d.src_lang == d.tgt_lang, f"data.src_lang and data.tgt_lang are both {d.src_lang!r}: they name the "
+                                   f"split files (train.{d.src_lang}), so they must differ"),
+        (d.target is None and d.src_field == d.tgt_field,
+         f"data.src_field and data.tgt_field are both {d.src_field!r}: the source would be its own translation"),
+        (bool(shared), f"data.dev_groups and data.test_groups share {', '.join(shared)}: a group goes to one split"),
+        (grouped and d.target is not None, f"data.dev_groups and data.test_groups split by the ids' groups, but "
+                                           f"data.target pairs two text files, which carry no ids: {random_split}"),
+        (grouped and d.target is None and d.id_field is None,
+         f"data.dev_groups and data.test_groups split by the ids' groups, but data.id_field is null: {random_split}"),
+        (d.min_words > d.max_words, f"data.min_words ({d.min_words}) is above data.max_words ({d.max_words})"),
+    ]
 
 
 @dataclass(frozen=True)

@@ -225,6 +225,10 @@ def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
         raise DataError(f"{config.source}: its first row is a header ({', '.join(table[0].values())}), but "
                         f"data.columns names the columns of a headerless file; set data.columns: [] for a header")
     has_id = config.id_field is not None and config.id_field in columns
+    if (config.dev_groups or config.test_groups) and not has_id:  # line numbers have no groups
+        raise DataError(f"{config.source}: no id column {config.id_field!r} (columns: {', '.join(sorted(columns))}) "
+                        f"for data.dev_groups and data.test_groups, which split by the ids' groups; name the id "
+                        f"column in data.id_field, or give both groups as [] for a random split")
     pairs = []
     for i, record in enumerate(table):
         src, tgt = (_text(record, name, i, config.source) for name in (config.src_field, config.tgt_field))

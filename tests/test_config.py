@@ -64,6 +64,13 @@ def test_unknown_key_is_an_error(tmp_path):
         ("train.max_tokens=0", "train.max_tokens must be at least train.max_train_len"),
         ("train.precision=int8", "not one of"),  # int8 is for decoding only
         ("decode.batch_size=0", "decode.batch_size must be at least 1"),
+        # data: each of these prepared a corpus that was wrong, or failed later with a puzzling message
+        ("data.src_lang=en", r"data.src_lang and data.tgt_lang are both 'en': they name the split files"),
+        ("data.src_field=en", "data.src_field and data.tgt_field are both 'en'"),
+        ("data.dev_groups=[RUT] data.test_groups=[RUT]", "data.dev_groups and data.test_groups share RUT"),
+        ("data.id_field=null", r"split by the ids' groups, but data.id_field is null: give both as \[\]"),
+        ("data.target=b.en", "data.target pairs two text files, which carry no ids"),
+        ("data.min_words=50 data.max_words=10", r"data.min_words \(50\) is above data.max_words \(10\)"),
     ],
 )
 def test_bad_values_are_errors(overrides, message):
@@ -72,10 +79,10 @@ def test_bad_values_are_errors(overrides, message):
 
 
 def test_overrides_are_typed():
-    config = load_config(TINY_CONFIG, ["train.lr=1e-3", "model.cell=gru", "data.dev_groups=[RUT, JON]",
+    config = load_config(TINY_CONFIG, ["train.lr=1e-3", "model.cell=gru", "data.dev_groups=[RUT, TIT]",
                                        "decode.precision=int8"])
     assert config.train.lr == 0.001 and config.model.cell == "gru" and config.decode.precision == "int8"
-    assert config.data.dev_groups == ("RUT", "JON")
+    assert config.data.dev_groups == ("RUT", "TIT")
 
 
 def test_missing_config_file(tmp_path):

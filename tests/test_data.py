@@ -120,7 +120,8 @@ def test_jsonl_with_nested_fields(tmp_path):
     path = tmp_path / "c.jsonl"
     lines = [{"translation": {"de": f"hallo {i}", "en": f"hello {i}"}} for i in range(5)]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    config = DataConfig(source=str(path), src_field="translation.de", tgt_field="translation.en", id_field=None)
+    config = DataConfig(source=str(path), src_field="translation.de", tgt_field="translation.en", id_field=None,
+                        dev_groups=(), test_groups=())
     pairs = read_pairs(config)
     assert [(p.src, p.tgt) for p in pairs][:2] == [("hallo 0", "hello 0"), ("hallo 1", "hello 1")]
 
@@ -147,8 +148,18 @@ def test_numbers_are_read_as_written(tmp_path):
 def test_csv_with_header(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text("source,target\nuno,one\ndos,two\n")
-    pairs = read_pairs(DataConfig(source=str(path), columns=(), src_field="source", tgt_field="target"))
+    pairs = read_pairs(DataConfig(source=str(path), columns=(), src_field="source", tgt_field="target",
+                                  dev_groups=(), test_groups=()))
     assert [(p.src, p.tgt) for p in pairs] == [("uno", "one"), ("dos", "two")]
+
+
+def test_groups_without_an_id_column_are_refused_in_one_line(tmp_path):
+    """Line numbers stood in for the ids, and the split then listed them as the groups found."""
+    path = tmp_path / "c.csv"
+    path.write_text("source,target\nuno,one\ndos,two\n")
+    config = DataConfig(source=str(path), columns=(), src_field="source", tgt_field="target", dev_groups=("RUT",))
+    with pytest.raises(DataError, match=r"no id column 'id' \(columns: source, target\) for data.dev_groups"):
+        read_pairs(config)
 
 
 def test_aligned_text_files_and_random_split(tmp_path):
@@ -238,7 +249,8 @@ def test_hub_dataset_names_go_to_the_hub_loader(monkeypatch, name):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     config = DataConfig(source=name, hub_config="de-en", hub_split="validation",
-                        src_field="translation.de", tgt_field="translation.en", id_field=None)
+                        src_field="translation.de", tgt_field="translation.en", id_field=None, dev_groups=(),
+                        test_groups=())
     pairs = read_pairs(config)
     assert calls == [(name, "de-en", "validation")]
     assert [(p.src, p.tgt) for p in pairs] == [("Hallo Welt", "Hello world"), ("Guten Tag", "Good day")]
