@@ -209,8 +209,10 @@ def translate(
 
 
 def _stdin_lines() -> list[str]:
+    from nmt.data import split_lines
+
     data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-    return data.decode("utf-8").splitlines()
+    return split_lines(data.decode("utf-8"))
 
 
 @app.command()

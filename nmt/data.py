@@ -342,10 +342,20 @@ def read_lines(path: str | Path) -> list[str]:
     if error := path_error(path, "file"):
         raise DataError(error)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # not read_text: it ends a line at a lone "\r" too
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
-    return text.splitlines()
+    return split_lines(text)
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines as ``wc -l`` and sacreBLEU count them: ended by "\\n" (a CRLF's "\\r" dropped). Not
+    str.splitlines(), which also ends a line at U+2028, NEL, a form feed and five more characters
+    that a sentence may hold: translating such a file gave more lines than it had."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # the last line's end, or an empty text
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def read_test_pair(

@@ -70,6 +70,27 @@ def test_translate_keeps_line_count_and_order(tiny_run, tmp_path):
         assert produced[1] == "" and produced[2] == ""
 
 
+# Characters str.splitlines() takes for line ends, each inside a sentence; a CRLF line; a lone CR
+ODD_LINES = ["Y dijo\u2028Dios.", "Y dijo\x85Dios.", "Y dijo\x0cDios.", "Y dijo\x1eDios.", "Y dijo Dios.\r",
+             "Y\rdijo Dios."]
+
+
+@pytest.mark.parametrize("via", ["file", "stdin"])
+def test_translate_ends_lines_at_newlines_only(tiny_run, tmp_path, via):
+    text = "\n".join(ODD_LINES) + "\n"  # six lines, as wc -l and sacreBLEU count them
+    args = ["translate", "--checkpoint", str(tiny_run.root / "best")]
+    if via == "file":
+        (tmp_path / "in.es").write_bytes(text.encode())
+        args += ["--input", str(tmp_path / "in.es")]
+    result = runner.invoke(app, args, input=text if via == "stdin" else None)
+    assert result.exit_code == 0, result.output
+    produced = result.stdout.split("\n")[:-1]
+    assert len(produced) == len(ODD_LINES)
+    # the input is normalised as the training data was: every odd space is a space
+    plain = runner.invoke(app, args[:3], input="Y dijo Dios.\n").stdout
+    assert produced[:5] == [plain.rstrip("\n")] * 5
+
+
 def test_translate_reads_stdin_and_writes_stdout(tiny_run):
     result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best")],
                            input="Y dijo Dios\n\nEn el principio\n")

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import TINY_TSV
 from nmt.config import DataConfig
-from nmt.data import DataError, Pair, normalise, prepare, read_pairs, write_splits
+from nmt.data import DataError, Pair, normalise, prepare, read_lines, read_pairs, split_lines, write_splits
 
 
 def test_normalise_nfc_and_whitespace():
@@ -260,3 +260,14 @@ def test_hub_dataset_offline_is_a_clear_error():
     """With HF_DATASETS_OFFLINE=1 (set by the tests) a hub name fails with one line, no traceback."""
     with pytest.raises(DataError, match="cannot load no-such-user/no-such-corpus"):
         read_pairs(DataConfig(source="no-such-user/no-such-corpus"))
+
+
+def test_lines_are_read_as_sacrebleu_reads_them(tmp_path):
+    from sacrebleu.utils import smart_open
+
+    path = tmp_path / "refs.en"
+    path.write_bytes("one\u2028two\nthree\x85four\x0c\nfive\r\n\nsix\rseven".encode())
+    with smart_open(str(path)) as handle:
+        theirs = [line.rstrip("\r\n") for line in handle]
+    assert read_lines(path) == theirs == ["one\u2028two", "three\x85four\x0c", "five", "", "six\rseven"]
+    assert split_lines("") == [] and split_lines("\n") == [""]
