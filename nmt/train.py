@@ -189,7 +189,9 @@ class Trainer:
         self.state.stopped = ""  # the stop conditions are checked again with this run's settings
         self._set_lr(self.state.lr)
         truncate_after(self.run_dir / "metrics.jsonl", self.state.step)
-        log.info("resumed from %s at step %d", folder, self.state.step)
+        was, now = manifest["config"]["train"], current["train"]  # these may change: the run goes on under now's
+        changed = "".join(f", train.{key} {was.get(key)} → {value}" for key, value in now.items() if was.get(key) != value)
+        log.info("resumed from %s at step %d%s", folder, self.state.step, changed and f"; changed since:{changed[1:]}")
 
     def _save(self, is_best: bool) -> None:
         tensors, optim_data = optimizer_to_tensors(self.optimizer)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 
@@ -254,6 +255,15 @@ def test_a_stop_signal_saves_the_step_it_came_in_and_the_resumed_run_gives_the_s
     b = load_file(resumed.root / "last" / "model.safetensors")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_resuming_under_changed_train_settings_says_which(tmp_path, caplog):
+    _train(tmp_path, "train.max_steps=8")
+    with caplog.at_level(logging.INFO, logger="nmt.train"):
+        _train(tmp_path, "train.max_steps=12", "train.lr=0.002")
+    resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resumed from")]
+    assert resumed == [f"resumed from {tmp_path / 'tiny' / 'last'} at step 8; changed since: "
+                       f"train.lr 0.005 → 0.002, train.max_steps 8 → 12"]
 
 
 def test_resume_refuses_a_run_with_another_model(tmp_path):
