@@ -161,8 +161,14 @@ class Trainer:
         self.state = TrainerState(lr=config.train.lr)
         log.info("model: %s parameters, %d training pairs, %s", f"{count_parameters(self.model):,}", len(keep),
                  self.precision)
-        if (self.run_dir / "last").exists():
-            self._resume(self.run_dir / "last")
+        last = self.run_dir / "last"
+        if last.is_symlink() and not last.exists():  # its checkpoint deleted: starting afresh would hide that
+            raise NmtError(f"{last} points to {last.readlink()}, which is missing; delete {self.run_dir} or "
+                           f"choose a new name to start afresh")
+        if last.exists():
+            self._resume(last)
+        else:  # lines of a run killed before its first checkpoint would be logged again
+            truncate_after(self.run_dir / "metrics.jsonl", 0)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _resume(self, folder: Path) -> None:

@@ -266,6 +266,28 @@ def test_resuming_under_changed_train_settings_says_which(tmp_path, caplog):
                        f"train.lr 0.005 → 0.002, train.max_steps 8 → 12"]
 
 
+def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(tmp_path, monkeypatch):
+    """A killed process (no Ctrl-C: the OOM killer, a power cut) leaves metrics.jsonl lines and no
+    checkpoint; the next run starts afresh and logged the same steps a second time."""
+    import nmt.train
+
+    monkeypatch.setattr(nmt.train, "LOG_EVERY", 5)  # a line before the first checkpoint (step 8)
+    with pytest.raises(Interrupted):
+        _train(tmp_path, "train.max_steps=12", on_progress=_interrupt_at(7))
+    metrics = tmp_path / "tiny" / "metrics.jsonl"
+    assert metrics.exists() and not (tmp_path / "tiny" / "last").exists()
+    _train(tmp_path, "train.max_steps=12")
+    steps = [(json.loads(line)["kind"], json.loads(line)["step"]) for line in metrics.read_text().splitlines()]
+    assert len(steps) == len(set(steps)) and ("train", 5) in steps
+
+
+def test_a_last_checkpoint_deleted_by_hand_is_refused_not_restarted(tmp_path):
+    _, paths = _train(tmp_path, "train.max_steps=8")
+    shutil.rmtree(paths.root / "checkpoints")
+    with pytest.raises(NmtError, match=r"last points to checkpoints/step-0000008, which is missing; delete"):
+        _train(tmp_path, "train.max_steps=16")
+
+
 def test_resume_refuses_a_run_with_another_model(tmp_path):
     _train(tmp_path, "train.max_steps=8")
     with pytest.raises(Exception, match="trained with other model settings"):
