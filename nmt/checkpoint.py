@@ -106,13 +106,24 @@ def point(link: Path, target: Path) -> None:
     os.replace(tmp, link)
 
 
+def _not_a_checkpoint(folder: Path) -> str:
+    """What a folder without a manifest is: a run, a run's checkpoints, half a checkpoint or none."""
+    if any((folder / name).exists() for name in ("best", "last")):
+        return f"{folder} is a run folder, not a checkpoint: give {folder / 'best'} (or {folder / 'last'})"
+    if steps := sorted(folder.glob("step-*")):
+        return f"{folder} holds checkpoints and is not one: give one of them, as {steps[-1]}"
+    if any(folder.glob("*.safetensors")):
+        return f"{folder}: incomplete checkpoint (no {MANIFEST})"
+    return f"{folder} is not a checkpoint (no {MANIFEST})"
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     if error := path_error(folder, "checkpoint folder", folder=True):
         raise CheckpointError(error)
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
-        raise CheckpointError(f"{folder}: incomplete checkpoint (no {MANIFEST})")
+        raise CheckpointError(_not_a_checkpoint(folder))
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

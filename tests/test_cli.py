@@ -219,8 +219,18 @@ def test_translate_with_a_bad_checkpoint_leaves_output_untouched(tmp_path):
     src = tmp_path / "in.txt"
     src.write_text("hola\n")
     result = runner.invoke(app, ["translate", "--checkpoint", str(tmp_path / "ckpt"), "-i", str(src), "-o", str(out)])
-    assert "incomplete checkpoint" in _error(result)
+    assert "is not a checkpoint (no checkpoint.json)" in _error(result)
     assert out.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("given, says", [
+    ("", "is a run folder, not a checkpoint: give {run}/best (or {run}/last)"),
+    ("checkpoints", "holds checkpoints and is not one: give one of them, as {run}/checkpoints/step-"),
+])
+def test_a_run_folder_given_for_a_checkpoint_names_the_checkpoint_to_give(tiny_run, given, says):
+    run = tiny_run.root
+    result = runner.invoke(app, ["translate", "--checkpoint", str(run / given)], input="hola\n")
+    assert result.exit_code == 1 and says.format(run=run) in _error(result)
 
 
 def test_translate_invalid_utf8_input(tiny_run, tmp_path):
