@@ -22,7 +22,7 @@ STAMPS := $(RUN)/config
 # (no such config: sed stays quiet and make names the missing configs/$(NAME).yaml)
 DATA_SOURCE := $(shell sed -n 's/^  source: *\([^ #]*\).*/\1/p' $(CONFIG) 2>/dev/null)
 
-.PHONY: all venv train eval test bench clean-run FORCE
+.PHONY: all venv train eval test bench FORCE
 all: train
 
 $(VENV)/.installed: pyproject.toml constraints.txt
