@@ -19,8 +19,6 @@ NAME ?= bible-es-en
 CONFIG := configs/$(NAME).yaml
 RUN := runs/$(NAME)
 STAMPS := $(RUN)/config
-# (no such config: sed stays quiet and make names the missing configs/$(NAME).yaml)
-DATA_SOURCE := $(shell sed -n 's/^  source: *\([^ #]*\).*/\1/p' $(CONFIG) 2>/dev/null)
 
 .PHONY: all venv train eval test bench FORCE
 all: train
@@ -34,13 +32,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-# Stamps: always evaluated, but each file only changes when its section of the config changes.
+# Stamps: always evaluated, but each file only changes when its section of the config changes
+# (data.json also when a local data file does: its size and modification time are in it).
 $(STAMPS)/resolved.json: $(CONFIG) $(VENV)/.installed FORCE
 	$(PY) pipelines/stamp_config.py --run $(RUN) $(CONFIG)
 
 $(STAMPS)/%.json: $(STAMPS)/resolved.json ;
 
-$(RUN)/data/stats.json: $(STAMPS)/data.json $(wildcard $(DATA_SOURCE))
+$(RUN)/data/stats.json: $(STAMPS)/data.json
 	$(PY) pipelines/prepare_data.py $(CONFIG)
 
 $(RUN)/tokenizer/tokenizer.json: $(RUN)/data/stats.json $(STAMPS)/tokenizer.json

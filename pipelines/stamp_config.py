@@ -3,7 +3,9 @@
     python pipelines/stamp_config.py [--run runs/NAME] configs/NAME.yaml [section.key=value …]
 
 Writes runs/<name>/config/<section>.json, but only when its content changed, so the Makefile
-reruns exactly the stages whose settings changed (editing decode.beam does not retrain).
+reruns exactly the stages whose settings changed (editing decode.beam does not retrain). The data
+stamp also holds the size and modification time of the local files the data section reads
+(``data.source``, ``data.target``), so an edited corpus is prepared again.
 ``--run`` is the run folder the caller expects (the Makefile's runs/$(NAME)): a config whose
 ``name`` puts its run elsewhere is an error here, not after training, when make looks for
 runs/$(NAME)/best.
@@ -34,11 +36,25 @@ def main(argv: list[str]) -> None:
     for section, values in config.to_dict().items():
         if section == "name":
             continue
+        if section == "data":
+            values = {**values, "files": _data_files(config.data.source, config.data.target)}
         path = folder / f"{section}.json"
         text = json.dumps(values, indent=2, sort_keys=True) + "\n"
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             atomic_write_text(path, text)
     atomic_write_text(folder / "resolved.json", config.to_json() + "\n")
+
+
+def _data_files(*given: str | None) -> dict[str, list[int]]:
+    """Size and modification time of each local data file (a hub name is none): what make's own
+    file prerequisites would compare, for paths a Makefile cannot parse out of YAML (quoted, with
+    spaces) and for data.target."""
+    files = {}
+    for name in given:
+        if name and Path(name).is_file():
+            status = Path(name).stat()
+            files[name] = [status.st_size, status.st_mtime_ns]
+    return files
 
 
 if __name__ == "__main__":

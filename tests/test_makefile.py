@@ -13,8 +13,49 @@ from conftest import ROOT, TINY_CONFIG, TINY_TSV
 VENV = Path(sys.prefix)  # make test runs pytest from make's .venv
 
 
-@pytest.mark.skipif(shutil.which("make") is None or not (VENV / ".installed").is_file(),
-                    reason="needs make and the tests run from make's .venv")
+needs_make = pytest.mark.skipif(shutil.which("make") is None or not (VENV / ".installed").is_file(),
+                                reason="needs make and the tests run from make's .venv")
+
+
+def _make(folder: Path, target: str) -> str:
+    """make TARGET in ``folder`` as a user runs it; -o: never reinstall the environment the tests run in."""
+    result = subprocess.run(["make", "-o", f"{VENV}/.installed", f"VENV={VENV}", "NAME=tiny", target],
+                            cwd=folder, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@needs_make
+@pytest.mark.parametrize("layout", ["quoted path with a space", "two text files"])
+def test_a_corpus_edited_in_place_is_prepared_again(tmp_path, layout):
+    """The Makefile took data.source out of the YAML with sed, as a prerequisite: a quoted path
+    or one with a space never matched, and data.target was never looked at, so make kept the old
+    splits of an edited corpus."""
+    shutil.copy(ROOT / "Makefile", tmp_path)
+    shutil.copytree(ROOT / "pipelines", tmp_path / "pipelines")
+    (tmp_path / "configs").mkdir()
+    rows = TINY_TSV.read_text(encoding="utf-8").splitlines()
+    if layout == "two text files":
+        edited = tmp_path / "corpus.en"
+        (tmp_path / "corpus.es").write_text("".join(r.split("\t")[1] + "\n" for r in rows), encoding="utf-8")
+        edited.write_text("".join(r.split("\t")[2] + "\n" for r in rows), encoding="utf-8")
+        data = ("  source: corpus.es\n  target: corpus.en\n  dev_groups: []\n  test_groups: []\n"
+                "  dev_size: 40\n  test_size: 40\n")
+    else:
+        edited = tmp_path / "my corpus.tsv"
+        shutil.copy(TINY_TSV, edited)
+        data = '  source: "my corpus.tsv"\n  dev_groups: [RUT]\n  test_groups: [JON]\n'
+    (tmp_path / "configs" / "tiny.yaml").write_text(f"name: tiny\ndata:\n{data}", encoding="utf-8")
+    stats = "runs/tiny/data/stats.json"
+    assert "pipelines/prepare_data.py" in _make(tmp_path, stats)
+    assert "pipelines/prepare_data.py" not in _make(tmp_path, stats)  # nothing changed: nothing redone
+    text = edited.read_text(encoding="utf-8")
+    edited.write_text(text.replace("God", "Dio"), encoding="utf-8")  # the same size: the time tells
+    assert "pipelines/prepare_data.py" in _make(tmp_path, stats)
+    assert "Dio " in (tmp_path / "runs/tiny/data/train.en").read_text(encoding="utf-8")
+
+
+@needs_make
 def test_editing_decode_settings_re_evaluates_with_them_without_retraining(tmp_path):
     """decode.beam: 3 → 2 in the config: make train evaluates again, with beam 2 (it used to take
     the beam the checkpoint was trained with), and neither data, tokenizer nor model is redone."""
@@ -26,18 +67,12 @@ def test_editing_decode_settings_re_evaluates_with_them_without_retraining(tmp_p
                       .replace("max_steps: 60", "max_steps: 20").replace("valid_every: 30", "valid_every: 20"),
                       encoding="utf-8")
 
-    def make() -> str:  # -o: never reinstall the environment the tests run in
-        result = subprocess.run(["make", "-o", f"{VENV}/.installed", f"VENV={VENV}", "NAME=tiny", "train"],
-                                cwd=tmp_path, capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
-
-    make()
+    _make(tmp_path, "train")
     run = tmp_path / "runs" / "tiny"
     assert set(json.loads((run / "report.json").read_text())["systems"]) == {"greedy", "beam3"}
     trained = (run / "train_summary.json").stat().st_mtime_ns
     config.write_text(config.read_text(encoding="utf-8").replace("beam: 3", "beam: 2"), encoding="utf-8")
-    second = make()
+    second = _make(tmp_path, "train")
     assert "pipelines/evaluate.py" in second
     assert not any(f"pipelines/{stage}.py" in second for stage in ("prepare_data", "train_tokenizer", "train_model"))
     assert (run / "train_summary.json").stat().st_mtime_ns == trained
