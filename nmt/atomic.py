@@ -1,7 +1,8 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
 Each write goes to a temporary file in the same folder, is flushed to disk, and is moved over the
-destination with ``os.replace`` (atomic on POSIX and Windows).
+destination with ``os.replace`` (atomic on POSIX and Windows). And a folder lock, for a folder
+that one process at a time may write (a training run).
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; folders go unlocked
+    fcntl = None
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -58,3 +64,28 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_open(path, "wb") as handle:
         handle.write(data)
+
+
+class FolderBusy(OSError):
+    """Another process holds the folder's lock."""
+
+
+@contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold ``folder``/.lock while the block runs; raise ``FolderBusy`` (naming the holder's pid)
+    if another process holds it. An advisory flock, which the OS releases when its process ends,
+    however it ends, so a lock never goes stale."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+", encoding="utf-8") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                raise FolderBusy(errno.EBUSY, f"held by process {handle.read().strip() or '?'}", str(folder)) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield

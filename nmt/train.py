@@ -11,6 +11,7 @@ Run folder layout (``run_dir``):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,14 +19,14 @@ import math
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nmt.atomic import atomic_write_text, check_destination
+from nmt.atomic import FolderBusy, atomic_write_text, check_destination, folder_lock
 from nmt.batching import Sequences, make_batch, token_batches
 from nmt.checkpoint import (
     load_trainer_state,
@@ -167,8 +168,6 @@ class Trainer:
                            f"choose a new name to start afresh")
         if last.exists():
             self._resume(last)
-        else:  # lines of a run killed before its first checkpoint would be logged again
-            truncate_after(self.run_dir / "metrics.jsonl", 0)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _resume(self, folder: Path) -> None:
@@ -194,7 +193,6 @@ class Trainer:
         self.saved_step = self.state.step
         self.state.stopped = ""  # the stop conditions are checked again with this run's settings
         self._set_lr(self.state.lr)
-        truncate_after(self.run_dir / "metrics.jsonl", self.state.step)
         was, now = manifest["config"]["train"], current["train"]  # these may change: the run goes on under now's
         changed = "".join(f", train.{key} {was.get(key)} → {value}" for key, value in now.items() if was.get(key) != value)
         log.info("resumed from %s at step %d%s", folder, self.state.step, changed and f"; changed since:{changed[1:]}")
@@ -271,10 +269,11 @@ class Trainer:
     def train(self, on_progress: Callable[[Progress], None] | None = None) -> dict:
         cfg, st = self.config.train, self.state
         metrics_path = self.run_dir / "metrics.jsonl"
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         check_destination(self.run_dir / "checkpoints", folder=True)  # before the steps whose checkpoint it holds
         try:
-            with stop_requests(signal.SIGINT, signal.SIGTERM) as asked:
+            with self._only_trainer(), stop_requests(signal.SIGINT, signal.SIGTERM) as asked:
+                # lines logged after the step we start from (a resumed checkpoint's, or 0) will be logged again
+                truncate_after(metrics_path, st.step)
                 self._steps(metrics_path, on_progress, asked)
         except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: the steps since are lost
             where = (f"{self.run_dir / 'last'}, step {self.saved_step}" if self.saved_step is not None
@@ -304,6 +303,17 @@ class Trainer:
         }
         atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
+
+    @contextlib.contextmanager
+    def _only_trainer(self) -> Iterator[None]:
+        """One training process per run: a second (make train in another terminal) would resume
+        the same checkpoint and write over the first's checkpoints and log."""
+        try:
+            with folder_lock(self.run_dir):
+                yield
+        except FolderBusy as exc:
+            raise NmtError(f"{self.run_dir} is being trained by another process ({exc.strerror}); "
+                           f"wait for it or stop it") from None
 
     def _steps(self, metrics_path: Path, on_progress: Callable[[Progress], None] | None,
                asked: StopRequest) -> None:

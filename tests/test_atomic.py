@@ -1,8 +1,12 @@
 """Atomic writes: a reader sees the old file or the new one, never half of one, and no temporary is left."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from nmt.atomic import atomic_open, atomic_write_text, check_destination
+from nmt.atomic import FolderBusy, atomic_open, atomic_write_text, check_destination, folder_lock
 
 
 def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -45,3 +49,21 @@ def test_check_destination_knows_files_from_folders(tmp_path):
         check_destination(tmp_path / "a-file", folder=True)
     with pytest.raises(IsADirectoryError):
         check_destination(tmp_path / "a-folder")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="advisory locks are POSIX")
+def test_a_folder_lock_held_by_another_process_names_it_and_goes_when_it_ends(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from nmt.atomic import folder_lock\n"
+                               "with folder_lock(sys.argv[1]):\n print('held', flush=True); sys.stdin.read()",
+         str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(FolderBusy, match=f"held by process {holder.pid}"):
+            with folder_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()  # not a clean exit: the OS still lets the lock go
+        holder.wait()
+    with folder_lock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == f"{os.getpid()}\n"

@@ -281,6 +281,21 @@ def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(tmp_path, 
     assert len(steps) == len(set(steps)) and ("train", 5) in steps
 
 
+def test_a_run_another_process_trains_is_refused_and_left_as_it_was(tmp_path):
+    """Two make train in two terminals: the second resumed the first's checkpoint, cut its log back
+    to that step and wrote its own checkpoints over the first's."""
+    from nmt.atomic import folder_lock
+
+    _, paths = _train(tmp_path, "train.max_steps=8")
+    metrics, last = (paths.root / "metrics.jsonl").read_text(), os.readlink(paths.root / "last")
+    with folder_lock(paths.root):  # as the other process holds it
+        with pytest.raises(NmtError, match=rf"tiny is being trained by another process \(held by process "
+                                           rf"{os.getpid()}\); wait for it or stop it"):
+            _train(tmp_path, "train.max_steps=16")
+    assert (paths.root / "metrics.jsonl").read_text() == metrics and os.readlink(paths.root / "last") == last
+    assert _train(tmp_path, "train.max_steps=16")[0]["steps"] == 16  # the lock goes with its holder
+
+
 def test_a_last_checkpoint_deleted_by_hand_is_refused_not_restarted(tmp_path):
     _, paths = _train(tmp_path, "train.max_steps=8")
     shutil.rmtree(paths.root / "checkpoints")
