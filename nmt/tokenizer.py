@@ -15,6 +15,7 @@ import sentencepiece as spm
 
 from nmt.atomic import atomic_write_bytes, atomic_write_text
 from nmt.config import TokenizerConfig
+from nmt.data import normalise
 from nmt.errors import NmtError
 
 log = logging.getLogger(__name__)
@@ -113,19 +114,21 @@ class Tokenizer:
     def tgt_vocab(self) -> int:
         return self.tgt.get_piece_size()
 
+    # Every text is normalised before it is encoded, as the training data was (nmt.data.normalise:
+    # NFC, whitespace): text to translate, references scored, pieces shown (a no-op on prepared data).
     def encode_src(self, lines: list[str]) -> list[list[int]]:
         """Source ids, each sentence closed by </s>."""
-        return [ids + [EOS] for ids in self.src.encode(lines)]
+        return [ids + [EOS] for ids in self.src.encode([normalise(line) for line in lines])]
 
     def encode_tgt(self, lines: list[str]) -> list[list[int]]:
         """Target ids without <s> or </s> (the batcher adds them)."""
-        return self.tgt.encode(lines)
+        return self.tgt.encode([normalise(line) for line in lines])
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
         return [self.tgt.decode(seq) for seq in ids]
 
     def src_pieces(self, line: str) -> list[str]:
-        return self.src.encode(line, out_type=str) + ["</s>"]
+        return self.src.encode(normalise(line), out_type=str) + ["</s>"]
 
     def tgt_pieces(self, ids: list[int]) -> list[str]:
         return [self.tgt.id_to_piece(i) for i in ids]

@@ -16,7 +16,6 @@ import torch
 from nmt.batching import Sequences, make_batch, sentence_batches
 from nmt.beam import beam_stream
 from nmt.config import Config, DecodeConfig, DecodePrecision, StoppingRule, choice_error
-from nmt.data import normalise
 from nmt.hardware import hold_heap, pick_device, resolve_decode_precision
 from nmt.linear import bf16_products
 from nmt.model import Seq2Seq
@@ -75,11 +74,10 @@ class Translator:
             raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
         results: list[list[Hypothesis]] = [[] for _ in lines]
         hold_heap()  # a search step's buffers reuse the last step's memory (nmt.hardware.hold_heap)
-        texts = [normalise(line) for line in lines]  # as the training data was (NFC, whitespace)
-        todo = [i for i, text in enumerate(texts) if text]
+        todo = [i for i, line in enumerate(lines) if line.strip()]  # (the tokenizer normalises the rest)
         if not todo:
             return results
-        src = Sequences.from_lists(self.tokenizer.encode_src([texts[i] for i in todo]))
+        src = Sequences.from_lists(self.tokenizer.encode_src([lines[i] for i in todo]))
         was_training = self.model.training
         self.model.eval()
         products = {"int8": int8_products, "bf16": bf16_products}.get(precision, lambda _: contextlib.nullcontext())

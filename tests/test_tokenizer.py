@@ -60,3 +60,17 @@ def test_the_configs_edge_values_are_ones_sentencepiece_accepts(tmp_path, sides,
     validate(Config(tokenizer=config))  # the config's own check lets them through …
     train_tokenizer(*sides, config, tmp_path)  # … and so does SentencePiece
     assert Tokenizer.from_folder(tmp_path).src_vocab == 150
+
+
+def test_text_is_encoded_as_the_training_data_was_normalised():
+    """NFC and one space for every run of whitespace, as nmt.data.normalise prepared the training
+    data: SentencePiece's own normaliser left a NEL (U+0085) as <unk>, and scored references and
+    shown pieces went unnormalised while the text translated did not."""
+    import unicodedata
+
+    tok = Tokenizer.from_folder(SPM200)
+    plain = "Y dijo Dios: canción"
+    for odd in ("Y dijo\x85Dios: canción", " Y dijo\u2028 Dios:\tcanción ", unicodedata.normalize("NFD", plain)):
+        assert tok.encode_src([odd]) == tok.encode_src([plain])
+        assert tok.encode_tgt([odd]) == tok.encode_tgt([plain])
+        assert tok.src_pieces(odd) == tok.src_pieces(plain)
