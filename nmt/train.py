@@ -51,6 +51,7 @@ from nmt.translate import Translator
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 20  # steps between training-metric lines
+NONFINITE_LIMIT = 10  # steps in a row without a finite gradient before training stops as diverged
 
 
 @dataclass
@@ -79,6 +80,7 @@ class TrainerState:
     lr: float = 0.0
     elapsed_s: float = 0.0
     stopped: str = ""
+    skipped_updates: int = 0  # steps whose gradient was not finite (nothing applied)
     history: list = field(default_factory=list)
 
 
@@ -134,6 +136,7 @@ class Trainer:
     def __init__(self, config: Config, data_dir: Path, tokenizer_dir: Path, run_dir: Path, device: str | None = None):
         self.config, self.run_dir = config, Path(run_dir)
         self.saved_step: int | None = None  # the step of runs/<name>/last, where a new run would resume
+        self.nonfinite_in_row = 0  # steps in a row whose gradient was not finite
         self.data_dir = Path(data_dir)
         self.device = pick_device(device)
         self.precision = resolve_precision(config.train.precision, self.device, "train.precision")
@@ -235,8 +238,20 @@ class Trainer:
         (loss / n_tokens).backward()
         # Clip by the global L2 norm of all gradients; the norm before clipping is logged.
         norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_norm))
-        self.optimizer.step()
+        if math.isfinite(norm):
+            self.optimizer.step()
+            self.nonfinite_in_row = 0
+        else:  # an overflow or a NaN: this update would make every weight NaN, and every checkpoint after
+            self._skip_update(norm)
         return loss.item() / n_tokens, n_tokens, norm
+
+    def _skip_update(self, norm: float) -> None:
+        st, self.nonfinite_in_row = self.state, self.nonfinite_in_row + 1
+        st.skipped_updates += 1
+        log.warning("step %d: gradient norm %s, update skipped", st.step + 1, norm)
+        if self.nonfinite_in_row >= NONFINITE_LIMIT:  # not one bad batch: the model itself has diverged
+            raise NmtError(f"training diverged: no finite gradient in {NONFINITE_LIMIT} steps (to step {st.step + 1});"
+                           f" {self.run_dir / 'last'} holds the last checkpoint; lower train.lr or train.clip_norm")
 
     def validate(self) -> dict:
         from nmt.metrics import corpus_scores
@@ -295,6 +310,7 @@ class Trainer:
             "epochs_completed": st.epoch,
             "best_step": st.best_step,
             "best_dev_bleu": st.best_bleu,
+            "skipped_updates": st.skipped_updates,  # steps with a non-finite gradient
             "train_minutes": st.elapsed_s / 60,
             "parameters": count_parameters(self.model),
             "threads": torch.get_num_threads(),

@@ -296,6 +296,37 @@ def test_a_run_another_process_trains_is_refused_and_left_as_it_was(tmp_path):
     assert _train(tmp_path, "train.max_steps=16")[0]["steps"] == 16  # the lock goes with its holder
 
 
+def _poisoned(monkeypatch, bad_calls):
+    """batch_loss whose loss is NaN at the given calls (1, 2, …), as an overflow would make it."""
+    import nmt.train
+
+    plain, calls = nmt.train.batch_loss, []
+
+    def batch_loss(*args, **kwargs):
+        loss, n = plain(*args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) in bad_calls else loss), n
+
+    monkeypatch.setattr(nmt.train, "batch_loss", batch_loss)
+
+
+def test_a_step_without_a_finite_gradient_is_skipped_not_applied(tmp_path, monkeypatch, caplog):
+    """An update from a NaN gradient made every weight NaN, and every checkpoint after it."""
+    _poisoned(monkeypatch, {3, 4})
+    with caplog.at_level(logging.WARNING, logger="nmt.train"):
+        summary, paths = _train(tmp_path, "train.max_steps=8")
+    assert summary["steps"] == 8 and summary["skipped_updates"] == 2
+    assert [r.getMessage() for r in caplog.records] == [f"step {k}: gradient norm nan, update skipped" for k in (3, 4)]
+    weights = load_file(paths.root / "last" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_training_that_has_diverged_stops_in_one_line(tmp_path, monkeypatch):
+    _poisoned(monkeypatch, set(range(3, 100)))
+    with pytest.raises(NmtError, match=r"training diverged: no finite gradient in 10 steps \(to step 12\); "):
+        _train(tmp_path, "train.max_steps=40")
+
+
 def test_a_last_checkpoint_deleted_by_hand_is_refused_not_restarted(tmp_path):
     _, paths = _train(tmp_path, "train.max_steps=8")
     shutil.rmtree(paths.root / "checkpoints")
