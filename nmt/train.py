@@ -12,7 +12,6 @@ Run folder layout (``run_dir``):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -38,7 +37,6 @@ from nmt.checkpoint import (
     save_checkpoint,
 )
 from nmt.config import Config
-from nmt.data import DataError, read_lines, split_path
 from nmt.errors import NmtError
 from nmt.hardware import choose_threads, hold_heap, pick_device, resolve_precision, trim_heap
 from nmt.interrupt import StopRequest, stop_requests
@@ -46,6 +44,7 @@ from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
 from nmt.tokenizer import PAD, Tokenizer
 from nmt.trainlog import MetricsWindow, append_record, truncate_after
+from nmt.trainset import load_training_data
 from nmt.translate import Translator
 
 log = logging.getLogger(__name__)
@@ -84,31 +83,6 @@ class TrainerState:
     history: list = field(default_factory=list)
 
 
-def read_split(data_dir: Path, split: str, config: Config) -> tuple[list[str], list[str]]:
-    """Source and target lines of a prepared split; the two sides must have as many lines."""
-    src = read_lines(split_path(data_dir, split, config.data.src_lang))
-    tgt = read_lines(split_path(data_dir, split, config.data.tgt_lang))
-    if len(src) != len(tgt):
-        raise DataError(f"{data_dir}: {split} sides differ in line count ({len(src)} vs {len(tgt)})")
-    return src, tgt
-
-
-def inputs_fingerprint(data_dir: Path, tokenizer_dir: Path, config: Config) -> str:
-    """sha256 of what training reads: the train and dev splits and the SentencePiece models. A run
-    resumes only on the same inputs: a corpus edited in place keeps the config, but retrains the
-    tokenizer, and weights learned on the old pieces' ids would go on training on the new ones."""
-    digest = hashlib.sha256()
-    sides = (config.data.src_lang, config.data.tgt_lang)
-    files = [split_path(data_dir, split, lang) for split in ("train", "dev") for lang in sides]
-    for path in files + sorted(Path(tokenizer_dir).glob("*.model")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def encode_split(tokenizer: Tokenizer, src: list[str], tgt: list[str]) -> tuple[Sequences, Sequences]:
-    return Sequences.from_lists(tokenizer.encode_src(src)), Sequences.from_lists(tokenizer.encode_tgt(tgt))
-
-
 def batch_loss(model: Seq2Seq, batch, smoothing: float, fused: bool = False) -> tuple[torch.Tensor, int]:
     """Summed token cross-entropy of one batch (padding dropped) and its number of target tokens."""
     features = model.features(batch.src, batch.src_lengths, batch.tgt_in, fused)  # (B, T, D)
@@ -143,27 +117,16 @@ class Trainer:
         torch.set_num_threads(choose_threads(config.train.threads))
         hold_heap()  # buffers reuse freed memory between trims (nmt.hardware.hold_heap)
         self.tokenizer = Tokenizer.from_folder(tokenizer_dir)
-        self.inputs = inputs_fingerprint(self.data_dir, tokenizer_dir, config)
-        src, tgt = encode_split(self.tokenizer, *read_split(self.data_dir, "train", config))
-        keep = np.flatnonzero((src.lengths <= config.train.max_train_len) & (tgt.lengths < config.train.max_train_len))
-        if keep.size == 0:  # no batch could be made: the loop would turn through empty epochs
-            raise DataError(f"no training pair fits train.max_train_len={config.train.max_train_len} pieces "
-                            f"(the shortest pair needs {int(np.maximum(src.lengths, tgt.lengths + 1).min())})")
-        self.train_src, self.train_tgt = _subset(src, keep), _subset(tgt, keep)
-        self.dev_lines, self.dev_refs = read_split(self.data_dir, "dev", config)  # read once: loss and BLEU
-        if not self.dev_lines:
-            raise DataError(f"{self.data_dir}: the dev split is empty; training validates on it")
-        self.dev_src, self.dev_tgt = encode_split(self.tokenizer, self.dev_lines, self.dev_refs)
-        if config.train.valid_max_sentences:
-            self.dev_lines = self.dev_lines[: config.train.valid_max_sentences]
-            self.dev_refs = self.dev_refs[: config.train.valid_max_sentences]
+        data = load_training_data(self.data_dir, self.tokenizer, tokenizer_dir, config)
+        self.inputs, self.train_src, self.train_tgt = data.fingerprint, data.train_src, data.train_tgt
+        self.dev_src, self.dev_tgt, self.dev_lines, self.dev_refs = data.dev_src, data.dev_tgt, data.dev_lines, data.dev_refs
 
         torch.manual_seed(config.train.seed)
         self.model = build_model(config.model, self.tokenizer.src_vocab, self.tokenizer.tgt_vocab).to(self.device)
         # fused: one kernel for all parameters (CPU and CUDA) instead of ~10 ops per tensor and step
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, fused=True)
         self.state = TrainerState(lr=config.train.lr)
-        log.info("model: %s parameters, %d training pairs, %s", f"{count_parameters(self.model):,}", len(keep),
+        log.info("model: %s parameters, %d training pairs, %s", f"{count_parameters(self.model):,}", len(self.train_src),
                  self.precision)
         last = self.run_dir / "last"
         if last.is_symlink() and not last.exists():  # its checkpoint deleted: starting afresh would hide that
@@ -380,9 +343,3 @@ class Trainer:
         log.info("step %d: dev loss %.3f ppl %.1f BLEU %.2f", self.state.step, result["dev_loss"],
                  result["dev_ppl"], result["dev_bleu"])
         return result
-
-
-def _subset(seqs: Sequences, keep: np.ndarray) -> Sequences:
-    return Sequences.from_lists([seqs.get(i).tolist() for i in keep])
-
-

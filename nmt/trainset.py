@@ -1,0 +1,73 @@
+"""What training reads: the prepared train and dev splits, encoded once into arrays, and a
+fingerprint of them and the tokenizer, which a resumed run must match."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nmt.batching import Sequences
+from nmt.config import Config
+from nmt.data import DataError, read_lines, split_path
+from nmt.tokenizer import Tokenizer
+
+
+@dataclass
+class TrainingData:
+    train_src: Sequences  # the pairs within train.max_train_len
+    train_tgt: Sequences
+    dev_src: Sequences  # the whole dev split: dev loss
+    dev_tgt: Sequences
+    dev_lines: list[str]  # the dev sentences translated for BLEU (train.valid_max_sentences of them)
+    dev_refs: list[str]
+    fingerprint: str  # inputs_fingerprint
+
+
+def load_training_data(data_dir: Path, tokenizer: Tokenizer, tokenizer_dir: Path, config: Config) -> TrainingData:
+    """The train split's pairs that fit train.max_train_len and the dev split, encoded; a one-line
+    error where no pair fits or the dev split is empty."""
+    limit = config.train.max_train_len
+    src, tgt = encode_split(tokenizer, *read_split(data_dir, "train", config))
+    keep = np.flatnonzero((src.lengths <= limit) & (tgt.lengths < limit))
+    if keep.size == 0:  # no batch could be made: the loop would turn through empty epochs
+        raise DataError(f"no training pair fits train.max_train_len={limit} pieces "
+                        f"(the shortest pair needs {int(np.maximum(src.lengths, tgt.lengths + 1).min())})")
+    dev_lines, dev_refs = read_split(data_dir, "dev", config)  # read once: loss and BLEU
+    if not dev_lines:
+        raise DataError(f"{data_dir}: the dev split is empty; training validates on it")
+    dev_src, dev_tgt = encode_split(tokenizer, dev_lines, dev_refs)
+    shown = config.train.valid_max_sentences or len(dev_lines)
+    return TrainingData(_subset(src, keep), _subset(tgt, keep), dev_src, dev_tgt, dev_lines[:shown], dev_refs[:shown],
+                        inputs_fingerprint(data_dir, tokenizer_dir, config))
+
+
+def read_split(data_dir: Path, split: str, config: Config) -> tuple[list[str], list[str]]:
+    """Source and target lines of a prepared split; the two sides must have as many lines."""
+    src = read_lines(split_path(data_dir, split, config.data.src_lang))
+    tgt = read_lines(split_path(data_dir, split, config.data.tgt_lang))
+    if len(src) != len(tgt):
+        raise DataError(f"{data_dir}: {split} sides differ in line count ({len(src)} vs {len(tgt)})")
+    return src, tgt
+
+
+def inputs_fingerprint(data_dir: Path, tokenizer_dir: Path, config: Config) -> str:
+    """sha256 of what training reads: the train and dev splits and the SentencePiece models. A run
+    resumes only on the same inputs: a corpus edited in place keeps the config, but retrains the
+    tokenizer, and weights learned on the old pieces' ids would go on training on the new ones."""
+    digest = hashlib.sha256()
+    sides = (config.data.src_lang, config.data.tgt_lang)
+    files = [split_path(data_dir, split, lang) for split in ("train", "dev") for lang in sides]
+    for path in files + sorted(Path(tokenizer_dir).glob("*.model")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def encode_split(tokenizer: Tokenizer, src: list[str], tgt: list[str]) -> tuple[Sequences, Sequences]:
+    return Sequences.from_lists(tokenizer.encode_src(src)), Sequences.from_lists(tokenizer.encode_tgt(tgt))
+
+
+def _subset(seqs: Sequences, keep: np.ndarray) -> Sequences:
+    return Sequences.from_lists([seqs.get(i).tolist() for i in keep])
