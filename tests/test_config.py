@@ -125,3 +125,16 @@ def test_a_key_given_twice_in_the_yaml_is_an_error(tmp_path):
         load_config(path)
     path.write_text("name: x\ntrain:\n  lr: 0.1\n  seed: 3\n")
     assert load_config(path).train.lr == 0.1
+
+
+def test_yaml_merge_keys_work_and_may_be_overridden(tmp_path):
+    """`<<: *anchor` is YAML; the check for keys given twice took it for a key and called the file
+    not valid YAML."""
+    path = tmp_path / "merge.yaml"
+    path.write_text("name: x\ntrain: &seeded\n  seed: 7\ndata:\n  seed: 8\n  <<: *seeded\n"
+                    "decode: {<<: {beam: 4, alpha: 0.3}, beam: 2}\n")
+    config = load_config(path)
+    assert (config.train.seed, config.data.seed, config.decode.beam, config.decode.alpha) == (7, 8, 2, 0.3)
+    path.write_text("name: x\ndata:\n  <<: {seed: 8}\n  seed: 9\n  seed: 10\n")
+    with pytest.raises(ConfigError, match="line 5: 'seed' is given twice"):
+        load_config(path)
