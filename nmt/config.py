@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -212,7 +213,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 def _parse_scalar(text: str) -> Any:
     """Read the right-hand side of an override with YAML rules (``1e-3``, ``true``, ``[a, b]``)."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"cannot parse override value {text!r}") from exc
 
@@ -247,7 +248,12 @@ def from_dict(raw: dict[str, Any], checked: tuple[str, ...] = SECTIONS) -> Confi
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, but a key given twice in one mapping is an error: PyYAML keeps the last,
-    so a second ``train:`` section would silently drop the first one's settings."""
+    so a second ``train:`` section would silently drop the first one's settings. And booleans are
+    YAML 1.2's, true and false only: YAML 1.1 also reads yes/no/on/off/y/n as booleans, so
+    Norwegian (``src_lang: no``) became False."""
+
+    yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+                               for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -259,6 +265,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise ConfigError(f"line {key_node.start_mark.line + 1}: {key!r} is given twice")
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                       list("tTfF"))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

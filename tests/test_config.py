@@ -138,3 +138,16 @@ def test_yaml_merge_keys_work_and_may_be_overridden(tmp_path):
     path.write_text("name: x\ndata:\n  <<: {seed: 8}\n  seed: 9\n  seed: 10\n")
     with pytest.raises(ConfigError, match="line 5: 'seed' is given twice"):
         load_config(path)
+
+
+def test_no_is_norwegian_not_false(tmp_path):
+    """YAML 1.1 reads no/yes/on/off as booleans: src_lang: no (Norwegian) was 'expected a string,
+    got False'. Booleans are true and false only, in the file and on the command line."""
+    path = tmp_path / "nor.yaml"
+    path.write_text("name: x\ndata:\n  src_lang: no\n  columns: [id, no, en]\n  src_field: no\n")
+    config = load_config(path)
+    assert (config.data.src_lang, config.data.columns, config.data.src_field) == ("no", ("id", "no", "en"), "no")
+    assert load_config(path, ["data.tgt_lang=on"]).data.tgt_lang == "on"
+    assert load_config(path, ["tokenizer.joint=False"]).tokenizer.joint is False
+    with pytest.raises(ConfigError, match="tokenizer.joint: expected true or false, got 'yes'"):
+        load_config(path, ["tokenizer.joint=yes"])
