@@ -285,6 +285,7 @@ def build_report(
     }
     report["beam_sweep"], report["search_errors"] = _probe(cands, sources, refs, options)
     report["curves"] = _curves(cands)
+    report["no_training_log"] = [c.name for c in cands if analysis.find_run_dir(c.path) is None]
     main = {n: texts[n] for n in (c.system_names(len(cands) > 1)[c.main_beam] for c in cands)}
     report["examples"] = {
         n: analysis.best_and_worst(sources, refs, t, options.examples) for n, t in main.items() if options.examples

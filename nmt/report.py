@@ -205,6 +205,8 @@ def _training_section(report: dict) -> Section | None:
     if not curves:
         blocks.append(Paragraph("No metrics.jsonl found beside the checkpoints."))
         return Section("training", "Training curves", blocks)
+    if missing := report.get("no_training_log"):  # a checkpoint copied out of its run folder
+        blocks.append(Paragraph(f"No metrics.jsonl beside {', '.join(missing)}: not in the table or the figure."))
     blocks += _images(report, "training")
     rows = []
     for name, run in curves.items():

@@ -200,6 +200,22 @@ def test_sweep_search_errors_curves_and_attention(report):
     assert len(first["source"].split()) == longest  # the longest sentence is always shown
 
 
+def test_a_checkpoint_without_a_training_log_is_named_not_left_out_silently():
+    """A checkpoint copied out of its run folder has no metrics.jsonl: the training table showed the
+    other runs only, without a word about it."""
+    from nmt.report import render_markdown
+
+    run = {"train": [{"step": 20, "clipped_steps": 1}], "valid": [{"step": 20, "dev_bleu": 3.0}],
+           "summary": None, "checkpoint_steps": [20]}
+    scores = {m: {"score": 1.5, "signature": f"{m}-sig", "text": ""} for m in ("bleu", "chrf", "ter")}
+    report = {"source": "test.es", "reference": "test.en", "sentences": 1, "curves": {"tiny": run},
+              "systems": {"greedy": {"beam": 1, "scores": scores, "sentences_per_s": 3.0}},
+              "no_training_log": ["lone"]}
+    text = render_markdown(report)
+    assert "No metrics.jsonl beside lone: not in the table or the figure." in text
+    assert "| tiny | 20 | 20 | 3.00 |" in text
+
+
 def test_markdown_of_an_evaluate_report_still_renders():
     from nmt.report import render_markdown
 
