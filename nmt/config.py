@@ -144,6 +144,16 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
 
+def settings_json(section: Any) -> dict[str, Any]:
+    """A config section as it reads back from JSON (tuples become lists): what files record."""
+    return json.loads(json.dumps(dataclasses.asdict(section)))
+
+
+def changed_settings(section: str, was: dict[str, Any], now: dict[str, Any]) -> str:
+    """The keys of a recorded section that differ from ``now``: "train.lr 0.005 → 0.002, …"."""
+    return ", ".join(f"{section}.{key} {was.get(key)} → {value}" for key, value in now.items() if was.get(key) != value)
+
+
 def _convert(value: Any, hint: Any, where: str) -> Any:
     """Check ``value`` against a type hint, converting only where it is lossless."""
     origin = typing.get_origin(hint)

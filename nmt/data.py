@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nmt.config import DataConfig
+from nmt.config import DataConfig, settings_json
 from nmt.errors import NmtError, path_error
 from nmt.atomic import atomic_write_text
 
@@ -332,7 +332,8 @@ def write_splits(prepared: PreparedData, folder: Path, config: DataConfig) -> Pa
         atomic_write_text(split_path(folder, name, config.tgt_lang), "".join(p.tgt + "\n" for p in pairs))
         atomic_write_text(folder / f"{name}.ids", "".join(p.id + "\n" for p in pairs))
     stats_path = folder / "stats.json"
-    atomic_write_text(stats_path, json.dumps(prepared.stats(), indent=2) + "\n")
+    stats = {**prepared.stats(), "settings": settings_json(config)}  # training checks it prepared these
+    atomic_write_text(stats_path, json.dumps(stats, indent=2) + "\n")
     return stats_path
 
 

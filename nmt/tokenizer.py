@@ -14,7 +14,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from nmt.atomic import atomic_write_bytes, atomic_write_text
-from nmt.config import TokenizerConfig
+from nmt.config import TokenizerConfig, settings_json
 from nmt.data import normalise
 from nmt.errors import NmtError
 
@@ -73,7 +73,8 @@ def train_tokenizer(src_lines: list[str], tgt_lines: list[str], config: Tokenize
     for name, data in zip(FILES, models):
         atomic_write_bytes(folder / name, data)
     manifest = folder / "tokenizer.json"
-    atomic_write_text(manifest, json.dumps({"model_type": config.model_type, "joint": config.joint}) + "\n")
+    record = {"model_type": config.model_type, "joint": config.joint, "settings": settings_json(config)}
+    atomic_write_text(manifest, json.dumps(record) + "\n")  # settings: training checks it trained on these
     tok = Tokenizer.from_folder(folder)
     log.info("SentencePiece %s: %d source / %d target pieces", config.model_type, tok.src_vocab, tok.tgt_vocab)
     return manifest

@@ -36,7 +36,7 @@ from nmt.checkpoint import (
     read_manifest,
     save_checkpoint,
 )
-from nmt.config import Config
+from nmt.config import Config, changed_settings
 from nmt.errors import NmtError
 from nmt.hardware import choose_threads, hold_heap, pick_device, resolve_precision, trim_heap
 from nmt.interrupt import StopRequest, stop_requests
@@ -159,9 +159,8 @@ class Trainer:
         self.saved_step = self.state.step
         self.state.stopped = ""  # the stop conditions are checked again with this run's settings
         self._set_lr(self.state.lr)
-        was, now = manifest["config"]["train"], current["train"]  # these may change: the run goes on under now's
-        changed = "".join(f", train.{key} {was.get(key)} → {value}" for key, value in now.items() if was.get(key) != value)
-        log.info("resumed from %s at step %d%s", folder, self.state.step, changed and f"; changed since:{changed[1:]}")
+        changed = changed_settings("train", manifest["config"]["train"], current["train"])  # the run goes on under these
+        log.info("resumed from %s at step %d%s", folder, self.state.step, changed and f"; changed since: {changed}")
 
     def _save(self, is_best: bool) -> None:
         tensors, optim_data = optimizer_to_tensors(self.optimizer)

@@ -4,13 +4,14 @@ fingerprint of them and the tokenizer, which a resumed run must match."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nmt.batching import Sequences
-from nmt.config import Config
+from nmt.config import Config, changed_settings, settings_json
 from nmt.data import DataError, read_lines, split_path
 from nmt.tokenizer import Tokenizer
 
@@ -29,6 +30,9 @@ class TrainingData:
 def load_training_data(data_dir: Path, tokenizer: Tokenizer, tokenizer_dir: Path, config: Config) -> TrainingData:
     """The train split's pairs that fit train.max_train_len and the dev split, encoded; a one-line
     error where no pair fits or the dev split is empty."""
+    _check_made_with(Path(data_dir) / "stats.json", "data", settings_json(config.data), "nmt prepare")
+    _check_made_with(Path(tokenizer_dir) / "tokenizer.json", "tokenizer", settings_json(config.tokenizer),
+                     "nmt tokenize")
     limit = config.train.max_train_len
     src, tgt = encode_split(tokenizer, *read_split(data_dir, "train", config))
     keep = np.flatnonzero((src.lengths <= limit) & (tgt.lengths < limit))
@@ -42,6 +46,16 @@ def load_training_data(data_dir: Path, tokenizer: Tokenizer, tokenizer_dir: Path
     shown = config.train.valid_max_sentences or len(dev_lines)
     return TrainingData(_subset(src, keep), _subset(tgt, keep), dev_src, dev_tgt, dev_lines[:shown], dev_refs[:shown],
                         inputs_fingerprint(data_dir, tokenizer_dir, config))
+
+
+def _check_made_with(record: Path, section: str, now: dict, stage: str) -> None:
+    """A stage's folder was made under the config's section as it is now: ``nmt train`` after an
+    edit of data.* or tokenizer.* (make reruns the stages itself) trained on the old splits or
+    pieces, and the checkpoint recorded the new settings. Folders made before the record: no check."""
+    was = json.loads(record.read_text(encoding="utf-8")).get("settings") if record.is_file() else None
+    if was is not None and (changed := changed_settings(section, was, now)):
+        raise DataError(f"{record.parent} was made with other settings ({changed}); run {stage} again "
+                        f"(make train does it itself)")
 
 
 def read_split(data_dir: Path, split: str, config: Config) -> tuple[list[str], list[str]]:

@@ -334,6 +334,20 @@ def test_a_last_checkpoint_deleted_by_hand_is_refused_not_restarted(tmp_path):
         _train(tmp_path, "train.max_steps=16")
 
 
+def test_training_refuses_splits_or_pieces_made_under_other_settings(tmp_path):
+    """nmt train after an edit of data.* or tokenizer.* (without make, which reruns the stages)
+    trained on the old splits or pieces, and the checkpoint recorded the new settings."""
+    _, paths = _train(tmp_path, "train.max_steps=8")
+    with pytest.raises(NmtError, match=r"data was made with other settings \(data.max_words 40 → 30\); run nmt "
+                                       r"prepare again \(make train does it itself\)"):
+        _train(tmp_path, "train.max_steps=8", "data.max_words=30")
+    config = tiny_config(tmp_path, "tokenizer.vocab_size=150")
+    pipeline.tokenize(config, paths)  # now the tokenizer folder records its settings (the copied one has none)
+    with pytest.raises(NmtError, match=r"tokenizer was made with other settings \(tokenizer.vocab_size 150 → 200\); "
+                                       r"run nmt tokenize again"):
+        _train(tmp_path, "train.max_steps=8")
+
+
 def test_resume_refuses_a_run_with_another_model(tmp_path):
     _train(tmp_path, "train.max_steps=8")
     with pytest.raises(Exception, match="trained with other model settings"):
@@ -345,13 +359,13 @@ def test_resume_refuses_a_run_whose_data_or_tokenizer_changed(tmp_path, edited):
     """The same config over a corpus edited in place: make prepares the data and trains the
     tokenizer again, and training resumed the old weights on the new pieces' ids without a word."""
     _, paths = _train(tmp_path, "train.max_steps=8")
-    if edited == "tokenizer":  # SentencePiece trained again (here: on the same text, fewer pieces)
-        from nmt.config import TokenizerConfig
+    if edited == "tokenizer":  # SentencePiece trained again, same settings, on an edited text
         from nmt.data import read_lines
         from nmt.tokenizer import train_tokenizer
 
         src, tgt = (read_lines(paths.data / f"train.{side}") for side in ("es", "en"))
-        train_tokenizer(src, tgt, TokenizerConfig(vocab_size=150), paths.tokenizer)
+        train_tokenizer([line.replace("Dios", "Señor") for line in src], tgt, tiny_config(tmp_path).tokenizer,
+                        paths.tokenizer)
     else:  # one word of the prepared training text
         path = paths.data / "train.en"
         path.write_text(path.read_text(encoding="utf-8").replace("the", "thee", 1), encoding="utf-8")
