@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file
 
 from nmt.atomic import atomic_write_text, check_destination
@@ -152,10 +152,29 @@ def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu") -> L
         tokenizer = Tokenizer.from_folder(real)
     except (ConfigError, TokenizerError, KeyError) as exc:
         raise CheckpointError(f"{folder}: unusable checkpoint ({exc})") from exc
+    _check_shapes(config, tokenizer, real)
     model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab)
     load_weights(model, real)
     model.to(device).eval()
     return Loaded(config, model, tokenizer, int(manifest["step"]), folder)
+
+
+def _check_shapes(config: Config, tokenizer: Tokenizer, folder: Path) -> None:
+    """The stored tensors' shapes against the model the config describes, before that model is
+    built: a config that does not fit its weights (edited by hand, copied from another run) may ask
+    for more memory than there is, and the allocator's failure is a traceback, not a message.
+    (Tensors missing or left over are ``load_weights``' to report.)"""
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab)
+    try:
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
+            stored = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{folder}: model weights unreadable ({str(exc).splitlines()[0]})") from exc
+    for name, tensor in model.state_dict().items():
+        if name in stored and stored[name] != tuple(tensor.shape):
+            raise CheckpointError(f"{folder}: model weights do not fit the config ({name} is {list(stored[name])} "
+                                  f"in model.safetensors, {list(tensor.shape)} by the config)")
 
 
 def load_weights(model: Seq2Seq, folder: Path) -> None:

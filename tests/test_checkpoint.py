@@ -109,6 +109,19 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
         load_checkpoint(folder)
 
 
+def test_a_config_asking_for_more_memory_than_there_is_is_refused_before_building(tmp_path):
+    """enc_hidden 200,000 in a hand-edited checkpoint.json: building the model asked the allocator
+    for terabytes, and its failure came out as a traceback."""
+    *_, folder = saved_tiny_model(tmp_path)
+    manifest = json.loads((folder / "checkpoint.json").read_text())
+    hidden = manifest["config"]["model"]["enc_hidden"]
+    manifest["config"]["model"]["enc_hidden"] = 200_000
+    (folder / "checkpoint.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=rf"do not fit the config \(encoder.rnn.weight_ih_l0 is \[{4 * hidden}, "
+                                              rf"\d+\] in model.safetensors, \[800000, \d+\] by the config\)"):
+        load_checkpoint(folder)
+
+
 def _edit_config(folder, section, key, value):
     manifest = json.loads((folder / "checkpoint.json").read_text())
     manifest["config"][section][key] = value
