@@ -8,6 +8,7 @@ that one process at a time may write (a training run).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; folders go unlocked
     fcntl = None
+
+log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -84,6 +87,9 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
             except BlockingIOError:
                 handle.seek(0)
                 raise FolderBusy(errno.EBUSY, f"held by process {handle.read().strip() or '?'}", str(folder)) from None
+            except OSError as exc:  # a file system without locks (some network ones): go on, unlocked
+                log.warning("cannot lock %s (%s): nothing stops a second process from writing it too", folder,
+                            exc.strerror)
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")

@@ -67,3 +67,18 @@ def test_a_folder_lock_held_by_another_process_names_it_and_goes_when_it_ends(tm
         holder.wait()
     with folder_lock(tmp_path):
         assert (tmp_path / ".lock").read_text() == f"{os.getpid()}\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="advisory locks are POSIX")
+def test_a_file_system_without_locks_warns_and_goes_on(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with folder_lock(tmp_path):
+        pass
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot lock {tmp_path} ({os.strerror(errno.ENOLCK)}): nothing stops a second process from writing it too"]
