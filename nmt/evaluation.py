@@ -167,11 +167,11 @@ def _probe(cands: list[Candidate], sources: list[str], refs: list[str], options:
     return sweep, search
 
 
-def _curves(cands: list[Candidate]) -> dict:
-    """Training curves of each distinct run behind the checkpoints, with the checkpoints' steps."""
+def _curves(cands: list[Candidate], run_dirs: list[Path | None]) -> dict:
+    """Training curves of each distinct run behind the checkpoints (``run_dirs``, None where a
+    checkpoint has none), with the checkpoints' steps."""
     curves: dict[str, dict] = {}
-    for cand in cands:
-        run_dir = analysis.find_run_dir(cand.path)
+    for cand, run_dir in zip(cands, run_dirs):
         if run_dir is None:
             continue
         name = next((n for n, c in curves.items() if c["run_dir"] == str(run_dir)), None)
@@ -284,8 +284,9 @@ def build_report(
         "length_buckets": analysis.length_buckets(sources, refs, texts, n=options.bootstrap),
     }
     report["beam_sweep"], report["search_errors"] = _probe(cands, sources, refs, options)
-    report["curves"] = _curves(cands)
-    report["no_training_log"] = [c.name for c in cands if analysis.find_run_dir(c.path) is None]
+    run_dirs = [analysis.find_run_dir(c.path) for c in cands]
+    report["curves"] = _curves(cands, run_dirs)
+    report["no_training_log"] = [c.name for c, run_dir in zip(cands, run_dirs) if run_dir is None]
     main = {n: texts[n] for n in (c.system_names(len(cands) > 1)[c.main_beam] for c in cands)}
     report["examples"] = {
         n: analysis.best_and_worst(sources, refs, t, options.examples) for n, t in main.items() if options.examples

@@ -36,7 +36,7 @@ from nmt.checkpoint import (
     read_manifest,
     save_checkpoint,
 )
-from nmt.config import Config, changed_settings
+from nmt.config import Config, changed_settings, settings_json
 from nmt.errors import NmtError
 from nmt.hardware import choose_threads, hold_heap, pick_device, resolve_precision, trim_heap
 from nmt.interrupt import StopRequest, stop_requests
@@ -130,26 +130,21 @@ class Trainer:
                  self.precision)
         last = self.run_dir / "last"
         if last.is_symlink() and not last.exists():  # its checkpoint deleted: starting afresh would hide that
-            raise NmtError(f"{last} points to {last.readlink()}, which is missing; delete {self.run_dir} or "
-                           f"choose a new name to start afresh")
+            raise self._unusable_run(f"{last} points to {last.readlink()}, which is missing")
         if last.exists():
             self._resume(last)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _resume(self, folder: Path) -> None:
         manifest = read_manifest(folder)
-        current = json.loads(self.config.to_json())  # as stored: tuples become lists
+        current = settings_json(self.config)  # as stored: tuples become lists
         for section in ("model", "tokenizer", "data"):
             if manifest["config"][section] != current[section]:
-                raise NmtError(
-                    f"{folder} was trained with other {section} settings; "
-                    f"delete {self.run_dir} or choose a new name to start afresh"
-                )
+                raise self._unusable_run(f"{folder} was trained with other {section} settings")
         tensors, data = load_trainer_state(folder)
         if data.get("inputs", self.inputs) != self.inputs:  # (checkpoints from before the check have none)
-            raise NmtError(f"{folder} was trained on other data or another tokenizer (the run's data or "
-                           f"tokenizer folder changed since); delete {self.run_dir} or choose a new name to "
-                           f"start afresh")
+            raise self._unusable_run(f"{folder} was trained on other data or another tokenizer (the run's data "
+                                     f"or tokenizer folder changed since)")
         load_weights(self.model, folder)
         optimizer_from_tensors(self.optimizer, tensors, data["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
@@ -161,6 +156,10 @@ class Trainer:
         self._set_lr(self.state.lr)
         changed = changed_settings("train", manifest["config"]["train"], current["train"])  # the run goes on under these
         log.info("resumed from %s at step %d%s", folder, self.state.step, changed and f"; changed since: {changed}")
+
+    def _unusable_run(self, why: str) -> NmtError:
+        """The error for a run this config cannot go on with: never overwritten without a word."""
+        return NmtError(f"{why}; delete {self.run_dir} or choose a new name to start afresh")
 
     def _save(self, is_best: bool) -> None:
         tensors, optim_data = optimizer_to_tensors(self.optimizer)
