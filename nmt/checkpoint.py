@@ -2,7 +2,7 @@
 
 A checkpoint is a folder:
 
-    checkpoint.json      format version, step, the resolved config, file list
+    checkpoint.json      format version, the nmt version that wrote it, step, the resolved config, file list
     model.safetensors    weights (tied weights stored once)
     src.model tgt.model  the SentencePiece models
     trainer.safetensors  optimizer moments and RNG state (for resuming; optional for translation)
@@ -28,6 +28,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file
 
+from nmt import __version__
 from nmt.atomic import atomic_write_text, check_destination
 from nmt.config import DECODING, Config, ConfigError, from_dict
 from nmt.errors import NmtError, path_error
@@ -74,7 +75,8 @@ def save_checkpoint(
             save_file({k: v.contiguous().cpu() for k, v in trainer_tensors.items()}, str(tmp / "trainer.safetensors"))
             atomic_write_text(tmp / "trainer.json", json.dumps(trainer_state or {}, indent=2))
             files += ["trainer.safetensors", "trainer.json"]
-        manifest = {"format_version": FORMAT_VERSION, "step": step, "files": files, "config": config.to_dict()}
+        manifest = {"format_version": FORMAT_VERSION, "nmt_version": __version__, "step": step, "files": files,
+                    "config": config.to_dict()}
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2))
         if folder.exists():
             shutil.rmtree(folder)
@@ -130,9 +132,10 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{manifest_path}: not valid JSON") from exc
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{folder}: checkpoint format version {version!r}; this nmt reads version {FORMAT_VERSION}"
-        )
+        writer = manifest.get("nmt_version") if isinstance(manifest, dict) else None
+        written = f" (written by nmt {writer})" if isinstance(writer, str) else ""
+        raise CheckpointError(f"{folder}: checkpoint format version {version!r}{written}; "
+                              f"this nmt ({__version__}) reads version {FORMAT_VERSION}")
     missing = [name for name in manifest.get("files", REQUIRED) if not (folder / name).is_file()]
     if missing:
         raise CheckpointError(f"{folder}: incomplete checkpoint (missing {', '.join(missing)})")

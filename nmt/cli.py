@@ -25,6 +25,31 @@ RunsOpt = Annotated[Path, typer.Option("--runs", help="Folder that holds runs/<n
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda if present)")]
 
 
+def _version(value: bool) -> None:
+    """--version: nmt's version, with Python's and the installed torch's (read from the package
+    metadata: no import), the three a bug report needs."""
+    if value:
+        import platform
+        from importlib.metadata import PackageNotFoundError, version
+
+        from nmt import __version__
+
+        try:
+            torch_version = version("torch")
+        except PackageNotFoundError:
+            torch_version = "not installed"
+        typer.echo(f"nmt {__version__} (Python {platform.python_version()}, torch {torch_version})")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Neural machine translation with LSTMs."""
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise SystemExit(1)

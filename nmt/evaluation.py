@@ -22,6 +22,7 @@ from nmt.config import DecodeConfig
 from nmt.data import read_test_pair
 from nmt.diagnostics import Decoded
 from nmt.errors import NmtError
+from nmt.hardware import versions
 from nmt.translate import Translator
 
 log = logging.getLogger(__name__)
@@ -273,6 +274,7 @@ def build_report(
         "title": f"Evaluation report: {', '.join(c.name for c in cands)}",
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "sacrebleu": sacrebleu.__version__,
+        "versions": versions(),
         "output": str(out_dir), "source": str(src), "reference": str(ref), "sentences": len(sources),
         "checkpoints": [_checkpoint_info(c) for c in cands],
         "options": asdict(options),

@@ -1,5 +1,6 @@
-"""Which device to run on, how many CPU threads to use, whether bf16 pays here, and the C heap kept
-from growing and from handing back memory it is about to reuse."""
+"""Which device to run on, how many CPU threads to use, whether bf16 pays here, the C heap kept
+from growing and from handing back memory it is about to reuse, and the software versions a result
+was made with."""
 
 from __future__ import annotations
 
@@ -7,15 +8,23 @@ import ctypes
 import functools
 import logging
 import os
+import platform
 import sys
 import time
 
 import torch
 
+from nmt import __version__
 from nmt.config import Precision, choice_error
 from nmt.errors import NmtError
 
 log = logging.getLogger(__name__)
+
+
+def versions() -> dict[str, str]:
+    """nmt's, torch's and Python's versions: what train_summary.json and the reports record, so a
+    number can be traced to the code that made it."""
+    return {"nmt": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
 @functools.cache

@@ -64,6 +64,7 @@ def evaluate(
 
     from nmt.atomic import atomic_write_text, check_destination
     from nmt.data import read_test_pair
+    from nmt.hardware import versions
     from nmt.metrics import corpus_scores
     from nmt.report import render_markdown
     from nmt.translate import Translator
@@ -98,6 +99,7 @@ def evaluate(
         "decode": {**asdict(translator.config.decode), "beam": beam},  # as used: --beam overrides
         "systems": {name: {k: v for k, v in s.items() if k != "hypotheses"} for name, s in systems.items()},
         "samples": _samples(sources, refs, systems, samples),
+        "versions": versions(),
     }
     summary_path = run_dir / "train_summary.json"
     if summary_path.is_file():

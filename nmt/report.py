@@ -47,8 +47,12 @@ def _preamble(report: dict) -> list[str]:
             f"- training: {training['steps']} steps, {training['train_minutes']:.1f} min on "
             f"{training['device']} ({training['threads']} threads); {training['stopped']}"
         )
+    made = [f"nmt {v['nmt']} (torch {v['torch']})" for v in [report.get("versions")] if v]
     if "created" in report:
-        lines.append(f"- made {report['created']} with sacreBLEU {report['sacrebleu']}")
+        made.append(f"sacreBLEU {report['sacrebleu']}")
+        lines.append(f"- made {report['created']} with {' and '.join(made)}")
+    elif made:
+        lines.append(f"- made with {made[0]}")
     return lines
 
 

@@ -38,7 +38,7 @@ from nmt.checkpoint import (
 )
 from nmt.config import Config, changed_settings, settings_json
 from nmt.errors import NmtError
-from nmt.hardware import choose_threads, hold_heap, pick_device, resolve_precision, trim_heap
+from nmt.hardware import choose_threads, hold_heap, pick_device, resolve_precision, trim_heap, versions
 from nmt.interrupt import StopRequest, stop_requests
 from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
@@ -277,6 +277,7 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "device": str(self.device),
             "precision": self.precision,  # train.precision resolved (auto → fp32 or bf16)
+            "versions": versions(),
         }
         atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
         return summary

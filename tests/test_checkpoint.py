@@ -4,6 +4,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 
 import numpy as np
@@ -11,11 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import nmt
 from conftest import SPM200, saved_tiny_model, tiny_config
 from nmt import pipeline
 from nmt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nmt.config import run_paths
 from nmt.errors import NmtError
+from nmt.hardware import versions
 from nmt.translate import Translator
 
 LINES = ["Y dijo Dios: Sea la luz.", "", "Y vió Dios que la luz era buena.", "En el principio"]
@@ -93,9 +96,11 @@ def test_weights_held_as_views_of_one_buffer_save_and_reload(tmp_path):
 def test_incompatible_version(tmp_path):
     *_, folder = saved_tiny_model(tmp_path)
     manifest = json.loads((folder / "checkpoint.json").read_text())
-    manifest["format_version"] = 99
+    assert manifest["nmt_version"] == nmt.__version__
+    manifest["format_version"], manifest["nmt_version"] = 99, "7.0.0"
     (folder / "checkpoint.json").write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointError, match="format version 99"):
+    expected = rf"format version 99 \(written by nmt 7\.0\.0\); this nmt \({re.escape(nmt.__version__)}\) reads version 1"
+    with pytest.raises(CheckpointError, match=expected):
         load_checkpoint(folder)
 
 
@@ -239,6 +244,7 @@ def test_best_and_last_are_complete_checkpoints(tiny_run):
         assert loaded.step > 0
     summary = json.loads((tiny_run.root / "train_summary.json").read_text())
     assert summary["best_step"] == load_checkpoint(tiny_run.root / "best").step
+    assert summary["versions"] == versions()
     leftovers = [p for p in (tiny_run.root / "checkpoints").iterdir() if p.name.startswith(".")]
     assert not leftovers  # no temporary folders left behind
     assert os.path.islink(tiny_run.root / "best")

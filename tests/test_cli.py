@@ -8,8 +8,10 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+import nmt
 from conftest import ROOT, TINY_CONFIG, TINY_TSV
 from nmt.cli import app
+from nmt.hardware import versions
 
 runner = CliRunner()
 
@@ -162,6 +164,22 @@ def test_translate_refuses_an_unknown_stopping_rule(tiny_run):
     assert "--stopping must be bound or finished" in result.output
 
 
+def test_version_names_nmt_torch_and_python_without_importing_torch():
+    """What a bug report needs, in a process of its own: instant (torch is not imported for it)."""
+    import platform
+
+    import torch
+
+    import nmt
+
+    code = ("import sys; from nmt.cli import app\n"
+            "try: app(['--version'])\n"
+            "except SystemExit as exit: assert exit.code in (0, None), exit.code\n"
+            "assert 'torch' not in sys.modules")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown == f"nmt {nmt.__version__} (Python {platform.python_version()}, torch {torch.__version__})\n"
+
+
 def test_translate_nbest(tiny_run):
     result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--beam", "4",
                                  "--nbest", "2"], input="Y dijo Dios\n")
@@ -179,6 +197,8 @@ def test_evaluate_writes_reports_for_greedy_and_beam(tiny_run, tmp_path):
         assert set(system["scores"]) == {"bleu", "chrf", "ter"}
         assert system["scores"]["bleu"]["signature"].startswith("nrefs:1|")
     assert "| greedy |" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert report["versions"] == versions()  # the code the numbers came from
+    assert f"- made with nmt {nmt.__version__} (torch " in (tmp_path / "report.md").read_text(encoding="utf-8")
     hyps = (tmp_path / "test.greedy.en").read_text(encoding="utf-8").split("\n")[:-1]
     assert len(hyps) == report["sentences"] == 34
 
