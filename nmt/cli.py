@@ -1,7 +1,9 @@
 """The ``nmt`` command line. Thin: parse, call nmt.pipeline / nmt.translate, own the terminal.
 
 torch, datasets and sentencepiece are imported inside the commands, so ``nmt --help`` is instant.
-Errors the user can fix (``NmtError``) print one line on stderr and exit with status 1.
+Errors the user can fix (``NmtError``) print one line on stderr and exit with status 1; a usage
+error (an unknown option or command, a value out of range) prints one line and exits with 2
+(``main``, the installed command).
 """
 
 from __future__ import annotations
@@ -43,11 +45,37 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(
+def _options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Neural machine translation with LSTMs."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``nmt`` command (``python -m nmt`` too): the Typer app, its usage errors made one line on
+    stderr, naming the help to read, with click's exit status 2. Typer would draw them in a box of
+    four to six lines; as one line they read like nmt's other errors, in a terminal and in a log.
+    Help (``--help``, or ``nmt`` alone) stays Typer's."""
+    # click's exception classes, found through a public one: Typer >= 0.2x carries its own copy of
+    # click (typer._click), older Typer uses click itself
+    classes = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+    usage_error, click_exception = classes["UsageError"], classes["ClickException"]
+    try:
+        code = app(args=argv, prog_name="nmt", standalone_mode=False)
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `nmt` alone: the help, as before
+            exc.show()
+        else:
+            help_hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            typer.echo(f"error: {' '.join(exc.format_message().split())}{help_hint}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except click_exception as exc:
+        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)  # typer.Exit's status (--version, Ctrl-C: 130)
 
 
 def _fail(message: str) -> None:

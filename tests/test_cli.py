@@ -41,7 +41,7 @@ def test_an_os_error_without_a_path_is_not_hidden():
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from nmt.cli import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass\n" \
+    code = "import sys; from nmt.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n" \
            "assert 'torch' not in sys.modules and 'datasets' not in sys.modules, 'heavy import'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -125,7 +125,7 @@ def test_translate_at_a_terminal_answers_each_line_as_it_is_typed(tiny_run):
                           input="Y dijo Dios\nEn el principio\n").stdout.splitlines()
     pid, fd = pty.fork()
     if pid == 0:  # the child: nmt with a terminal as stdin and stdout
-        os.execv(sys.executable, [sys.executable, "-c", "from nmt.cli import app; app()",
+        os.execv(sys.executable, [sys.executable, "-c", "from nmt.cli import main; main()",
                                   "translate", "--checkpoint", str(tiny_run.root / "best")])
     try:
         assert "Ctrl-D ends" in _read_until(fd, "Ctrl-D ends")
@@ -172,12 +172,40 @@ def test_version_names_nmt_torch_and_python_without_importing_torch():
 
     import nmt
 
-    code = ("import sys; from nmt.cli import app\n"
-            "try: app(['--version'])\n"
-            "except SystemExit as exit: assert exit.code in (0, None), exit.code\n"
+    code = ("import sys; from nmt.cli import main\n"
+            "try: main(['--version'])\n"
+            "except SystemExit as exit: assert exit.code == 0, exit.code\n"
             "assert 'torch' not in sys.modules")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert shown == f"nmt {nmt.__version__} (Python {platform.python_version()}, torch {torch.__version__})\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["translate"], "Missing option '--checkpoint'."),
+    (["translate", "--checkpoint", "x", "--bem", "3"], "No such option: --bem (Possible options: --beam, --nbest)"),
+    (["translate", "--checkpoint", "x", "--beam", "0"], "Invalid value for '--beam'"),
+    (["translate", "--checkpoint", "x", "--beam", "five"], "Invalid value for '--beam'"),
+    (["trnslate"], "No such command 'trnslate'. Did you mean 'translate'?"),
+])
+def test_usage_errors_are_one_line_naming_the_help_with_status_2(argv, message, capsys):
+    """A mistyped option or command reads like nmt's other errors (Typer boxed it in 4-6 lines)."""
+    from nmt.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith(f"error: {message}")
+    assert err.endswith(f"(see 'nmt{' translate' if argv[0] == 'translate' else ''} --help')\n")
+
+
+def test_help_and_python_dash_m():
+    """``python -m nmt`` is the command; help still goes to stdout with status 0, and ``nmt`` alone
+    shows it (status 2, as before)."""
+    shown = subprocess.run([sys.executable, "-m", "nmt", "translate", "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "--checkpoint" in shown.stdout and shown.stderr == ""
+    bare = subprocess.run([sys.executable, "-m", "nmt"], capture_output=True, text=True)
+    assert bare.returncode == 2 and "translate" in bare.stdout + bare.stderr
 
 
 def test_translate_nbest(tiny_run):
@@ -296,7 +324,7 @@ def test_train_prints_its_summary_on_stdout_and_logs_above_the_bar(tiny_run, tmp
     for part in ("data", "tokenizer"):
         shutil.copytree(tiny_run.root / part, runs / "tiny" / part)
     result = subprocess.run(
-        [sys.executable, "-c", "from nmt.cli import app; app()", "train", "-c", str(TINY_CONFIG), "--runs", str(runs),
+        [sys.executable, "-c", "from nmt.cli import main; main()", "train", "-c", str(TINY_CONFIG), "--runs", str(runs),
          f"data.source={TINY_TSV}", "train.max_steps=40", "train.valid_every=20", "train.threads=2"],
         capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
