@@ -1,8 +1,9 @@
 """Read, normalise, filter and split parallel text. No torch here.
 
-Parallel text is loaded with Hugging Face ``datasets``: a local TSV/CSV/JSONL file with named
-columns, a pair of line-aligned text files, or a hub dataset name (online only). Splits are
-written as plain text, one sentence a line, ``{split}.{lang}``.
+Parallel text is loaded with Hugging Face ``datasets`` — a local TSV/CSV/JSONL file with named
+columns, or a hub dataset name (online only) — or from a pair of line-aligned text files, read
+here (``_text_lines``: datasets' text loader ends a line at a lone "\r" too). Splits are written
+as plain text, one sentence a line, ``{split}.{lang}``.
 """
 
 from __future__ import annotations
@@ -146,14 +147,27 @@ def _load_local_table(path: Path, config: DataConfig):
         return datasets.load_dataset("csv", data_files=str(path), split="train", **options)
 
 
-def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:
-    import datasets
+def _text_lines(path: Path) -> list[str]:
+    """A plain text file's lines (.gz, .bz2, .xz decompressed), counted as ``wc -l`` counts them
+    (``split_lines``), a byte-order mark at its start dropped (Windows editors write one: it was
+    kept as part of the first sentence). Not datasets' text loader, which opens files with
+    universal newlines: a stray "\r" inside a sentence ended a line there, so a 40-line file read
+    as 41 and its pair "differed in line count" (or, with one such "\r" on each side, pairs were
+    silently misaligned)."""
+    suffix = path.suffix.lower()
+    if suffix == ".zst":
+        raise DataError(f"{path}: zstd-compressed text is not supported; decompress it, or use gzip, bzip2 or xz")
+    with _OPENERS.get(suffix, open)(path, "rb") as file:
+        data = file.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
+    return split_lines(text.removeprefix("\ufeff"))
 
-    sides = []
-    with _no_progress_bars():
-        for path in (src, tgt):
-            table = datasets.load_dataset("text", data_files=str(path), split="train", keep_linebreaks=False)
-            sides.append(table["text"])
+
+def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:
+    sides = [_text_lines(src), _text_lines(tgt)]
     if len(sides[0]) != len(sides[1]):
         raise DataError(
             f"aligned files differ in line count: {src} has {len(sides[0])}, {tgt} has {len(sides[1])}"
