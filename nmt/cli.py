@@ -241,11 +241,12 @@ def translate(
     lines = [] if interactive else (read_lines(input) if input is not None else _stdin_lines())
     translator = Translator.from_checkpoint(checkpoint, device)
 
-    def rendered(lines: list[str]) -> list[str]:
+    def rendered(lines: list[str], progress=None) -> list[str]:
         if nbest == 1:
-            return translator.translate(lines, beam=beam, alpha=alpha, precision=precision, stopping=stopping)
+            return translator.translate(lines, beam=beam, alpha=alpha, precision=precision, stopping=stopping,
+                                        progress=progress)
         found = translator.hypotheses(lines, beam=beam, alpha=alpha, nbest=nbest, precision=precision,
-                                      stopping=stopping)
+                                      stopping=stopping, progress=progress)
         decode = translator.tokenizer.decode_tgt
         return ["\t".join(f"{h.score:.4f}\t{decode([h.tokens])[0]}" for h in hyps) for hyps in found]
 
@@ -254,11 +255,22 @@ def translate(
         for line in sys.stdin:
             typer.echo(rendered([line.rstrip("\r\n")])[0])
         return
-    text = "".join(line + "\n" for line in rendered(lines))
+    with _lines_bar(len(lines)) as bar:
+        text = "".join(line + "\n" for line in rendered(lines, bar.update))
     if output is not None:
         atomic_write_text(output, text)
     else:
         sys.stdout.write(text)
+
+
+def _lines_bar(total: int):
+    """Lines translated so far, on stderr, while a file or a pipe is translated: a long file no
+    longer looks hung. Only where stderr is a terminal (tqdm's disable=None), so a log or a pipe
+    gets no bar; it clears itself at the end (leave=False), leaving the output alone."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="line", file=sys.stderr, disable=None, leave=False, dynamic_ncols=True,
+                mininterval=0.5)
 
 
 def _stdin_lines() -> list[str]:

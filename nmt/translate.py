@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ class Translator:
         precision: str | None = None,
         stopping: str | None = None,
         scored: bool = True,
+        progress: Callable[[int], None] | None = None,
     ) -> list[list[Hypothesis]]:
         """n-best hypotheses per line (an empty list for an empty line), in input order.
 
@@ -59,7 +60,9 @@ class Translator:
         matrix products in 8-bit integers (CPU; ``nmt.quantize``); ``stopping`` is
         beam search's rule (``nmt.beam.beam_search``). None takes the checkpoint's
         ``decode.precision`` / ``decode.stopping``. Not ``scored``: greedy search leaves out the
-        log-probabilities (``nmt.search.greedy_stream``; log_prob and score NaN), beam search needs them."""
+        log-probabilities (``nmt.search.greedy_stream``; log_prob and score NaN), beam search needs them.
+        ``progress`` is called with the number of lines just done, as sentences finish (empty lines
+        at once): a progress bar's ``update``."""
         cfg = self.config.decode
         beam = cfg.beam if beam is None else beam
         alpha = cfg.alpha if alpha is None else alpha
@@ -75,6 +78,8 @@ class Translator:
         results: list[list[Hypothesis]] = [[] for _ in lines]
         hold_heap()  # a search step's buffers reuse the last step's memory (nmt.hardware.hold_heap)
         todo = [i for i, line in enumerate(lines) if line.strip()]  # (the tokenizer normalises the rest)
+        if progress is not None and len(todo) < len(lines):
+            progress(len(lines) - len(todo))
         if not todo:
             return results
         src = Sequences.from_lists(self.tokenizer.encode_src([lines[i] for i in todo]))
@@ -89,6 +94,8 @@ class Translator:
                 numbers = np.concatenate(order).tolist()
                 for number, hyps in found:
                     results[todo[numbers[number]]] = hyps
+                    if progress is not None:
+                        progress(1)
         finally:
             self.model.train(was_training)
         return results
@@ -113,8 +120,9 @@ class Translator:
 
     def translate(
         self, lines: list[str], beam: int | None = None, alpha: float | None = None, precision: str | None = None,
-        stopping: str | None = None,
+        stopping: str | None = None, progress: Callable[[int], None] | None = None,
     ) -> list[str]:
         """One detokenised translation per input line (greedy search computes no scores)."""
-        found = self.hypotheses(lines, beam, alpha, precision=precision, stopping=stopping, scored=False)
+        found = self.hypotheses(lines, beam, alpha, precision=precision, stopping=stopping, scored=False,
+                                progress=progress)
         return [self.tokenizer.decode_tgt([hyps[0].tokens])[0] if hyps else "" for hyps in found]

@@ -98,6 +98,18 @@ def test_translate_reads_stdin_and_writes_stdout(tiny_run):
                            input="Y dijo Dios\n\nEn el principio\n")
     assert result.exit_code == 0
     assert len(result.stdout.split("\n")[:-1]) == 3
+    assert result.stderr == ""  # no progress bar where stderr is not a terminal
+
+
+def test_translation_progress_counts_every_line_once_as_sentences_finish(tiny_run):
+    from nmt.translate import Translator
+
+    translator = Translator.from_checkpoint(tiny_run.root / "best")
+    lines = ["Y dijo Dios", "", "En el principio", "   ", "Y dijo Dios: Sea la luz", "Y fué la tarde"]
+    for beam in (1, 3):
+        done = []
+        translator.translate(lines, beam=beam, progress=done.append)
+        assert done == [2, 1, 1, 1, 1]  # the empty lines at once, then each sentence as it finishes
 
 
 def _read_until(fd, text: str, seconds: float = 60.0) -> str:
@@ -138,6 +150,32 @@ def test_translate_at_a_terminal_answers_each_line_as_it_is_typed(tiny_run):
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         os.close(fd)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_translating_a_file_shows_its_progress_on_a_terminal_and_clears_it(tiny_run, tmp_path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    source, out = tmp_path / "in.es", tmp_path / "out.en"
+    source.write_text("Y dijo Dios\n\nEn el principio\n", encoding="utf-8")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stderr a terminal 80 columns wide (a fresh pseudo-terminal has 0: no bar)
+        fcntl.ioctl(2, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        os.execv(sys.executable, [sys.executable, "-c", "from nmt.cli import main; main()", "translate",
+                                  "--checkpoint", str(tiny_run.root / "best"), "-i", str(source), "-o", str(out)])
+    try:
+        seen = _read_until(fd, "never printed")  # all the child writes, until it closes the terminal
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, seen
+    finally:
+        os.close(fd)
+    assert "0/3 [" in seen and "line/s" in seen  # the bar, counting lines
+    assert seen.rstrip(" ").endswith("\r")  # cleared at the end: nothing left on the terminal's line
+    assert len(out.read_text(encoding="utf-8").split("\n")[:-1]) == 3
 
 
 def test_translate_refuses_an_unknown_precision(tiny_run, tmp_path):
