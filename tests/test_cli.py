@@ -101,6 +101,32 @@ def test_translate_reads_stdin_and_writes_stdout(tiny_run):
     assert result.stderr == ""  # no progress bar where stderr is not a terminal
 
 
+def test_translate_decodes_a_long_input_in_chunks_and_writes_the_same_lines(tiny_run, tmp_path, monkeypatch):
+    """Memory stays bounded on a file of millions of lines: at most TRANSLATE_CHUNK lines are
+    decoded at a time, each chunk's lines written before the next; the output is what one call
+    over all of them gives (fp32: a translation does not depend on its batch)."""
+    import nmt.cli
+    from nmt.translate import Translator
+
+    lines = ["Y dijo Dios", "", "En el principio", "Y dijo Dios: Sea la luz", "   ", "Y fué la tarde", "Y vió Dios"]
+    source = tmp_path / "in.es"
+    source.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    whole = Translator.from_checkpoint(tiny_run.root / "best").translate(lines)
+    sizes = []
+    hypotheses = Translator.hypotheses
+    monkeypatch.setattr(Translator, "hypotheses", lambda self, some, *a, **k: sizes.append(len(some))
+                        or hypotheses(self, some, *a, **k))
+    monkeypatch.setattr(nmt.cli, "TRANSLATE_CHUNK", 3)
+    for output in (None, tmp_path / "out.en"):
+        sizes.clear()
+        args = ["translate", "--checkpoint", str(tiny_run.root / "best"), "-i", str(source)]
+        result = runner.invoke(app, args + (["-o", str(output)] if output else []))
+        assert result.exit_code == 0, result.output
+        written = output.read_text(encoding="utf-8") if output else result.stdout
+        assert written == "".join(line + "\n" for line in whole)
+        assert sizes == [3, 3, 1]
+
+
 def test_translation_progress_counts_every_line_once_as_sentences_finish(tiny_run):
     from nmt.translate import Translator
 
