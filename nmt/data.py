@@ -18,6 +18,7 @@ import lzma
 import random
 import re
 import unicodedata
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,22 +149,15 @@ def _load_local_table(path: Path, config: DataConfig):
 
 
 def _text_lines(path: Path) -> list[str]:
-    """A plain text file's lines (.gz, .bz2, .xz decompressed), counted as ``wc -l`` counts them
-    (``split_lines``), a byte-order mark at its start dropped (Windows editors write one: it was
-    kept as part of the first sentence). Not datasets' text loader, which opens files with
-    universal newlines: a stray "\r" inside a sentence ended a line there, so a 40-line file read
-    as 41 and its pair "differed in line count" (or, with one such "\r" on each side, pairs were
-    silently misaligned)."""
-    suffix = path.suffix.lower()
-    if suffix == ".zst":
-        raise DataError(f"{path}: zstd-compressed text is not supported; decompress it, or use gzip, bzip2 or xz")
-    with _OPENERS.get(suffix, open)(path, "rb") as file:
-        data = file.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
-    return split_lines(text.removeprefix("\ufeff"))
+    """One side of a pair of text files: ``read_lines``, a byte-order mark at its start dropped
+    (Windows editors write one: it was kept as part of the first sentence). Not datasets' text
+    loader, which opens files with universal newlines: a stray "\r" inside a sentence ended a line
+    there, so a 40-line file read as 41 and its pair "differed in line count" (or, with one such
+    "\r" on each side, pairs were silently misaligned)."""
+    lines = read_lines(path)
+    if lines:
+        lines[0] = lines[0].removeprefix("\ufeff")
+    return lines
 
 
 def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:
@@ -352,12 +346,23 @@ def write_splits(prepared: PreparedData, folder: Path, config: DataConfig) -> Pa
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """Read a UTF-8 text file as lines without their line ends; a clear error on bad input."""
+    """Read a UTF-8 text file as lines without their line ends (``split_lines``); a clear error on
+    bad input. A .gz, .bz2 or .xz file is decompressed (sacreBLEU reads .gz references too)."""
     path = Path(path)
     if error := path_error(path, "file"):
         raise DataError(error)
+    suffix = path.suffix.lower()
+    if suffix == ".zst":  # no zstd reader in the standard library
+        raise DataError(f"{path}: zstd-compressed text is not supported; decompress it, or use gzip, bzip2 or xz")
     try:
-        text = path.read_bytes().decode("utf-8")  # not read_text: it ends a line at a lone "\r" too
+        with _OPENERS.get(suffix, open)(path, "rb") as file:  # bytes: text mode ends a line at a lone "\r" too
+            data = file.read()
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+        if isinstance(exc, OSError) and exc.filename is not None:  # not found, no permission …: the caller's
+            raise
+        raise DataError(f"{path}: not a valid {suffix.lstrip('.')} file ({exc})") from exc
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
     return split_lines(text)

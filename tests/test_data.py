@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 
 import pytest
 
@@ -289,12 +290,32 @@ def test_hub_dataset_offline_is_a_clear_error():
         read_pairs(DataConfig(source="no-such-user/no-such-corpus"))
 
 
-def test_lines_are_read_as_sacrebleu_reads_them(tmp_path):
+@pytest.mark.parametrize("name", ["refs.en", "refs.en.gz"])
+def test_lines_are_read_as_sacrebleu_reads_them(tmp_path, name):
+    """A plain file and a gzipped one (sacreBLEU reads .gz references)."""
     from sacrebleu.utils import smart_open
 
-    path = tmp_path / "refs.en"
-    path.write_bytes("one\u2028two\nthree\x85four\x0c\nfive\r\n\nsix\rseven".encode())
+    path = tmp_path / name
+    data = "one\u2028two\nthree\x85four\x0c\nfive\r\n\nsix\rseven".encode()
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
     with smart_open(str(path)) as handle:
         theirs = [line.rstrip("\r\n") for line in handle]
     assert read_lines(path) == theirs == ["one\u2028two", "three\x85four\x0c", "five", "", "six\rseven"]
     assert split_lines("") == [] and split_lines("\n") == [""]
+
+
+@pytest.mark.parametrize("suffix", [".bz2", ".xz"])
+def test_compressed_files_are_read_and_broken_ones_are_one_line_errors(tmp_path, suffix):
+    import bz2
+    import lzma
+
+    compress = {".bz2": bz2.compress, ".xz": lzma.compress}[suffix]
+    path = tmp_path / f"in.es{suffix}"
+    path.write_bytes(compress("uno\r\ndos\rtres\n".encode()))
+    assert read_lines(path) == ["uno", "dos\rtres"]
+    path.write_bytes(compress(b"uno\n")[:12])  # cut short, as by a full disk
+    with pytest.raises(DataError, match=rf"in\.es{re.escape(suffix)}: not a valid {suffix[1:]} file \("):
+        read_lines(path)
+    path.with_suffix(".gz").write_bytes(b"plain text\n")  # a name that lies
+    with pytest.raises(DataError, match=r"in\.es\.gz: not a valid gz file \(Not a gzipped file"):
+        read_lines(path.with_suffix(".gz"))
