@@ -229,7 +229,7 @@ def translate(
     """Translate one sentence per line; the output has exactly as many lines as the input. Typed at
     a terminal (stdin a terminal, no --input or --output), each line is translated as it is
     entered; Ctrl-D ends."""
-    from nmt.atomic import atomic_open, check_destination
+    from nmt.atomic import check_destination
     from nmt.config import DecodePrecision, StoppingRule, choice_error
     from nmt.data import read_lines
     from nmt.translate import Translator
@@ -262,10 +262,30 @@ def translate(
         for line in sys.stdin:
             typer.echo(rendered([line.rstrip("\r\n")])[0])
         return
-    with _lines_bar(len(lines)) as bar, atomic_open(output) if output else contextlib.nullcontext(sys.stdout) as out:
+    with _lines_bar(len(lines)) as bar, _written(output) as out:
         for start in range(0, len(lines), TRANSLATE_CHUNK):
             out.write("".join(line + "\n" for line in rendered(lines[start : start + TRANSLATE_CHUNK], bar.update)))
             out.flush()  # stdout: a pipe's reader gets each chunk as it is done
+
+
+@contextlib.contextmanager
+def _written(output: Path | None):
+    """Where nmt translate writes: stdout, or ``output`` atomically (``nmt.atomic.atomic_open``),
+    compressed where its name ends in .gz, .bz2 or .xz, as --input is read (a plain file named
+    .gz would have been a trap for whatever reads it next)."""
+    from nmt.atomic import atomic_open
+    from nmt.data import COMPRESSED
+
+    if output is None:
+        yield sys.stdout
+        return
+    compress = COMPRESSED.get(output.suffix.lower())
+    if compress is None:
+        with atomic_open(output) as out:
+            yield out
+        return
+    with atomic_open(output, "wb") as raw, compress(raw, "wt", encoding="utf-8") as out:
+        yield out
 
 
 def _lines_bar(total: int):

@@ -109,7 +109,8 @@ def _no_progress_bars():
             datasets.enable_progress_bars()
 
 
-_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# openers of the compressed files nmt reads (and nmt translate writes), by suffix
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 def _check_first_row(path: Path, delimiter: str, quoting: int, columns: tuple[str, ...]) -> None:
@@ -119,7 +120,7 @@ def _check_first_row(path: Path, delimiter: str, quoting: int, columns: tuple[st
     suffix = path.suffix.lower()
     if suffix == ".zst":  # no zstd reader in the standard library: left to datasets
         return
-    with _OPENERS.get(suffix, open)(path, "rt", encoding="utf-8", newline="") as file:
+    with COMPRESSED.get(suffix, open)(path, "rt", encoding="utf-8", newline="") as file:
         reader = csv.reader(file, delimiter=delimiter, quoting=quoting)
         rows = (row for row in reader if row)  # blank lines are skipped, as the parser skips them
         names = columns or next(rows, None)
@@ -355,7 +356,7 @@ def read_lines(path: str | Path) -> list[str]:
     if suffix == ".zst":  # no zstd reader in the standard library
         raise DataError(f"{path}: zstd-compressed text is not supported; decompress it, or use gzip, bzip2 or xz")
     try:
-        with _OPENERS.get(suffix, open)(path, "rb") as file:  # bytes: text mode ends a line at a lone "\r" too
+        with COMPRESSED.get(suffix, open)(path, "rb") as file:  # bytes: text mode ends a line at a lone "\r" too
             data = file.read()
     except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
         if isinstance(exc, OSError) and exc.filename is not None:  # not found, no permission …: the caller's

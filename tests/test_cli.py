@@ -127,6 +127,22 @@ def test_translate_decodes_a_long_input_in_chunks_and_writes_the_same_lines(tiny
         assert sizes == [3, 3, 1]
 
 
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+def test_translate_reads_and_writes_compressed_files_by_their_names(tiny_run, tmp_path, suffix):
+    from nmt.data import COMPRESSED
+
+    text = "Y dijo Dios\n\nEn el principio\n"
+    plain = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best")], input=text).stdout
+    source, out = tmp_path / f"in.es{suffix}", tmp_path / f"out.en{suffix}"
+    with COMPRESSED[suffix](source, "wt", encoding="utf-8") as handle:
+        handle.write(text)
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "-i", str(source),
+                                 "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with COMPRESSED[suffix](out, "rt", encoding="utf-8") as handle:
+        assert handle.read() == plain and plain.count("\n") == 3
+
+
 def test_translation_progress_counts_every_line_once_as_sentences_finish(tiny_run):
     from nmt.translate import Translator
 
