@@ -25,11 +25,23 @@ def prepare(config: Config, paths: RunPaths) -> Path:
     return data.write_splits(prepared, paths.data, config.data)
 
 
+def _after(*stages: tuple[Path, str]) -> None:
+    """Each stage before this one has finished: its last file (``marker``) is there. Else one line
+    that names the stage to run, not the first file it would have written."""
+    from nmt.errors import NmtError
+
+    for marker, stage in stages:
+        if not marker.is_file():
+            raise NmtError(f"{marker.parent} is not ready ({marker.name} missing): run `{stage}` first with this "
+                           f"config (make runs every stage in order)")
+
+
 def tokenize(config: Config, paths: RunPaths) -> Path:
     """Train SentencePiece on the training split only; returns ``tokenizer/tokenizer.json``."""
     from nmt.data import read_lines, split_path
     from nmt.tokenizer import train_tokenizer
 
+    _after((paths.data / "stats.json", "nmt prepare"))
     src = read_lines(split_path(paths.data, "train", config.data.src_lang))
     tgt = read_lines(split_path(paths.data, "train", config.data.tgt_lang))
     return train_tokenizer(src, tgt, config.tokenizer, paths.tokenizer)
@@ -39,6 +51,7 @@ def train(config: Config, paths: RunPaths, device: str | None = None, on_progres
     """Train (resuming from ``last`` if present); returns the summary also written to disk."""
     from nmt.train import Trainer
 
+    _after((paths.data / "stats.json", "nmt prepare"), (paths.tokenizer / "tokenizer.json", "nmt tokenize"))
     trainer = Trainer(config, paths.data, paths.tokenizer, paths.root, device)
     return trainer.train(on_progress)
 

@@ -335,6 +335,22 @@ def test_prepare_missing_data_file(tmp_path):
     assert not (tmp_path / "tiny" / "data" / "stats.json").exists()
 
 
+def test_a_stage_run_before_the_one_it_needs_names_that_stage(tmp_path):
+    """The quick tour's commands out of order: one line naming the stage to run, not the first
+    file the missing stage would have written ("file not found: …/train.es")."""
+    run = ["-c", str(TINY_CONFIG), "--runs", str(tmp_path)]
+    data, tokenizer = tmp_path / "tiny" / "data", tmp_path / "tiny" / "tokenizer"
+    for stage in ("tokenize", "train"):
+        assert _error(runner.invoke(app, [stage, *run])) == (
+            f"error: {data} is not ready (stats.json missing): run `nmt prepare` first with this config "
+            f"(make runs every stage in order)")
+    assert runner.invoke(app, ["prepare", *run]).exit_code == 0
+    assert _error(runner.invoke(app, ["train", *run])) == (
+        f"error: {tokenizer} is not ready (tokenizer.json missing): run `nmt tokenize` first with this config "
+        f"(make runs every stage in order)")
+    assert not (tmp_path / "tiny" / "last").exists()
+
+
 def test_unknown_config_key_on_the_command_line(tmp_path):
     result = runner.invoke(app, ["prepare", "-c", str(TINY_CONFIG), "--runs", str(tmp_path), "model.colour=red"])
     assert "unknown config key model.colour" in _error(result)
