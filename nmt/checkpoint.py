@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,10 @@ def save_checkpoint(
     step: int,
     trainer_tensors: dict[str, torch.Tensor] | None = None,
     trainer_state: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a complete checkpoint to ``folder`` (which must not exist yet) via a temporary name."""
+    """Write a complete checkpoint to ``folder`` (replaced whole if it exists) via a temporary name.
+    ``provenance`` goes into checkpoint.json as it is (an averaged checkpoint's sources)."""
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
     check_destination(folder, folder=True)  # an error naming the path, not the temporary
@@ -76,7 +78,7 @@ def save_checkpoint(
             atomic_write_text(tmp / "trainer.json", json.dumps(trainer_state or {}, indent=2))
             files += ["trainer.safetensors", "trainer.json"]
         manifest = {"format_version": FORMAT_VERSION, "nmt_version": __version__, "step": step, "files": files,
-                    "config": config.to_dict()}
+                    "config": config.to_dict(), **(provenance or {})}
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2))
         if folder.exists():
             shutil.rmtree(folder)
@@ -199,6 +201,63 @@ def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     except (OSError, SafetensorError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{folder}: cannot resume, trainer state unreadable ({exc})") from exc
     return tensors, state
+
+
+def step_info(folder: Path) -> dict[str, Any]:
+    """What a report shows of a checkpoint's training: its step, and for an averaged checkpoint
+    the steps it is the mean of (``averaged_steps``)."""
+    manifest = read_manifest(Path(folder))
+    info: dict[str, Any] = {"step": int(manifest["step"])}
+    if averaged := manifest.get("averaged"):
+        info["averaged_steps"] = [int(source["step"]) for source in averaged]
+    return info
+
+
+def run_checkpoints(folder: Path) -> list[Path]:
+    """The checkpoints a run folder (or its checkpoints/ folder) holds, in step order."""
+    folder = Path(folder)
+    found = (folder / "checkpoints" if (folder / "checkpoints").is_dir() else folder).glob("step-*")
+    return sorted((p for p in found if p.name.removeprefix("step-").isdigit()),
+                  key=lambda p: int(p.name.removeprefix("step-")))
+
+
+def average_checkpoints(folders: list[Path], out: Path) -> Path:
+    """A checkpoint whose weights are the mean of ``folders``' weights, written to ``out`` without
+    optimizer state: it translates, it does not resume. The checkpoints must be of one model (the
+    same model settings and SentencePiece models: a run's checkpoints); the new one takes the
+    config and step of the latest, and its checkpoint.json lists the sources and their steps.
+
+    The mean of the last few checkpoints of a run smooths out the noise of the last updates, a
+    standard NMT recipe (Junczys-Dowmunt et al. 2016; Vaswani et al. 2017); ``train.keep_checkpoints``
+    keeps them. Means are taken in fp64 and stored in each tensor's own dtype."""
+    folders = [Path(f) for f in folders]
+    if len(folders) < 2:
+        raise CheckpointError(f"averaging needs two checkpoints or more, not {len(folders)}")
+    seen: dict[Path, Path] = {}
+    for folder in folders:
+        real = folder.resolve()
+        if real in seen:
+            raise CheckpointError(f"{folder} is given twice (as {seen[real]}): its weights would count double")
+        seen[real] = folder
+    if Path(out).resolve() in seen:
+        raise CheckpointError(f"{out} is one of the checkpoints to average; write the mean to a new folder")
+    loaded = [load_checkpoint(folder) for folder in folders]
+    first = loaded[0]
+    for other in loaded[1:]:
+        if other.config.model != first.config.model:
+            differ = [k for k, v in asdict(other.config.model).items() if getattr(first.config.model, k) != v]
+            raise CheckpointError(f"{other.path} and {first.path} are different models ({', '.join(differ)} differ)")
+        if (other.tokenizer.src_model, other.tokenizer.tgt_model) != (first.tokenizer.src_model,
+                                                                       first.tokenizer.tgt_model):
+            raise CheckpointError(f"{other.path} and {first.path} have different SentencePiece models")
+    states = [c.model.state_dict() for c in loaded]
+    mean = {name: torch.stack([s[name].double() for s in states]).mean(0).to(tensor.dtype)
+            for name, tensor in states[0].items()}
+    latest = max(loaded, key=lambda c: c.step)
+    latest.model.load_state_dict(mean)  # tied weights: one tensor, given the same mean under both names
+    sources = [{"path": str(c.path), "step": c.step} for c in loaded]
+    return save_checkpoint(Path(out), latest.model, latest.config, latest.tokenizer, latest.step,
+                           provenance={"averaged": sources})
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -331,6 +331,26 @@ def score_lines(report: dict) -> str:
 
 
 # short_help: the command list in nmt --help would keep the docstring's line breaks
+@app.command(short_help="Average checkpoints' weights into a new checkpoint.")
+@guarded
+def average(
+    checkpoints: Annotated[list[Path], typer.Argument(
+        help="Checkpoint folders of one run, or a run folder (runs/<name>: its checkpoints/).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the new checkpoint.")],
+    last: Annotated[int, typer.Option(min=0, help="Only the N latest of them, by step (0: all).")] = 0,
+) -> None:
+    """Average the weights of checkpoints of one run (the last few: train.keep_checkpoints keeps
+    them) into a new checkpoint that translates and evaluates like any other."""
+    from nmt.checkpoint import MANIFEST, average_checkpoints, read_manifest, run_checkpoints
+
+    folders = []
+    for path in checkpoints:  # a folder that is neither goes as it is: loading it says what it is
+        folders += [path] if (path / MANIFEST).is_file() else run_checkpoints(path) or [path]
+    if last:
+        folders = sorted(folders, key=lambda path: read_manifest(path)["step"])[-last:]
+    typer.echo(average_checkpoints(folders, output))
+
+
 @app.command(short_help="Evaluation report: report.html, report.md and report.json.")
 @guarded
 def report(

@@ -108,6 +108,7 @@ class TrainConfig:
     threads: int = 0  # 0 = choose automatically
     fused_rnn: bool = True  # LSTMs through nmt.recurrence (hand-written backward); false = autograd, op by op
     trim_heap_every: int = 10  # steps between returning free heap pages to the OS (glibc); 0 = never
+    keep_checkpoints: int = 1  # the most recent checkpoints kept (besides best), for nmt average
 
 
 @dataclass(frozen=True)
@@ -308,7 +309,7 @@ _AT_LEAST = {
     "model.emb_dim": 1, "model.enc_hidden": 1, "model.dec_hidden": 1, "model.attn_dim": 1,
     "train.min_lr": 0, "train.lr_patience": 1, "train.patience": 1, "train.max_steps": 1,
     "train.valid_every": 1, "train.valid_max_sentences": 0, "train.max_train_len": 1, "train.threads": 0,
-    "train.trim_heap_every": 0,
+    "train.trim_heap_every": 0, "train.keep_checkpoints": 1,
     # alpha ≥ 0: the "bound" stopping rule needs lp(n) to grow with n (nmt.beam.beam_search)
     "decode.beam": 1, "decode.alpha": 0, "decode.max_len_ratio": 0, "decode.max_len_offset": 0, "decode.batch_size": 1,
 }

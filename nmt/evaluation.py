@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nmt import analysis, diagnostics, plots
 from nmt.atomic import atomic_write_bytes, atomic_write_text, check_destination
+from nmt.checkpoint import step_info
 from nmt.config import DecodeConfig
 from nmt.data import read_test_pair
 from nmt.diagnostics import Decoded
@@ -184,14 +185,8 @@ def _curves(cands: list[Candidate], run_dirs: list[Path | None]) -> dict:
                 "summary": json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else None,
                 **analysis.read_curves(run_dir / "metrics.jsonl"),
             }
-        curves[name]["checkpoint_steps"].append(_step(cand.path))
+        curves[name]["checkpoint_steps"].append(step_info(cand.path)["step"])
     return curves
-
-
-def _step(checkpoint: Path) -> int:
-    from nmt.checkpoint import read_manifest
-
-    return int(read_manifest(checkpoint)["step"])
 
 
 def _attention(cands: list[Candidate], sources: list[str], count: int) -> tuple[dict, dict[str, bytes]]:
@@ -220,7 +215,7 @@ def _checkpoint_info(cand: Candidate) -> dict:
 
     model = cand.translator.config.model
     return {
-        "name": cand.name, "path": str(cand.path), "step": _step(cand.path), "cell": model.cell,
+        "name": cand.name, "path": str(cand.path), **step_info(cand.path), "cell": model.cell,
         "attention": model.attention, "parameters": count_parameters(cand.translator.model),
         "model": asdict(model), "beam": cand.beam, "alpha": cand.alpha,
         "decode": {**asdict(cand.translator.config.decode), "beam": cand.beam},  # as used: --beam overrides

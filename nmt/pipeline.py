@@ -76,6 +76,7 @@ def evaluate(
     import time
 
     from nmt.atomic import atomic_write_text, check_destination
+    from nmt.checkpoint import step_info
     from nmt.data import read_test_pair
     from nmt.hardware import versions
     from nmt.metrics import corpus_scores
@@ -105,7 +106,7 @@ def evaluate(
         }
     report = {
         "checkpoint": str(checkpoint),
-        "step": _checkpoint_step(checkpoint),
+        **step_info(checkpoint),
         "source": str(src_path),
         "reference": str(ref_path),
         "sentences": len(sources),
@@ -120,12 +121,6 @@ def evaluate(
     atomic_write_text(Path(out_dir) / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(Path(out_dir) / "report.md", render_markdown(report))
     return report
-
-
-def _checkpoint_step(checkpoint: Path) -> int:
-    from nmt.checkpoint import read_manifest
-
-    return int(read_manifest(Path(checkpoint))["step"])
 
 
 def _samples(sources: list[str], refs: list[str], systems: dict, count: int) -> list[dict]:

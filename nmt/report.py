@@ -30,16 +30,22 @@ def _images(report: dict, *names: str) -> list[Image]:
     return [Image(name, name.replace("-", " ")) for name in names if name in present]
 
 
+def _averaged(checkpoint: dict) -> str:
+    steps = checkpoint.get("averaged_steps")
+    return f", the mean of the weights of steps {', '.join(f'{s:,}' for s in steps)}" if steps else ""
+
+
 def _preamble(report: dict) -> list[str]:
     lines = []
     for ckpt in report.get("checkpoints", []):
         lines.append(
-            f"- checkpoint {ckpt['name']}: `{ckpt['path']}` (step {ckpt['step']}; {ckpt['cell'].upper()} cells, "
+            f"- checkpoint {ckpt['name']}: `{ckpt['path']}` (step {ckpt['step']}{_averaged(ckpt)}; "
+            f"{ckpt['cell'].upper()} cells, "
             f"attention {ckpt['attention']}, {ckpt['parameters']:,} parameters; beam {ckpt['beam']}, "
             f"alpha {ckpt['alpha']:g})"
         )
     if "checkpoint" in report:
-        lines.append(f"- checkpoint: `{report['checkpoint']}` (step {report['step']})")
+        lines.append(f"- checkpoint: `{report['checkpoint']}` (step {report['step']}{_averaged(report)})")
     lines.append(f"- test set: `{report['source']}` → `{report['reference']}` ({report['sentences']} sentences)")
     training = report.get("training")
     if training:

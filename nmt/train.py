@@ -34,6 +34,7 @@ from nmt.checkpoint import (
     optimizer_to_tensors,
     point,
     read_manifest,
+    run_checkpoints,
     save_checkpoint,
 )
 from nmt.config import Config, changed_settings, settings_json
@@ -180,8 +181,9 @@ class Trainer:
             point(self.run_dir / "best", folder)
         point(self.run_dir / "last", folder)
         self.saved_step = self.state.step
-        keep = {(self.run_dir / name).resolve() for name in ("best", "last")}
-        for old in (self.run_dir / "checkpoints").glob("step-*"):
+        saved = run_checkpoints(self.run_dir)  # in step order
+        keep = {(self.run_dir / "best").resolve(), *(p.resolve() for p in saved[-self.config.train.keep_checkpoints:])}
+        for old in saved:
             if old.resolve() not in keep:
                 shutil.rmtree(old, ignore_errors=True)
 

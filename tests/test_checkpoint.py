@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import nmt
-from conftest import SPM200, saved_tiny_model, tiny_config
+from conftest import SPM200, TINY_TSV, saved_tiny_model, tiny_config
 from nmt import pipeline
 from nmt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nmt.config import run_paths
@@ -406,3 +406,63 @@ def test_attention_maps_have_a_row_per_target_piece_and_a_column_per_source_piec
     for m in maps:
         assert m["weights"].shape == (len(m["target_pieces"]), len(m["source_pieces"]))
         assert np.allclose(m["weights"].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_keep_checkpoints_keeps_the_latest_and_the_best(tmp_path):
+    _, paths = _train(tmp_path, "train.max_steps=40", "train.keep_checkpoints=3")
+    kept = sorted(p.name for p in (paths.root / "checkpoints").iterdir())
+    best = (paths.root / "best").resolve().name
+    assert kept == sorted({"step-0000024", "step-0000032", "step-0000040", best})
+    assert (paths.root / "last").resolve().name == "step-0000040"
+
+
+def test_average_is_the_mean_of_the_weights_and_translates(tmp_path):
+    from typer.testing import CliRunner
+
+    from nmt.checkpoint import read_manifest
+    from nmt.cli import app
+
+    _, paths = _train(tmp_path, "train.max_steps=40", "train.keep_checkpoints=3")
+    result = CliRunner().invoke(app, ["average", str(paths.root), "--last", "3", "-o", str(tmp_path / "mean")])
+    assert result.exit_code == 0, result.output
+    sources = [load_checkpoint(paths.root / "checkpoints" / f"step-00000{step}") for step in (24, 32, 40)]
+    mean = load_checkpoint(tmp_path / "mean")
+    for name, tensor in mean.model.state_dict().items():
+        expected = torch.stack([s.model.state_dict()[name].double() for s in sources]).mean(0).float()
+        assert torch.equal(tensor, expected), name
+        assert not torch.equal(tensor, sources[-1].model.state_dict()[name]), name  # the mean, not the latest
+    assert mean.model.generator.weight is mean.model.decoder.embed.weight  # still tied
+    manifest = read_manifest(tmp_path / "mean")
+    assert mean.step == 40 and [s["step"] for s in manifest["averaged"]] == [24, 32, 40]
+    assert "trainer.json" not in manifest["files"]  # it translates; it does not resume
+    assert len(Translator.from_checkpoint(tmp_path / "mean").translate(["Y dijo Dios", ""])) == 2
+    report = pipeline.evaluate(tmp_path / "mean", paths.data / "test.es", paths.data / "test.en", tmp_path / "eval")
+    assert report["step"] == 40 and report["averaged_steps"] == [24, 32, 40]
+    assert "(step 40, the mean of the weights of steps 24, 32, 40)" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_average_refuses_what_is_not_one_model(tmp_path):
+    from nmt.checkpoint import average_checkpoints
+    from nmt.model import build_model
+    from nmt.tokenizer import Tokenizer, train_tokenizer
+
+    config, tokenizer, model, one = saved_tiny_model(tmp_path)
+    two = save_checkpoint(tmp_path / "two", model, config, tokenizer, step=9)
+    with pytest.raises(CheckpointError, match="needs two checkpoints or more, not 1"):
+        average_checkpoints([one], tmp_path / "out")
+    os.symlink(two, tmp_path / "link")
+    with pytest.raises(CheckpointError, match="link is given twice"):
+        average_checkpoints([one, two, tmp_path / "link"], tmp_path / "out")
+    with pytest.raises(CheckpointError, match="is one of the checkpoints to average"):
+        average_checkpoints([one, two], two)
+    wider = dataclasses.replace(config, model=dataclasses.replace(config.model, dec_hidden=48, emb_dim=48))
+    other = save_checkpoint(tmp_path / "wider", build_model(wider.model, 200, 200), wider, tokenizer, step=9)
+    with pytest.raises(CheckpointError, match=r"are different models \(emb_dim, dec_hidden differ\)"):
+        average_checkpoints([one, other], tmp_path / "out")
+    lines = [row.split("\t")[1] for row in TINY_TSV.read_text(encoding="utf-8").splitlines()]
+    train_tokenizer(lines, lines, dataclasses.replace(config.tokenizer, vocab_size=200), tmp_path / "spm")
+    other_pieces = Tokenizer.from_folder(tmp_path / "spm")  # as many pieces, other ones (Spanish only)
+    pieces = save_checkpoint(tmp_path / "pieces", model, config, other_pieces, step=9)
+    with pytest.raises(CheckpointError, match="different SentencePiece models"):
+        average_checkpoints([one, pieces], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
