@@ -241,6 +241,8 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
         seen[real] = folder
     if Path(out).resolve() in seen:
         raise CheckpointError(f"{out} is one of the checkpoints to average; write the mean to a new folder")
+    if os.path.lexists(out) and not _averaged_before(Path(out)):  # it would be deleted and replaced
+        raise CheckpointError(f"{out} exists and is not an earlier average; write the mean to a new folder")
     loaded = [load_checkpoint(folder) for folder in folders]
     first = loaded[0]
     for other in loaded[1:]:
@@ -258,6 +260,14 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
     sources = [{"path": str(c.path), "step": c.step} for c in loaded]
     return save_checkpoint(Path(out), latest.model, latest.config, latest.tokenizer, latest.step,
                            provenance={"averaged": sources})
+
+
+def _averaged_before(folder: Path) -> bool:
+    """Whether ``folder`` is a checkpoint ``average_checkpoints`` wrote (one it may replace)."""
+    try:
+        return folder.is_dir() and not folder.is_symlink() and "averaged" in read_manifest(folder)
+    except CheckpointError:
+        return False
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

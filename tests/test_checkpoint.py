@@ -439,6 +439,9 @@ def test_average_is_the_mean_of_the_weights_and_translates(tmp_path):
     report = pipeline.evaluate(tmp_path / "mean", paths.data / "test.es", paths.data / "test.en", tmp_path / "eval")
     assert report["step"] == 40 and report["averaged_steps"] == [24, 32, 40]
     assert "(step 40, the mean of the weights of steps 24, 32, 40)" in (tmp_path / "eval" / "report.md").read_text()
+    again = CliRunner().invoke(app, ["average", str(paths.root), "--last", "2", "-o", str(tmp_path / "mean")])
+    assert again.exit_code == 0, again.output  # an earlier average is replaced
+    assert [s["step"] for s in read_manifest(tmp_path / "mean")["averaged"]] == [32, 40]
 
 
 def test_average_refuses_what_is_not_one_model(tmp_path):
@@ -455,6 +458,11 @@ def test_average_refuses_what_is_not_one_model(tmp_path):
         average_checkpoints([one, two, tmp_path / "link"], tmp_path / "out")
     with pytest.raises(CheckpointError, match="is one of the checkpoints to average"):
         average_checkpoints([one, two], two)
+    (tmp_path / "run" / "data").mkdir(parents=True)  # `-o runs/x`: replacing it would delete the run
+    for taken in (tmp_path / "run", tmp_path / "link", tmp_path / "run" / "data"):
+        with pytest.raises(CheckpointError, match="exists and is not an earlier average"):
+            average_checkpoints([one, saved_tiny_model(tmp_path / "three")[3]], taken)
+    assert (tmp_path / "run" / "data").is_dir() and (tmp_path / "link").is_symlink()
     wider = dataclasses.replace(config, model=dataclasses.replace(config.model, dec_hidden=48, emb_dim=48))
     other = save_checkpoint(tmp_path / "wider", build_model(wider.model, 200, 200), wider, tokenizer, step=9)
     with pytest.raises(CheckpointError, match=r"are different models \(emb_dim, dec_hidden differ\)"):
