@@ -8,7 +8,6 @@ error (an unknown option or command, a value out of range) prints one line and e
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import sys
@@ -18,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from nmt.errors import NmtError
+from nmt.terminal import ProgressBar, lines_bar, stdin_lines, written
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Neural machine translation with LSTMs.")
 
@@ -147,37 +147,6 @@ def tokenize(config: ConfigOpt, overrides: Overrides = None, runs: RunsOpt = Pat
     typer.echo(pipeline.tokenize(cfg, run_paths(cfg, runs)))
 
 
-class ProgressBar:
-    """A tqdm bar fed by the trainer's per-step progress callback. It appears at the first step, so
-    an error found before training (bad data, a bad path) stays the only line on stderr. While it
-    shows, log lines (validations, learning-rate changes) print above it, not glued to its line;
-    stdout is left to the command's result."""
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.logging = contextlib.ExitStack()
-
-    def __call__(self, p) -> None:
-        if self.bar is None:
-            from tqdm import tqdm
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
-            self.bar = tqdm(unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
-            self.logging.enter_context(logging_redirect_tqdm())
-        self.bar.n = p.step
-        self.bar.set_postfix({"loss": f"{p.loss:.3f}", "tok/s": f"{p.tokens_per_s:,.0f}", "lr": f"{p.lr:.2g}"},
-                             refresh=False)
-        self.bar.update(0)
-
-    def __enter__(self) -> "ProgressBar":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.logging.close()
-        if self.bar is not None:
-            self.bar.close()
-
-
 @app.command()
 @guarded
 def train(
@@ -245,7 +214,7 @@ def translate(
         if value is not None and (error := choice_error(option, value, choices)):
             _fail(error)
     interactive = input is None and output is None and sys.stdin.isatty()
-    lines = [] if interactive else (read_lines(input) if input is not None else _stdin_lines())
+    lines = [] if interactive else (read_lines(input) if input is not None else stdin_lines())
     translator = Translator.from_checkpoint(checkpoint, device)
 
     def rendered(lines: list[str], progress=None) -> list[str]:
@@ -262,47 +231,10 @@ def translate(
         for line in sys.stdin:
             typer.echo(rendered([line.rstrip("\r\n")])[0])
         return
-    with _lines_bar(len(lines)) as bar, _written(output) as out:
+    with lines_bar(len(lines)) as bar, written(output) as out:
         for start in range(0, len(lines), TRANSLATE_CHUNK):
             out.write("".join(line + "\n" for line in rendered(lines[start : start + TRANSLATE_CHUNK], bar.update)))
             out.flush()  # stdout: a pipe's reader gets each chunk as it is done
-
-
-@contextlib.contextmanager
-def _written(output: Path | None):
-    """Where nmt translate writes: stdout, or ``output`` atomically (``nmt.atomic.atomic_open``),
-    compressed where its name ends in .gz, .bz2 or .xz, as --input is read (a plain file named
-    .gz would have been a trap for whatever reads it next)."""
-    from nmt.atomic import atomic_open
-    from nmt.data import COMPRESSED
-
-    if output is None:
-        yield sys.stdout
-        return
-    compress = COMPRESSED.get(output.suffix.lower())
-    if compress is None:
-        with atomic_open(output) as out:
-            yield out
-        return
-    with atomic_open(output, "wb") as raw, compress(raw, "wt", encoding="utf-8") as out:
-        yield out
-
-
-def _lines_bar(total: int):
-    """Lines translated so far, on stderr, while a file or a pipe is translated: a long file no
-    longer looks hung. Only where stderr is a terminal (tqdm's disable=None), so a log or a pipe
-    gets no bar; it clears itself at the end (leave=False), leaving the output alone."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="line", file=sys.stderr, disable=None, leave=False, dynamic_ncols=True,
-                mininterval=0.5)
-
-
-def _stdin_lines() -> list[str]:
-    from nmt.data import split_lines
-
-    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-    return split_lines(data.decode("utf-8"))
 
 
 @app.command()

@@ -1,0 +1,77 @@
+"""What the command line shows and reads at a terminal: the training progress bar, the count of
+lines translated, standard input's lines, and where ``nmt translate`` writes (stdout, or a file
+written atomically, compressed by its name). Kept apart from ``nmt.cli``, which parses and calls."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+
+class ProgressBar:
+    """A tqdm bar fed by the trainer's per-step progress callback. It appears at the first step, so
+    an error found before training (bad data, a bad path) stays the only line on stderr. While it
+    shows, log lines (validations, learning-rate changes) print above it, not glued to its line;
+    stdout is left to the command's result."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.logging = contextlib.ExitStack()
+
+    def __call__(self, p) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            self.bar = tqdm(unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+            self.logging.enter_context(logging_redirect_tqdm())
+        self.bar.n = p.step
+        self.bar.set_postfix({"loss": f"{p.loss:.3f}", "tok/s": f"{p.tokens_per_s:,.0f}", "lr": f"{p.lr:.2g}"},
+                             refresh=False)
+        self.bar.update(0)
+
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logging.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextlib.contextmanager
+def written(output: Path | None):
+    """Where nmt translate writes: stdout, or ``output`` atomically (``nmt.atomic.atomic_open``),
+    compressed where its name ends in .gz, .bz2 or .xz, as --input is read (a plain file named
+    .gz would have been a trap for whatever reads it next)."""
+    from nmt.atomic import atomic_open
+    from nmt.data import COMPRESSED
+
+    if output is None:
+        yield sys.stdout
+        return
+    compress = COMPRESSED.get(output.suffix.lower())
+    if compress is None:
+        with atomic_open(output) as out:
+            yield out
+        return
+    with atomic_open(output, "wb") as raw, compress(raw, "wt", encoding="utf-8") as out:
+        yield out
+
+
+def lines_bar(total: int):
+    """Lines translated so far, on stderr, while a file or a pipe is translated: a long file no
+    longer looks hung. Only where stderr is a terminal (tqdm's disable=None), so a log or a pipe
+    gets no bar; it clears itself at the end (leave=False), leaving the output alone."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="line", file=sys.stderr, disable=None, leave=False, dynamic_ncols=True,
+                mininterval=0.5)
+
+
+def stdin_lines() -> list[str]:
+    from nmt.data import split_lines
+
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    return split_lines(data.decode("utf-8"))
