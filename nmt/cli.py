@@ -231,10 +231,19 @@ def translate(
         for line in sys.stdin:
             typer.echo(rendered([line.rstrip("\r\n")])[0])
         return
-    with lines_bar(len(lines)) as bar, written(output) as out:
-        for start in range(0, len(lines), TRANSLATE_CHUNK):
-            out.write("".join(line + "\n" for line in rendered(lines[start : start + TRANSLATE_CHUNK], bar.update)))
-            out.flush()  # stdout: a pipe's reader gets each chunk as it is done
+    done = 0
+    try:
+        with lines_bar(len(lines)) as bar, written(output) as out:
+            for start in range(0, len(lines), TRANSLATE_CHUNK):
+                chunk = rendered(lines[start : start + TRANSLATE_CHUNK], bar.update)
+                out.write("".join(line + "\n" for line in chunk))
+                out.flush()  # stdout: a pipe's reader gets each chunk as it is done
+                done += len(chunk)
+    except KeyboardInterrupt:  # Ctrl-C: say what the output holds (stdout's chunks are out already)
+        held = f"nothing written to {output}, which is as it was" if output else (
+            f"stdout has the first {done:,} of {len(lines):,} lines")
+        typer.echo(f"interrupted: {held}", err=True)
+        raise
 
 
 @app.command()

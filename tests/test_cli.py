@@ -143,6 +143,36 @@ def test_translate_reads_and_writes_compressed_files_by_their_names(tiny_run, tm
         assert handle.read() == plain and plain.count("\n") == 3
 
 
+@pytest.mark.parametrize("to_file", [False, True])
+def test_ctrl_c_while_translating_says_what_the_output_holds(tiny_run, tmp_path, monkeypatch, to_file):
+    """stdout already has the chunks done before Ctrl-C; --output is left as it was."""
+    import nmt.cli
+    from nmt.translate import Translator
+
+    calls = []
+    translate = Translator.translate
+
+    def interrupted_second_time(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return translate(self, *a, **k)
+
+    monkeypatch.setattr(Translator, "translate", interrupted_second_time)
+    monkeypatch.setattr(nmt.cli, "TRANSLATE_CHUNK", 2)
+    out = tmp_path / "out.en"
+    out.write_text("earlier output\n", encoding="utf-8")
+    args = ["translate", "--checkpoint", str(tiny_run.root / "best")] + (["-o", str(out)] if to_file else [])
+    result = runner.invoke(app, args, input="Y dijo Dios\nEn el principio\nY vió Dios\n")
+    assert result.exit_code == 130
+    if to_file:
+        assert result.stderr == f"interrupted: nothing written to {out}, which is as it was\n"
+        assert out.read_text(encoding="utf-8") == "earlier output\n" and result.stdout == ""
+    else:
+        assert result.stderr == "interrupted: stdout has the first 2 of 3 lines\n"
+        assert result.stdout.count("\n") == 2
+
+
 def test_translation_progress_counts_every_line_once_as_sentences_finish(tiny_run):
     from nmt.translate import Translator
 
