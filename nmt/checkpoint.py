@@ -114,7 +114,7 @@ def _not_a_checkpoint(folder: Path) -> str:
     """What a folder without a manifest is: a run, a run's checkpoints, half a checkpoint or none."""
     if any((folder / name).exists() for name in ("best", "last")):
         return f"{folder} is a run folder, not a checkpoint: give {folder / 'best'} (or {folder / 'last'})"
-    if steps := sorted(folder.glob("step-*")):
+    if steps := run_checkpoints(folder):  # in step order: the last is the latest
         return f"{folder} holds checkpoints and is not one: give one of them, as {steps[-1]}"
     if any(folder.glob("*.safetensors")):
         return f"{folder}: incomplete checkpoint (no {MANIFEST})"
