@@ -39,7 +39,7 @@ from nmt.checkpoint import (
 )
 from nmt.config import Config, changed_settings, settings_json
 from nmt.errors import NmtError
-from nmt.hardware import choose_threads, hold_heap, pick_device, resolve_precision, trim_heap, versions
+from nmt.hardware import ThreadGovernor, choose_threads, hold_heap, pick_device, resolve_precision, trim_heap, versions
 from nmt.interrupt import StopRequest, stop_requests
 from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
@@ -116,6 +116,8 @@ class Trainer:
         self.device = pick_device(device)
         self.precision = resolve_precision(config.train.precision, self.device, "train.precision")
         torch.set_num_threads(choose_threads(config.train.threads))
+        # train.threads: 0 follows other processes' load as it changes; a number stays as set
+        self.threads = ThreadGovernor() if config.train.threads == 0 else None
         hold_heap()  # buffers reuse freed memory between trims (nmt.hardware.hold_heap)
         self.tokenizer = Tokenizer.from_folder(tokenizer_dir)
         data = load_training_data(self.data_dir, self.tokenizer, tokenizer_dir, config)
@@ -313,10 +315,12 @@ class Trainer:
                 st.elapsed_s = time.perf_counter() - start
                 window.add(loss, n_tokens, norm, time.perf_counter() - t0, norm > cfg.clip_norm)
                 validation = None
+                if self.threads is not None:
+                    self.threads.check()
                 if cfg.trim_heap_every and st.step % cfg.trim_heap_every == 0:
                     trim_heap()  # resident memory level over a long run (nmt.hardware.trim_heap)
                 if st.step % LOG_EVERY == 0:
-                    append_record(metrics_path, window.flush(st))
+                    append_record(metrics_path, {**window.flush(st), "threads": torch.get_num_threads()})
                 if st.step % cfg.valid_every == 0:
                     validation = self._validate_and_log(metrics_path)
                     stop = self._after_validation(validation)

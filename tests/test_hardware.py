@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -23,6 +24,88 @@ def test_thread_choice_leaves_busy_cores_alone(monkeypatch):
 def test_busy_cores_is_a_fraction_of_the_machine():
     busy = hardware.busy_cores(0.05)
     assert 0.0 <= busy <= (os.cpu_count() or 1) + 1e-6
+
+
+class Machine:
+    """A stand-in for /proc/stat on 2 cores: each look one second later, with ``others`` cores kept
+    busy by other processes and ``ours`` by this one."""
+
+    def __init__(self):
+        self.now = self.busy = self.own = 0.0
+
+    def look(self, others: float, ours: float = 1.0) -> tuple[float, float, float]:
+        self.now, self.busy, self.own = self.now + 1, self.busy + others + ours, self.own + ours
+        return self.now, self.busy, self.own
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    monkeypatch.setattr(hardware, "_usable_cores", lambda: 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_follow_other_processes_load_as_it_changes(two_threads, caplog):
+    """A process that starts later gets its core at the first look; the core comes back only after
+    two looks in a row without it, so a burst of someone else's work does not flip the count."""
+    machine, load = Machine(), iter([0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 2.0])
+    governor = hardware.ThreadGovernor(every=0, sample=lambda: machine.look(next(load)))
+    with caplog.at_level("WARNING", logger="nmt.hardware"):
+        counts = [governor.check() for _ in range(8)]
+    assert counts == [1, 1, 1, 1, 1, 2, 2, 1]
+    assert torch.get_num_threads() == 1
+    assert "1.0 of 2 cores busy with other work: 1 thread(s) now, 2 before" in caplog.text
+    assert "0.0 of 2 cores busy with other work: 2 thread(s) now, 1 before" in caplog.text
+
+
+def test_threads_are_looked_at_again_only_every_few_seconds(two_threads):
+    machine = Machine()
+    governor = hardware.ThreadGovernor(every=3600, sample=lambda: machine.look(2.0))
+    assert [governor.check() for _ in range(3)] == [2, 2, 2]  # an hour has not passed
+    assert machine.now == 1  # looked at once, when it was made
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="Linux's /proc/stat")
+def test_only_other_processes_count_as_busy():
+    """Another process spinning is seen; this process's own work is not."""
+    before = hardware._sample()
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.0\nwhile time.time() < end: pass"])
+    spinner.wait()
+    others = hardware._others(before, hardware._sample())
+    assert 0.6 < others < 1.4
+    before, end = hardware._sample(), time.perf_counter() + 1.0
+    while time.perf_counter() < end:  # this process busy on one core
+        pass
+    assert hardware._others(before, hardware._sample()) < 0.4
+
+
+def test_training_gives_a_thread_back_when_another_process_takes_its_core(monkeypatch, tiny_run, tmp_path):
+    """train.threads: 0 looks at the load again while training (metrics.jsonl records the count);
+    a number stays as set."""
+    import functools
+    import json
+
+    from conftest import tiny_config
+    from nmt import train
+
+    machine = Machine()
+    governed = functools.partial(hardware.ThreadGovernor, every=0, sample=lambda: machine.look(1.0))
+    monkeypatch.setattr(train, "ThreadGovernor", governed)
+    before = torch.get_num_threads()
+    try:
+        for threads in ("0", "2"):
+            torch.set_num_threads(2)
+            monkeypatch.setattr(hardware, "_usable_cores", lambda: 2)
+            monkeypatch.setattr(hardware, "busy_cores", lambda: 0.0)  # a quiet machine at the start
+            run = tmp_path / threads
+            train.Trainer(tiny_config(tmp_path, f"train.threads={threads}", "train.max_steps=20",
+                                      "train.valid_every=20"), tiny_run.data, tiny_run.tokenizer, run).train()
+            logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            assert [line["threads"] for line in logged if line["kind"] == "train"] == [1 if threads == "0" else 2]
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
