@@ -158,9 +158,9 @@ class ThreadGovernor:
     goes on; ``choose_threads`` looks only once, at the start.
 
     A process started later (a second training, a test suite) takes a core one of our threads runs
-    on, and every OpenMP parallel region then waits for that thread: here, 2-thread training beside
-    a 2-thread process ran at 15 % of its speed, 1-thread training at 55 %, and the other process
-    twice as fast as beside our 2 threads. ``check()``, called between steps, looks every ``every``
+    on, and every OpenMP parallel region then waits for that thread: on 2 cores, two trainings side
+    by side went 2.3x and 1.45x as fast once the first gave a thread back, and a training beside a
+    2-thread program 27x (benchmarks/README.md, "Training beside another busy process"). ``check()``, called between steps, looks every ``every``
     seconds: it takes threads away at the first look that calls for it (staying costs most), and
     gives them back only after two looks in a row (a burst of the other's is no reason to).
     """
