@@ -160,14 +160,19 @@ class ThreadGovernor:
     A process started later (a second training, a test suite) takes a core one of our threads runs
     on, and every OpenMP parallel region then waits for that thread: on 2 cores, two trainings side
     by side went 2.3x and 1.45x as fast once the first gave a thread back, and a training beside a
-    2-thread program 27x (benchmarks/README.md, "Training beside another busy process"). ``check()``, called between steps, looks every ``every``
+    2-thread program 27x (benchmarks/README.md, "Training beside another busy process").
+
+    ``check()``, called between steps (training) or sentences (decoding), looks every ``every``
     seconds: it takes threads away at the first look that calls for it (staying costs most), and
-    gives them back only after two looks in a row (a burst of the other's is no reason to).
+    gives them back, up to ``most`` (default: the usable cores), only after two looks in a row (a
+    burst of the other's is no reason to). As a context manager it restores the count it began with.
     """
 
-    def __init__(self, every: float = 5.0, sample: Callable[[], tuple[float, float, float] | None] | None = None):
+    def __init__(self, every: float = 5.0, most: int | None = None,
+                 sample: Callable[[], tuple[float, float, float] | None] | None = None):
         self.every, self._sample = every, sample or _sample  # sample: /proc/stat, or a test's stand-in
-        self.cores, self.threads = _usable_cores(), torch.get_num_threads()
+        self.threads = torch.get_num_threads()
+        self.cores = most or _usable_cores()  # the most threads it gives
         self._last, self._more_wanted = self._sample(), False
         self._due = time.monotonic() + every
 
@@ -187,6 +192,15 @@ class ThreadGovernor:
             self.threads = wanted
         self._more_wanted = wanted > self.threads
         return self.threads
+
+    def __enter__(self) -> ThreadGovernor:
+        self._start = self.threads
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Back to the count it started with: decoding leaves torch as it found it."""
+        torch.set_num_threads(self._start)
+        self.threads = self._start
 
 
 def pick_device(name: str | None) -> torch.device:

@@ -16,7 +16,7 @@ import torch
 from nmt.batching import Sequences, make_batch, sentence_batches
 from nmt.beam import beam_stream
 from nmt.config import Config, DecodeConfig, DecodePrecision, StoppingRule, choice_error
-from nmt.hardware import hold_heap, pick_device, resolve_decode_precision
+from nmt.hardware import ThreadGovernor, hold_heap, pick_device, resolve_decode_precision
 from nmt.linear import bf16_products
 from nmt.model import Seq2Seq
 from nmt.quantize import int8_products
@@ -25,9 +25,14 @@ from nmt.tokenizer import Tokenizer
 
 
 class Translator:
-    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: Config, device: torch.device | str = "cpu"):
+    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: Config, device: torch.device | str = "cpu",
+                 follow_load: bool = True):
+        """``follow_load``: on the CPU, decode with a thread fewer while other processes take a
+        core (``nmt.hardware.ThreadGovernor``; never more threads than torch has, and those back
+        at the end); False keeps torch's count as it is (a trainer told train.threads)."""
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.device = torch.device(device)
+        self.follow_load = follow_load and self.device.type == "cpu"
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None,
@@ -89,13 +94,16 @@ class Translator:
         order = sentence_batches(src.lengths, cfg.batch_size)
         try:
             bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-            with products(self.model), bf16:
+            threads = ThreadGovernor(most=torch.get_num_threads()) if self.follow_load else None
+            with products(self.model), bf16, threads or contextlib.nullcontext():
                 found = self._search(src, order, beam, alpha, nbest, keep_attention, stopping, scored)
                 numbers = np.concatenate(order).tolist()
                 for number, hyps in found:
                     results[todo[numbers[number]]] = hyps
                     if progress is not None:
                         progress(1)
+                    if threads is not None:
+                        threads.check()
         finally:
             self.model.train(was_training)
         return results

@@ -88,14 +88,17 @@ def test_training_gives_a_thread_back_when_another_process_takes_its_core(monkey
     import json
 
     from conftest import tiny_config
-    from nmt import train
+    from nmt import train, translate
 
     machine = Machine()
     governed = functools.partial(hardware.ThreadGovernor, every=0, sample=lambda: machine.look(1.0))
     monkeypatch.setattr(train, "ThreadGovernor", governed)
+    decoding = []  # validation's decoding follows the load only when training does
+    monkeypatch.setattr(translate, "ThreadGovernor", lambda most: decoding.append(most) or governed(most=most))
     before = torch.get_num_threads()
     try:
         for threads in ("0", "2"):
+            decoding.clear()
             torch.set_num_threads(2)
             monkeypatch.setattr(hardware, "_usable_cores", lambda: 2)
             monkeypatch.setattr(hardware, "busy_cores", lambda: 0.0)  # a quiet machine at the start
@@ -104,8 +107,29 @@ def test_training_gives_a_thread_back_when_another_process_takes_its_core(monkey
                                       "train.valid_every=20"), tiny_run.data, tiny_run.tokenizer, run).train()
             logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
             assert [line["threads"] for line in logged if line["kind"] == "train"] == [1 if threads == "0" else 2]
+            assert decoding == ([1] if threads == "0" else [])
     finally:
         torch.set_num_threads(before)
+
+
+def test_decoding_gives_a_thread_back_while_another_process_takes_its_core(monkeypatch, tiny_run, two_threads):
+    """nmt translate, evaluate and report decode with a thread fewer while the machine is busy,
+    the same translations, and torch's count as it was afterwards; follow_load=False leaves it."""
+    import functools
+
+    from nmt import translate
+
+    machine, seen = Machine(), []
+    monkeypatch.setattr(translate, "ThreadGovernor",
+                        functools.partial(hardware.ThreadGovernor, every=0, sample=lambda: machine.look(1.0)))
+    lines = ["hola mundo", "el perro come", "", "la casa es grande"] * 5
+    translator = translate.Translator.from_checkpoint(tiny_run.root / "best")
+    followed = translator.translate(lines, progress=lambda n: seen.append(torch.get_num_threads()))
+    assert 1 in seen and torch.get_num_threads() == 2
+    seen.clear()
+    translator.follow_load = False
+    assert translator.translate(lines, progress=lambda n: seen.append(torch.get_num_threads())) == followed
+    assert set(seen) == {2}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
