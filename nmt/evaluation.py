@@ -296,12 +296,21 @@ def build_report(
     return report
 
 
+def _earlier_figures(out_dir: Path) -> set[str]:
+    """The figures an earlier report in ``out_dir`` wrote, as its report.json names them: only
+    those are replaced or removed; any other picture in figures/ is the user's and stays."""
+    try:
+        earlier = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
+        return {name for name in earlier.get("figures", []) if isinstance(name, str) and "/" not in name}
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
 def _write(out_dir: Path, report: dict, images: dict[str, bytes]) -> None:
     from nmt.report import render_html, render_markdown
 
-    for stale in (out_dir / "figures").glob("*.png"):  # left by an earlier report into this folder
-        if stale.stem not in images:
-            stale.unlink()
+    for name in _earlier_figures(out_dir) - set(images):  # an earlier report's, not redrawn: its report is gone
+        (out_dir / "figures" / f"{name}.png").unlink(missing_ok=True)
     for name, data in images.items():
         atomic_write_bytes(out_dir / "figures" / f"{name}.png", data)
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")

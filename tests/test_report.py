@@ -257,3 +257,17 @@ def test_chromium_renders_the_report(request, tmp_path):
     assert pixels.shape[:2] == (1600, 1200)
     dark = (pixels[..., :3].mean(axis=-1) < 0.5).mean()
     assert 0.005 < dark < 0.5, "the page rendered blank (or black)"
+
+
+def test_a_report_removes_only_the_figures_an_earlier_report_wrote(report, tmp_path):
+    """Reporting again into a folder replaces the earlier report's figures and removes those it no
+    longer draws; a picture the user keeps in figures/ is never touched."""
+    from nmt.evaluation import _write
+
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "mine.png").write_bytes(b"the user's")
+    _write(tmp_path, {**report, "figures": ["curves", "heatmap_1"]}, {"curves": b"a", "heatmap_1": b"b"})
+    _write(tmp_path, {**report, "figures": ["curves"]}, {"curves": b"c"})
+    assert sorted(p.name for p in figures.iterdir()) == ["curves.png", "mine.png"]
+    assert (figures / "curves.png").read_bytes() == b"c" and (figures / "mine.png").read_bytes() == b"the user's"
