@@ -110,6 +110,9 @@ class Trainer:
 
     def __init__(self, config: Config, data_dir: Path, tokenizer_dir: Path, run_dir: Path, device: str | None = None):
         self.config, self.run_dir = config, Path(run_dir)
+        if self.run_dir.is_dir():  # a run another process trains: said before seconds of setting up, not after
+            with self._only_trainer():
+                pass
         self.saved_step: int | None = None  # the step of runs/<name>/last, where a new run would resume
         self.nonfinite_in_row = 0  # steps in a row whose gradient was not finite
         self.data_dir = Path(data_dir)

@@ -300,17 +300,23 @@ def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(tmp_path, 
     assert len(steps) == len(set(steps)) and ("train", 5) in steps
 
 
-def test_a_run_another_process_trains_is_refused_and_left_as_it_was(tmp_path):
+def test_a_run_another_process_trains_is_refused_and_left_as_it_was(tmp_path, monkeypatch):
     """Two make train in two terminals: the second resumed the first's checkpoint, cut its log back
-    to that step and wrote its own checkpoints over the first's."""
+    to that step and wrote its own checkpoints over the first's. It is refused before it loads the
+    data (it logged "resumed from" and then refused)."""
+    import nmt.train
     from nmt.atomic import folder_lock
 
     _, paths = _train(tmp_path, "train.max_steps=8")
     metrics, last = (paths.root / "metrics.jsonl").read_text(), os.readlink(paths.root / "last")
+    loads = []
+    plain = nmt.train.load_training_data
+    monkeypatch.setattr(nmt.train, "load_training_data", lambda *args: loads.append(1) or plain(*args))
     with folder_lock(paths.root):  # as the other process holds it
         with pytest.raises(NmtError, match=rf"tiny is being trained by another process \(held by process "
                                            rf"{os.getpid()}\); wait for it or stop it"):
             _train(tmp_path, "train.max_steps=16")
+    assert not loads
     assert (paths.root / "metrics.jsonl").read_text() == metrics and os.readlink(paths.root / "last") == last
     assert _train(tmp_path, "train.max_steps=16")[0]["steps"] == 16  # the lock goes with its holder
 
