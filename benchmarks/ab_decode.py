@@ -37,7 +37,7 @@ import nmt.attention  # noqa: E402
 import nmt.model  # noqa: E402
 import nmt.quantize  # noqa: E402
 import nmt.translate  # noqa: E402
-from nmt.data import read_lines  # noqa: E402
+from nmt.lines import read_lines  # noqa: E402
 from nmt_runs import with_decode_batch  # noqa: E402
 
 

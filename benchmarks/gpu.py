@@ -138,7 +138,7 @@ def train_arm(arm, args, work: Path, runs: Path) -> dict:
 
 
 def decode_arm(arm, args, checkpoint: Path, src: Path, refs: list[str], cpu_hyps: dict, tmp: Path) -> dict:
-    from nmt.data import read_lines
+    from nmt.lines import read_lines
     from nmt.metrics import corpus_scores
 
     precision, beam, batch = arm

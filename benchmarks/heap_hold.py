@@ -29,7 +29,7 @@ def decode_once(args) -> dict:
 
     sys.path.insert(0, str(ROOT))
     import nmt.translate
-    from nmt.data import read_lines
+    from nmt.lines import read_lines
 
     if args.child == "off":  # the name Translator.hypotheses calls
         nmt.translate.hold_heap = lambda: False

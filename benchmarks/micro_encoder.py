@@ -42,7 +42,8 @@ def main() -> None:
 
     from nmt.batching import Sequences, make_batch, token_batches
     from nmt.config import load_config
-    from nmt.data import read_lines, split_path
+    from nmt.data import split_path
+    from nmt.lines import read_lines
     from nmt.model import build_model
     from nmt.tokenizer import Tokenizer
 

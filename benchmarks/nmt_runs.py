@@ -219,7 +219,7 @@ def run_decode(args) -> dict:
     ``Translator.hypotheses`` (tokenising too, every pass)."""
     import nmt.translate as translate_module
     from peers.common import SearchClock
-    from nmt.data import read_lines
+    from nmt.lines import read_lines
     from nmt.hardware import resolve_decode_precision
 
     torch.set_num_threads(THREADS)

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="greedy search without log-probabilities, as nmt translate decodes")
     args = parser.parse_args(argv)
 
-    from nmt.data import read_lines
+    from nmt.lines import read_lines
     from nmt.translate import Translator
     from nmt_runs import with_decode_batch
 

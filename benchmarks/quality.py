@@ -92,7 +92,7 @@ def test_text(work: Path, tmp: Path, lang: str, sentences: int) -> Path:
 
 def score(run: dict, work: Path, refs: Path) -> dict | None:
     """sacreBLEU (BLEU, chrF, TER) of the run's test output against the raw references."""
-    from nmt.data import read_lines
+    from nmt.lines import read_lines
     from nmt.metrics import corpus_scores
     from nmt.tokenizer import Tokenizer
 

@@ -48,7 +48,8 @@ def ensure_work(work: Path = WORK) -> Path:
 def write_pieces(work: Path, config) -> None:
     """Piece text for the peers (no <s> / </s>: each toolkit adds its own) and the vocabulary."""
     from nmt.atomic import atomic_write_text
-    from nmt.data import read_lines, split_path
+    from nmt.data import split_path
+    from nmt.lines import read_lines
     from nmt.tokenizer import Tokenizer
 
     tok = Tokenizer.from_folder(work / "tokenizer")

@@ -200,7 +200,7 @@ def translate(
     entered; Ctrl-D ends."""
     from nmt.atomic import check_destination
     from nmt.config import DecodePrecision, StoppingRule, choice_error
-    from nmt.data import read_lines
+    from nmt.lines import read_lines
     from nmt.translate import Translator
 
     if nbest > beam:

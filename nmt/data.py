@@ -8,33 +8,26 @@ as plain text, one sentence a line, ``{split}.{lang}``.
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import csv
-import gzip
 import json
 import logging
-import lzma
 import random
 import re
 import unicodedata
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nmt.config import DataConfig, settings_json
-from nmt.errors import NmtError, path_error
+from nmt.errors import DataError, path_error
+from nmt.lines import COMPRESSED, read_lines
 from nmt.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
 _SPACE = re.compile(r"\s+")
-
-
-class DataError(NmtError, ValueError):
-    """Input data that cannot be used; the message is one line for the user."""
 
 
 @dataclass
@@ -107,10 +100,6 @@ def _no_progress_bars():
         logger.setLevel(level)
         if was_enabled:
             datasets.enable_progress_bars()
-
-
-# openers of the compressed files nmt reads (and nmt translate writes), by suffix
-COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 def _check_first_row(path: Path, delimiter: str, quoting: int, columns: tuple[str, ...]) -> None:
@@ -344,39 +333,6 @@ def write_splits(prepared: PreparedData, folder: Path, config: DataConfig) -> Pa
     stats = {**prepared.stats(), "settings": settings_json(config)}  # training checks it prepared these
     atomic_write_text(stats_path, json.dumps(stats, indent=2) + "\n")
     return stats_path
-
-
-def read_lines(path: str | Path) -> list[str]:
-    """Read a UTF-8 text file as lines without their line ends (``split_lines``); a clear error on
-    bad input. A .gz, .bz2 or .xz file is decompressed (sacreBLEU reads .gz references too)."""
-    path = Path(path)
-    if error := path_error(path, "file"):
-        raise DataError(error)
-    suffix = path.suffix.lower()
-    if suffix == ".zst":  # no zstd reader in the standard library
-        raise DataError(f"{path}: zstd-compressed text is not supported; decompress it, or use gzip, bzip2 or xz")
-    try:
-        with COMPRESSED.get(suffix, open)(path, "rb") as file:  # bytes: text mode ends a line at a lone "\r" too
-            data = file.read()
-    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
-        if isinstance(exc, OSError) and exc.filename is not None:  # not found, no permission …: the caller's
-            raise
-        raise DataError(f"{path}: not a valid {suffix.lstrip('.')} file ({exc})") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
-    return split_lines(text)
-
-
-def split_lines(text: str) -> list[str]:
-    """Lines as ``wc -l`` and sacreBLEU count them: ended by "\\n" (a CRLF's "\\r" dropped). Not
-    str.splitlines(), which also ends a line at U+2028, NEL, a form feed and five more characters
-    that a sentence may hold: translating such a file gave more lines than it had."""
-    lines = text.split("\n")
-    if lines[-1] == "":  # the last line's end, or an empty text
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def read_test_pair(

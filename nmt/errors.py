@@ -1,5 +1,5 @@
-"""The one exception type the command line turns into a one-line error and a non-zero exit, and
-the message for a path that is not what it should be."""
+"""The exception type the command line turns into a one-line error and a non-zero exit (and its
+kind for unusable data), and the message for a path that is not what it should be."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ from pathlib import Path
 
 class NmtError(Exception):
     """Bad input or state the user can fix; ``str(error)`` is one line that says what and where."""
+
+
+class DataError(NmtError, ValueError):
+    """Input data that cannot be used; the message is one line for the user."""
 
 
 def path_error(path: str | Path, what: str, folder: bool = False) -> str | None:

@@ -38,7 +38,8 @@ def _after(*stages: tuple[Path, str]) -> None:
 
 def tokenize(config: Config, paths: RunPaths) -> Path:
     """Train SentencePiece on the training split only; returns ``tokenizer/tokenizer.json``."""
-    from nmt.data import read_lines, split_path
+    from nmt.data import split_path
+    from nmt.lines import read_lines
     from nmt.tokenizer import train_tokenizer
 
     _after((paths.data / "stats.json", "nmt prepare"))

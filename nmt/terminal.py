@@ -46,7 +46,7 @@ def written(output: Path | None):
     compressed where its name ends in .gz, .bz2 or .xz, as --input is read (a plain file named
     .gz would have been a trap for whatever reads it next)."""
     from nmt.atomic import atomic_open
-    from nmt.data import COMPRESSED
+    from nmt.lines import COMPRESSED
 
     if output is None:
         yield sys.stdout
@@ -71,7 +71,7 @@ def lines_bar(total: int):
 
 
 def stdin_lines() -> list[str]:
-    from nmt.data import split_lines
+    from nmt.lines import split_lines
 
     data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
     return split_lines(data.decode("utf-8"))

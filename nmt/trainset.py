@@ -12,7 +12,9 @@ import numpy as np
 
 from nmt.batching import Sequences
 from nmt.config import Config, changed_settings, settings_json
-from nmt.data import DataError, read_lines, split_path
+from nmt.data import split_path
+from nmt.errors import DataError
+from nmt.lines import read_lines
 from nmt.tokenizer import Tokenizer
 
 

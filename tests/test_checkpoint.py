@@ -385,7 +385,7 @@ def test_resume_refuses_a_run_whose_data_or_tokenizer_changed(tmp_path, edited):
     tokenizer again, and training resumed the old weights on the new pieces' ids without a word."""
     _, paths = _train(tmp_path, "train.max_steps=8")
     if edited == "tokenizer":  # SentencePiece trained again, same settings, on an edited text
-        from nmt.data import read_lines
+        from nmt.lines import read_lines
         from nmt.tokenizer import train_tokenizer
 
         src, tgt = (read_lines(paths.data / f"train.{side}") for side in ("es", "en"))

@@ -129,7 +129,7 @@ def test_translate_decodes_a_long_input_in_chunks_and_writes_the_same_lines(tiny
 
 @pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
 def test_translate_reads_and_writes_compressed_files_by_their_names(tiny_run, tmp_path, suffix):
-    from nmt.data import COMPRESSED
+    from nmt.lines import COMPRESSED
 
     text = "Y dijo Dios\n\nEn el principio\n"
     plain = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best")], input=text).stdout

@@ -8,8 +8,8 @@ import pytest
 
 from conftest import TINY_TSV
 from nmt.config import DataConfig
-from nmt.data import (DataError, Pair, filter_pairs, normalise, prepare, read_lines, read_pairs, split_lines,
-                      write_splits)
+from nmt.data import DataError, Pair, filter_pairs, normalise, prepare, read_pairs, write_splits
+from nmt.lines import read_lines, split_lines
 
 
 def test_normalise_nfc_and_whitespace():

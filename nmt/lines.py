@@ -1,0 +1,49 @@
+"""Text files of one sentence a line, as nmt reads them everywhere (prepared splits, nmt
+translate's input, evaluation's source and references): lines counted as ``wc -l`` and sacreBLEU
+count them, UTF-8, plain or compressed by the file's suffix (.gz, .bz2, .xz). No torch here."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import zlib
+from pathlib import Path
+
+from nmt.errors import DataError, path_error
+
+# openers of the compressed files nmt reads (and nmt translate writes), by suffix
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Read a UTF-8 text file as lines without their line ends (``split_lines``); a clear error on
+    bad input. A .gz, .bz2 or .xz file is decompressed (sacreBLEU reads .gz references too)."""
+    path = Path(path)
+    if error := path_error(path, "file"):
+        raise DataError(error)
+    suffix = path.suffix.lower()
+    if suffix == ".zst":  # no zstd reader in the standard library
+        raise DataError(f"{path}: zstd-compressed text is not supported; decompress it, or use gzip, bzip2 or xz")
+    try:
+        with COMPRESSED.get(suffix, open)(path, "rb") as file:  # bytes: text mode ends a line at a lone "\r" too
+            data = file.read()
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+        if isinstance(exc, OSError) and exc.filename is not None:  # not found, no permission …: the caller's
+            raise
+        raise DataError(f"{path}: not a valid {suffix.lstrip('.')} file ({exc})") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
+    return split_lines(text)
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines as ``wc -l`` and sacreBLEU count them: ended by "\\n" (a CRLF's "\\r" dropped). Not
+    str.splitlines(), which also ends a line at U+2028, NEL, a form feed and five more characters
+    that a sentence may hold: translating such a file gave more lines than it had."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # the last line's end, or an empty text
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
