@@ -159,8 +159,8 @@ class ThreadGovernor:
 
     A process started later (a second training, a test suite) takes a core one of our threads runs
     on, and every OpenMP parallel region then waits for that thread: on 2 cores, two trainings side
-    by side went 2.3x and 1.45x as fast once the first gave a thread back, and a training beside a
-    2-thread program 27x (benchmarks/README.md, "Training beside another busy process").
+    by side went 1.8x as fast together once the first gave a thread back, and a training beside a
+    2-thread program 27-36x (benchmarks/README.md, "Training beside another busy process").
 
     ``check()``, called between steps (training) or sentences (decoding), looks every ``every``
     seconds: it takes threads away at the first look that calls for it (staying costs most), and
