@@ -1,6 +1,7 @@
 """Training beside another busy process: how fast each goes, with our threads fixed or governed.
 
     python benchmarks/contention.py [--seconds 120] [--rounds 1] [--name NAME]
+    python benchmarks/contention.py --decode CHECKPOINT [--lines 1000] [--rounds 1] [--name NAME]
 
 Runs ``nmt train`` (the default model, configs/bible-es-en.yaml, on the benchmark's Bible data)
 as a user would, as process A; once A has logged its first steps, starts a second ``nmt train``,
@@ -17,6 +18,12 @@ Speeds are target tokens per second of training step, from each run's metrics.js
 20-step windows it logged (stamped when first seen, polled every 0.25 s), each in proportion to
 its part inside the measured span, which starts 30 s after B (its setup) and lasts ``--seconds``. Validation is off (train.valid_every huge). Each arm waits for
 a quiet machine first. Writes benchmarks/results/<date>-<NAME>.{json,md}.
+
+With ``--decode``, A is instead greedy fp32 decoding of the first ``--lines`` dev verses with
+CHECKPOINT (``Translator.translate`` in a process of its own, timed inside it after a warm-up),
+alone or once B (``nmt train``, train.threads 2) has logged its first steps, with
+``follow_load`` off (torch's 2 threads throughout, as before) or on (nmt's default); B's speed is
+taken over A's process.
 """
 
 from __future__ import annotations
@@ -48,6 +55,20 @@ ARMS = {  # name: (A's train.threads, B's train.threads or None)
     "fixed/2": (2, 2),
     "governed/2": (0, 2),
 }
+DECODE_ARMS = {"decode alone": (True, None), "decode fixed/2": (False, 2), "decode governed/2": (True, 2)}
+DECODE = """
+import json, sys, time, torch
+from nmt.lines import read_lines
+from nmt.translate import Translator
+lines = read_lines(sys.argv[2])[: int(sys.argv[3])]
+translator = Translator.from_checkpoint(sys.argv[1])
+translator.follow_load = sys.argv[4] == "1"
+translator.translate(lines[:20])  # warm: the first batch's kernels chosen, the heap grown
+t0 = time.perf_counter()
+translator.translate(lines)
+seconds = time.perf_counter() - t0
+print(json.dumps({"seconds": seconds, "sentences_per_s": len(lines) / seconds}))
+"""
 SETUP_S = 30.0  # from B's start to its first step, with room (~10 s here)
 FOREVER = ["train.max_steps=10000000", "train.valid_every=10000000", "train.max_minutes=600"]
 
@@ -137,6 +158,49 @@ def measure(arm: str, seconds: float, tmp: Path, work: Path) -> dict:
     return result
 
 
+def measure_decode(arm: str, checkpoint: Path, lines: int, tmp: Path, work: Path) -> dict:
+    follow, threads_b = DECODE_ARMS[arm]
+    busy = wait_for_quiet(600)
+    runs = [Run(tmp, work, "b", threads_b)] if threads_b is not None else []
+    try:
+        if runs:
+            wait_until(runs, lambda: len(runs[0].lines) >= 1)  # B set up and 20 steps in
+        start = time.monotonic()
+        done = subprocess.run([sys.executable, "-c", DECODE, str(checkpoint), str(work / "data" / "dev.es"),
+                               str(lines), "1" if follow else "0"], cwd=ROOT, capture_output=True, text=True,
+                              check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        end = time.monotonic()
+        if runs:
+            wait_until(runs, lambda: runs[0].lines[-1][0] >= end, timeout=900)
+    finally:
+        for run in runs:
+            run.stop()
+    result = {"arm": arm, "follow_load": follow, "b_threads_setting": threads_b, "busy_before": round(busy, 2),
+              "lines": lines, "a": json.loads(done.stdout.strip().splitlines()[-1])}
+    if runs:
+        result["b"] = runs[0].speed(start, end)
+    log.info("%s: %s", arm, json.dumps(result))
+    return result
+
+
+def render_decode(results: dict) -> str:
+    alone = [r["a"]["sentences_per_s"] for r in results["arms"] if r["arm"] == "decode alone"]
+    ref = sum(alone) / len(alone) if alone else float("nan")
+    lines = [f"# Decoding beside a training ({results['created']})", "",
+             f"Machine: {results['machine']['cpu']} ({results['machine']['cpu_vendor_family_model']}), "
+             f"{results['machine']['cores_available']} cores, torch {results['machine']['torch']}; code "
+             f"{results['code']}.", f"Command: `{results['command']}`.", "",
+             f"A: greedy fp32 decoding of {results['lines']} dev verses with `{results['checkpoint']}`; B: `nmt "
+             "train` of the default model with train.threads 2, started first. follow_load: A gives a thread "
+             "back while another process takes a core (nmt's default) or keeps torch's 2.", "",
+             "| arm | follow_load | A sent/s | A / alone | B tok/s over A's process |", "|---|---|---:|---:|---:|"]
+    for r in results["arms"]:
+        b = r.get("b", {}).get("tokens_per_s")
+        lines.append(f"| {r['arm']} | {r['follow_load']} | {r['a']['sentences_per_s']:,.1f} | "
+                     f"{r['a']['sentences_per_s'] / ref:.2f} | {'—' if b is None else f'{b:,.0f}'} |")
+    return "\n".join(lines) + "\n"
+
+
 def render(results: dict) -> str:
     alone = [r["a"]["tokens_per_s"] for r in results["arms"] if r["arm"] == "alone"]
     ref = sum(alone) / len(alone) if alone else float("nan")
@@ -167,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--name", help="results file name after the date (default: <machine>-contention)")
+    parser.add_argument("--decode", type=Path, metavar="CHECKPOINT", help="measure decoding beside a training")
+    parser.add_argument("--lines", type=int, default=1000, help="dev verses decoded (--decode)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     work = ensure_work()
@@ -176,14 +242,18 @@ def main(argv: list[str] | None = None) -> None:
     results = {"created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": m,
                "code": code_version(), "command": command_line("contention.py", sys.argv[1:] if argv is None else argv),
                "seconds": args.seconds, "arms": []}
+    if args.decode:
+        results.update(checkpoint=str(args.decode), lines=args.lines)
     for _ in range(args.rounds):
-        for arm in args.arms:
-            results["arms"].append(measure(arm, args.seconds, tmp, work))
-    name = args.name or f"{machine_slug(m)}-contention"
+        for arm in DECODE_ARMS if args.decode else args.arms:
+            results["arms"].append(measure_decode(arm, args.decode, args.lines, tmp, work) if args.decode
+                                   else measure(arm, args.seconds, tmp, work))
+    name = args.name or f"{machine_slug(m)}-contention{'-decode' if args.decode else ''}"
     out = HERE / "results" / f"{datetime.now(timezone.utc):%Y-%m-%d}-{name}"
+    text = (render_decode if args.decode else render)(results)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(render(results), encoding="utf-8")
-    print(render(results))
+    out.with_suffix(".md").write_text(text, encoding="utf-8")
+    print(text)
 
 
 if __name__ == "__main__":
