@@ -106,18 +106,23 @@ class Run:
         self.log.close()
 
     def speed(self, start: float, end: float) -> dict:
-        """Tokens per second of step over [start, end]: each logged window's tokens in proportion
-        to the part of it inside (a window's end is when it was seen, its start its length before)."""
-        tokens = seconds = 0.0
-        threads = []
-        for (_, before), (seen, rec) in zip([(0.0, {"elapsed_s": 0.0})] + self.lines, self.lines):
-            span = rec["elapsed_s"] - before["elapsed_s"]
-            inside = min(seen, end) - max(seen - span, start)
-            if inside > 0 and span > 0:
-                tokens, seconds = tokens + rec["tokens_per_s"] * inside, seconds + inside
-                threads.append(rec.get("threads"))
-        return {"tokens_per_s": round(tokens / seconds, 1) if seconds else None, "seconds": round(seconds, 1),
-                "threads": threads}
+        return speed(self.lines, start, end)
+
+
+def speed(lines: list[tuple[float, dict]], start: float, end: float) -> dict:
+    """Tokens per second of step over [start, end] from (seen at, metrics record) pairs: each
+    logged window's tokens in proportion to the part of it inside (a window ends when it was seen
+    and began its length, the records' elapsed_s difference, before)."""
+    tokens = seconds = 0.0
+    threads = []
+    for (_, before), (seen, rec) in zip([(0.0, {"elapsed_s": 0.0})] + lines, lines):
+        span = rec["elapsed_s"] - before["elapsed_s"]
+        inside = min(seen, end) - max(seen - span, start)
+        if inside > 0 and span > 0:
+            tokens, seconds = tokens + rec["tokens_per_s"] * inside, seconds + inside
+            threads.append(rec.get("threads"))
+    return {"tokens_per_s": round(tokens / seconds, 1) if seconds else None, "seconds": round(seconds, 1),
+            "threads": threads}
 
 
 def wait_until(runs: list[Run], condition, timeout: float = 300.0) -> None:
