@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     translator = nmt.translate.Translator.from_checkpoint(args.checkpoint, "cpu")
+    translator.follow_load = False  # --threads throughout
     lines = read_lines(Path(args.source))
     settings = {}
     for name, spec, batch in (("A", args.a, args.a_batch), ("B", args.b, args.b_batch)):

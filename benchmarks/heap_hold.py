@@ -35,6 +35,7 @@ def decode_once(args) -> dict:
         nmt.translate.hold_heap = lambda: False
     torch.set_num_threads(args.threads)
     translator = nmt.translate.Translator.from_checkpoint(args.checkpoint, "cpu")
+    translator.follow_load = False  # --threads throughout
     lines = read_lines(Path(args.source))
     translator.hypotheses(lines[:20], beam=args.beam, precision=args.precision)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

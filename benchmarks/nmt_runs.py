@@ -224,6 +224,7 @@ def run_decode(args) -> dict:
 
     torch.set_num_threads(THREADS)
     translator = translate_module.Translator.from_checkpoint(args.checkpoint, args.device)
+    translator.follow_load = False  # THREADS throughout, as the peers get
     torch.set_num_threads(THREADS)
     translator.config = with_decode_batch(translator.config, args.decode_batch)
     lines = read_lines(Path(args.src))

@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     translator = Translator.from_checkpoint(args.checkpoint, device="cpu")
+    translator.follow_load = False  # --threads throughout
     translator.config = with_decode_batch(translator.config, args.batch)
     lines = [line for line in read_lines(args.source) if line.strip()]
     lines = lines[: args.sentences] if args.sentences else lines

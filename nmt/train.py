@@ -120,7 +120,7 @@ class Trainer:
         self.precision = resolve_precision(config.train.precision, self.device, "train.precision")
         torch.set_num_threads(choose_threads(config.train.threads))
         # train.threads: 0 follows other processes' load as it changes; a number stays as set
-        self.threads = ThreadGovernor() if config.train.threads == 0 else None
+        self.governor = ThreadGovernor() if config.train.threads == 0 else None
         hold_heap()  # buffers reuse freed memory between trims (nmt.hardware.hold_heap)
         self.tokenizer = Tokenizer.from_folder(tokenizer_dir)
         data = load_training_data(self.data_dir, self.tokenizer, tokenizer_dir, config)
@@ -225,7 +225,7 @@ class Trainer:
         from nmt.metrics import corpus_scores
 
         loss = dev_loss(self.model, self.dev_src, self.dev_tgt, self.config.train.max_tokens, self.device)
-        translator = Translator(self.model, self.tokenizer, self.config, self.device, follow_load=self.threads is not None)
+        translator = Translator(self.model, self.tokenizer, self.config, self.device, follow_load=self.governor is not None)
         hyps = translator.translate(self.dev_lines, beam=1)
         bleu = corpus_scores(hyps, self.dev_refs, metrics=("bleu",))["bleu"]["score"]
         return {"dev_loss": loss, "dev_ppl": math.exp(min(loss, 50.0)), "dev_bleu": bleu}
@@ -318,8 +318,8 @@ class Trainer:
                 st.elapsed_s = time.perf_counter() - start
                 window.add(loss, n_tokens, norm, time.perf_counter() - t0, norm > cfg.clip_norm)
                 validation = None
-                if self.threads is not None:
-                    self.threads.check()
+                if self.governor is not None:
+                    self.governor.check()
                 if cfg.trim_heap_every and st.step % cfg.trim_heap_every == 0:
                     trim_heap()  # resident memory level over a long run (nmt.hardware.trim_heap)
                 if st.step % LOG_EVERY == 0:
