@@ -188,13 +188,22 @@ def measure_decode(arm: str, checkpoint: Path, lines: int, tmp: Path, work: Path
     return result
 
 
+def _head(results: dict, title: str) -> list[str]:
+    m = results["machine"]
+    return [f"# {title} ({results['created']})", "",
+            f"Machine: {m['cpu']} ({m['cpu_vendor_family_model']}), {m['cores_available']} cores, torch {m['torch']}; "
+            f"code {results['code']}.", f"Command: `{results['command']}`.", ""]
+
+
+def _alone(results: dict, arm: str, key: str) -> float:
+    """The mean speed of the rounds with A alone: what the others are divided by."""
+    alone = [r["a"][key] for r in results["arms"] if r["arm"] == arm]
+    return sum(alone) / len(alone) if alone else float("nan")
+
+
 def render_decode(results: dict) -> str:
-    alone = [r["a"]["sentences_per_s"] for r in results["arms"] if r["arm"] == "decode alone"]
-    ref = sum(alone) / len(alone) if alone else float("nan")
-    lines = [f"# Decoding beside a training ({results['created']})", "",
-             f"Machine: {results['machine']['cpu']} ({results['machine']['cpu_vendor_family_model']}), "
-             f"{results['machine']['cores_available']} cores, torch {results['machine']['torch']}; code "
-             f"{results['code']}.", f"Command: `{results['command']}`.", "",
+    ref = _alone(results, "decode alone", "sentences_per_s")
+    lines = [*_head(results, "Decoding beside a training"),
              f"A: greedy fp32 decoding of {results['lines']} dev verses with `{results['checkpoint']}`; B: `nmt "
              "train` of the default model with train.threads 2, started first. follow_load: A gives a thread "
              "back while another process takes a core (nmt's default) or keeps torch's 2.", "",
@@ -207,12 +216,8 @@ def render_decode(results: dict) -> str:
 
 
 def render(results: dict) -> str:
-    alone = [r["a"]["tokens_per_s"] for r in results["arms"] if r["arm"] == "alone"]
-    ref = sum(alone) / len(alone) if alone else float("nan")
-    lines = [f"# Training beside another busy process ({results['created']})", "",
-             f"Machine: {results['machine']['cpu']} ({results['machine']['cpu_vendor_family_model']}), "
-             f"{results['machine']['cores_available']} cores, torch {results['machine']['torch']}; code "
-             f"{results['code']}.", f"Command: `{results['command']}`.", "",
+    ref = _alone(results, "alone", "tokens_per_s")
+    lines = [*_head(results, "Training beside another busy process"),
              "A: `nmt train` of the default model; B: a second one started beside it (`train.threads` "
              "of each below; 0 = nmt's default, threads chosen around other processes' load). Target "
              f"tokens per second of training step over {results['seconds']:g} s with both running; "
