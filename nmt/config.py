@@ -257,14 +257,25 @@ def from_dict(raw: dict[str, Any], checked: tuple[str, ...] = SECTIONS) -> Confi
     return config
 
 
+_YAML_1_1 = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int")
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, but a key given twice in one mapping is an error: PyYAML keeps the last,
-    so a second ``train:`` section would silently drop the first one's settings. And booleans are
-    YAML 1.2's, true and false only: YAML 1.1 also reads yes/no/on/off/y/n as booleans, so
-    Norwegian (``src_lang: no``) became False."""
+    so a second ``train:`` section would silently drop the first one's settings. And booleans and
+    integers are YAML 1.2's: YAML 1.1 also reads yes/no/on/off/y/n as booleans, so Norwegian
+    (``src_lang: no``) became False; a leading zero as octal (``seed: 010`` was 8) and ``1:30`` as
+    sexagesimal (90). Integers are decimal (``100_000`` too), ``0x…`` or ``0o…``."""
 
-    yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML_1_1]
                                for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node).replace("_", "")
+        sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text.removeprefix("+"))
+        if digits[:2] in ("0x", "0o"):
+            return sign * int(digits[2:], 16 if digits[1] == "x" else 8)
+        return sign * int(digits)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -280,6 +291,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 _UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                                        list("tTfF"))
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:int",
+                                       re.compile(r"^[-+]?(?:[0-9][0-9_]*|0x[0-9a-fA-F][0-9a-fA-F_]*|0o[0-7][0-7_]*)$"),
+                                       list("-+0123456789"))
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

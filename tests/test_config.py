@@ -140,6 +140,20 @@ def test_yaml_merge_keys_work_and_may_be_overridden(tmp_path):
         load_config(path)
 
 
+def test_integers_are_read_as_yaml_1_2_reads_them(tmp_path):
+    """YAML 1.1 read a leading zero as octal (seed: 010 was 8) and 1:30 as sexagesimal (90): now
+    010 is ten, 1:30 is not a number, and 100_000, 0x10 and 0o10 still read as integers."""
+    path = tmp_path / "ints.yaml"
+    path.write_text("name: x\ndata:\n  seed: 010\ntrain:\n  max_steps: 100_000\n  seed: 0x10\n  valid_every: 0o10\n")
+    config = load_config(path)
+    assert (config.data.seed, config.train.max_steps, config.train.seed, config.train.valid_every) == (10, 100000, 16, 8)
+    assert load_config(path, ["train.seed=-007"]).train.seed == -7
+    with pytest.raises(ConfigError, match="train.max_minutes: expected a number, got '1:30'"):
+        load_config(path, ["train.max_minutes=1:30"])
+    with pytest.raises(ConfigError, match="train.seed: expected an integer, got '0x_'"):
+        load_config(path, ["train.seed=0x_"])
+
+
 def test_no_is_norwegian_not_false(tmp_path):
     """YAML 1.1 reads no/yes/on/off as booleans: src_lang: no (Norwegian) was 'expected a string,
     got False'. Booleans are true and false only, in the file and on the command line."""
