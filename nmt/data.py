@@ -128,14 +128,19 @@ def _load_local_table(path: Path, config: DataConfig):
         if kind == "json":
             return datasets.load_dataset("json", data_files=str(path), split="train")
         tsv = ".tsv" in path.name.lower()
-        # TSV: a quote is text (corpora quote speech); CSV: a field with a comma is quoted, as CSV writers do
+        # TSV: a quote is text (corpora quote speech); CSV: a field with a comma is quoted, as CSV writers do.
+        # A row ends at "\n" only: the parser's default also ended one at a lone "\r" inside a sentence,
+        # which split the row in two (both halves dropped, the second's text read as an id). A CRLF's
+        # "\r" stays at the end of the last field, where normalising removes it (and from names, below).
         options = dict(delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
-                       na_filter=False)
+                       na_filter=False, lineterminator="\n")
         _check_first_row(path, options["delimiter"], options["quoting"], tuple(config.columns))
         if config.columns:  # a headerless file: name the columns and keep every one as text
             options["column_names"] = list(config.columns)
             options["features"] = datasets.Features({name: datasets.Value("string") for name in config.columns})
-        return datasets.load_dataset("csv", data_files=str(path), split="train", **options)
+        table = datasets.load_dataset("csv", data_files=str(path), split="train", **options)
+        crlf = {name: name.rstrip("\r") for name in table.column_names if name.endswith("\r")}  # a CRLF header's last
+        return table.rename_columns(crlf) if crlf else table
 
 
 def _text_lines(path: Path) -> list[str]:
@@ -219,7 +224,8 @@ def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
     for name in (config.src_field, config.tgt_field):
         if name.split(".")[0] not in columns:
             raise DataError(f"{config.source}: no column {name!r} (columns: {', '.join(sorted(columns))})")
-    if config.columns and len(table) and all(table[0].get(name) == name for name in (config.src_field, config.tgt_field)):
+    if config.columns and len(table) and all(str(table[0].get(name)).strip() == name
+                                             for name in (config.src_field, config.tgt_field)):
         raise DataError(f"{config.source}: its first row is a header ({', '.join(table[0].values())}), but "
                         f"data.columns names the columns of a headerless file; set data.columns: [] for a header")
     has_id = config.id_field is not None and config.id_field in columns
@@ -230,7 +236,7 @@ def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
     pairs = []
     for i, record in enumerate(table):
         src, tgt = (_text(record, name, i, config.source) for name in (config.src_field, config.tgt_field))
-        pairs.append(Pair(src, tgt, str(record[config.id_field]) if has_id else str(i)))
+        pairs.append(Pair(src, tgt, str(record[config.id_field]).strip() if has_id else str(i)))  # (a CRLF's "\r")
     return pairs
 
 

@@ -1,5 +1,6 @@
 """Data preparation: formats, normalisation, filters, splits and the errors users meet."""
 
+import dataclasses
 import gzip
 import json
 import re
@@ -229,6 +230,28 @@ def test_aligned_text_files_are_split_into_lines_as_wc_counts_them(tmp_path, com
     assert [(p.src, p.tgt) for p in pairs] == [("uno", "one"), ("dos\rdos y medio", "two and a half"),
                                                ("tres\u2028tres", "three"), ("cuatro", "cuatro four")]
     assert filter_pairs(pairs, DataConfig())[0][1].src == "dos dos y medio"  # "\r" is whitespace to normalise
+
+
+@pytest.mark.parametrize("suffix", ["tsv", "csv"])
+@pytest.mark.parametrize("header", [True, False])
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+def test_a_table_row_ends_at_its_line_end_not_at_a_carriage_return_inside_it(tmp_path, suffix, header, end):
+    """A lone "\r" inside a sentence split its row in two: both halves were dropped (as empty) and
+    the second's text read as an id. Now each line is one row, in files with LF or CRLF line ends,
+    with a header or named by data.columns; a CRLF's "\r" is in no name, id or sentence."""
+    sep = "\t" if suffix == "tsv" else ","
+    rows = [("es", "en", "id"), ("hola mundo", "hello world", "a.1"), ("la ca\rsa", "the house", "b.1"),
+            ("el perro", "the dog", "c.1")]  # the id last: where a CRLF's "\r" would stay
+    path = tmp_path / f"t.{suffix}"
+    path.write_bytes("".join(sep.join(row) + end for row in rows[0 if header else 1:]).encode())
+    config = DataConfig(source=str(path), columns=[] if header else ["es", "en", "id"], dev_groups=[], test_groups=[])
+    pairs = read_pairs(config)
+    assert [(p.src, p.tgt, p.id) for p in pairs] == [(es, en.rstrip("\r"), i) for es, en, i in rows[1:]]
+    kept, dropped = filter_pairs(pairs, config)
+    assert [p.src for p in kept] == ["hola mundo", "la ca sa", "el perro"] and not dropped
+    if header:  # a header read as data where data.columns says there is none: still found, CRLF or not
+        with pytest.raises(DataError, match="its first row is a header"):
+            read_pairs(dataclasses.replace(config, columns=["es", "en", "id"]))
 
 
 def test_invalid_utf8_in_the_target_text_file_names_that_file(tmp_path):
