@@ -153,6 +153,9 @@ def choose_threads(requested: int, busy: float | None = None) -> int:
     return threads
 
 
+BACK_MARGIN = 0.25  # cores of other processes' load, beyond the half a thread is taken away at, to give it back
+
+
 class ThreadGovernor:
     """Keeps torch's CPU threads at one per core that other processes leave free while the work
     goes on; ``choose_threads`` looks only once, at the start.
@@ -163,9 +166,10 @@ class ThreadGovernor:
     2-thread program 27-36x (benchmarks/README.md, "Training beside another busy process").
 
     ``check()``, called between steps (training) or sentences (decoding), looks every ``every``
-    seconds: it takes threads away at the first look that calls for it (staying costs most), and
-    gives them back, up to ``most`` (default: the usable cores), only after two looks in a row (a
-    burst of the other's is no reason to). As a context manager it restores the count it began with.
+    seconds: it takes a thread away at the first look that finds more than half a core taken
+    (staying costs most), and gives it back, up to ``most`` (default: the usable cores), only after
+    two looks in a row find less than a quarter (a burst of the other's, or load hovering near half
+    a core, flips nothing). As a context manager it restores the count it began with.
     """
 
     def __init__(self, every: float = 5.0, most: int | None = None,
@@ -185,6 +189,8 @@ class ThreadGovernor:
             return self.threads
         others, self._last = _others(self._last, now), now
         wanted = _threads_for(self.cores, others)
+        if wanted > self.threads:  # a thread back only with a quarter core to spare: load near the line flips nothing
+            wanted = max(self.threads, _threads_for(self.cores, others + BACK_MARGIN))
         if wanted < self.threads or (wanted > self.threads and self._more_wanted):
             log.warning("%.1f of %d cores busy with other work: %d thread(s) now, %d before",
                         others, self.cores, wanted, self.threads)

@@ -60,6 +60,14 @@ def test_threads_follow_other_processes_load_as_it_changes(two_threads, caplog):
     assert "0.0 of 2 cores busy with other work: 2 thread(s) now, 1 before" in caplog.text
 
 
+def test_load_hovering_near_half_a_core_does_not_flip_the_thread_count(two_threads):
+    """A thread goes at more than half a core of other load and comes back below a quarter: load
+    between the two (a browser, a desktop) leaves the count where it is, either way."""
+    machine, load = Machine(), iter([0.0, 0.4, 0.45, 0.6, 0.3, 0.4, 0.3, 0.2, 0.1, 0.4])
+    governor = hardware.ThreadGovernor(every=0, sample=lambda: machine.look(next(load)))
+    assert [governor.check() for _ in range(9)] == [2, 2, 1, 1, 1, 1, 1, 2, 2]
+
+
 def test_threads_are_looked_at_again_only_every_few_seconds(two_threads):
     machine = Machine()
     governor = hardware.ThreadGovernor(every=3600, sample=lambda: machine.look(2.0))
