@@ -169,7 +169,8 @@ class ThreadGovernor:
     seconds: it takes a thread away at the first look that finds more than half a core taken
     (staying costs most), and gives it back, up to ``most`` (default: the usable cores), only after
     two looks in a row find less than a quarter (a burst of the other's, or load hovering near half
-    a core, flips nothing). As a context manager it restores the count it began with.
+    a core, flips nothing). As a context manager it runs the work inside with the count it last
+    chose and then restores torch's.
     """
 
     def __init__(self, every: float = 5.0, most: int | None = None,
@@ -200,13 +201,15 @@ class ThreadGovernor:
         return self.threads
 
     def __enter__(self) -> ThreadGovernor:
-        self._start = self.threads
+        """The count it last chose, for the work inside (a second decoding call begins where the
+        first ended); torch's count now is restored at the exit."""
+        self._start = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
         return self
 
     def __exit__(self, *exc) -> None:
-        """Back to the count it started with: decoding leaves torch as it found it."""
+        """Back to the count torch had at the entry: decoding leaves torch as it found it."""
         torch.set_num_threads(self._start)
-        self.threads = self._start
 
 
 def pick_device(name: str | None) -> torch.device:

@@ -33,6 +33,7 @@ class Translator:
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.device = torch.device(device)
         self.follow_load = follow_load and self.device.type == "cpu"
+        self._governor: ThreadGovernor | None = None  # kept across calls: nmt translate's next chunk starts where the last ended
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None,
@@ -94,7 +95,9 @@ class Translator:
         order = sentence_batches(src.lengths, cfg.batch_size)
         try:
             bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-            threads = ThreadGovernor(most=torch.get_num_threads()) if self.follow_load else None
+            if self.follow_load and self._governor is None:
+                self._governor = ThreadGovernor(most=torch.get_num_threads())
+            threads = self._governor if self.follow_load else None
             with products(self.model), bf16, threads or contextlib.nullcontext():
                 found = self._search(src, order, beam, alpha, nbest, keep_attention, stopping, scored)
                 numbers = np.concatenate(order).tolist()

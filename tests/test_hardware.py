@@ -122,7 +122,8 @@ def test_training_gives_a_thread_back_when_another_process_takes_its_core(monkey
 
 def test_decoding_gives_a_thread_back_while_another_process_takes_its_core(monkeypatch, tiny_run, two_threads):
     """nmt translate, evaluate and report decode with a thread fewer while the machine is busy,
-    the same translations, and torch's count as it was afterwards; follow_load=False leaves it."""
+    the same translations, and torch's count as it was afterwards; the next call (nmt translate's
+    next chunk) begins with the thread already given back. follow_load=False leaves the count."""
     import functools
 
     from nmt import translate
@@ -131,12 +132,20 @@ def test_decoding_gives_a_thread_back_while_another_process_takes_its_core(monke
     monkeypatch.setattr(translate, "ThreadGovernor",
                         functools.partial(hardware.ThreadGovernor, every=0, sample=lambda: machine.look(1.0)))
     lines = ["hola mundo", "el perro come", "", "la casa es grande"] * 5
+
+    def progress(n):  # a sentence done (the empty lines are counted at once, before decoding)
+        if n == 1:
+            seen.append(torch.get_num_threads())
+
     translator = translate.Translator.from_checkpoint(tiny_run.root / "best")
-    followed = translator.translate(lines, progress=lambda n: seen.append(torch.get_num_threads()))
-    assert 1 in seen and torch.get_num_threads() == 2
+    followed = translator.translate(lines, progress=progress)
+    assert seen[0] == 2 and 1 in seen and torch.get_num_threads() == 2
+    seen.clear()
+    assert translator.translate(lines, progress=progress) == followed
+    assert set(seen) == {1} and torch.get_num_threads() == 2
     seen.clear()
     translator.follow_load = False
-    assert translator.translate(lines, progress=lambda n: seen.append(torch.get_num_threads())) == followed
+    assert translator.translate(lines, progress=progress) == followed
     assert set(seen) == {2}
 
 
