@@ -165,21 +165,23 @@ class ThreadGovernor:
     by side went 1.8x as fast together once the first gave a thread back, and a training beside a
     2-thread program 27-36x (benchmarks/README.md, "Training beside another busy process").
 
-    ``check()``, called between steps (training) or sentences (decoding), looks every ``every``
-    seconds: it takes a thread away at the first look that finds more than half a core taken
+    ``check()``, called between steps (training) or sentences (decoding), looks ``first`` seconds
+    after the governor is made and then every ``every`` seconds: it takes a thread away at the first look that finds more than half a core taken
     (staying costs most), and gives it back, up to ``most`` (default: the usable cores), only after
     two looks in a row find less than a quarter (a burst of the other's, or load hovering near half
     a core, flips nothing). As a context manager it runs the work inside with the count it last
     chose and then restores torch's.
     """
 
-    def __init__(self, every: float = 5.0, most: int | None = None,
+    def __init__(self, every: float = 5.0, most: int | None = None, first: float = 1.0,
                  sample: Callable[[], tuple[float, float, float] | None] | None = None):
         self.every, self._sample = every, sample or _sample  # sample: /proc/stat, or a test's stand-in
         self.threads = torch.get_num_threads()
         self.cores = most or _usable_cores()  # the most threads it gives
         self._last, self._more_wanted = self._sample(), False
-        self._due = time.monotonic() + every
+        # the first look sooner: a decoding call beside a busy process ran at the slow speed until it
+        # (a second of load on 2 cores is 200 ticks of /proc/stat, plenty to tell a core taken)
+        self._due = time.monotonic() + min(first, every)
 
     def check(self) -> int:
         """torch's thread count after this look: changed when other processes' load has."""

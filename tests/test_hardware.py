@@ -71,8 +71,11 @@ def test_load_hovering_near_half_a_core_does_not_flip_the_thread_count(two_threa
 def test_threads_are_looked_at_again_only_every_few_seconds(two_threads):
     machine = Machine()
     governor = hardware.ThreadGovernor(every=3600, sample=lambda: machine.look(2.0))
-    assert [governor.check() for _ in range(3)] == [2, 2, 2]  # an hour has not passed
+    assert [governor.check() for _ in range(3)] == [2, 2, 2]  # not a second has passed, let alone an hour
     assert machine.now == 1  # looked at once, when it was made
+    governor = hardware.ThreadGovernor(every=3600, first=0, sample=lambda: machine.look(2.0))
+    assert [governor.check() for _ in range(3)] == [1, 1, 1]  # the first look at once, the next in an hour
+    assert machine.now == 3
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="Linux's /proc/stat")
