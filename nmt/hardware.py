@@ -166,18 +166,20 @@ class ThreadGovernor:
     2-thread program 27-36x (benchmarks/README.md, "Training beside another busy process").
 
     ``check()``, called between steps (training) or sentences (decoding), looks ``first`` seconds
-    after the governor is made and then every ``every`` seconds: it takes a thread away at the first look that finds more than half a core taken
-    (staying costs most), and gives it back, up to ``most`` (default: the usable cores), only after
-    two looks in a row find less than a quarter (a burst of the other's, or load hovering near half
-    a core, flips nothing). As a context manager it runs the work inside with the count it last
-    chose and then restores torch's.
+    after the governor is made and then every ``every`` seconds: it takes a thread away at the
+    first look that finds more than half a core taken (staying costs most), and gives it back, up
+    to ``most`` (default: the usable cores), only after two looks in a row find less than a quarter
+    (a burst of the other's, or load hovering near half a core, flips nothing). As a context
+    manager it runs the work inside with the count it last chose, never above torch's count at the
+    entry, and then restores torch's.
     """
 
     def __init__(self, every: float = 5.0, most: int | None = None, first: float = 1.0,
                  sample: Callable[[], tuple[float, float, float] | None] | None = None):
         self.every, self._sample = every, sample or _sample  # sample: /proc/stat, or a test's stand-in
         self.threads = torch.get_num_threads()
-        self.cores = most or _usable_cores()  # the most threads it gives
+        self.cores = _usable_cores()  # what other processes' load is taken from
+        self.most = self._ceiling = most or self.cores  # the most threads it gives (in a with block: fewer)
         self._last, self._more_wanted = self._sample(), False
         # the first look sooner: a decoding call beside a busy process ran at the slow speed until it
         # (a second of load on 2 cores is 200 ticks of /proc/stat, plenty to tell a core taken)
@@ -191,9 +193,9 @@ class ThreadGovernor:
         if now is None:
             return self.threads
         others, self._last = _others(self._last, now), now
-        wanted = _threads_for(self.cores, others)
+        wanted = min(self._ceiling, _threads_for(self.cores, others))
         if wanted > self.threads:  # a thread back only with a quarter core to spare: load near the line flips nothing
-            wanted = max(self.threads, _threads_for(self.cores, others + BACK_MARGIN))
+            wanted = max(self.threads, min(self._ceiling, _threads_for(self.cores, others + BACK_MARGIN)))
         if wanted < self.threads or (wanted > self.threads and self._more_wanted):
             log.warning("%.1f of %d cores busy with other work: %d thread(s) now, %d before",
                         others, self.cores, wanted, self.threads)
@@ -206,12 +208,15 @@ class ThreadGovernor:
         """The count it last chose, for the work inside (a second decoding call begins where the
         first ended); torch's count now is restored at the exit."""
         self._start = torch.get_num_threads()
+        self._ceiling = min(self.most, self._start)  # a caller who set fewer threads since gets no more
+        self.threads = min(self.threads, self._ceiling)
         torch.set_num_threads(self.threads)
         return self
 
     def __exit__(self, *exc) -> None:
         """Back to the count torch had at the entry: decoding leaves torch as it found it."""
         torch.set_num_threads(self._start)
+        self._ceiling = self.most
 
 
 def pick_device(name: str | None) -> torch.device:

@@ -96,7 +96,7 @@ class Translator:
         try:
             bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
             if self.follow_load and self._governor is None:
-                self._governor = ThreadGovernor(most=torch.get_num_threads())
+                self._governor = ThreadGovernor()  # each call: never above torch's count at its start
             threads = self._governor if self.follow_load else None
             with products(self.model), bf16, threads or contextlib.nullcontext():
                 found = self._search(src, order, beam, alpha, nbest, keep_attention, stopping, scored)

@@ -104,8 +104,8 @@ def test_training_gives_a_thread_back_when_another_process_takes_its_core(monkey
     machine = Machine()
     governed = functools.partial(hardware.ThreadGovernor, every=0, sample=lambda: machine.look(1.0))
     monkeypatch.setattr(train, "ThreadGovernor", governed)
-    decoding = []  # validation's decoding follows the load only when training does
-    monkeypatch.setattr(translate, "ThreadGovernor", lambda most: decoding.append(most) or governed(most=most))
+    decoding = []  # validation's decoding follows the load only when training does (torch's count then)
+    monkeypatch.setattr(translate, "ThreadGovernor", lambda: decoding.append(torch.get_num_threads()) or governed())
     before = torch.get_num_threads()
     try:
         for threads in ("0", "2"):
@@ -150,6 +150,23 @@ def test_decoding_gives_a_thread_back_while_another_process_takes_its_core(monke
     translator.follow_load = False
     assert translator.translate(lines, progress=progress) == followed
     assert set(seen) == {2}
+
+
+def test_decoding_never_takes_more_threads_than_torch_has_at_the_call(monkeypatch, tiny_run, two_threads):
+    """A caller who lowers torch's count between two calls keeps it, however idle the machine."""
+    import functools
+
+    from nmt import translate
+
+    machine, seen = Machine(), []
+    monkeypatch.setattr(translate, "ThreadGovernor",
+                        functools.partial(hardware.ThreadGovernor, every=0, sample=lambda: machine.look(0.0)))
+    translator = translate.Translator.from_checkpoint(tiny_run.root / "best")
+    lines = ["hola mundo", "el perro come", "la casa es grande"] * 5
+    translator.translate(lines)
+    torch.set_num_threads(1)
+    translator.translate(lines, progress=lambda n: seen.append(torch.get_num_threads()))
+    assert set(seen) == {1} and torch.get_num_threads() == 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
