@@ -115,6 +115,7 @@ def speed(lines: list[tuple[float, dict]], start: float, end: float) -> dict:
     and began its length, the records' elapsed_s difference, before)."""
     tokens = seconds = 0.0
     threads = []
+    lines = [(seen, rec) for seen, rec in lines if rec["kind"] == "train"]  # a validation's line has no speed
     for (_, before), (seen, rec) in zip([(0.0, {"elapsed_s": 0.0})] + lines, lines):
         span = rec["elapsed_s"] - before["elapsed_s"]
         inside = min(seen, end) - max(seen - span, start)

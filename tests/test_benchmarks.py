@@ -106,8 +106,8 @@ def test_contention_speed_counts_each_window_by_its_part_in_the_span():
     """contention.py's speeds: a 20-step window half inside the measured span counts half."""
     contention = _script("contention")
 
-    lines = [(10.0, {"elapsed_s": 10.0, "tokens_per_s": 100.0, "threads": 2}),
-             (20.0, {"elapsed_s": 20.0, "tokens_per_s": 200.0, "threads": 1})]
+    lines = [(10.0, {"kind": "train", "elapsed_s": 10.0, "tokens_per_s": 100.0, "threads": 2}),
+             (20.0, {"kind": "train", "elapsed_s": 20.0, "tokens_per_s": 200.0, "threads": 1})]
     assert contention.speed(lines, 15.0, 20.0) == {"tokens_per_s": 200.0, "seconds": 5.0, "threads": [1]}
     assert contention.speed(lines, 5.0, 15.0) == {"tokens_per_s": 150.0, "seconds": 10.0, "threads": [2, 1]}
     assert contention.speed(lines, 30.0, 40.0)["tokens_per_s"] is None
