@@ -253,6 +253,7 @@ class Trainer:
         cfg, st = self.config.train, self.state
         metrics_path = self.run_dir / "metrics.jsonl"
         check_destination(self.run_dir / "checkpoints", folder=True)  # before the steps whose checkpoint it holds
+        threads = torch.get_num_threads()  # what the governor changes while training, back for the caller after
         try:
             with self._only_trainer(), stop_requests(signal.SIGINT, signal.SIGTERM) as asked:
                 # lines logged after the step we start from (a resumed checkpoint's, or 0) will be logged again
@@ -263,6 +264,8 @@ class Trainer:
                      else "the start: no checkpoint yet")
             log.warning("interrupted at step %d; training again resumes from %s", st.step, where)
             raise
+        finally:
+            torch.set_num_threads(threads)
         if asked.signum is not None:  # Ctrl-C or SIGTERM: the step it came in is finished; save it
             if self.saved_step != st.step:
                 self._save(is_best=False)

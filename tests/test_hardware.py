@@ -119,6 +119,7 @@ def test_training_gives_a_thread_back_when_another_process_takes_its_core(monkey
             logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
             assert [line["threads"] for line in logged if line["kind"] == "train"] == [1 if threads == "0" else 2]
             assert decoding == ([1] if threads == "0" else [])
+            assert torch.get_num_threads() == 2  # a library caller's next work gets the count back
     finally:
         torch.set_num_threads(before)
 
