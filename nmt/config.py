@@ -127,6 +127,9 @@ class DecodeConfig:
     # finished one (exact with respect to the beam); "finished" once `beam` hypotheses have finished
     # (fairseq's rule, Hugging Face's early_stopping=True): fewer steps, outputs may differ.
     stopping: StoppingRule = "bound"
+    # a line longer than train.max_train_len source pieces is translated in parts cut where its
+    # sentences end (nmt.segment: the model stops early on what is longer than it saw); false: whole
+    split_long: bool = True
 
 
 @dataclass(frozen=True)

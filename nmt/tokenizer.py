@@ -121,6 +121,10 @@ class Tokenizer:
         """Source ids, each sentence closed by </s>."""
         return [ids + [EOS] for ids in self.src.encode([normalise(line) for line in lines])]
 
+    def src_lengths(self, lines: list[str]) -> list[int]:
+        """Source pieces of each sentence, </s> included (as train.max_train_len counts them)."""
+        return [len(ids) for ids in self.encode_src(lines)]
+
     def encode_tgt(self, lines: list[str]) -> list[list[int]]:
         """Target ids without <s> or </s> (the batcher adds them)."""
         return self.tgt.encode([normalise(line) for line in lines])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +22,10 @@ from nmt.linear import bf16_products
 from nmt.model import Seq2Seq
 from nmt.quantize import int8_products
 from nmt.search import Hypothesis, greedy_stream, max_lengths
+from nmt.segment import split_long
 from nmt.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
 
 
 class Translator:
@@ -69,6 +73,18 @@ class Translator:
         log-probabilities (``nmt.search.greedy_stream``; log_prob and score NaN), beam search needs them.
         ``progress`` is called with the number of lines just done, as sentences finish (empty lines
         at once): a progress bar's ``update``."""
+        search = self._settings(beam, alpha, precision, stopping, nbest)
+        results: list[list[Hypothesis]] = [[] for _ in lines]
+        for i, hyps in self._each(lines, *search, nbest, keep_attention, scored):
+            results[i] = hyps
+            if progress is not None:
+                progress(1)
+        return results
+
+    def _settings(self, beam: int | None, alpha: float | None, precision: str | None, stopping: str | None,
+                  nbest: int) -> tuple[int, float, str, str]:
+        """beam, alpha, precision (resolved: auto → fp32 or bf16) and stopping rule, each the
+        config's where None; a ValueError for a value out of its choices."""
         cfg = self.config.decode
         beam = cfg.beam if beam is None else beam
         alpha = cfg.alpha if alpha is None else alpha
@@ -81,14 +97,21 @@ class Translator:
             raise ValueError(error)
         if nbest > beam:
             raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
-        results: list[list[Hypothesis]] = [[] for _ in lines]
+        return beam, alpha, precision, stopping
+
+    def _each(self, lines: list[str], beam: int, alpha: float, precision: str, stopping: str, nbest: int,
+              keep_attention: bool, scored: bool) -> Iterator[tuple[int, list[Hypothesis]]]:
+        """(line number, hypotheses) of every line as it is done: empty lines first, the rest as
+        their sentences finish."""
+        cfg = self.config.decode
         hold_heap()  # a search step's buffers reuse the last step's memory (nmt.hardware.hold_heap)
         todo = [i for i, line in enumerate(lines) if line.strip()]  # (the tokenizer normalises the rest)
-        if progress is not None and len(todo) < len(lines):
-            progress(len(lines) - len(todo))
+        empty = [(i, []) for i, line in enumerate(lines) if not line.strip()]
         if not todo:
-            return results
+            yield from empty
+            return
         src = Sequences.from_lists(self.tokenizer.encode_src([lines[i] for i in todo]))
+        _warn_long(src.lengths, self.config.train.max_train_len)
         was_training = self.model.training
         self.model.eval()
         products = {"int8": int8_products, "bf16": bf16_products}.get(precision, lambda _: contextlib.nullcontext())
@@ -99,17 +122,15 @@ class Translator:
                 self._governor = ThreadGovernor()  # each call: never above torch's count at its start
             threads = self._governor if self.follow_load else None
             with products(self.model), bf16, threads or contextlib.nullcontext():
+                yield from empty
                 found = self._search(src, order, beam, alpha, nbest, keep_attention, stopping, scored)
                 numbers = np.concatenate(order).tolist()
                 for number, hyps in found:
-                    results[todo[numbers[number]]] = hyps
-                    if progress is not None:
-                        progress(1)
+                    yield todo[numbers[number]], hyps
                     if threads is not None:
                         threads.check()
         finally:
             self.model.train(was_training)
-        return results
 
     def _search(self, src: Sequences, order: list[np.ndarray], beam: int, alpha: float, nbest: int,
                 keep_attention: bool, stopping: str, scored: bool) -> Iterator[tuple[int, list[Hypothesis]]]:
@@ -133,7 +154,46 @@ class Translator:
         self, lines: list[str], beam: int | None = None, alpha: float | None = None, precision: str | None = None,
         stopping: str | None = None, progress: Callable[[int], None] | None = None,
     ) -> list[str]:
-        """One detokenised translation per input line (greedy search computes no scores)."""
-        found = self.hypotheses(lines, beam, alpha, precision=precision, stopping=stopping, scored=False,
-                                progress=progress)
-        return [self.tokenizer.decode_tgt([hyps[0].tokens])[0] if hyps else "" for hyps in found]
+        """One detokenised translation per input line (greedy search computes no scores). A line
+        longer than the model was trained on (train.max_train_len source pieces) is translated in
+        parts cut where its sentences end, written one after the other (``nmt.segment``), unless
+        decode.split_long is false."""
+        search = self._settings(beam, alpha, precision, stopping, 1)
+        parts, counts = self._parts(lines)
+        owners = np.repeat(np.arange(len(lines)), counts).tolist()  # the line of each part
+        first = (np.cumsum(counts) - counts).tolist()  # a line's parts sit together, in order
+        tokens: list[list[list[int]]] = [[[]] * n for n in counts]
+        left = list(counts)
+        for j, hyps in self._each(parts, *search, 1, False, False):
+            line = owners[j]
+            tokens[line][j - first[line]] = hyps[0].tokens if hyps else []
+            left[line] -= 1
+            if progress is not None and left[line] == 0:
+                progress(1)
+        return self.tokenizer.decode_tgt([[t for part in parts_of for t in part] for parts_of in tokens])
+
+    def _parts(self, lines: list[str]) -> tuple[list[str], list[int]]:
+        """The texts decoded for ``lines``, and how many come from each line: a line longer than
+        train.max_train_len source pieces as its parts (``nmt.segment.split_long``), the rest whole."""
+        longest = self.config.train.max_train_len
+        if not self.config.decode.split_long:
+            return list(lines), [1] * len(lines)
+        parts, counts = [], []
+        for line, n in zip(lines, self.tokenizer.src_lengths(lines)):
+            cut = split_long(line, self.tokenizer.src_lengths, longest) if n > longest else [line]
+            parts += cut
+            counts.append(len(cut))
+        if len(parts) > len(lines):
+            log.info("%d line(s) longer than the %d source pieces the model was trained on: translated in %d "
+                     "parts, cut where sentences end (decode.split_long)",
+                     sum(n > 1 for n in counts), longest, sum(n for n in counts if n > 1))
+        return parts, counts
+
+
+def _warn_long(lengths: np.ndarray, longest: int) -> None:
+    """A warning when lines are longer than the model was trained on: its translations of them
+    tend to stop early (``nmt.segment``)."""
+    if (over := int((lengths > longest).sum())):
+        log.warning("%d of %d line(s) longer than the %d source pieces the model was trained on (the longest "
+                    "%d): their translations may stop early; Translator.translate cuts such lines where "
+                    "sentences end", over, len(lengths), longest, int(lengths.max()))

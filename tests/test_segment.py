@@ -1,0 +1,76 @@
+"""Lines longer than the model was trained on: cut where sentences end, translated in parts."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from nmt.segment import clauses, split_long
+
+
+def words(texts: list[str]) -> list[int]:  # a stand-in for the tokenizer's piece counts
+    return [len(text.split()) for text in texts]
+
+
+def test_clauses_end_at_sentence_marks_with_their_closing_quotes():
+    assert clauses("Y dijo: «Ve.» Y fué. ¿Por qué?  Porque sí") == ["Y dijo:", "«Ve.»", "Y fué.", "¿Por qué?",
+                                                                    "Porque sí"]
+    assert clauses("Pesa 3.5 kilos.") == ["Pesa 3.5 kilos."]  # no space after the mark: not an end
+
+
+def test_a_line_within_the_model_s_length_is_never_cut():
+    line = "Uno dos. Tres cuatro. Cinco seis."
+    assert split_long(line, words, 6) == [line]
+
+
+def test_a_long_line_is_cut_at_sentence_ends_into_parts_of_half_the_length_losing_no_word():
+    line = " ".join(f"a{i} b{i}." for i in range(10))  # 20 words, sentences of 2
+    parts = split_long(line, words, 8)
+    assert parts == [f"a{i} b{i}. a{i + 1} b{i + 1}." for i in range(0, 10, 2)]  # 4 words each: half of 8
+    assert " ".join(parts) == line
+
+
+def test_a_clause_longer_than_the_model_s_length_is_cut_between_words_into_equal_parts():
+    long_clause = " ".join(f"w{i}" for i in range(20))  # no mark to cut at
+    parts = split_long(f"Dijo así: {long_clause}", words, 8)
+    assert words(parts) == [2, 4, 4, 4, 4, 4]
+    assert " ".join(parts) == f"Dijo así: {long_clause}"
+
+
+def _translator(tmp_path, **decode):
+    """An untrained model (its translations run on, unlike the tiny run's, which stop at once)
+    that has seen 12 source pieces at most."""
+    from conftest import saved_tiny_model
+    from nmt.translate import Translator
+
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_train_len=12),
+                                 decode=dataclasses.replace(config.decode, **decode))
+    return Translator(model, tokenizer, config)
+
+
+LONG = "Y dijo Dios: Sea la luz. Y fué la luz. Y vió Dios que la luz era buena; y apartó Dios la luz de las tinieblas."
+
+
+def test_translate_writes_a_long_line_s_parts_one_after_the_other_on_its_line(tmp_path):
+    """The output keeps the input's lines; progress counts lines, not parts."""
+    translator = _translator(tmp_path)
+    parts = split_long(LONG, translator.tokenizer.src_lengths, 12)
+    assert len(parts) > 2
+    for beam in (1, 3):
+        found = translator.hypotheses(parts, beam=beam)
+        expected = translator.tokenizer.decode_tgt([[t for hyps in found for t in hyps[0].tokens]])[0]
+        assert expected  # an untrained model runs on: something to compare
+        done = []
+        lines = ["Y fué la tarde", LONG, "", LONG]
+        assert translator.translate(lines, beam=beam, progress=done.append) == [
+            translator.translate(["Y fué la tarde"], beam=beam)[0], expected, "", expected]
+        assert done == [1] * len(lines)
+
+
+def test_decode_split_long_false_translates_the_whole_line_and_warns(tmp_path, caplog):
+    translator = _translator(tmp_path, split_long=False)
+    whole = translator.hypotheses([LONG], beam=1)[0][0].tokens
+    with caplog.at_level(logging.WARNING, logger="nmt.translate"):
+        assert translator.translate([LONG, "Y fué la tarde"], beam=1)[0] == translator.tokenizer.decode_tgt([whole])[0]
+    assert "1 of 2 line(s) longer than the 12 source pieces the model was trained on" in caplog.text
