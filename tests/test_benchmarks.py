@@ -111,3 +111,21 @@ def test_contention_speed_counts_each_window_by_its_part_in_the_span():
     assert contention.speed(lines, 15.0, 20.0) == {"tokens_per_s": 200.0, "seconds": 5.0, "threads": [1]}
     assert contention.speed(lines, 5.0, 15.0) == {"tokens_per_s": 150.0, "seconds": 10.0, "threads": [2, 1]}
     assert contention.speed(lines, 30.0, 40.0)["tokens_per_s"] is None
+
+
+def test_long_lines_ways_differ_only_on_lines_longer_than_the_model_saw(tmp_path):
+    """benchmarks/long_lines.py: joined verses keep source and reference aligned, and a line
+    within train.max_train_len is decoded whole by every way, so every way scores it the same."""
+    import dataclasses
+
+    long_lines = _script("long_lines")
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_train_len=12))
+    translator = Translator(model, tokenizer, config)
+    assert long_lines.joined(["a", "b", "c", "d", "e"], 2) == ["a b", "c d"]
+    short, refs = ["En el principio", "Y fue la tarde", "Y dijo Dios"], ["In the beginning", "And it was evening", "And God said"]
+    assert max(tokenizer.src_lengths(short)) <= 12
+    rows = long_lines.measure(translator, short * 4, refs * 4, [1, 6])
+    assert [row["lines"] for row in rows] == [12, 2] and rows[1]["longest_pieces"] > 12
+    assert len({(way["bleu"], way["words_ratio"]) for way in rows[0]["ways"].values()}) == 1
+    assert len({way["words_ratio"] for way in rows[1]["ways"].values()}) > 1  # cut lines: translated otherwise
