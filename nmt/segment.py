@@ -2,16 +2,18 @@
 
 Training keeps pairs of at most ``train.max_train_len`` source pieces, so a longer line (a
 paragraph given as one line) is outside everything the model saw, and an RNN decoder stops early
-on it: the Luong model of benchmarks/README.md ("Quality per unit of time"; 20 minutes, max 128
-pieces) translating dev verses joined 32 to a line (1,260 pieces on average) wrote half the words
-of the reference, BLEU 4.2 against 29.8 for the verses one a line. Cut where sentences and clauses
-end (. ! ? ; : …, with any closing quote or bracket) and put back together up to half the longest
-length, the same lines scored 32.5, the parts written side by side (``nmt.translate``).
+on it. Dev verses joined 32 to a line (1,260 pieces on average, the length 128) and translated
+whole: the 20-minute Luong model of benchmarks/README.md wrote half the reference's words, BLEU
+4.2 (29.8 for the verses one a line), the default model of an hour's ``make train`` 57 %, 7.0
+(36.2). Cut where sentences and clauses end (. ! ? ; : …, with any closing quote or bracket) and
+gathered again into parts of up to half the length, the same lines scored 32.5 and 38.8, the
+parts' translations written side by side (``nmt.translate``).
 
-Why half: whole sentences (every ; and :) scored 31.4, parts up to the full length 27.6, up to a
-half 32.5 and a quarter 32.0 (the same model; dev verses 8 to a line: 29.6, 25.5, 30.8, 30.3). A
-line within the length is never cut: verses cut into sentences scored 27.9 against 29.8 whole.
-A clause still longer than the model's length (no punctuation) is cut between words into equal parts.
+Why half: parts of every clause scored 31.3 / 37.0, of up to the full length 27.6 / 35.6, of up
+to a quarter 32.0 / 38.2; at 4, 8 and 16 verses a line half the length was the best of the four
+too (benchmarks/long_lines.py; results/2026-12-06-intel-xeon-amx-m207-2c-long-lines{,-default}.md).
+A line within the length is never cut. A clause still longer than the length (no marks) is cut
+between words into equal parts.
 """
 
 from __future__ import annotations
