@@ -109,8 +109,10 @@ def _check_first_row(path: Path, delimiter: str, quoting: int, columns: tuple[st
     suffix = path.suffix.lower()
     if suffix == ".zst":  # no zstd reader in the standard library: left to datasets
         return
-    with COMPRESSED.get(suffix, open)(path, "rt", encoding="utf-8", newline="") as file:
-        reader = csv.reader(file, delimiter=delimiter, quoting=quoting)
+    with COMPRESSED.get(suffix, open)(path, "rt", encoding="utf-8", newline="\n") as file:
+        # rows end at "\n", as the parser's do (csv's own reader also ends one at a lone "\r")
+        lines = (line.rstrip("\r\n").replace("\r", " ") + "\n" for line in file)
+        reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
         rows = (row for row in reader if row)  # blank lines are skipped, as the parser skips them
         names = columns or next(rows, None)
         first = next(rows, None)

@@ -69,7 +69,8 @@ def test_a_header_row_read_as_data_is_refused(tmp_path, name):
     ("h.tsv", (), "id\tes\ten\nA.1\thola\thello\textra\nA.2\tadiós\tbye\n"),
     ("h.csv", (), "\nid,es,en\nA.1,hola,hello,extra\nA.2,adiós,bye,more\n"),
     ("n.tsv.gz", ("id", "es", "en"), "A.1\thola\thello\textra\nA.2\tadiós\tbye\tmore\n"),
-], ids=["header-tsv", "header-csv-after-a-blank-line", "headerless-tsv-gz"])
+    ("r.tsv", (), "id\tes\ten\r\nA.1\tho\rla\thello\textra\r\nA.2\tadiós\tbye\r\n"),
+], ids=["header-tsv", "header-csv-after-a-blank-line", "headerless-tsv-gz", "crlf-tsv-a-lone-cr-in-a-sentence"])
 def test_a_first_row_longer_than_the_columns_is_refused_not_shifted(tmp_path, name, columns, text):
     """The parser would read the extra leading field as a row label: ids as sources, sources as
     targets, without a word."""
