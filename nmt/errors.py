@@ -10,6 +10,10 @@ class NmtError(Exception):
     """Bad input or state the user can fix; ``str(error)`` is one line that says what and where."""
 
 
+class ConfigError(NmtError, ValueError):
+    """A configuration that cannot be used; the message is one line for the user."""
+
+
 class DataError(NmtError, ValueError):
     """Input data that cannot be used; the message is one line for the user."""
 
