@@ -9,7 +9,9 @@ import pytest
 
 from conftest import TINY_TSV
 from nmt.config import DataConfig
-from nmt.data import DataError, Pair, filter_pairs, normalise, prepare, read_pairs, write_splits
+from nmt.corpus import Pair, read_pairs
+from nmt.data import filter_pairs, normalise, prepare, write_splits
+from nmt.errors import DataError
 from nmt.lines import read_lines, split_lines
 
 

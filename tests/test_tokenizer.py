@@ -4,7 +4,7 @@ import pytest
 
 from conftest import SPM200, TINY_TSV
 from nmt.config import Config, DataConfig, TokenizerConfig, validate
-from nmt.data import read_pairs
+from nmt.corpus import read_pairs
 from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, TokenizerError, train_tokenizer
 
 

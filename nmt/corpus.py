@@ -1,0 +1,223 @@
+"""Reading parallel text into pairs, as written (``nmt.data`` normalises, filters and splits them).
+
+A local TSV/CSV/JSONL file with named columns, or a hub dataset name (online only), is loaded with
+Hugging Face ``datasets``; a pair of line-aligned text files is read here (``_text_lines``:
+datasets' text loader ends a line at a lone "\r" too). No torch here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from nmt.config import DataConfig
+from nmt.errors import DataError, path_error
+from nmt.lines import COMPRESSED, read_lines
+
+
+@dataclass
+class Pair:
+    src: str
+    tgt: str
+    id: str = ""
+
+
+def _file_kind(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in (".gz", ".bz2", ".xz", ".zst"):
+        name = name.removesuffix(suffix)
+    if name.endswith((".tsv", ".csv")):
+        return "csv"
+    if name.endswith((".jsonl", ".json")):
+        return "json"
+    return "text"
+
+
+DATA_SUFFIXES = (".tsv", ".csv", ".json", ".jsonl", ".txt", ".gz", ".bz2", ".xz", ".zst")
+
+
+def _names_a_file(source: str) -> bool:
+    """Whether a ``source`` that does not exist was meant as a local file (then: not found) rather
+    than a hub name: a data-file suffix, an explicit path, or a folder that exists here. Hub names
+    may contain dots (``user/corpus-v0.1``), so any other suffix does not make a file."""
+    path = Path(source)
+    return (
+        source.lower().endswith(DATA_SUFFIXES)
+        or source.startswith(("/", "./", "../", "~"))
+        or ("/" in source and path.parent.is_dir())
+    )
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """datasets draws a progress bar for each local file it reads, on stderr, where the command line
+    prints its one-line errors (on some installs the bars came first); a hub download keeps its bars.
+    Its log lines go too: it logs a file it cannot parse, which ``read_pairs`` reports itself."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+def _check_first_row(path: Path, delimiter: str, quoting: int, columns: tuple[str, ...]) -> None:
+    """Refuse a first data row with more fields than there are columns. The parser would take the
+    extra leading fields as row labels and shift every column silently (ids read as sentences);
+    a longer row further down it does refuse itself. ``columns``: () when the first row is a header."""
+    suffix = path.suffix.lower()
+    if suffix == ".zst":  # no zstd reader in the standard library: left to datasets
+        return
+    with COMPRESSED.get(suffix, open)(path, "rt", encoding="utf-8", newline="\n") as file:
+        # rows end at "\n", as the parser's do (csv's own reader also ends one at a lone "\r")
+        lines = (line.rstrip("\r\n").replace("\r", " ") + "\n" for line in file)
+        reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+        rows = (row for row in reader if row)  # blank lines are skipped, as the parser skips them
+        names = columns or next(rows, None)
+        first = next(rows, None)
+        if names and first and len(first) > len(names):
+            named_by = "data.columns names" if columns else "the header names"
+            raise DataError(f"{path}: line {reader.line_num} has {len(first)} fields, but {named_by} {len(names)} "
+                            f"({', '.join(names)}): every row needs one field per column")
+
+
+def _load_local_table(path: Path, config: DataConfig):
+    import datasets
+
+    kind = _file_kind(path)
+    with _no_progress_bars():
+        if kind == "json":
+            return datasets.load_dataset("json", data_files=str(path), split="train")
+        tsv = ".tsv" in path.name.lower()
+        # TSV: a quote is text (corpora quote speech); CSV: a field with a comma is quoted, as CSV writers do.
+        # A row ends at "\n" only: the parser's default also ended one at a lone "\r" inside a sentence,
+        # which split the row in two (both halves dropped, the second's text read as an id). A CRLF's
+        # "\r" stays at the end of the last field, where normalising removes it (and from names, below).
+        options = dict(delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
+                       na_filter=False, lineterminator="\n")
+        _check_first_row(path, options["delimiter"], options["quoting"], tuple(config.columns))
+        if config.columns:  # a headerless file: name the columns and keep every one as text
+            options["column_names"] = list(config.columns)
+            options["features"] = datasets.Features({name: datasets.Value("string") for name in config.columns})
+        table = datasets.load_dataset("csv", data_files=str(path), split="train", **options)
+        crlf = {name: name.rstrip("\r") for name in table.column_names if name.endswith("\r")}  # a CRLF header's last
+        return table.rename_columns(crlf) if crlf else table
+
+
+def _text_lines(path: Path) -> list[str]:
+    """One side of a pair of text files: ``read_lines``, a byte-order mark at its start dropped
+    (Windows editors write one: it was kept as part of the first sentence). Not datasets' text
+    loader, which opens files with universal newlines: a stray "\r" inside a sentence ended a line
+    there, so a 40-line file read as 41 and its pair "differed in line count" (or, with one such
+    "\r" on each side, pairs were silently misaligned)."""
+    lines = read_lines(path)
+    if lines:
+        lines[0] = lines[0].removeprefix("\ufeff")
+    return lines
+
+
+def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:
+    sides = [_text_lines(src), _text_lines(tgt)]
+    if len(sides[0]) != len(sides[1]):
+        raise DataError(
+            f"aligned files differ in line count: {src} has {len(sides[0])}, {tgt} has {len(sides[1])}"
+        )
+    return [Pair(s, t, str(i)) for i, (s, t) in enumerate(zip(*sides))]
+
+
+def read_pairs(config: DataConfig) -> list[Pair]:
+    """Load raw pairs as described by ``config`` (no normalisation yet)."""
+    source = Path(config.source)
+    try:
+        if config.target is not None:
+            target = Path(config.target)
+            for path in (source, target):
+                if error := path_error(path, "data file"):
+                    raise DataError(error)
+                if _file_kind(path) != "text":  # its lines would be taken as sentences, columns and all
+                    raise DataError(f"{path} is a table, but data.target pairs two plain text files; "
+                                    f"for a table leave data.target empty (null)")
+            return _load_text_pair(source, target)
+        if source.is_dir():
+            raise DataError(f"{source} is a folder; data.source names a file (or a hub dataset)")
+        if source.exists():
+            if _file_kind(source) == "text":  # one side of the text: the other is data.target
+                raise DataError(f"{source} is a plain text file, one side of the corpus: set data.target to the "
+                                f"other side's file, or give a TSV, CSV or JSONL file")
+            table = _load_local_table(source, config)
+        elif _names_a_file(config.source):
+            raise DataError(f"data file not found: {source}")
+        else:  # a hub dataset name
+            import datasets
+
+            table = datasets.load_dataset(config.source, config.hub_config, split=config.hub_split)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{config.source}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    except DataError:
+        raise
+    except Exception as exc:  # datasets wraps parser errors in many types
+        cause = exc
+        while (inner := cause.__cause__ or cause.__context__) is not None:
+            cause = inner
+        if isinstance(cause, UnicodeDecodeError):
+            raise DataError(f"{config.source}: not valid UTF-8 ({cause.reason})") from exc
+        from datasets.exceptions import DatasetGenerationError
+
+        shown = exc
+        if isinstance(exc, DatasetGenerationError):  # "An error occurred …": the parser's error beneath says where
+            shown = exc.__cause__ or exc.__context__ or exc
+        text = str(shown).strip()
+        message = text.splitlines()[0] if text else type(shown).__name__
+        raise DataError(f"cannot load {config.source}: {message}") from exc
+    return _pairs_from_table(table, config)
+
+
+def _field(record: dict, name: str):
+    """Look up ``a.b`` in nested records (hub translation sets keep pairs under ``translation``)."""
+    value = record
+    for part in name.split("."):
+        value = value[part]
+    return value
+
+
+def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
+    columns = set(table.column_names)
+    for name in (config.src_field, config.tgt_field):
+        if name.split(".")[0] not in columns:
+            raise DataError(f"{config.source}: no column {name!r} (columns: {', '.join(sorted(columns))})")
+    if config.columns and len(table) and all(str(table[0].get(name)).strip() == name
+                                             for name in (config.src_field, config.tgt_field)):
+        raise DataError(f"{config.source}: its first row is a header ({', '.join(table[0].values())}), but "
+                        f"data.columns names the columns of a headerless file; set data.columns: [] for a header")
+    has_id = config.id_field is not None and config.id_field in columns
+    if (config.dev_groups or config.test_groups) and not has_id:  # line numbers have no groups
+        raise DataError(f"{config.source}: no id column {config.id_field!r} (columns: {', '.join(sorted(columns))}) "
+                        f"for data.dev_groups and data.test_groups, which split by the ids' groups; name the id "
+                        f"column in data.id_field, or give both groups as [] for a random split")
+    pairs = []
+    for i, record in enumerate(table):
+        src, tgt = (_text(record, name, i, config.source) for name in (config.src_field, config.tgt_field))
+        pairs.append(Pair(src, tgt, str(record[config.id_field]).strip() if has_id else str(i)))  # (a CRLF's "\r")
+    return pairs
+
+
+def _text(record: dict, name: str, index: int, source: str) -> str:
+    """Field ``name`` of a record as text (a number as written, a missing value as ""); a list or a
+    mapping is no sentence, and its Python form would have been trained on as one."""
+    value = _field(record, name)
+    if isinstance(value, dict):
+        raise DataError(f"{source}: record {index + 1}: {name} holds a mapping, not text "
+                        f"(name a field inside it, as translation.es)")
+    if isinstance(value, list):
+        raise DataError(f"{source}: record {index + 1}: {name} holds a list, not text")
+    return "" if value is None else str(value)
