@@ -71,11 +71,11 @@ class Translator:
         beam search's rule (``nmt.beam.beam_search``). None takes the checkpoint's
         ``decode.precision`` / ``decode.stopping``. Not ``scored``: greedy search leaves out the
         log-probabilities (``nmt.search.greedy_stream``; log_prob and score NaN), beam search needs them.
-        ``progress`` is called with the number of lines just done, as sentences finish (empty lines
-        at once): a progress bar's ``update``."""
+        ``progress`` is called with 1 as each line is done (the empty ones first): a progress
+        bar's ``update``."""
         search = self._settings(beam, alpha, precision, stopping, nbest)
         results: list[list[Hypothesis]] = [[] for _ in lines]
-        for i, hyps in self._each(lines, *search, nbest, keep_attention, scored):
+        for i, hyps in self._each(self._encoded(lines), *search, nbest, keep_attention, scored):
             results[i] = hyps
             if progress is not None:
                 progress(1)
@@ -99,18 +99,26 @@ class Translator:
             raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
         return beam, alpha, precision, stopping
 
-    def _each(self, lines: list[str], beam: int, alpha: float, precision: str, stopping: str, nbest: int,
-              keep_attention: bool, scored: bool) -> Iterator[tuple[int, list[Hypothesis]]]:
-        """(line number, hypotheses) of every line as it is done: empty lines first, the rest as
-        their sentences finish."""
+    def _encoded(self, lines: list[str]) -> list[list[int] | None]:
+        """Each line's source ids (</s> included), None for an empty or all-space line."""
+        todo = [i for i, line in enumerate(lines) if line.strip()]  # (the tokenizer normalises the rest)
+        encoded: list[list[int] | None] = [None] * len(lines)
+        for i, ids in zip(todo, self.tokenizer.encode_src([lines[i] for i in todo])):
+            encoded[i] = ids
+        return encoded
+
+    def _each(self, encoded: list[list[int] | None], beam: int, alpha: float, precision: str, stopping: str,
+              nbest: int, keep_attention: bool, scored: bool) -> Iterator[tuple[int, list[Hypothesis]]]:
+        """(line number, hypotheses) of every line (``_encoded``) as it is done: empty lines first,
+        the rest as their sentences finish."""
         cfg = self.config.decode
         hold_heap()  # a search step's buffers reuse the last step's memory (nmt.hardware.hold_heap)
-        todo = [i for i, line in enumerate(lines) if line.strip()]  # (the tokenizer normalises the rest)
-        empty = [(i, []) for i, line in enumerate(lines) if not line.strip()]
+        todo = [i for i, ids in enumerate(encoded) if ids is not None]
+        empty = [(i, []) for i, ids in enumerate(encoded) if ids is None]
         if not todo:
             yield from empty
             return
-        src = Sequences.from_lists(self.tokenizer.encode_src([lines[i] for i in todo]))
+        src = Sequences.from_lists([encoded[i] for i in todo])
         _warn_long(src.lengths, self.config.train.max_train_len)
         was_training = self.model.training
         self.model.eval()
@@ -172,17 +180,18 @@ class Translator:
                 progress(1)
         return self.tokenizer.decode_tgt([[t for part in parts_of for t in part] for parts_of in tokens])
 
-    def _parts(self, lines: list[str]) -> tuple[list[str], list[int]]:
-        """The texts decoded for ``lines``, and how many come from each line: a line longer than
-        train.max_train_len source pieces as its parts (``nmt.segment.split_long``), the rest whole."""
-        longest = self.config.train.max_train_len
+    def _parts(self, lines: list[str]) -> tuple[list[list[int] | None], list[int]]:
+        """The source ids decoded for ``lines`` (``_encoded``), and how many parts each line has: a
+        line longer than train.max_train_len source pieces cut (``nmt.segment.split_long``), the
+        rest whole."""
+        encoded, longest = self._encoded(lines), self.config.train.max_train_len
         if not self.config.decode.split_long:
-            return list(lines), [1] * len(lines)
+            return encoded, [1] * len(lines)
         parts, counts = [], []
-        for line, n in zip(lines, self.tokenizer.src_lengths(lines)):
-            cut = split_long(line, self.tokenizer.src_lengths, longest) if n > longest else [line]
-            parts += cut
-            counts.append(len(cut))
+        for line, ids in zip(lines, encoded):
+            cut = split_long(line, self.tokenizer.src_lengths, longest) if ids and len(ids) > longest else None
+            parts += [ids] if cut is None else self.tokenizer.encode_src(cut)
+            counts.append(1 if cut is None else len(cut))
         if len(parts) > len(lines):
             log.info("%d line(s) longer than the %d source pieces the model was trained on: translated in %d "
                      "parts, cut where sentences end (decode.split_long)",
