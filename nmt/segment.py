@@ -18,14 +18,13 @@ between words into equal parts.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 
 # a sentence or clause ends at these marks, with any closing quotes or brackets, before a space
 _END = re.compile(r"[.!?;:…]+[\"'»”’)\]]*\s+")
 
-Counter = Callable[[list[str]], list[int]]  # source pieces of each text (the tokenizer's)
+Pieces = Callable[[list[str]], list[int]]  # source pieces of each text, </s> included (the tokenizer's)
 
 
 def clauses(line: str) -> list[str]:
@@ -38,16 +37,27 @@ def clauses(line: str) -> list[str]:
     return [part for part in (p.strip() for p in parts) if part]
 
 
-def _between_words(text: str, pieces: int, most: int) -> list[str]:
-    """``text`` (``pieces`` long) cut between words into the fewest equal parts of at most ``most``
-    pieces each, as near as word counts allow."""
-    words = text.split()
-    count = min(len(words), math.ceil(pieces / most))
-    bounds = [round(i * len(words) / count) for i in range(count + 1)]
-    return [" ".join(words[a:b]) for a, b in zip(bounds, bounds[1:])]
+def _between_words(text: str, count: Pieces, most: int) -> list[str]:
+    """``text`` cut between words into parts of at most ``most`` pieces, filled in order (a word
+    longer than that stands alone)."""
+    return _gathered(list(zip(words := text.split(), count(words))), most)
 
 
-def split_long(line: str, count: Counter, longest: int, part: int | None = None) -> list[str]:
+def _gathered(units: list[tuple[str, int]], most: int) -> list[str]:
+    """Texts and their piece counts (each with its </s>) joined in order into parts of at most
+    ``most`` pieces (one </s> a part); a unit longer than that is a part of its own."""
+    parts, current, size = [], [], 1
+    for text, n in units:
+        if current and size + n - 1 > most:
+            parts.append(" ".join(current))
+            current, size = [], 1
+        current.append(text)
+        size += n - 1
+    parts.append(" ".join(current))
+    return parts
+
+
+def split_long(line: str, count: Pieces, longest: int, part: int | None = None) -> list[str]:
     """``line`` alone when it has at most ``longest`` source pieces; else its clauses, a clause
     longer than ``longest`` cut between words, joined again in order into parts of at most
     ``part`` pieces (default ``longest // 2``; a clause longer than that stands alone)."""
@@ -55,19 +65,11 @@ def split_long(line: str, count: Counter, longest: int, part: int | None = None)
         return [line]
     target = max(1, part or longest // 2)
     units: list[tuple[str, int]] = []
-    pieces = count(found := clauses(line))
-    for clause, n in zip(found, pieces):
+    found = clauses(line)
+    for clause, n in zip(found, count(found)):
         if n <= longest:
             units.append((clause, n))
         else:
-            cut = _between_words(clause, n, target)
+            cut = _between_words(clause, count, target)
             units.extend(zip(cut, count(cut)))
-    parts, current, size = [], [], 0
-    for text, n in units:
-        if current and size + n > target:
-            parts.append(" ".join(current))
-            current, size = [], 0
-        current.append(text)
-        size += n
-    parts.append(" ".join(current))
-    return parts
+    return _gathered(units, target)

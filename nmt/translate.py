@@ -72,13 +72,27 @@ class Translator:
         ``decode.precision`` / ``decode.stopping``. Not ``scored``: greedy search leaves out the
         log-probabilities (``nmt.search.greedy_stream``; log_prob and score NaN), beam search needs them.
         ``progress`` is called with 1 as each line is done (the empty ones first): a progress
-        bar's ``update``."""
+        bar's ``update``.
+
+        A line longer than the model was trained on (train.max_train_len source pieces) is decoded
+        in parts cut where its sentences end (``nmt.segment``), unless decode.split_long is false
+        or the search is asked for more than one hypothesis or for attention (then whole, with a
+        warning): its hypothesis is the parts' one after the other, log_prob and score their sums."""
         search = self._settings(beam, alpha, precision, stopping, nbest)
+        parts, counts = self._parts(lines, self.config.decode.split_long and nbest == 1 and not keep_attention)
+        owners = np.repeat(np.arange(len(lines)), counts).tolist()  # the line of each part
+        first = (np.cumsum(counts) - counts).tolist()  # a line's parts sit together, in order
+        found: list[list[list[Hypothesis]]] = [[[]] * n for n in counts]
+        left = list(counts)
         results: list[list[Hypothesis]] = [[] for _ in lines]
-        for i, hyps in self._each(self._encoded(lines), *search, nbest, keep_attention, scored):
-            results[i] = hyps
-            if progress is not None:
-                progress(1)
+        for j, hyps in self._each(parts, *search, nbest, keep_attention, scored):
+            line = owners[j]
+            found[line][j - first[line]] = hyps
+            left[line] -= 1
+            if left[line] == 0:
+                results[line] = hyps if counts[line] == 1 else [_joined([part[0] for part in found[line]])]
+                if progress is not None:
+                    progress(1)
         return results
 
     def _settings(self, beam: int | None, alpha: float | None, precision: str | None, stopping: str | None,
@@ -166,26 +180,16 @@ class Translator:
         longer than the model was trained on (train.max_train_len source pieces) is translated in
         parts cut where its sentences end, written one after the other (``nmt.segment``), unless
         decode.split_long is false."""
-        search = self._settings(beam, alpha, precision, stopping, 1)
-        parts, counts = self._parts(lines)
-        owners = np.repeat(np.arange(len(lines)), counts).tolist()  # the line of each part
-        first = (np.cumsum(counts) - counts).tolist()  # a line's parts sit together, in order
-        tokens: list[list[list[int]]] = [[[]] * n for n in counts]
-        left = list(counts)
-        for j, hyps in self._each(parts, *search, 1, False, False):
-            line = owners[j]
-            tokens[line][j - first[line]] = hyps[0].tokens if hyps else []
-            left[line] -= 1
-            if progress is not None and left[line] == 0:
-                progress(1)
-        return self.tokenizer.decode_tgt([[t for part in parts_of for t in part] for parts_of in tokens])
+        found = self.hypotheses(lines, beam, alpha, precision=precision, stopping=stopping, scored=False,
+                                progress=progress)
+        return [self.tokenizer.decode_tgt([hyps[0].tokens])[0] if hyps else "" for hyps in found]
 
-    def _parts(self, lines: list[str]) -> tuple[list[list[int] | None], list[int]]:
-        """The source ids decoded for ``lines`` (``_encoded``), and how many parts each line has: a
-        line longer than train.max_train_len source pieces cut (``nmt.segment.split_long``), the
-        rest whole."""
+    def _parts(self, lines: list[str], split: bool) -> tuple[list[list[int] | None], list[int]]:
+        """The source ids decoded for ``lines`` (``_encoded``), and how many parts each line has:
+        with ``split``, a line longer than train.max_train_len source pieces cut
+        (``nmt.segment.split_long``); the rest whole."""
         encoded, longest = self._encoded(lines), self.config.train.max_train_len
-        if not self.config.decode.split_long:
+        if not split:
             return encoded, [1] * len(lines)
         parts, counts = [], []
         for line, ids in zip(lines, encoded):
@@ -199,10 +203,17 @@ class Translator:
         return parts, counts
 
 
+def _joined(parts: list[Hypothesis]) -> Hypothesis:
+    """One line's hypothesis from its parts' best: their tokens one after the other, log_prob and
+    score summed (NaN unscored)."""
+    return Hypothesis([t for h in parts for t in h.tokens], sum(h.log_prob for h in parts), sum(h.score for h in parts))
+
+
 def _warn_long(lengths: np.ndarray, longest: int) -> None:
     """A warning when lines are longer than the model was trained on: its translations of them
     tend to stop early (``nmt.segment``)."""
     if (over := int((lengths > longest).sum())):
         log.warning("%d of %d line(s) longer than the %d source pieces the model was trained on (the longest "
-                    "%d): their translations may stop early; Translator.translate cuts such lines where "
-                    "sentences end", over, len(lengths), longest, int(lengths.max()))
+                    "%d), decoded whole: their translations may stop early (with decode.split_long, one "
+                    "hypothesis a line and no attention, they are cut where sentences end)",
+                    over, len(lengths), longest, int(lengths.max()))

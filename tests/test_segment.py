@@ -8,8 +8,8 @@ import logging
 from nmt.segment import clauses, split_long
 
 
-def words(texts: list[str]) -> list[int]:  # a stand-in for the tokenizer's piece counts
-    return [len(text.split()) for text in texts]
+def pieces(texts: list[str]) -> list[int]:  # a stand-in for the tokenizer: a piece a word, and </s>
+    return [len(text.split()) + 1 for text in texts]
 
 
 def test_clauses_end_at_sentence_marks_with_their_closing_quotes():
@@ -20,20 +20,20 @@ def test_clauses_end_at_sentence_marks_with_their_closing_quotes():
 
 def test_a_line_within_the_model_s_length_is_never_cut():
     line = "Uno dos. Tres cuatro. Cinco seis."
-    assert split_long(line, words, 6) == [line]
+    assert split_long(line, pieces, 7) == [line]
 
 
 def test_a_long_line_is_cut_at_sentence_ends_into_parts_of_half_the_length_losing_no_word():
-    line = " ".join(f"a{i} b{i}." for i in range(10))  # 20 words, sentences of 2
-    parts = split_long(line, words, 8)
-    assert parts == [f"a{i} b{i}. a{i + 1} b{i + 1}." for i in range(0, 10, 2)]  # 4 words each: half of 8
+    line = " ".join(f"a{i} b{i}." for i in range(10))  # 21 pieces, sentences of 3
+    parts = split_long(line, pieces, 10)
+    assert parts == [f"a{i} b{i}. a{i + 1} b{i + 1}." for i in range(0, 10, 2)]  # 5 pieces each: half of 10
     assert " ".join(parts) == line
 
 
-def test_a_clause_longer_than_the_model_s_length_is_cut_between_words_into_equal_parts():
+def test_a_clause_longer_than_the_model_s_length_is_cut_between_words_into_parts_of_half_of_it():
     long_clause = " ".join(f"w{i}" for i in range(20))  # no mark to cut at
-    parts = split_long(f"Dijo así: {long_clause}", words, 8)
-    assert words(parts) == [2, 4, 4, 4, 4, 4]
+    parts = split_long(f"Dijo así: {long_clause}", pieces, 8)
+    assert pieces(parts) == [3, 4, 4, 4, 4, 4, 4, 3]
     assert " ".join(parts) == f"Dijo así: {long_clause}"
 
 
@@ -74,3 +74,24 @@ def test_decode_split_long_false_translates_the_whole_line_and_warns(tmp_path, c
     with caplog.at_level(logging.WARNING, logger="nmt.translate"):
         assert translator.translate([LONG, "Y fué la tarde"], beam=1)[0] == translator.tokenizer.decode_tgt([whole])[0]
     assert "1 of 2 line(s) longer than the 12 source pieces the model was trained on" in caplog.text
+
+
+def test_a_long_line_s_hypothesis_is_its_parts_and_n_best_decodes_it_whole(tmp_path, caplog):
+    """nmt report scores what nmt translate writes: the best hypothesis joins the parts' (tokens
+    one after the other, log-probabilities summed); asked for two hypotheses or for attention, the
+    search takes the whole line, with a warning."""
+    import math
+
+    translator = _translator(tmp_path)
+    parts = split_long(LONG, translator.tokenizer.src_lengths, 12)
+    alone = [hyps[0] for hyps in translator.hypotheses(parts, beam=3)]
+    (best,) = translator.hypotheses([LONG], beam=3)[0]
+    assert best.tokens == [t for h in alone for t in h.tokens]
+    assert math.isclose(best.log_prob, sum(h.log_prob for h in alone), rel_tol=1e-6)
+    whole = _translator(tmp_path, split_long=False)
+    for asked in (dict(nbest=2), dict(keep_attention=True)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="nmt.translate"):
+            found = translator.hypotheses([LONG], beam=3, **asked)[0]
+        assert [h.tokens for h in found] == [h.tokens for h in whole.hypotheses([LONG], beam=3, **asked)[0]]
+        assert "1 of 1 line(s) longer than the 12 source pieces" in caplog.text
