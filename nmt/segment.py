@@ -6,14 +6,14 @@ on it. Dev verses joined 32 to a line (1,260 pieces on average, the length 128) 
 whole: the 20-minute Luong model of benchmarks/README.md wrote half the reference's words, BLEU
 4.2 (29.8 for the verses one a line), the default model of an hour's ``make train`` 57 %, 7.0
 (36.2). Cut where sentences and clauses end (. ! ? ; : …, with any closing quote or bracket) and
-gathered again into parts of up to half the length, the same lines scored 32.5 and 38.8, the
+gathered again into parts of up to half the length, the same lines scored 32.0 and 38.6, the
 parts' translations written side by side (``nmt.translate``).
 
-Why half: parts of every clause scored 31.3 / 37.0, of up to the full length 27.6 / 35.6, of up
-to a quarter 32.0 / 38.2; at 4, 8 and 16 verses a line half the length was the best of the four
+Why half: parts of every clause scored 31.3 / 37.0, of up to the full length 25.9 / 34.4, of up
+to a quarter 31.9 / 38.2; at 4, 8 and 16 verses a line half the length was the best of the four
 too (benchmarks/long_lines.py; results/2026-12-06-intel-xeon-amx-m207-2c-long-lines{,-default}.md).
-A line within the length is never cut. A clause still longer than the length (no marks) is cut
-between words into equal parts.
+A line within the length is never cut. A clause still longer than the part size (no marks) is
+cut between words.
 """
 
 from __future__ import annotations
