@@ -193,11 +193,16 @@ def translate(
                           "still win) or once 'finished' has beam hypotheses (fairseq's rule, faster). "
                           "Default: config."),
     ] = None,
+    whole_lines: Annotated[bool, typer.Option(
+        "--whole-lines", help="Decode a line longer than the model was trained on whole, not in parts cut "
+                              "where its sentences end (decode.split_long: false).")] = False,
     device: DeviceOpt = None,
 ) -> None:
     """Translate one sentence per line; the output has exactly as many lines as the input. Typed at
     a terminal (stdin a terminal, no --input or --output), each line is translated as it is
     entered; Ctrl-D ends."""
+    import dataclasses
+
     from nmt.atomic import check_destination
     from nmt.config import DecodePrecision, StoppingRule, choice_error
     from nmt.lines import read_lines
@@ -216,6 +221,9 @@ def translate(
     interactive = input is None and output is None and sys.stdin.isatty()
     lines = [] if interactive else (read_lines(input) if input is not None else stdin_lines())
     translator = Translator.from_checkpoint(checkpoint, device)
+    if whole_lines:
+        translator.config = dataclasses.replace(
+            translator.config, decode=dataclasses.replace(translator.config.decode, split_long=False))
 
     def rendered(lines: list[str], progress=None) -> list[str]:
         if nbest == 1:

@@ -95,3 +95,18 @@ def test_a_long_line_s_hypothesis_is_its_parts_and_n_best_decodes_it_whole(tmp_p
             found = translator.hypotheses([LONG], beam=3, **asked)[0]
         assert [h.tokens for h in found] == [h.tokens for h in whole.hypotheses([LONG], beam=3, **asked)[0]]
         assert "1 of 1 line(s) longer than the 12 source pieces" in caplog.text
+
+
+def test_nmt_translate_cuts_a_long_line_unless_told_whole_lines(tiny_run, caplog):
+    from typer.testing import CliRunner
+
+    from nmt.cli import app
+
+    long_line = " ".join([LONG] * 8)  # past the tiny run's 128 pieces
+    args = ["translate", "--checkpoint", str(tiny_run.root / "best")]
+    for extra, said in (([], "translated in"), (["--whole-lines"], "decoded whole")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="nmt.translate"):
+            result = CliRunner().invoke(app, args + extra, input=f"{long_line}\nY fué la tarde\n")
+        assert result.exit_code == 0, result.output
+        assert len(result.stdout.splitlines()) == 2 and said in caplog.text
