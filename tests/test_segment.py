@@ -110,3 +110,13 @@ def test_nmt_translate_cuts_a_long_line_unless_told_whole_lines(tiny_run, caplog
             result = CliRunner().invoke(app, args + extra, input=f"{long_line}\nY fué la tarde\n")
         assert result.exit_code == 0, result.output
         assert len(result.stdout.splitlines()) == 2 and said in caplog.text
+
+
+def test_the_report_looks_for_search_errors_only_on_lines_decoded_whole(tmp_path):
+    """Search errors compare a hypothesis's score with the reference's over the whole line: a line
+    cut into parts has a summed score no whole-line search matches, so it is never among them."""
+    from nmt.diagnostics import short_sentences
+
+    translator = _translator(tmp_path)
+    sources = ["Y fué la tarde", LONG, "Y dijo Dios"]
+    assert short_sentences(translator, sources, max_pieces=1000, count=10) == [0, 2]
