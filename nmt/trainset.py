@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from nmt.data import split_path
 from nmt.errors import DataError
 from nmt.lines import read_lines
 from nmt.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +41,9 @@ def load_training_data(data_dir: Path, tokenizer: Tokenizer, tokenizer_dir: Path
     limit = config.train.max_train_len
     src, tgt = encode_split(tokenizer, *read_split(data_dir, "train", config))
     keep = np.flatnonzero((src.lengths <= limit) & (tgt.lengths < limit))
+    if keep.size < len(src):  # said, so a corpus of long sentences does not train on a fraction unawares
+        log.info("%d of %d training pairs left out: longer than train.max_train_len=%d pieces",
+                 len(src) - keep.size, len(src), limit)
     if keep.size == 0:  # no batch could be made: the loop would turn through empty epochs
         raise DataError(f"no training pair fits train.max_train_len={limit} pieces "
                         f"(the shortest pair needs {int(np.maximum(src.lengths, tgt.lengths + 1).min())})")

@@ -285,6 +285,21 @@ def test_resuming_under_changed_train_settings_says_which(tmp_path, caplog):
                        f"train.lr 0.005 → 0.002, train.max_steps 8 → 12"]
 
 
+def test_training_says_how_many_pairs_max_train_len_leaves_out(tmp_path, caplog):
+    from nmt.lines import read_lines
+    from nmt.tokenizer import Tokenizer
+
+    with caplog.at_level(logging.INFO, logger="nmt.trainset"):
+        _, paths = _train(tmp_path, "train.max_steps=1", "train.max_train_len=20")
+    tokenizer = Tokenizer.from_folder(paths.tokenizer)
+    src = tokenizer.src_lengths(read_lines(paths.data / "train.es"))
+    tgt = [len(ids) for ids in tokenizer.encode_tgt(read_lines(paths.data / "train.en"))]
+    left = sum(s > 20 or t >= 20 for s, t in zip(src, tgt))  # t + </s> > 20
+    assert 0 < left < len(src)
+    assert [r.getMessage() for r in caplog.records if "left out" in r.getMessage()] == [
+        f"{left} of {len(src)} training pairs left out: longer than train.max_train_len=20 pieces"]
+
+
 def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(tmp_path, monkeypatch):
     """A killed process (no Ctrl-C: the OOM killer, a power cut) leaves metrics.jsonl lines and no
     checkpoint; the next run starts afresh and logged the same steps a second time."""
