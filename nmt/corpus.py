@@ -17,6 +17,8 @@ from nmt.config import DataConfig
 from nmt.errors import DataError, path_error
 from nmt.lines import COMPRESSED, read_lines
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Pair:
@@ -52,6 +54,18 @@ def _names_a_file(source: str) -> bool:
 
 
 @contextlib.contextmanager
+def _quiet(logger_name: str):
+    """The ``logger_name`` library's log lines below an error left out, its level back after."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def _no_progress_bars():
     """datasets draws a progress bar for each local file it reads, on stderr, where the command line
     prints its one-line errors (on some installs the bars came first); a hub download keeps its bars.
@@ -60,13 +74,10 @@ def _no_progress_bars():
 
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
-    logger = logging.getLogger("datasets")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
     try:
-        yield
+        with _quiet("datasets"):
+            yield
     finally:
-        logger.setLevel(level)
         if was_enabled:
             datasets.enable_progress_bars()
 
@@ -160,7 +171,11 @@ def read_pairs(config: DataConfig) -> list[Pair]:
         else:  # a hub dataset name
             import datasets
 
-            table = datasets.load_dataset(config.source, config.hub_config, split=config.hub_split)
+            # Without a network huggingface_hub logs each of its 5 retries, twice (its own handler and
+            # the root's): 22 lines over 23 s before the one-line error. One line says what is tried.
+            log.info("loading %s from the Hugging Face Hub", config.source)
+            with _quiet("huggingface_hub"):
+                table = datasets.load_dataset(config.source, config.hub_config, split=config.hub_split)
     except UnicodeDecodeError as exc:
         raise DataError(f"{config.source}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
     except DataError:

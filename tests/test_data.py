@@ -316,6 +316,26 @@ def test_hub_dataset_offline_is_a_clear_error():
         read_pairs(DataConfig(source="no-such-user/no-such-corpus"))
 
 
+def test_an_unreachable_hub_says_what_it_tried_and_fails_in_one_line(monkeypatch, caplog):
+    """Without a network huggingface_hub logged each of its retries twice (22 lines over 23 s)
+    before the error; now one line says what is tried, then the error (a stand-in for the hub)."""
+    import logging
+
+    import datasets
+
+    def unreachable(name, config=None, split=None, **options):
+        for retry in range(1, 6):
+            logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry %d/5].", retry)
+        raise ConnectionError(f"Couldn't reach '{name}' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    level = logging.getLogger("huggingface_hub").level
+    with caplog.at_level(logging.INFO), pytest.raises(DataError, match=r"^cannot load some/corpus: Couldn't reach"):
+        read_pairs(DataConfig(source="some/corpus"))
+    assert [r.getMessage() for r in caplog.records] == ["loading some/corpus from the Hugging Face Hub"]
+    assert logging.getLogger("huggingface_hub").level == level  # as it was
+
+
 @pytest.mark.parametrize("name", ["refs.en", "refs.en.gz"])
 def test_lines_are_read_as_sacrebleu_reads_them(tmp_path, name):
     """A plain file and a gzipped one (sacreBLEU reads .gz references)."""
