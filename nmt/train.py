@@ -118,9 +118,7 @@ class Trainer:
         self.data_dir = Path(data_dir)
         self.device = pick_device(device)
         self.precision = resolve_precision(config.train.precision, self.device, "train.precision")
-        torch.set_num_threads(choose_threads(config.train.threads))
-        # train.threads: 0 follows other processes' load as it changes; a number stays as set
-        self.governor = ThreadGovernor() if config.train.threads == 0 else None
+        self.governor: ThreadGovernor | None = None  # train(): train.threads 0 follows other processes' load
         hold_heap()  # buffers reuse freed memory between trims (nmt.hardware.hold_heap)
         self.tokenizer = Tokenizer.from_folder(tokenizer_dir)
         data = load_training_data(self.data_dir, self.tokenizer, tokenizer_dir, config)
@@ -225,7 +223,7 @@ class Trainer:
         from nmt.metrics import corpus_scores
 
         loss = dev_loss(self.model, self.dev_src, self.dev_tgt, self.config.train.max_tokens, self.device)
-        translator = Translator(self.model, self.tokenizer, self.config, self.device, follow_load=self.governor is not None)
+        translator = Translator(self.model, self.tokenizer, self.config, self.device, follow_load=self.config.train.threads == 0)
         hyps = translator.translate(self.dev_lines, beam=1)
         bleu = corpus_scores(hyps, self.dev_refs, metrics=("bleu",))["bleu"]["score"]
         return {"dev_loss": loss, "dev_ppl": math.exp(min(loss, 50.0)), "dev_bleu": bleu}
@@ -250,10 +248,21 @@ class Trainer:
         return False
 
     def train(self, on_progress: Callable[[Progress], None] | None = None) -> dict:
+        """Train until a budget is spent, early stopping or Ctrl-C; returns train_summary.json's
+        contents. Runs with train.threads threads (0: chosen, and changed as other processes' load
+        does: ``nmt.hardware.ThreadGovernor``); torch's count is the caller's again at the end."""
+        caller = torch.get_num_threads()
+        torch.set_num_threads(choose_threads(self.config.train.threads))
+        self.governor = ThreadGovernor() if self.config.train.threads == 0 else None
+        try:
+            return self._train(on_progress)
+        finally:
+            torch.set_num_threads(caller)
+
+    def _train(self, on_progress: Callable[[Progress], None] | None) -> dict:
         cfg, st = self.config.train, self.state
         metrics_path = self.run_dir / "metrics.jsonl"
         check_destination(self.run_dir / "checkpoints", folder=True)  # before the steps whose checkpoint it holds
-        threads = torch.get_num_threads()  # what the governor changes while training, back for the caller after
         try:
             with self._only_trainer(), stop_requests(signal.SIGINT, signal.SIGTERM) as asked:
                 # lines logged after the step we start from (a resumed checkpoint's, or 0) will be logged again
@@ -264,8 +273,6 @@ class Trainer:
                      else "the start: no checkpoint yet")
             log.warning("interrupted at step %d; training again resumes from %s", st.step, where)
             raise
-        finally:
-            torch.set_num_threads(threads)
         if asked.signum is not None:  # Ctrl-C or SIGTERM: the step it came in is finished; save it
             if self.saved_step != st.step:
                 self._save(is_best=False)

@@ -124,6 +124,26 @@ def test_training_gives_a_thread_back_when_another_process_takes_its_core(monkey
         torch.set_num_threads(before)
 
 
+def test_a_trainer_runs_with_train_threads_and_gives_the_caller_its_count_back(tiny_run, tmp_path):
+    import json
+
+    from conftest import tiny_config
+    from nmt import train
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        trainer = train.Trainer(tiny_config(tmp_path, "train.threads=2", "train.max_steps=20", "train.valid_every=20"),
+                                tiny_run.data, tiny_run.tokenizer, tmp_path / "run")
+        assert torch.get_num_threads() == 1  # building a trainer leaves torch's count alone
+        trainer.train()
+        assert torch.get_num_threads() == 1
+        logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert [line["threads"] for line in logged if line["kind"] == "train"] == [2]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_decoding_gives_a_thread_back_while_another_process_takes_its_core(monkeypatch, tiny_run, two_threads):
     """nmt translate, evaluate and report decode with a thread fewer while the machine is busy,
     the same translations, and torch's count as it was afterwards; the next call (nmt translate's
