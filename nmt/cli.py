@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from nmt.errors import NmtError
-from nmt.terminal import ProgressBar, lines_bar, stdin_lines, written
+from nmt.terminal import ProgressBar, stdin_lines, write_in_chunks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Neural machine translation with LSTMs.")
 
@@ -239,19 +239,7 @@ def translate(
         for line in sys.stdin:
             typer.echo(rendered([line.rstrip("\r\n")])[0])
         return
-    done = 0
-    try:
-        with lines_bar(len(lines)) as bar, written(output) as out:
-            for start in range(0, len(lines), TRANSLATE_CHUNK):
-                chunk = rendered(lines[start : start + TRANSLATE_CHUNK], bar.update)
-                out.write("".join(line + "\n" for line in chunk))
-                out.flush()  # stdout: a pipe's reader gets each chunk as it is done
-                done += len(chunk)
-    except KeyboardInterrupt:  # Ctrl-C: say what the output holds (stdout's chunks are out already)
-        held = f"nothing written to {output}, which is as it was" if output else (
-            f"stdout has the first {done:,} of {len(lines):,} lines")
-        typer.echo(f"interrupted: {held}", err=True)
-        raise
+    write_in_chunks(lines, rendered, output, TRANSLATE_CHUNK)
 
 
 @app.command()

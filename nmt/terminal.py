@@ -1,11 +1,12 @@
 """What the command line shows and reads at a terminal: the training progress bar, the count of
-lines translated, standard input's lines, and where ``nmt translate`` writes (stdout, or a file
-written atomically, compressed by its name). Kept apart from ``nmt.cli``, which parses and calls."""
+lines translated, standard input's lines, and where and how ``nmt translate`` writes (stdout, or
+a file written atomically, compressed by its name; in chunks). Kept apart from ``nmt.cli``, which parses and calls."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -68,6 +69,27 @@ def lines_bar(total: int):
 
     return tqdm(total=total, unit="line", file=sys.stderr, disable=None, leave=False, dynamic_ncols=True,
                 mininterval=0.5)
+
+
+def write_in_chunks(lines: list[str], render: Callable[[list[str], Callable[[int], object]], list[str]],
+                    output: Path | None, chunk: int) -> None:
+    """``render``'s output lines for ``lines``, ``chunk`` lines at a time, each chunk written before
+    the next is rendered (``written``: stdout, or ``output`` atomically), so memory does not grow
+    with the input; ``lines_bar`` counts them. On Ctrl-C one line on stderr says what the output
+    holds (a pipe's reader got each chunk as it was done), and the interrupt goes on."""
+    done = 0
+    try:
+        with lines_bar(len(lines)) as bar, written(output) as out:
+            for start in range(0, len(lines), chunk):
+                rendered = render(lines[start : start + chunk], bar.update)
+                out.write("".join(line + "\n" for line in rendered))
+                out.flush()
+                done += len(rendered)
+    except KeyboardInterrupt:
+        held = f"nothing written to {output}, which is as it was" if output else (
+            f"stdout has the first {done:,} of {len(lines):,} lines")
+        print(f"interrupted: {held}", file=sys.stderr)
+        raise
 
 
 def stdin_lines() -> list[str]:
