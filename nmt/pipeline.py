@@ -74,13 +74,10 @@ def evaluate(
     Defaults: the test split of the run that holds ``checkpoint`` (runs/<name>/best → runs/<name>),
     that run folder for the output, and the decoding settings the checkpoint was trained with
     (``decode``: the experiment's current ones instead; ``beam`` overrides either's beam)."""
-    import time
-
     from nmt.atomic import atomic_write_text, check_destination
     from nmt.checkpoint import step_info
     from nmt.data import read_test_pair
     from nmt.hardware import versions
-    from nmt.metrics import corpus_scores
     from nmt.report import render_markdown
     from nmt.translate import Translator
 
@@ -90,21 +87,7 @@ def evaluate(
     translator = Translator.from_checkpoint(checkpoint, device, decode)
     src_path, ref_path, sources, refs = read_test_pair(run_dir / "data", translator.config.data, src_path, ref_path)
     beam = beam or translator.config.decode.beam
-    systems = {}
-    lang = translator.config.data.tgt_lang
-    for name, k in [("greedy", 1)] + ([(f"beam{beam}", beam)] if beam > 1 else []):  # beam 1 is greedy
-        t0 = time.perf_counter()
-        hyps = translator.translate(sources, beam=k)
-        seconds = time.perf_counter() - t0
-        atomic_write_text(Path(out_dir) / f"{src_path.stem}.{name}.{lang}", "".join(h + "\n" for h in hyps))
-        systems[name] = {
-            "beam": k,
-            "alpha": translator.config.decode.alpha if k > 1 else 0.0,
-            "scores": corpus_scores(hyps, refs),
-            "seconds": round(seconds, 2),
-            "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 2),
-            "hypotheses": hyps,
-        }
+    systems = _systems(translator, sources, refs, beam, out_dir / src_path.stem)
     report = {
         "checkpoint": str(checkpoint),
         **step_info(checkpoint),
@@ -122,6 +105,31 @@ def evaluate(
     atomic_write_text(Path(out_dir) / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(Path(out_dir) / "report.md", render_markdown(report))
     return report
+
+
+def _systems(translator, sources: list[str], refs: list[str], beam: int, stem: Path) -> dict[str, dict]:
+    """Greedy and beam-``beam`` translations of ``sources`` (greedy alone at beam 1), each written
+    to ``<stem>.<system>.<lang>`` and scored against ``refs``, with its speed."""
+    import time
+
+    from nmt.atomic import atomic_write_text
+    from nmt.metrics import corpus_scores
+
+    systems, lang = {}, translator.config.data.tgt_lang
+    for name, k in [("greedy", 1)] + ([(f"beam{beam}", beam)] if beam > 1 else []):  # beam 1 is greedy
+        t0 = time.perf_counter()
+        hyps = translator.translate(sources, beam=k)
+        seconds = time.perf_counter() - t0
+        atomic_write_text(stem.parent / f"{stem.name}.{name}.{lang}", "".join(h + "\n" for h in hyps))
+        systems[name] = {
+            "beam": k,
+            "alpha": translator.config.decode.alpha if k > 1 else 0.0,
+            "scores": corpus_scores(hyps, refs),
+            "seconds": round(seconds, 2),
+            "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 2),
+            "hypotheses": hyps,
+        }
+    return systems
 
 
 def _samples(sources: list[str], refs: list[str], systems: dict, count: int) -> list[dict]:
