@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,24 +83,56 @@ def _no_progress_bars():
             datasets.enable_progress_bars()
 
 
-def _check_first_row(path: Path, delimiter: str, quoting: int, columns: tuple[str, ...]) -> None:
+def _dialect(path: Path) -> tuple[str, int]:
+    """Delimiter and quoting of a TSV or CSV file. TSV: a quote is text (corpora quote speech);
+    CSV: a field with a comma is quoted, as CSV writers do."""
+    return ("\t", csv.QUOTE_NONE) if ".tsv" in path.name.lower() else (",", csv.QUOTE_MINIMAL)
+
+
+def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank row of a TSV or CSV file, as the parser reads it: a
+    row ends at "\n" (csv's own reader also ends one at a lone "\r"); blank lines are skipped.
+    Nothing for .zst (no zstd reader in the standard library: left to datasets)."""
+    suffix = path.suffix.lower()
+    if suffix == ".zst":
+        return
+    delimiter, quoting = _dialect(path)
+    with COMPRESSED.get(suffix, open)(path, "rt", encoding="utf-8", newline="\n") as file:
+        lines = (line.rstrip("\r\n").replace("\r", " ") + "\n" for line in file)
+        reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+        for row in reader:
+            if row:
+                yield reader.line_num, row
+
+
+def _names(rows: Iterator[tuple[int, list[str]]], columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The column names: ``columns`` (data.columns), or the header row taken from ``rows``."""
+    return columns or tuple(next(rows, (0, ()))[1])
+
+
+def _check_first_row(path: Path, columns: tuple[str, ...]) -> None:
     """Refuse a first data row with more fields than there are columns. The parser would take the
     extra leading fields as row labels and shift every column silently (ids read as sentences);
     a longer row further down it does refuse itself. ``columns``: () when the first row is a header."""
-    suffix = path.suffix.lower()
-    if suffix == ".zst":  # no zstd reader in the standard library: left to datasets
-        return
-    with COMPRESSED.get(suffix, open)(path, "rt", encoding="utf-8", newline="\n") as file:
-        # rows end at "\n", as the parser's do (csv's own reader also ends one at a lone "\r")
-        lines = (line.rstrip("\r\n").replace("\r", " ") + "\n" for line in file)
-        reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
-        rows = (row for row in reader if row)  # blank lines are skipped, as the parser skips them
-        names = columns or next(rows, None)
-        first = next(rows, None)
-        if names and first and len(first) > len(names):
-            named_by = "data.columns names" if columns else "the header names"
-            raise DataError(f"{path}: line {reader.line_num} has {len(first)} fields, but {named_by} {len(names)} "
-                            f"({', '.join(names)}): every row needs one field per column")
+    rows = _rows(path)
+    names = _names(rows, columns)
+    line, first = next(rows, (0, []))
+    if names and len(first) > len(names):
+        named_by = "data.columns names" if columns else "the header names"
+        raise DataError(f"{path}: line {line} has {len(first)} fields, but {named_by} {len(names)} "
+                        f"({', '.join(names)}): every row needs one field per column")
+
+
+def _warn_short_rows(path: Path, columns: tuple[str, ...]) -> None:
+    """A warning naming the rows with fewer fields than columns: the parser reads their missing
+    fields as empty, so a missing tab looked like an empty sentence (the pair dropped as empty)."""
+    rows = _rows(path)
+    names = _names(rows, columns)
+    short = [line for line, row in rows if len(row) < len(names)]
+    if short:
+        log.warning("%s: %d row(s) with fewer fields than the %d columns (%s), the first at line %d: their "
+                    "missing fields read as empty, and such pairs are dropped", path, len(short), len(names),
+                    ", ".join(names), short[0])
 
 
 def _load_local_table(path: Path, config: DataConfig):
@@ -109,14 +142,12 @@ def _load_local_table(path: Path, config: DataConfig):
     with _no_progress_bars():
         if kind == "json":
             return datasets.load_dataset("json", data_files=str(path), split="train")
-        tsv = ".tsv" in path.name.lower()
-        # TSV: a quote is text (corpora quote speech); CSV: a field with a comma is quoted, as CSV writers do.
         # A row ends at "\n" only: the parser's default also ended one at a lone "\r" inside a sentence,
         # which split the row in two (both halves dropped, the second's text read as an id). A CRLF's
         # "\r" stays at the end of the last field, where normalising removes it (and from names, below).
-        options = dict(delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
-                       na_filter=False, lineterminator="\n")
-        _check_first_row(path, options["delimiter"], options["quoting"], tuple(config.columns))
+        delimiter, quoting = _dialect(path)
+        options = dict(delimiter=delimiter, quoting=quoting, na_filter=False, lineterminator="\n")
+        _check_first_row(path, tuple(config.columns))
         if config.columns:  # a headerless file: name the columns and keep every one as text
             options["column_names"] = list(config.columns)
             options["features"] = datasets.Features({name: datasets.Value("string") for name in config.columns})
@@ -194,7 +225,10 @@ def read_pairs(config: DataConfig) -> list[Pair]:
         text = str(shown).strip()
         message = text.splitlines()[0] if text else type(shown).__name__
         raise DataError(f"cannot load {config.source}: {message}") from exc
-    return _pairs_from_table(table, config)
+    pairs = _pairs_from_table(table, config)
+    if source.is_file() and _file_kind(source) == "csv" and any(not pair.src or not pair.tgt for pair in pairs):
+        _warn_short_rows(source, tuple(config.columns))  # (a second read only where a field is empty)
+    return pairs
 
 
 def _field(record: dict, name: str):

@@ -316,6 +316,31 @@ def test_hub_dataset_offline_is_a_clear_error():
         read_pairs(DataConfig(source="no-such-user/no-such-corpus"))
 
 
+@pytest.mark.parametrize("name, columns, text, short, line", [
+    ("few.tsv", (), "id\tes\ten\nA.1\thola\thello\nA.2\tsolo español\nA.3\tadiós\tbye\nA.4\tuno\n", 2, 3),
+    ("few.csv.gz", ("id", "es", "en"), "A.1,hola,hello\n\nA.2,\"sí, solo\"\nA.3,adiós,bye\n", 1, 3),
+], ids=["tsv-header", "csv-gz-headerless"])
+def test_rows_with_fewer_fields_than_columns_are_named_in_a_warning(tmp_path, caplog, name, columns, text, short,
+                                                                     line):
+    """A missing tab read as an empty sentence: the pair is dropped as empty, so the rows are named.
+    An empty field in a whole row is no warning."""
+    import logging
+
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    with caplog.at_level(logging.WARNING, logger="nmt.corpus"):
+        read_pairs(DataConfig(source=str(path), columns=columns))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: {short} row(s) with fewer fields than the 3 columns (id, es, en), the first at line {line}: their "
+        f"missing fields read as empty, and such pairs are dropped"]
+    caplog.clear()
+    whole = tmp_path / "whole.tsv"
+    whole.write_text("id\tes\ten\nA.1\thola\t\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="nmt.corpus"):
+        assert read_pairs(DataConfig(source=str(whole), columns=()))[0].tgt == ""
+    assert caplog.records == []
+
+
 def test_an_unreachable_hub_says_what_it_tried_and_fails_in_one_line(monkeypatch, caplog):
     """Without a network huggingface_hub logged each of its retries twice (22 lines over 23 s)
     before the error; now one line says what is tried, then the error (a stand-in for the hub)."""
