@@ -253,20 +253,27 @@ def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
         raise DataError(f"{config.source}: no id column {config.id_field!r} (columns: {', '.join(sorted(columns))}) "
                         f"for data.dev_groups and data.test_groups, which split by the ids' groups; name the id "
                         f"column in data.id_field, or give both groups as [] for a random split")
-    pairs = []
+    pairs, valueless = [], {}  # field name: records (numbered from 1) without a value
     for i, record in enumerate(table):
         src, tgt = (_text(record, name, i, config.source) for name in (config.src_field, config.tgt_field))
-        pairs.append(Pair(src, tgt, str(record[config.id_field]).strip() if has_id else str(i)))  # (a CRLF's "\r")
+        for name, text in ((config.src_field, src), (config.tgt_field, tgt)):
+            if text is None:
+                valueless.setdefault(name, []).append(i + 1)
+        pair_id = str(record[config.id_field]).strip() if has_id else str(i)  # (strip: a CRLF's "\r")
+        pairs.append(Pair(src or "", tgt or "", pair_id))
+    for name, records in valueless.items():  # a JSON record without the field, or null there
+        log.warning("%s: %d record(s) without a value for %s (missing or null), the first record %d: read as "
+                    "empty, and such pairs are dropped", config.source, len(records), name, records[0])
     return pairs
 
 
-def _text(record: dict, name: str, index: int, source: str) -> str:
-    """Field ``name`` of a record as text (a number as written, a missing value as ""); a list or a
-    mapping is no sentence, and its Python form would have been trained on as one."""
+def _text(record: dict, name: str, index: int, source: str) -> str | None:
+    """Field ``name`` of a record as text (a number as written), None where it has no value; a list
+    or a mapping is no sentence, and its Python form would have been trained on as one."""
     value = _field(record, name)
     if isinstance(value, dict):
         raise DataError(f"{source}: record {index + 1}: {name} holds a mapping, not text "
                         f"(name a field inside it, as translation.es)")
     if isinstance(value, list):
         raise DataError(f"{source}: record {index + 1}: {name} holds a list, not text")
-    return "" if value is None else str(value)
+    return None if value is None else str(value)

@@ -341,6 +341,20 @@ def test_rows_with_fewer_fields_than_columns_are_named_in_a_warning(tmp_path, ca
     assert caplog.records == []
 
 
+def test_jsonl_records_without_a_field_are_named_in_a_warning(tmp_path, caplog):
+    import logging
+
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"id": "A.1", "es": "hola", "en": "hello"}\n{"id": "A.2", "es": "solo"}\n'
+                    '{"id": "A.3", "es": "uno", "en": null}\n{"id": "A.4", "es": "", "en": "empty"}\n', encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="nmt.corpus"):
+        pairs = read_pairs(DataConfig(source=str(path)))
+    assert [(p.src, p.tgt) for p in pairs] == [("hola", "hello"), ("solo", ""), ("uno", ""), ("", "empty")]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: 2 record(s) without a value for en (missing or null), the first record 2: read as empty, "
+        f"and such pairs are dropped"]  # an empty string is a value: no warning for A.4
+
+
 def test_an_unreachable_hub_says_what_it_tried_and_fails_in_one_line(monkeypatch, caplog):
     """Without a network huggingface_hub logged each of its retries twice (22 lines over 23 s)
     before the error; now one line says what is tried, then the error (a stand-in for the hub)."""
