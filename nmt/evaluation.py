@@ -190,8 +190,12 @@ def _curves(cands: list[Candidate], run_dirs: list[Path | None]) -> dict:
 
 
 def _attention(cands: list[Candidate], sources: list[str], count: int) -> tuple[dict, dict[str, bytes]]:
-    """Heatmaps of the same test lines for every checkpoint: {checkpoint: [map]} and the images."""
-    index = diagnostics.heatmap_sentences(sources, count)
+    """Heatmaps of the same test lines for every checkpoint: {checkpoint: [map]} and the images.
+    Only lines every checkpoint decodes whole: one longer than its model was trained on is
+    translated in parts (``nmt.segment``), whose text would sit beside another decoding's map."""
+    whole = [all(n <= c.translator.config.train.max_train_len for c, n in zip(cands, lengths))
+             for lengths in zip(*(c.translator.tokenizer.src_lengths(sources) for c in cands))]
+    index = diagnostics.heatmap_sentences([s if fits else "" for s, fits in zip(sources, whole)], count)
     report, images = {}, {}
     if not index:
         return report, images

@@ -120,3 +120,16 @@ def test_the_report_looks_for_search_errors_only_on_lines_decoded_whole(tmp_path
     translator = _translator(tmp_path)
     sources = ["Y fué la tarde", LONG, "Y dijo Dios"]
     assert short_sentences(translator, sources, max_pieces=1000, count=10) == [0, 2]
+
+
+def test_the_report_draws_attention_only_for_lines_decoded_whole(tmp_path):
+    """A cut line's translation comes from its parts; a heatmap of the whole line would sit beside
+    text it did not produce, so the report's heatmaps leave such lines out, however long."""
+    from nmt import diagnostics, evaluation
+
+    translator = _translator(tmp_path)
+    sources = ["Y fué la tarde", LONG, "Y dijo Dios"]
+    cand = evaluation.Candidate("m", tmp_path, translator, 1, 0.0)
+    cand.decoded[1] = diagnostics.decode(translator, sources, 1, 0.0)
+    report, images = evaluation._attention([cand], sources, count=3)
+    assert sorted(m["index"] for m in report["m"]) == [0, 2] and len(images) == 2
