@@ -114,9 +114,9 @@ def _check_first_row(path: Path, columns: tuple[str, ...]) -> None:
     """Refuse a first data row with more fields than there are columns. The parser would take the
     extra leading fields as row labels and shift every column silently (ids read as sentences);
     a longer row further down it does refuse itself. ``columns``: () when the first row is a header."""
-    rows = _rows(path)
-    names = _names(rows, columns)
-    line, first = next(rows, (0, []))
+    with contextlib.closing(_rows(path)) as rows:  # (closing: the file, after two rows)
+        names = _names(rows, columns)
+        line, first = next(rows, (0, []))
     if names and len(first) > len(names):
         named_by = "data.columns names" if columns else "the header names"
         raise DataError(f"{path}: line {line} has {len(first)} fields, but {named_by} {len(names)} "
