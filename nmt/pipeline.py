@@ -11,8 +11,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nmt.config import Config, DecodeConfig, RunPaths
+
+if TYPE_CHECKING:  # imported where used: the command line's --help stays light
+    from nmt.translate import Translator
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +111,7 @@ def evaluate(
     return report
 
 
-def _systems(translator, sources: list[str], refs: list[str], beam: int, stem: Path) -> dict[str, dict]:
+def _systems(translator: Translator, sources: list[str], refs: list[str], beam: int, stem: Path) -> dict[str, dict]:
     """Greedy and beam-``beam`` translations of ``sources`` (greedy alone at beam 1), each written
     to ``<stem>.<system>.<lang>`` and scored against ``refs``, with its speed."""
     import time

@@ -223,7 +223,8 @@ class Trainer:
         from nmt.metrics import corpus_scores
 
         loss = dev_loss(self.model, self.dev_src, self.dev_tgt, self.config.train.max_tokens, self.device)
-        translator = Translator(self.model, self.tokenizer, self.config, self.device, follow_load=self.config.train.threads == 0)
+        translator = Translator(self.model, self.tokenizer, self.config, self.device,
+                                follow_load=self.config.train.threads == 0)
         hyps = translator.translate(self.dev_lines, beam=1)
         bleu = corpus_scores(hyps, self.dev_refs, metrics=("bleu",))["bleu"]["score"]
         return {"dev_loss": loss, "dev_ppl": math.exp(min(loss, 50.0)), "dev_bleu": bleu}
