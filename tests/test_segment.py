@@ -37,6 +37,26 @@ def test_a_clause_longer_than_the_model_s_length_is_cut_between_words_into_parts
     assert " ".join(parts) == f"Dijo así: {long_clause}"
 
 
+def test_cutting_keeps_every_word_in_order_and_parts_within_their_size():
+    """Random lines of words, marks and quotes: the parts, side by side, are the line's words in
+    order, and each part holds at most half the length unless one word or clause alone is longer."""
+    import random
+
+    rng = random.Random(0)
+    marks = ["", "", "", ".", ",", ";", ":", "!", "?", "…", ".»", "?”", ")"]
+    for _ in range(300):
+        words = [f"w{i}{rng.choice(marks)}" for i in range(rng.randint(1, 80))]
+        line = " ".join(words)
+        longest = rng.randint(2, 40)
+        parts = split_long(line, pieces, longest)
+        assert " ".join(parts).split() == words
+        if pieces([line])[0] <= longest:
+            assert parts == [line]
+        else:
+            assert all(n <= longest // 2 or len(part.split()) == 1 or part in clauses(line)
+                       for part, n in zip(parts, pieces(parts)))
+
+
 def _translator(tmp_path, **decode):
     """An untrained model (its translations run on, unlike the tiny run's, which stop at once)
     that has seen 12 source pieces at most."""
