@@ -5,9 +5,10 @@ paragraph given as one line) is outside everything the model saw, and an RNN dec
 on it. Dev verses joined 32 to a line (1,260 pieces on average, the length 128) and translated
 whole: the 20-minute Luong model of benchmarks/README.md wrote half the reference's words, BLEU
 4.2 (29.8 for the verses one a line), the default model of an hour's ``make train`` 57 %, 7.0
-(36.2). Cut where sentences and clauses end (. ! ? ; : …, with any closing quote or bracket) and
-gathered again into parts of up to half the length, the same lines scored 32.0 and 38.6, the
-parts' translations written side by side (``nmt.translate``).
+(36.2). Cut where sentences and clauses end (. ! ? ; : …, with any closing quote or bracket, before
+a space; Chinese and Japanese 。！？；： anywhere) and gathered again into parts of up to half the
+length, the same lines scored 32.0 and 38.6, the parts' translations written side by side
+(``nmt.translate``). A part is the line's own text: nothing is put between its clauses.
 
 Why half: parts of every clause scored 31.3 / 37.0, of up to the full length 25.9 / 34.4, of up
 to a quarter 31.9 / 38.2; at 4, 8 and 16 verses a line half the length was the best of the four
@@ -21,55 +22,61 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-# a sentence or clause ends at these marks, with any closing quotes or brackets, before a space
-_END = re.compile(r"[.!?;:…]+[\"'»”’)\]]*\s+")
+# A sentence or clause ends at these marks, with any closing quotes or brackets: Latin, Greek,
+# Arabic and Devanagari ones before a space; the full-width ones of Chinese and Japanese, written
+# without spaces, anywhere.
+_CLOSING = "\"'»”’)\\]」』）》〉】"
+_END = re.compile(rf"[.!?;:…؟؛।]+[{_CLOSING}]*\s+|[。！？；：．]+[{_CLOSING}]*\s*")
+_WORD = re.compile(r"\S+\s*")  # a word and the space after it
 
 Pieces = Callable[[list[str]], list[int]]  # source pieces of each text, </s> included (the tokenizer's)
 
 
+def _spans(line: str) -> list[str]:
+    """``line`` cut after each sentence or clause end, each span with the space after it (joined,
+    they give the line back); spans of spaces only left out."""
+    cuts = [0] + [end.end() for end in _END.finditer(line)] + [len(line)]
+    return [span for span in (line[a:b] for a, b in zip(cuts, cuts[1:])) if span.strip()]
+
+
 def clauses(line: str) -> list[str]:
     """``line`` cut after each sentence or clause end: the parts, spaces at the cuts dropped."""
-    parts, start = [], 0
-    for end in _END.finditer(line):
-        parts.append(line[start : end.start() + len(end.group().rstrip())])
-        start = end.end()
-    parts.append(line[start:])
-    return [part for part in (p.strip() for p in parts) if part]
+    return [span.strip() for span in _spans(line)]
 
 
-def _between_words(text: str, count: Pieces, most: int) -> list[str]:
-    """``text`` cut between words into parts of at most ``most`` pieces, filled in order (a word
-    longer than that stands alone)."""
-    return _gathered(list(zip(words := text.split(), count(words))), most)
+def _counted(spans: list[str], count: Pieces) -> list[tuple[str, int]]:
+    """Each span with its piece count (of the span without its spaces)."""
+    return list(zip(spans, count([span.strip() for span in spans])))
 
 
 def _gathered(units: list[tuple[str, int]], most: int) -> list[str]:
-    """Texts and their piece counts (each with its </s>) joined in order into parts of at most
-    ``most`` pieces (one </s> a part); a unit longer than that is a part of its own."""
-    parts, current, size = [], [], 1
+    """Spans of a line and their piece counts (each with its </s>) joined in order into parts of
+    at most ``most`` pieces (one </s> a part); a unit longer than that is a part of its own. A part
+    is the line's text from its first span to its last: nothing is inserted, so a line written
+    without spaces keeps none between its clauses."""
+    parts, current, size = [], "", 1
     for text, n in units:
         if current and size + n - 1 > most:
-            parts.append(" ".join(current))
-            current, size = [], 1
-        current.append(text)
+            parts.append(current)
+            current, size = "", 1
+        current += text
         size += n - 1
-    parts.append(" ".join(current))
+    parts.append(current)
     return parts
 
 
 def split_long(line: str, count: Pieces, longest: int, part: int | None = None) -> list[str]:
     """``line`` alone when it has at most ``longest`` source pieces; else its clauses, a clause
     longer than ``longest`` cut between words, joined again in order into parts of at most
-    ``part`` pieces (default ``longest // 2``; a clause longer than that stands alone)."""
+    ``part`` pieces (default ``longest // 2``; a clause longer than that stands alone), spaces at
+    their ends dropped."""
     if count([line])[0] <= longest:
         return [line]
     target = max(1, part or longest // 2)
     units: list[tuple[str, int]] = []
-    found = clauses(line)
-    for clause, n in zip(found, count(found)):
+    for span, n in _counted(_spans(line), count):
         if n <= longest:
-            units.append((clause, n))
-        else:
-            cut = _between_words(clause, count, target)
-            units.extend(zip(cut, count(cut)))
-    return _gathered(units, target)
+            units.append((span, n))
+        else:  # no mark to cut at: between words, as full as the part size allows
+            units.extend(_counted(_gathered(_counted(_WORD.findall(span), count), target), count))
+    return [text.strip() for text in _gathered(units, target)]

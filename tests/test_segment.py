@@ -18,6 +18,24 @@ def test_clauses_end_at_sentence_marks_with_their_closing_quotes():
     assert clauses("Pesa 3.5 kilos.") == ["Pesa 3.5 kilos."]  # no space after the mark: not an end
 
 
+def test_chinese_and_japanese_sentences_end_at_full_width_marks_without_a_space():
+    assert clauses("神说：要有光。就有了光。「好！」他说") == ["神说：", "要有光。", "就有了光。", "「好！」", "他说"]
+    assert clauses("光あれ。こうして光があった？ はい") == ["光あれ。", "こうして光があった？", "はい"]
+
+
+def test_a_long_line_written_without_spaces_is_cut_without_putting_spaces_into_it():
+    """A part is the line's own text: a space inserted between clauses of a Chinese line would
+    change how it is tokenised."""
+    line = "神说要有光。就有了光。神看光是好的。就把光暗分开了。"
+
+    def characters(texts: list[str]) -> list[int]:
+        return [len(text) + 1 for text in texts]
+
+    parts = split_long(line, characters, 16)
+    assert parts == ["神说要有光。", "就有了光。", "神看光是好的。", "就把光暗分开了。"]
+    assert "".join(parts) == line
+
+
 def test_a_line_within_the_model_s_length_is_never_cut():
     line = "Uno dos. Tres cuatro. Cinco seis."
     assert split_long(line, pieces, 7) == [line]
@@ -37,19 +55,31 @@ def test_a_clause_longer_than_the_model_s_length_is_cut_between_words_into_parts
     assert " ".join(parts) == f"Dijo así: {long_clause}"
 
 
+def _slices(parts: list[str], line: str) -> bool:
+    """Whether the parts are the line's text in order, cut only where it has spaces or marks."""
+    at = 0
+    for part in parts:
+        found = line.find(part, at)
+        if found < 0 or line[at:found].strip():
+            return False
+        at = found + len(part)
+    return not line[at:].strip()
+
+
 def test_cutting_keeps_every_word_in_order_and_parts_within_their_size():
-    """Random lines of words, marks and quotes: the parts, side by side, are the line's words in
-    order, and each part holds at most half the length unless one word or clause alone is longer."""
+    """Random lines of words, marks and quotes: the parts are the line's own text, in order, cut
+    only at spaces, and each part holds at most half the length unless one word or clause alone
+    is longer."""
     import random
 
     rng = random.Random(0)
-    marks = ["", "", "", ".", ",", ";", ":", "!", "?", "…", ".»", "?”", ")"]
+    marks = ["", "", "", ".", ",", ";", ":", "!", "?", "…", ".»", "?”", ")", "。", "！」"]
     for _ in range(300):
         words = [f"w{i}{rng.choice(marks)}" for i in range(rng.randint(1, 80))]
-        line = " ".join(words)
+        line = "".join(word + rng.choice([" ", " ", "  ", "\t"]) for word in words).strip()
         longest = rng.randint(2, 40)
         parts = split_long(line, pieces, longest)
-        assert " ".join(parts).split() == words
+        assert " ".join(parts).split() == words and _slices(parts, line)
         if pieces([line])[0] <= longest:
             assert parts == [line]
         else:
