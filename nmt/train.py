@@ -2,7 +2,7 @@
 
 Run folder layout (``run_dir``):
 
-    checkpoints/step-NNNNNNN/   complete checkpoints (see nmt.checkpoint)
+    checkpoints/step-NNNNNNN/   complete checkpoints (nmt.trainstate saves and resumes them)
     best -> checkpoints/…       best dev BLEU so far
     last -> checkpoints/…       most recent; training resumes from here
     metrics.jsonl               one JSON object per log interval or validation
@@ -15,11 +15,10 @@ import contextlib
 import json
 import logging
 import math
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +26,7 @@ import torch
 
 from nmt.atomic import FolderBusy, atomic_write_text, check_destination, folder_lock
 from nmt.batching import Sequences, make_batch, token_batches
-from nmt.checkpoint import (
-    load_trainer_state,
-    load_weights,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    point,
-    read_manifest,
-    run_checkpoints,
-    save_checkpoint,
-)
-from nmt.config import Config, changed_settings, settings_json
+from nmt.config import Config
 from nmt.errors import NmtError
 from nmt.hardware import ThreadGovernor, choose_threads, hold_heap, pick_device, resolve_precision, trim_heap, versions
 from nmt.interrupt import StopRequest, stop_requests
@@ -46,6 +35,7 @@ from nmt.model import Seq2Seq, build_model, count_parameters
 from nmt.tokenizer import PAD, Tokenizer
 from nmt.trainlog import MetricsWindow, append_record, truncate_after
 from nmt.trainset import load_training_data
+from nmt.trainstate import TrainerState, resume_run, save_run, unusable_run
 from nmt.translate import Translator
 
 log = logging.getLogger(__name__)
@@ -66,22 +56,6 @@ class Progress:
     grad_norm: float
     elapsed_s: float
     validation: dict | None = None
-
-
-@dataclass
-class TrainerState:
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    best_bleu: float = -1.0
-    best_step: int = 0
-    bad_validations: int = 0  # since the last improvement: early stopping
-    lr_bad_validations: int = 0  # since the last improvement or lr change: halving
-    lr: float = 0.0
-    elapsed_s: float = 0.0
-    stopped: str = ""
-    skipped_updates: int = 0  # steps whose gradient was not finite (nothing applied)
-    history: list = field(default_factory=list)
 
 
 def batch_loss(model: Seq2Seq, batch, smoothing: float, fused: bool = False) -> tuple[torch.Tensor, int]:
@@ -134,61 +108,20 @@ class Trainer:
                  self.precision)
         last = self.run_dir / "last"
         if last.is_symlink() and not last.exists():  # its checkpoint deleted: starting afresh would hide that
-            raise self._unusable_run(f"{last} points to {last.readlink()}, which is missing")
+            raise unusable_run(self.run_dir, f"{last} points to {last.readlink()}, which is missing")
         if last.exists():
             self._resume(last)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _resume(self, folder: Path) -> None:
-        manifest = read_manifest(folder)
-        current = settings_json(self.config)  # as stored: tuples become lists
-        for section in ("model", "tokenizer", "data"):
-            if manifest["config"][section] != current[section]:
-                raise self._unusable_run(f"{folder} was trained with other {section} settings")
-        tensors, data = load_trainer_state(folder)
-        if data.get("inputs", self.inputs) != self.inputs:  # (checkpoints from before the check have none)
-            raise self._unusable_run(f"{folder} was trained on other data or another tokenizer (the run's data "
-                                     f"or tokenizer folder changed since)")
-        load_weights(self.model, folder)
-        optimizer_from_tensors(self.optimizer, tensors, data["optimizer"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if self.device.type == "cuda" and "rng.cuda" in tensors:  # dropout masks drawn on the GPU
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        self.state = TrainerState(**data["trainer"])
+        self.state, changed = resume_run(folder, self.model, self.optimizer, self.config, self.inputs)
         self.saved_step = self.state.step
-        self.state.stopped = ""  # the stop conditions are checked again with this run's settings
         self._set_lr(self.state.lr)
-        changed = changed_settings("train", manifest["config"]["train"], current["train"])  # the run goes on under these
         log.info("resumed from %s at step %d%s", folder, self.state.step, changed and f"; changed since: {changed}")
 
-    def _unusable_run(self, why: str) -> NmtError:
-        """The error for a run this config cannot go on with: never overwritten without a word."""
-        return NmtError(f"{why}; delete {self.run_dir} or choose a new name to start afresh")
-
     def _save(self, is_best: bool) -> None:
-        tensors, optim_data = optimizer_to_tensors(self.optimizer)
-        tensors["rng.torch"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        folder = self.run_dir / "checkpoints" / f"step-{self.state.step:07d}"
-        save_checkpoint(
-            folder,
-            self.model,
-            self.config,
-            self.tokenizer,
-            self.state.step,
-            tensors,
-            {"optimizer": optim_data, "trainer": self.state.__dict__, "inputs": self.inputs},
-        )
-        if is_best:
-            point(self.run_dir / "best", folder)
-        point(self.run_dir / "last", folder)
+        save_run(self.run_dir, self.model, self.optimizer, self.config, self.tokenizer, self.state, self.inputs, is_best)
         self.saved_step = self.state.step
-        saved = run_checkpoints(self.run_dir)  # in step order
-        keep = {(self.run_dir / "best").resolve(), *(p.resolve() for p in saved[-self.config.train.keep_checkpoints:])}
-        for old in saved:
-            if old.resolve() not in keep:
-                shutil.rmtree(old, ignore_errors=True)
 
     # -- the loop ----------------------------------------------------------------------------
     def _set_lr(self, lr: float) -> None:

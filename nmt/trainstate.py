@@ -1,0 +1,98 @@
+"""A training run's state, and its checkpoints in the run folder: one saved at every validation
+(``best`` and ``last`` pointing at them), and a stopped run resumed from ``last`` at the exact step:
+weights, optimizer moments, random-number state and the loop's counters (``TrainerState``). The
+files themselves are ``nmt.checkpoint``'s."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from nmt.checkpoint import (
+    load_trainer_state,
+    load_weights,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    point,
+    read_manifest,
+    run_checkpoints,
+    save_checkpoint,
+)
+from nmt.config import Config, changed_settings, settings_json
+from nmt.errors import NmtError
+from nmt.model import Seq2Seq
+from nmt.tokenizer import Tokenizer
+
+
+@dataclass
+class TrainerState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_bleu: float = -1.0
+    best_step: int = 0
+    bad_validations: int = 0  # since the last improvement: early stopping
+    lr_bad_validations: int = 0  # since the last improvement or lr change: halving
+    lr: float = 0.0
+    elapsed_s: float = 0.0
+    stopped: str = ""
+    skipped_updates: int = 0  # steps whose gradient was not finite (nothing applied)
+    history: list = field(default_factory=list)
+
+
+def unusable_run(run_dir: Path, why: str) -> NmtError:
+    """The error for a run this config cannot go on with: never overwritten without a word."""
+    return NmtError(f"{why}; delete {run_dir} or choose a new name to start afresh")
+
+
+def save_run(run_dir: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, config: Config, tokenizer: Tokenizer,
+             state: TrainerState, inputs: str, is_best: bool) -> None:
+    """A checkpoint of this step in ``run_dir/checkpoints``, ``last`` (and ``best`` when it is)
+    pointed at it; older ones beyond train.keep_checkpoints (``best`` aside) removed. ``inputs``:
+    the data and tokenizer's fingerprint, which a resumed run must match."""
+    tensors, optim_data = optimizer_to_tensors(optimizer)
+    tensors["rng.torch"] = torch.get_rng_state()
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    folder = run_dir / "checkpoints" / f"step-{state.step:07d}"
+    save_checkpoint(folder, model, config, tokenizer, state.step, tensors,
+                    {"optimizer": optim_data, "trainer": state.__dict__, "inputs": inputs})
+    if is_best:
+        point(run_dir / "best", folder)
+    point(run_dir / "last", folder)
+    saved = run_checkpoints(run_dir)  # in step order
+    keep = {(run_dir / "best").resolve(), *(p.resolve() for p in saved[-config.train.keep_checkpoints:])}
+    for old in saved:
+        if old.resolve() not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, config: Config,
+               inputs: str) -> tuple[TrainerState, str]:
+    """Load the checkpoint ``folder`` (a run's ``last``) into the model and optimizer and set the
+    random-number state: the loop's state to go on from, and the train settings changed since
+    ("" if none; the run goes on under the new ones). An ``NmtError`` when it was trained with
+    other model, tokenizer or data settings, or on other data (``inputs``)."""
+    run_dir = folder.parent
+    manifest = read_manifest(folder)
+    current = settings_json(config)  # as stored: tuples become lists
+    for section in ("model", "tokenizer", "data"):
+        if manifest["config"][section] != current[section]:
+            raise unusable_run(run_dir, f"{folder} was trained with other {section} settings")
+    tensors, data = load_trainer_state(folder)
+    if data.get("inputs", inputs) != inputs:  # (checkpoints from before the check have none)
+        raise unusable_run(run_dir, f"{folder} was trained on other data or another tokenizer (the run's data "
+                                    f"or tokenizer folder changed since)")
+    load_weights(model, folder)
+    optimizer_from_tensors(optimizer, tensors, data["optimizer"])
+    torch.set_rng_state(tensors["rng.torch"])
+    device = next(model.parameters()).device
+    if device.type == "cuda" and "rng.cuda" in tensors:  # dropout masks drawn on the GPU
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    state = TrainerState(**data["trainer"])
+    state.stopped = ""  # the stop conditions are checked again with this run's settings
+    return state, changed_settings("train", manifest["config"]["train"], current["train"])
