@@ -8,7 +8,6 @@ error (an unknown option or command, a value out of range) prints one line and e
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from nmt.errors import NmtError
-from nmt.terminal import ProgressBar, stdin_lines, write_in_chunks
+from nmt.terminal import ProgressBar, fail, guarded, stdin_lines, write_in_chunks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Neural machine translation with LSTMs.")
 
@@ -76,47 +75,6 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         raise SystemExit(1) from None
     raise SystemExit(code if isinstance(code, int) else 0)  # typer.Exit's status (--version, Ctrl-C: 130)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise SystemExit(1)
-
-
-def guarded(command):
-    """Turn the errors a user can fix into one line on stderr and exit status 1 (commands and
-    pipelines/ scripts alike)."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-        try:
-            return command(*args, **kwargs)
-        except NmtError as exc:
-            _fail(str(exc))
-        except OSError as exc:  # with the path it concerns: a missing or read-only file, a full disk …
-            if exc.filename is None:
-                raise
-            _fail(f"{exc.strerror}: {exc.filename}")
-        except UnicodeDecodeError as exc:
-            _fail(f"input is not valid UTF-8 (byte {exc.start})")
-        except KeyboardInterrupt:  # Ctrl-C: the stage has said what it must (training: where it resumes)
-            raise SystemExit(130) from None
-
-    return wrapper
-
-
-def script_args(doc: str) -> list[str]:
-    """A pipelines/ script's arguments. With none: its usage line as a one-line error (exit 1);
-    with -h or --help: its docstring (exit 0)."""
-    argv = sys.argv[1:]
-    if argv[:1] in (["-h"], ["--help"]):
-        typer.echo(doc.strip())
-        raise SystemExit(0)
-    if not argv:
-        usage = next(line.strip() for line in doc.splitlines() if line.strip().startswith("python pipelines/"))
-        _fail(f"usage: {usage}")
-    return argv
 
 
 def _load(config: Path, overrides: list[str] | None):
@@ -209,15 +167,15 @@ def translate(
     from nmt.translate import Translator
 
     if nbest > beam:
-        _fail(f"--nbest {nbest} needs --beam of at least {nbest}")
+        fail(f"--nbest {nbest} needs --beam of at least {nbest}")
     if output is not None:  # found out before decoding, not after
         try:
             check_destination(output)
         except IsADirectoryError:
-            _fail(f"--output {output} is a folder; give a file name")
+            fail(f"--output {output} is a folder; give a file name")
     for option, value, choices in (("--precision", precision, DecodePrecision), ("--stopping", stopping, StoppingRule)):
         if value is not None and (error := choice_error(option, value, choices)):
-            _fail(error)
+            fail(error)
     interactive = input is None and output is None and sys.stdin.isatty()
     lines = [] if interactive else (read_lines(input) if input is not None else stdin_lines())
     translator = Translator.from_checkpoint(checkpoint, device)

@@ -1,13 +1,61 @@
-"""What the command line shows and reads at a terminal: the training progress bar, the count of
-lines translated, standard input's lines, and where and how ``nmt translate`` writes (stdout, or
-a file written atomically, compressed by its name; in chunks). Kept apart from ``nmt.cli``, which parses and calls."""
+"""What the command line shows and reads at a terminal: errors a user can fix as one line, a
+pipelines/ script's arguments, the training progress bar, the count of lines translated, standard
+input's lines, and where and how ``nmt translate`` writes (stdout, or a file written atomically,
+compressed by its name; in chunks). Kept apart from ``nmt.cli``, which parses and calls."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
+
+from nmt.errors import NmtError
+
+
+def fail(message: str) -> NoReturn:
+    """The user's error as one line on stderr; exit status 1."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def guarded(command):
+    """Turn the errors a user can fix into one line on stderr and exit status 1 (commands and
+    pipelines/ scripts alike)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+        try:
+            return command(*args, **kwargs)
+        except NmtError as exc:
+            fail(str(exc))
+        except OSError as exc:  # with the path it concerns: a missing or read-only file, a full disk …
+            if exc.filename is None:
+                raise
+            fail(f"{exc.strerror}: {exc.filename}")
+        except UnicodeDecodeError as exc:
+            fail(f"input is not valid UTF-8 (byte {exc.start})")
+        except KeyboardInterrupt:  # Ctrl-C: the stage has said what it must (training: where it resumes)
+            raise SystemExit(130) from None
+
+    return wrapper
+
+
+def script_args(doc: str) -> list[str]:
+    """A pipelines/ script's arguments. With none: its usage line as a one-line error (exit 1);
+    with -h or --help: its docstring (exit 0)."""
+    argv = sys.argv[1:]
+    if argv[:1] in (["-h"], ["--help"]):
+        print(doc.strip())
+        raise SystemExit(0)
+    if not argv:
+        usage = next(line.strip() for line in doc.splitlines() if line.strip().startswith("python pipelines/"))
+        fail(f"usage: {usage}")
+    return argv
 
 
 class ProgressBar:

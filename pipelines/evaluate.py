@@ -8,8 +8,9 @@ without retraining. ``nmt evaluate --checkpoint`` evaluates any checkpoint with 
 """
 
 from nmt import pipeline
-from nmt.cli import guarded, score_lines, script_args
+from nmt.cli import score_lines
 from nmt.config import load_config, run_paths
+from nmt.terminal import guarded, script_args
 
 
 @guarded

@@ -5,8 +5,8 @@
 
 
 from nmt import pipeline
-from nmt.cli import guarded, script_args
 from nmt.config import load_config, run_paths
+from nmt.terminal import guarded, script_args
 
 
 @guarded

@@ -11,9 +11,10 @@ errors, training curves, attention and examples with the default ReportOptions; 
 import logging
 from pathlib import Path
 
-from nmt.cli import guarded, score_lines, script_args
+from nmt.cli import score_lines
 from nmt.config import load_config, run_paths
 from nmt.evaluation import build_report
+from nmt.terminal import guarded, script_args
 
 
 @guarded

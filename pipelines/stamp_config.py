@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 from nmt.atomic import atomic_write_text
-from nmt.cli import guarded, script_args
 from nmt.config import load_config, run_paths
 from nmt.errors import NmtError
+from nmt.terminal import guarded, script_args
 
 
 @guarded

@@ -8,9 +8,8 @@ Interrupted runs resume from runs/<name>/last at the exact step.
 import json
 
 from nmt import pipeline
-from nmt.cli import guarded, script_args
 from nmt.config import load_config, run_paths
-from nmt.terminal import ProgressBar
+from nmt.terminal import ProgressBar, guarded, script_args
 
 
 @guarded

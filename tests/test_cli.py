@@ -19,7 +19,7 @@ runner = CliRunner()
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device", "runs/x/report.json"),
                                    PermissionError(13, "Permission denied", "runs/x")])
 def test_file_system_errors_are_one_line_naming_the_path(error, capsys):
-    from nmt.cli import guarded
+    from nmt.terminal import guarded
 
     def command():
         raise error
@@ -31,7 +31,7 @@ def test_file_system_errors_are_one_line_naming_the_path(error, capsys):
 
 
 def test_an_os_error_without_a_path_is_not_hidden():
-    from nmt.cli import guarded
+    from nmt.terminal import guarded
 
     def command():
         raise OSError("something inside a library")
