@@ -103,12 +103,12 @@ def reference_objective(translator: Translator, source: str, reference: str, alp
 
 
 def short_sentences(translator: Translator, sources: list[str], max_pieces: int, count: int) -> list[int]:
-    """Up to ``count`` evenly spread non-empty lines of at most ``max_pieces`` source pieces, and
-    none longer than the model was trained on: such a line is decoded in parts (``nmt.segment``),
-    whose summed score no search over the whole line is comparable with."""
+    """Up to ``count`` evenly spread lines with something to translate, of at most ``max_pieces``
+    source pieces, and none longer than the model was trained on: such a line is decoded in parts
+    (``nmt.segment``), whose summed score no search over the whole line is comparable with."""
     max_pieces = min(max_pieces, translator.config.train.max_train_len)
     ids = translator.tokenizer.encode_src(sources)
-    short = [i for i, (line, seq) in enumerate(zip(sources, ids)) if line.strip() and len(seq) <= max_pieces]
+    short = [i for i, seq in enumerate(ids) if 1 < len(seq) <= max_pieces]  # (</s> alone: nothing to translate)
     return spread(short, count)
 
 

@@ -1,6 +1,7 @@
 """Translate lines of text with a trained model: ``Translator.from_checkpoint(path).translate(lines)``.
 
-Output keeps the input's order and line count; an empty (or all-space) line gives an empty line.
+Output keeps the input's order and line count; a line with nothing to translate (empty, spaces, or
+only characters the tokenizer drops, such as zero-width spaces) gives an empty line.
 """
 
 from __future__ import annotations
@@ -114,11 +115,14 @@ class Translator:
         return beam, alpha, precision, stopping
 
     def _encoded(self, lines: list[str]) -> list[list[int] | None]:
-        """Each line's source ids (</s> included), None for an empty or all-space line."""
-        todo = [i for i, line in enumerate(lines) if line.strip()]  # (the tokenizer normalises the rest)
+        """Each line's source ids (</s> included), None for a line with nothing to translate:
+        empty, spaces, or only characters the tokenizer drops (zero-width spaces, direction marks,
+        control characters), which would leave the model a source of </s> alone to make up a
+        sentence from."""
+        todo = [i for i, line in enumerate(lines) if line.strip()]
         encoded: list[list[int] | None] = [None] * len(lines)
         for i, ids in zip(todo, self.tokenizer.encode_src([lines[i] for i in todo])):
-            encoded[i] = ids
+            encoded[i] = ids if len(ids) > 1 else None
         return encoded
 
     def _each(self, encoded: list[list[int] | None], beam: int, alpha: float, precision: str, stopping: str,

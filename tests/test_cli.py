@@ -184,6 +184,27 @@ def test_translation_progress_counts_every_line_once_as_sentences_finish(tiny_ru
         assert done == [1] * len(lines)  # each line as it finishes (the empty ones first)
 
 
+def test_a_line_of_characters_the_tokenizer_drops_translates_to_an_empty_line(tmp_path):
+    """Zero-width spaces, direction marks, a stray BOM or a control character look blank and the
+    tokenizer drops them: the model would get a source of </s> alone and make up a sentence (an
+    untrained one, whose translations run on, wrote words for each)."""
+    from conftest import saved_tiny_model
+    from nmt.translate import Translator
+
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path)
+    translator = Translator(model, tokenizer, config)
+    invisible = ["\u200b", "\x01", "\u200e \ufeff", "\x7f"]
+    for beam in (1, 3):
+        out = translator.translate(invisible + ["Y dijo Dios"], beam=beam)
+        assert out[:4] == [""] * 4 and out[4] == translator.translate(["Y dijo Dios"], beam=beam)[0] != ""
+    assert translator.hypotheses(invisible, beam=3, nbest=2) == [[]] * 4
+    from nmt.diagnostics import search_errors, short_sentences
+
+    sources = invisible + ["Y dijo Dios"]
+    index = short_sentences(translator, sources, max_pieces=20, count=10)  # the report's search-error lines
+    assert index == [4] and search_errors(translator, sources, sources, (1,), 0.0, index, wide=2)
+
+
 def _read_until(fd, text: str, seconds: float = 60.0) -> str:
     import os
     import select
