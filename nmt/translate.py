@@ -137,7 +137,6 @@ class Translator:
             yield from empty
             return
         src = Sequences.from_lists([encoded[i] for i in todo])
-        _warn_long(src.lengths, self.config.train.max_train_len)
         was_training = self.model.training
         self.model.eval()
         products = {"int8": int8_products, "bf16": bf16_products}.get(precision, lambda _: contextlib.nullcontext())
@@ -194,16 +193,23 @@ class Translator:
         (``nmt.segment.split_long``); the rest whole."""
         encoded, longest = self._encoded(lines), self.config.train.max_train_len
         if not split:
+            _warn_long([len(ids) for ids in encoded if ids], longest)
             return encoded, [1] * len(lines)
-        parts, counts = [], []
+        parts, counts, uncut = [], [], 0
         for line, ids in zip(lines, encoded):
             cut = split_long(line, self.tokenizer.src_lengths, longest) if ids and len(ids) > longest else None
-            parts += [ids] if cut is None else self.tokenizer.encode_src(cut)
-            counts.append(1 if cut is None else len(cut))
+            found = [ids] if cut is None else self.tokenizer.encode_src(cut)
+            uncut += cut is not None and any(len(part) > longest for part in found)
+            parts += found
+            counts.append(len(found))
         if len(parts) > len(lines):
             log.info("%d line(s) longer than the %d source pieces the model was trained on: translated in %d "
                      "parts, cut where sentences end (decode.split_long)",
                      sum(n > 1 for n in counts), longest, sum(n for n in counts if n > 1))
+        if uncut:
+            log.warning("%d line(s) hold a stretch longer than the %d source pieces the model was trained on "
+                        "with no sentence mark or space to cut it at, decoded as it is: its translation may "
+                        "stop early", uncut, longest)
         return parts, counts
 
 
@@ -213,11 +219,11 @@ def _joined(parts: list[Hypothesis]) -> Hypothesis:
     return Hypothesis([t for h in parts for t in h.tokens], sum(h.log_prob for h in parts), sum(h.score for h in parts))
 
 
-def _warn_long(lengths: np.ndarray, longest: int) -> None:
-    """A warning when lines are longer than the model was trained on: its translations of them
-    tend to stop early (``nmt.segment``)."""
-    if (over := int((lengths > longest).sum())):
+def _warn_long(lengths: list[int], longest: int) -> None:
+    """A warning when lines decoded whole (``lengths``: their source pieces) are longer than the
+    model was trained on: its translations of them tend to stop early (``nmt.segment``)."""
+    if (over := sum(n > longest for n in lengths)):
         log.warning("%d of %d line(s) longer than the %d source pieces the model was trained on (the longest "
                     "%d), decoded whole: their translations may stop early (with decode.split_long, one "
                     "hypothesis a line and no attention, they are cut where sentences end)",
-                    over, len(lengths), longest, int(lengths.max()))
+                    over, len(lengths), longest, max(lengths))

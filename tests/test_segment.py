@@ -126,6 +126,19 @@ def test_decode_split_long_false_translates_the_whole_line_and_warns(tmp_path, c
     assert "1 of 2 line(s) longer than the 12 source pieces the model was trained on" in caplog.text
 
 
+def test_a_long_line_with_nowhere_to_cut_is_named_as_such_and_lines_are_counted_as_lines(tmp_path, caplog):
+    """A stretch with no mark or space (a run-together string) cannot be cut; the warning said it
+    was decoded whole for want of decode.split_long, which was on, and counted parts as lines."""
+    translator = _translator(tmp_path)
+    glued = "Yfuélatarde" * 8  # no space, no mark: longer than 12 pieces whatever is done
+    with caplog.at_level(logging.INFO, logger="nmt.translate"):
+        out = translator.translate([LONG, glued, "Y fué la tarde"], beam=1)
+    assert len(out) == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("1 line(s) hold a stretch longer than the 12 source pieces")
+    assert "decode.split_long, one" not in caplog.text
+
+
 def test_a_long_line_s_hypothesis_is_its_parts_and_n_best_decodes_it_whole(tmp_path, caplog):
     """nmt report scores what nmt translate writes: the best hypothesis joins the parts' (tokens
     one after the other, log-probabilities summed); asked for two hypotheses or for attention, the
