@@ -231,10 +231,21 @@ def read_pairs(config: DataConfig) -> list[Pair]:
     return pairs
 
 
-def _field(record: dict, name: str):
-    """Look up ``a.b`` in nested records (hub translation sets keep pairs under ``translation``)."""
-    value = record
-    for part in name.split("."):
+def _field(record: dict, name: str, index: int, source: str):
+    """Look up ``a.b`` in nested records (hub translation sets keep pairs under ``translation``);
+    None where a level has no value. A name that leads nowhere is the config's mistake (a language
+    code mistyped, a dot too many), said with what the record holds there."""
+    value, parts = record, name.split(".")
+    for depth, part in enumerate(parts):
+        if value is None:
+            return None
+        above = ".".join(parts[:depth])
+        if not isinstance(value, dict):
+            raise DataError(f"{source}: record {index + 1}: {above} holds {type(value).__name__}, not fields, so "
+                            f"it has no {name!r}")
+        if part not in value:
+            raise DataError(f"{source}: record {index + 1}: no field {name!r} ({above} holds: "
+                            f"{', '.join(sorted(map(str, value)))})")
         value = value[part]
     return value
 
@@ -270,7 +281,7 @@ def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
 def _text(record: dict, name: str, index: int, source: str) -> str | None:
     """Field ``name`` of a record as text (a number as written), None where it has no value; a list
     or a mapping is no sentence, and its Python form would have been trained on as one."""
-    value = _field(record, name)
+    value = _field(record, name, index, source)
     if isinstance(value, dict):
         raise DataError(f"{source}: record {index + 1}: {name} holds a mapping, not text "
                         f"(name a field inside it, as translation.es)")

@@ -128,6 +128,21 @@ def test_jsonl_with_nested_fields(tmp_path):
     assert [(p.src, p.tgt) for p in pairs][:2] == [("hallo 0", "hello 0"), ("hallo 1", "hello 1")]
 
 
+@pytest.mark.parametrize("src_field, words", [
+    ("translation.fr", r"record 1: no field 'translation.fr' \(translation holds: de, en\)"),  # a code mistyped
+    ("translation.de.x", r"record 1: translation.de holds str, not fields, so it has no 'translation.de.x'"),
+])
+def test_a_field_name_that_leads_nowhere_is_refused_in_one_line(tmp_path, src_field, words):
+    """Before: a KeyError or a TypeError ('string indices must be integers') with a traceback."""
+    path = tmp_path / "c.jsonl"
+    lines = [{"translation": {"de": f"hallo {i}", "en": f"hello {i}"}} for i in range(3)]
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    config = DataConfig(source=str(path), src_field=src_field, tgt_field="translation.en", id_field=None,
+                        dev_groups=(), test_groups=())
+    with pytest.raises(DataError, match=words):
+        read_pairs(config)
+
+
 @pytest.mark.parametrize("field, value, words", [
     ("es", ["x", "y"], "record 2: es holds a list, not text"),
     ("es", {"text": "x"}, r"record 2: es holds a mapping, not text \(name a field inside it"),
