@@ -1,7 +1,7 @@
 """Reading parallel text into pairs, as written (``nmt.data`` normalises, filters and splits them).
 
 A local TSV/CSV/JSONL file with named columns, or a hub dataset name (online only), is loaded with
-Hugging Face ``datasets``; a pair of line-aligned text files is read here (``_text_lines``:
+Hugging Face ``datasets``; a pair of line-aligned text files is read here (``_load_text_pair``:
 datasets' text loader ends a line at a lone "\r" too). No torch here.
 """
 
@@ -156,20 +156,12 @@ def _load_local_table(path: Path, config: DataConfig):
         return table.rename_columns(crlf) if crlf else table
 
 
-def _text_lines(path: Path) -> list[str]:
-    """One side of a pair of text files: ``read_lines``, a byte-order mark at its start dropped
-    (Windows editors write one: it was kept as part of the first sentence). Not datasets' text
-    loader, which opens files with universal newlines: a stray "\r" inside a sentence ended a line
-    there, so a 40-line file read as 41 and its pair "differed in line count" (or, with one such
-    "\r" on each side, pairs were silently misaligned)."""
-    lines = read_lines(path)
-    if lines:
-        lines[0] = lines[0].removeprefix("\ufeff")
-    return lines
-
-
 def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:
-    sides = [_text_lines(src), _text_lines(tgt)]
+    """Pairs of line-aligned text files, each read by ``read_lines``. Not datasets' text loader,
+    which opens files with universal newlines: a stray "\r" inside a sentence ended a line there, so
+    a 40-line file read as 41 and its pair "differed in line count" (or, with one such "\r" on each
+    side, pairs were silently misaligned)."""
+    sides = [read_lines(src), read_lines(tgt)]
     if len(sides[0]) != len(sides[1]):
         raise DataError(
             f"aligned files differ in line count: {src} has {len(sides[0])}, {tgt} has {len(sides[1])}"

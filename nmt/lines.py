@@ -42,8 +42,10 @@ def read_lines(path: str | Path) -> list[str]:
 def split_lines(text: str) -> list[str]:
     """Lines as ``wc -l`` and sacreBLEU count them: ended by "\\n" (a CRLF's "\\r" dropped). Not
     str.splitlines(), which also ends a line at U+2028, NEL, a form feed and five more characters
-    that a sentence may hold: translating such a file gave more lines than it had."""
-    lines = text.split("\n")
+    that a sentence may hold: translating such a file gave more lines than it had. A byte-order
+    mark at the start is the file's encoding mark (Windows editors write one), not text: kept, it
+    was part of the first sentence, and of a reference's first word for sacreBLEU."""
+    lines = text.removeprefix("\ufeff").split("\n")
     if lines[-1] == "":  # the last line's end, or an empty text
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]

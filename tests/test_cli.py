@@ -622,3 +622,4 @@ def test_evaluate_with_mismatched_files(tiny_run, tmp_path):
                                  "--ref", str(ref), "--out", str(tmp_path / "out")])
     assert "has 2 lines but" in _error(result)
     assert not (tmp_path / "out" / "report.json").exists()
+
