@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,15 +67,24 @@ class Candidate:
 
 
 def _names(checkpoints: list[Path], names: list[str] | None) -> list[str]:
-    """Given names, else the run folder (runs/x/best → x), plus the folder for other checkpoints."""
+    """Given names, else the run folder (runs/x/best → x), plus the folder for other checkpoints.
+    Names alike, or alike as file names (x/y and x_y: the hypotheses of one would overwrite the
+    other's), are numbered."""
     if names and len(names) != len(checkpoints):
         raise NmtError(f"{len(names)} --name for {len(checkpoints)} --checkpoint: give one per checkpoint or none")
-    found = list(names) if names else [
-        p.parent.name if p.name in ("best", "last") else f"{p.parent.name}/{p.name}" for p in map(Path, checkpoints)
-    ]
-    if len(set(found)) < len(found):  # two runs named alike: number them
+    found = list(names) if names else [_default_name(Path(p)) for p in checkpoints]
+    if len({_slug(n) for n in found}) < len(found):
         found = [f"{n} ({i + 1})" for i, n in enumerate(found)]
     return found
+
+
+def _default_name(path: Path) -> str:
+    """runs/x/best → x; another checkpoint folder by its own name and its parent's (a folder given
+    by its name alone too: not symlinks followed, which would name best's step folder)."""
+    path = Path(os.path.abspath(path))
+    if path.name in ("best", "last"):
+        return path.parent.name
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
 def _load(

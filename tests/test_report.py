@@ -271,3 +271,14 @@ def test_a_report_removes_only_the_figures_an_earlier_report_wrote(report, tmp_p
     _write(tmp_path, {**report, "figures": ["curves"]}, {"curves": b"c"})
     assert sorted(p.name for p in figures.iterdir()) == ["curves.png", "mine.png"]
     assert (figures / "curves.png").read_bytes() == b"c" and (figures / "mine.png").read_bytes() == b"the user's"
+
+
+def test_runs_named_alike_as_file_names_are_numbered_and_a_bare_folder_is_named_by_itself(tmp_path, monkeypatch):
+    """--name x/y and --name x_y both wrote hyps/x_y_greedy.en (the second overwrote the first, and
+    report.json pointed both systems at it); a checkpoint given as `avg1` was named "/avg1"."""
+    from nmt.evaluation import _names, _slug
+
+    names = _names([tmp_path / "a", tmp_path / "b"], ["x/y", "x_y"])
+    assert len({_slug(f"{n} greedy") for n in names}) == 2
+    monkeypatch.chdir(tmp_path)
+    assert _names([Path("avg1"), Path("runs/enc/best")], None) == [f"{tmp_path.name}/avg1", "enc"]
