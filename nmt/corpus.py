@@ -55,28 +55,29 @@ def _names_a_file(source: str) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet(logger_name: str):
-    """The ``logger_name`` library's log lines below an error left out, its level back after."""
+def _quiet(logger_name: str, level: int = logging.ERROR):
+    """The ``logger_name`` library's log lines below ``level`` left out, its level back after."""
     logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    before = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(before)
 
 
 @contextlib.contextmanager
 def _no_progress_bars():
     """datasets draws a progress bar for each local file it reads, on stderr, where the command line
     prints its one-line errors (on some installs the bars came first); a hub download keeps its bars.
-    Its log lines go too: it logs a file it cannot parse, which ``read_pairs`` reports itself."""
+    Its log lines go too, errors included: it logs a file it cannot parse (twice, through its own
+    handler and the root's), which ``read_pairs`` reports itself in one line."""
     import datasets
 
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        with _quiet("datasets"):
+        with _quiet("datasets", logging.CRITICAL):
             yield
     finally:
         if was_enabled:
@@ -216,11 +217,32 @@ def read_pairs(config: DataConfig) -> list[Pair]:
             shown = exc.__cause__ or exc.__context__ or exc
         text = str(shown).strip()
         message = text.splitlines()[0] if text else type(shown).__name__
+        if source.is_file() and (where := _bad_json_line(source)):  # the parser counts rows from 0, within a block
+            message = where
         raise DataError(f"cannot load {config.source}: {message}") from exc
     pairs = _pairs_from_table(table, config)
     if source.is_file() and _file_kind(source) == "csv" and any(not pair.src or not pair.tgt for pair in pairs):
         _warn_short_rows(source, tuple(config.columns))  # (a second read only where a field is empty)
     return pairs
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """Where a JSON Lines file first fails to parse ("line N is not valid JSON: why"), None for
+    another kind of file or none found."""
+    import json
+
+    name = path.name.lower()
+    for suffix in COMPRESSED:
+        name = name.removesuffix(suffix)
+    if not name.endswith(".jsonl"):
+        return None
+    for number, line in enumerate(read_lines(path), 1):
+        try:
+            if line.strip():
+                json.loads(line)
+        except json.JSONDecodeError as exc:
+            return f"line {number} is not valid JSON ({exc.msg} at column {exc.colno})"
+    return None
 
 
 def _field(record: dict, name: str, index: int, source: str):

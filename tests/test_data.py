@@ -86,9 +86,11 @@ def test_a_first_row_longer_than_the_columns_is_refused_not_shifted(tmp_path, na
 
 @pytest.mark.parametrize("name, text, words", [
     ("c.csv", "id,es,en\nA.1,hola,hello\nA.2,uno,dos,tres,cuatro\n", "Expected 3 fields in line 3, saw 5"),
-    ("c.jsonl", '{"id": "A.1", "es": "hola", "en": "hello"}\n{bad\n', "JSON parse error"),
+    ("c.jsonl", '{"id": "A.1", "es": "hola", "en": "hello"}\n{bad\n', r"line 2 is not valid JSON \(Expecting"),
+    ("c.jsonl", '{"es": "hola", "en": "hello"}\n\n{"es": "uno", "en": \n', "line 3 is not valid JSON"),
 ])
 def test_a_file_the_parser_rejects_gives_the_parsers_words_and_nothing_else(tmp_path, capfd, name, text, words):
+    """A JSON Lines file: the line that fails, numbered from 1 (the parser's rows count from 0)."""
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     with pytest.raises(DataError, match=f"cannot load .*{words}"):
