@@ -136,9 +136,20 @@ def _warn_short_rows(path: Path, columns: tuple[str, ...]) -> None:
                     ", ".join(names), short[0])
 
 
+def _has_text(path: Path) -> bool:
+    """Whether the file holds anything but blank lines (read up to its first such line)."""
+    suffix = path.suffix.lower()
+    if suffix == ".zst":  # (left to datasets)
+        return True
+    with COMPRESSED.get(suffix, open)(path, "rt", encoding="utf-8", newline="\n") as file:
+        return any(line.strip() for line in file)
+
+
 def _load_local_table(path: Path, config: DataConfig):
     import datasets
 
+    if not _has_text(path):  # the parsers' words for it: "No columns to parse", "StopIteration"
+        raise DataError(f"{path} is empty: no pairs to read")
     kind = _file_kind(path)
     with _no_progress_bars():
         if kind == "json":

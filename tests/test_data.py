@@ -421,3 +421,14 @@ def test_compressed_files_are_read_and_broken_ones_are_one_line_errors(tmp_path,
     path.with_suffix(".gz").write_bytes(b"plain text\n")  # a name that lies
     with pytest.raises(DataError, match=r"in\.es\.gz: not a valid gz file \(Not a gzipped file"):
         read_lines(path.with_suffix(".gz"))
+
+
+@pytest.mark.parametrize("name, text", [("c.tsv", ""), ("c.tsv", "\n\n"), ("c.jsonl", ""), ("c.tsv.gz", "")])
+def test_an_empty_corpus_file_is_named_empty(tmp_path, name, text):
+    """The parsers said "No columns to parse from file", 'Instruction "train" corresponds to no
+    data!' or "StopIteration"."""
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    for columns in ((), ("id", "es", "en")):
+        with pytest.raises(DataError, match=f"^{re.escape(str(path))} is empty: no pairs to read$"):
+            read_pairs(DataConfig(source=str(path), columns=columns))
