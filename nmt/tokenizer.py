@@ -130,7 +130,9 @@ class Tokenizer:
         return self.tgt.encode([normalise(line) for line in lines])
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
-        return [self.tgt.decode(seq) for seq in ids]
+        """Text of each id sequence, normalised as the training targets were: a model that ends on
+        the word-boundary piece "▁", or emits it twice, wrote "The " or "The   The"."""
+        return [normalise(self.tgt.decode(seq)) for seq in ids]
 
     def src_pieces(self, line: str) -> list[str]:
         return self.src.encode(normalise(line), out_type=str) + ["</s>"]

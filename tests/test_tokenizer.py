@@ -74,3 +74,11 @@ def test_text_is_encoded_as_the_training_data_was_normalised():
         assert tok.encode_src([odd]) == tok.encode_src([plain])
         assert tok.encode_tgt([odd]) == tok.encode_tgt([plain])
         assert tok.src_pieces(odd) == tok.src_pieces(plain)
+
+
+def test_decoded_text_has_no_space_at_its_ends_or_twice():
+    """A translation ending on the word-boundary piece came out as "The " (and its twice, as
+    "The   The"): text no training target had, written to the output as it was."""
+    tok = Tokenizer.from_folder(SPM200)
+    space, the = tok.tgt.piece_to_id("▁"), tok.encode_tgt(["The"])[0]
+    assert tok.decode_tgt([the + [space], [space] + the, the + [space, space] + the]) == ["The", "The", "The The"]
