@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 import shutil
 import uuid
 from dataclasses import asdict, dataclass
@@ -30,7 +31,7 @@ from safetensors.torch import load_file, load_model, save_file
 
 from nmt import __version__
 from nmt.atomic import atomic_write_text, check_destination
-from nmt.config import DECODING, Config, ConfigError, from_dict
+from nmt.config import DECODING, SECTIONS, Config, ConfigError, from_dict
 from nmt.errors import NmtError, path_error
 from nmt.model import Seq2Seq, build_model
 from nmt.tokenizer import Tokenizer, TokenizerError
@@ -122,6 +123,9 @@ def _not_a_checkpoint(folder: Path) -> str:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
+    """``folder``'s checkpoint.json, checked: this nmt's format, the fields nmt reads of the types it
+    reads them as (``_manifest_problem``; the config's keys are ``from_dict``'s to check), and the
+    files it lists there. A ``CheckpointError`` naming the folder and what is wrong otherwise."""
     folder = Path(folder)
     if error := path_error(folder, "checkpoint folder", folder=True):
         raise CheckpointError(error)
@@ -132,16 +136,58 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{manifest_path}: not valid JSON") from exc
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{folder}: unusable checkpoint ({MANIFEST} holds {type(manifest).__name__}, "
+                              f"not an object)")
+    version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        writer = manifest.get("nmt_version") if isinstance(manifest, dict) else None
+        writer = manifest.get("nmt_version")
         written = f" (written by nmt {writer})" if isinstance(writer, str) else ""
         raise CheckpointError(f"{folder}: checkpoint format version {version!r}{written}; "
                               f"this nmt ({__version__}) reads version {FORMAT_VERSION}")
+    if problem := _manifest_problem(manifest):
+        raise CheckpointError(f"{folder}: unusable checkpoint ({MANIFEST}: {problem})")
     missing = [name for name in manifest.get("files", REQUIRED) if not (folder / name).is_file()]
     if missing:
         raise CheckpointError(f"{folder}: incomplete checkpoint (missing {', '.join(missing)})")
     return manifest
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# (key, required, check, what it must be): the fields nmt reads; the config's keys are from_dict's
+_MANIFEST_FIELDS = (
+    ("step", True, _is_count, "a whole number"),
+    ("files", False, lambda v: isinstance(v, list) and all(isinstance(name, str) for name in v),
+     "a list of file names"),
+    ("config", True, lambda v: isinstance(v, dict), "an object (the settings)"),
+    ("averaged", False, lambda v: isinstance(v, list) and all(isinstance(source, dict) and
+                                                               _is_count(source.get("step")) for source in v),
+     'a list of objects with a whole-number "step"'),
+)
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the fields of a checkpoint.json that nmt reads (a hand edit, a truncated
+    copy), in a few words; None when nothing is. Checked once, here, so that every reader (loading,
+    reports, ``nmt average --last``, resuming) may take them as they are."""
+    for key, required, fits, what in _MANIFEST_FIELDS:
+        if key not in manifest:
+            if required:
+                return f'"{key}" is missing'
+        elif not fits(manifest[key]):
+            return f'"{key}" must be {what}, not {_brief.repr(manifest[key])}'
+    config = manifest["config"]
+    for section in SECTIONS:  # a resumed run compares them as they are
+        if not isinstance(config.get(section, {}), dict):
+            return f'"config" section "{section}" must be an object, not {_brief.repr(config[section])}'
+    return None
+
+
+_brief = reprlib.Repr()  # a wrong value as the error shows it: one level deep, long strings cut
+_brief.maxlevel = 1
 
 
 def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu") -> Loaded:
@@ -161,7 +207,7 @@ def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu") -> L
     model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab)
     load_weights(model, real)
     model.to(device).eval()
-    return Loaded(config, model, tokenizer, int(manifest["step"]), folder)
+    return Loaded(config, model, tokenizer, manifest["step"], folder)
 
 
 def _check_shapes(config: Config, tokenizer: Tokenizer, folder: Path) -> None:
@@ -207,9 +253,9 @@ def step_info(folder: Path) -> dict[str, Any]:
     """What a report shows of a checkpoint's training: its step, and for an averaged checkpoint
     the steps it is the mean of (``averaged_steps``)."""
     manifest = read_manifest(Path(folder))
-    info: dict[str, Any] = {"step": int(manifest["step"])}
+    info: dict[str, Any] = {"step": manifest["step"]}
     if averaged := manifest.get("averaged"):
-        info["averaged_steps"] = [int(source["step"]) for source in averaged]
+        info["averaged_steps"] = [source["step"] for source in averaged]
     return info
 
 

@@ -81,7 +81,7 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
     manifest = read_manifest(folder)
     current = settings_json(config)  # as stored: tuples become lists
     for section in ("model", "tokenizer", "data"):
-        if manifest["config"][section] != current[section]:
+        if manifest["config"].get(section) != current[section]:
             raise unusable_run(run_dir, f"{folder} was trained with other {section} settings")
     tensors, data = load_trainer_state(folder)
     if data.get("inputs", inputs) != inputs:  # (checkpoints from before the check have none)
@@ -95,4 +95,4 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)
     state = TrainerState(**data["trainer"])
     state.stopped = ""  # the stop conditions are checked again with this run's settings
-    return state, changed_settings("train", manifest["config"]["train"], current["train"])
+    return state, changed_settings("train", manifest["config"].get("train", {}), current["train"])

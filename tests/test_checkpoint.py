@@ -104,6 +104,49 @@ def test_incompatible_version(tmp_path):
         load_checkpoint(folder)
 
 
+def _one_line_error(result) -> str:
+    """The error a command ended with: exit status 1 and one line on stderr, no traceback."""
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0].removeprefix("error: ")
+
+
+@pytest.mark.parametrize("tamper, says", [
+    (lambda m: m.pop("step"), '"step" is missing'),
+    (lambda m: m.update(step="12k"), "\"step\" must be a whole number, not '12k'"),
+    (lambda m: m.update(step=None), '"step" must be a whole number, not None'),
+    (lambda m: m.update(files=5), '"files" must be a list of file names, not 5'),
+    (lambda m: m.update(config=[]), '"config" must be an object (the settings), not []'),
+    (lambda m: m["config"].update(train=3), '"config" section "train" must be an object, not 3'),
+])
+def test_a_checkpoint_json_edited_out_of_shape_is_one_line_naming_the_field(tmp_path, tamper, says):
+    """A hand-edited checkpoint.json (a step that is not a number, files or config of the wrong
+    type) ended every command that reads it in a KeyError, ValueError, TypeError or AttributeError."""
+    from typer.testing import CliRunner
+
+    from nmt.cli import app
+
+    *_, good = saved_tiny_model(tmp_path)
+    run = tmp_path / "run" / "checkpoints"
+    shutil.copytree(good, run / "step-0000007")
+    folder = shutil.copytree(good, run / "step-0000008")
+    manifest = json.loads((folder / "checkpoint.json").read_text())
+    tamper(manifest)
+    (folder / "checkpoint.json").write_text(json.dumps(manifest))
+    (tmp_path / "src.es").write_text("hola\n")
+    (tmp_path / "ref.en").write_text("hello\n")
+    test_set = ["--src", str(tmp_path / "src.es"), "--ref", str(tmp_path / "ref.en")]
+    expected = f"{folder}: unusable checkpoint (checkpoint.json: {says})"
+    runner = CliRunner()
+    assert _one_line_error(runner.invoke(app, ["translate", "--checkpoint", str(folder)], input="hola\n")) == expected
+    for command in ("evaluate", "report"):
+        result = runner.invoke(app, [command, "--checkpoint", str(folder), *test_set, "--out", str(tmp_path / command)])
+        assert _one_line_error(result) == expected, command
+    result = runner.invoke(app, ["average", str(tmp_path / "run"), "--last", "2", "-o", str(tmp_path / "mean")])
+    assert _one_line_error(result) == expected
+
+
 def test_weights_that_do_not_fit_the_config(tmp_path):
     *_, folder = saved_tiny_model(tmp_path)
     manifest = json.loads((folder / "checkpoint.json").read_text())
