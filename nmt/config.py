@@ -155,11 +155,14 @@ def changed_settings(section: str, was: dict[str, Any], now: dict[str, Any]) -> 
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "name")  # data, tokenizer, model, …
-DECODING = ("model", "decode")  # what a loaded checkpoint is used for
+# What a loaded checkpoint is used for: sections, or single keys of the sections it is not (decoding
+# cuts a line longer than train.max_train_len source pieces into parts, nmt.segment)
+DECODING = ("model", "decode", "train.max_train_len")
 
 
 def from_dict(raw: dict[str, Any], checked: tuple[str, ...] = SECTIONS) -> Config:
-    """A config from plain data: every type checked, and the ranges of the ``checked`` sections."""
+    """A config from plain data: every type checked, and the ranges of the ``checked`` sections
+    (and keys: "train.max_train_len")."""
     config = build(Config, raw)
     validate(config, checked)
     return config
@@ -206,14 +209,18 @@ def _setting(config: Config, name: str) -> Any:
 
 
 def validate(config: Config, checked: tuple[str, ...] = SECTIONS) -> None:
-    """Cross-field checks and ranges that types alone cannot express, of the ``checked`` sections.
-    A checkpoint's config is checked only where decoding uses it (``DECODING``), so a range check
+    """Cross-field checks and ranges that types alone cannot express, of the ``checked`` sections
+    (a dotted key there checks that key's range, not its section's cross-field rules). A
+    checkpoint's config is checked only where decoding uses it (``DECODING``), so a range check
     added to training later does not stop older checkpoints from loading."""
+    def is_checked(name: str) -> bool:
+        return name in checked or name.split(".")[0] in checked
+
     for name, least in _AT_LEAST.items():
-        if name.split(".")[0] in checked and (value := _setting(config, name)) < least:
+        if is_checked(name) and (value := _setting(config, name)) < least:
             raise ConfigError(f"{name} must be at least {least}, not {value}")
     for name in _ABOVE_ZERO:
-        if name.split(".")[0] in checked and (value := _setting(config, name)) <= 0:
+        if is_checked(name) and (value := _setting(config, name)) <= 0:
             raise ConfigError(f"{name} must be greater than 0, not {value}")
     m, t, d = config.model, config.train, config.decode
     problems = {

@@ -188,8 +188,12 @@ def test_a_checkpoint_loads_whatever_its_training_settings(tmp_path):
         Translator(model, tokenizer, config).translate(LINES, beam=3)
 
 
-@pytest.mark.parametrize("section, key, value, message", [("decode", "beam", 0, "decode.beam must be at least 1"),
-                                                          ("model", "enc_layers", 9, "between 1 and 4")])
+@pytest.mark.parametrize("section, key, value, message", [
+    ("decode", "beam", 0, "decode.beam must be at least 1"),
+    ("model", "enc_layers", 9, "between 1 and 4"),
+    # decoding cuts lines longer than it: at 0 every word became a part of its own, and garbage
+    ("train", "max_train_len", 0, "train.max_train_len must be at least 1, not 0"),
+    ("train", "max_train_len", -3, "train.max_train_len must be at least 1, not -3")])
 def test_a_checkpoint_with_decoding_settings_out_of_range_is_refused(tmp_path, section, key, value, message):
     *_, folder = saved_tiny_model(tmp_path)
     _edit_config(folder, section, key, value)
