@@ -203,20 +203,19 @@ def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu") -> L
         tokenizer = Tokenizer.from_folder(real)
     except (ConfigError, TokenizerError, KeyError) as exc:
         raise CheckpointError(f"{folder}: unusable checkpoint ({exc})") from exc
-    _check_shapes(config, tokenizer, real)
+    with torch.device("meta"):  # shapes only, before anything is allocated (load_weights checks again)
+        _check_shapes(build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab), real)
     model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab)
     load_weights(model, real)
     model.to(device).eval()
     return Loaded(config, model, tokenizer, manifest["step"], folder)
 
 
-def _check_shapes(config: Config, tokenizer: Tokenizer, folder: Path) -> None:
-    """The stored tensors' shapes against the model the config describes, before that model is
-    built: a config that does not fit its weights (edited by hand, copied from another run) may ask
-    for more memory than there is, and the allocator's failure is a traceback, not a message.
-    (Tensors missing or left over are ``load_weights``' to report.)"""
-    with torch.device("meta"):  # shapes only: nothing is allocated
-        model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab)
+def _check_shapes(model: Seq2Seq, folder: Path) -> None:
+    """The stored tensors' shapes against ``model``'s. A model on the meta device will do, so that
+    a config that does not fit its weights (edited by hand, copied from another run) is refused
+    before the real model is built: one asking for more memory than there is fails in the
+    allocator, with a traceback. (Tensors missing or left over are ``load_weights``' to report.)"""
     try:
         with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
             stored = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
@@ -229,13 +228,25 @@ def _check_shapes(config: Config, tokenizer: Tokenizer, folder: Path) -> None:
 
 
 def load_weights(model: Seq2Seq, folder: Path) -> None:
-    """Fill ``model`` from ``folder/model.safetensors``; every tensor must fit, none may be missing."""
+    """Fill ``model`` from ``folder/model.safetensors``: every tensor must fit, none may be missing
+    or left over (a config edited to another attention, a weights file from another model)."""
+    _check_shapes(model, Path(folder))  # load_state_dict's own message is a paragraph
     try:
         missing, unexpected = load_model(model, str(Path(folder) / "model.safetensors"), strict=False)
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"{folder}: model weights do not fit the config ({str(exc).splitlines()[0]})") from exc
     if missing or unexpected:
-        raise CheckpointError(f"{folder}: weights do not match the model (missing {sorted(missing)[:3]})")
+        lacks = f"lacks {_some(missing)} the config asks for" if missing else ""
+        holds = f"holds {_some(unexpected)} the config does not ask for" if unexpected else ""
+        raise CheckpointError(f"{folder}: model weights do not fit the config (model.safetensors "
+                              f"{' and '.join(filter(None, (lacks, holds)))})")
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    """"2 tensors (a, b)" or "5 tensors (a, b, c and 2 more)": a list kept to one line."""
+    names = sorted(names)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} tensor{'s' if len(names) > 1 else ''} ({', '.join(names[:shown])}{more})"
 
 
 def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -157,6 +157,52 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
         load_checkpoint(folder)
 
 
+@pytest.mark.parametrize("edit, says", [
+    ("attention", r"holds 3 tensors \(decoder.attention.query_proj.bias, decoder.attention.query_proj.weight, "
+                  r"decoder.attention.v.weight\) the config does not ask for\)$"),
+    ("extra", r"holds 1 tensor \(decoder.extra.weight\) the config does not ask for\)$"),
+    ("many", r"holds 5 tensors \(extra.0, extra.1, extra.2 and 2 more\) the config does not ask for\)$"),
+    ("missing", r"lacks 1 tensor \(decoder.combine.weight\) the config asks for\)$"),
+], ids=["luong", "extra", "many", "missing"])
+def test_weights_left_over_or_missing_are_named(tmp_path, edit, says):
+    """A config edited to Luong attention, or a tensor added to model.safetensors, was refused with
+    "weights do not match the model (missing [])": it named the empty list, not the tensors."""
+    from safetensors.torch import save_file
+
+    *_, folder = saved_tiny_model(tmp_path)
+    weights = load_file(folder / "model.safetensors")
+    if edit == "attention":
+        _edit_config(folder, "model", "attention", "luong")
+    elif edit == "missing":
+        del weights["decoder.combine.weight"]
+    else:
+        added = ["decoder.extra.weight"] if edit == "extra" else [f"extra.{i}" for i in range(5)]
+        weights |= {name: torch.zeros(2) for name in added}
+    save_file(weights, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(folder))}: model weights do not fit the config "
+                                              rf"\(model.safetensors {says}"):
+        load_checkpoint(folder)
+
+
+def test_resuming_from_weights_of_another_shape_names_the_tensor(tmp_path):
+    """Resuming loads the weights into the model the run's config builds; weights of another shape
+    (a model.safetensors copied from another run) were refused with the first line of PyTorch's
+    paragraph, "Error(s) in loading state_dict for Seq2Seq:", which names nothing."""
+    from nmt.model import build_model
+
+    _, paths = _train(tmp_path, "train.max_steps=8")
+    config = tiny_config(tmp_path)
+    wider = dataclasses.replace(config.model, enc_hidden=config.model.enc_hidden + 2)
+    last = (paths.root / "last").resolve()
+    tokenizer = load_checkpoint(last).tokenizer
+    other = build_model(wider, tokenizer.src_vocab, tokenizer.tgt_vocab)
+    save_checkpoint(tmp_path / "other", other, config, tokenizer, step=8)
+    shutil.copy(tmp_path / "other" / "model.safetensors", last / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model weights do not fit the config \(encoder.rnn.weight_ih_l0 is "
+                                              r"\[\d+, \d+\] in model.safetensors, \[\d+, \d+\] by the config\)"):
+        _train(tmp_path, "train.max_steps=16")
+
+
 def test_a_config_asking_for_more_memory_than_there_is_is_refused_before_building(tmp_path):
     """enc_hidden 200,000 in a hand-edited checkpoint.json: building the model asked the allocator
     for terabytes, and its failure came out as a traceback."""
