@@ -5,8 +5,11 @@ A checkpoint is a folder:
     checkpoint.json      format version, the nmt version that wrote it, step, the resolved config, file list
     model.safetensors    weights (tied weights stored once)
     src.model tgt.model  the SentencePiece models
-    trainer.safetensors  optimizer moments and RNG state (for resuming; optional for translation)
-    trainer.json         step, epoch, scheduler and early-stopping state
+    trainer.safetensors  optimizer moments and RNG state (for resuming)
+    trainer.json         step, epoch, scheduler and early-stopping state (for resuming)
+
+Only resuming training reads the trainer's two files, two thirds of a checkpoint's size: one without
+them (an average, a model shipped to translate) translates, evaluates and averages like any other.
 
 Nothing is ever unpickled: tensors come from safetensors, everything else from JSON, so loading
 a checkpoint cannot execute code. A folder is written under a temporary name and renamed into
@@ -38,7 +41,8 @@ from nmt.tokenizer import Tokenizer, TokenizerError
 
 FORMAT_VERSION = 1
 MANIFEST = "checkpoint.json"
-REQUIRED = (MANIFEST, "model.safetensors", "src.model", "tgt.model")
+REQUIRED = (MANIFEST, "model.safetensors", "src.model", "tgt.model")  # what decoding reads
+TRAINER_FILES = ("trainer.safetensors", "trainer.json")  # what resuming reads besides
 
 
 class CheckpointError(NmtError):
@@ -77,7 +81,7 @@ def save_checkpoint(
         if trainer_tensors is not None:
             save_file({k: v.contiguous().cpu() for k, v in trainer_tensors.items()}, str(tmp / "trainer.safetensors"))
             atomic_write_text(tmp / "trainer.json", json.dumps(trainer_state or {}, indent=2))
-            files += ["trainer.safetensors", "trainer.json"]
+            files += list(TRAINER_FILES)
         manifest = {"format_version": FORMAT_VERSION, "nmt_version": __version__, "step": step, "files": files,
                     "config": config.to_dict(), **(provenance or {})}
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2))
@@ -147,7 +151,10 @@ def read_manifest(folder: Path) -> dict[str, Any]:
                               f"this nmt ({__version__}) reads version {FORMAT_VERSION}")
     if problem := _manifest_problem(manifest):
         raise CheckpointError(f"{folder}: unusable checkpoint ({MANIFEST}: {problem})")
-    missing = [name for name in manifest.get("files", REQUIRED) if not (folder / name).is_file()]
+    # The trainer's files are load_trainer_state's to ask for: two thirds of a checkpoint's size
+    # (optimizer moments), which a model shipped to translate leaves out
+    missing = [name for name in manifest.get("files", REQUIRED)
+               if name not in TRAINER_FILES and not (folder / name).is_file()]
     if missing:
         raise CheckpointError(f"{folder}: incomplete checkpoint (missing {', '.join(missing)})")
     return manifest
@@ -250,8 +257,13 @@ def _some(names: list[str], shown: int = 3) -> str:
 
 
 def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The optimizer's tensors and the trainer's state saved with ``folder``, for resuming; a
+    ``CheckpointError`` when the checkpoint has none (an average, a model shipped without them)."""
     folder = Path(folder)
     read_manifest(folder)
+    if missing := [name for name in TRAINER_FILES if not (folder / name).is_file()]:
+        raise CheckpointError(f"{folder} holds no optimizer state to resume training from (missing "
+                              f"{', '.join(missing)}; it translates and evaluates without them)")
     try:
         tensors = load_file(str(folder / "trainer.safetensors"))
         state = json.loads((folder / "trainer.json").read_text(encoding="utf-8"))

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from nmt.checkpoint import (
+    CheckpointError,
     load_trainer_state,
     load_weights,
     optimizer_from_tensors,
@@ -83,7 +84,10 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
     for section in ("model", "tokenizer", "data"):
         if manifest["config"].get(section) != current[section]:
             raise unusable_run(run_dir, f"{folder} was trained with other {section} settings")
-    tensors, data = load_trainer_state(folder)
+    try:
+        tensors, data = load_trainer_state(folder)
+    except CheckpointError as exc:
+        raise unusable_run(run_dir, str(exc)) from exc
     if data.get("inputs", inputs) != inputs:  # (checkpoints from before the check have none)
         raise unusable_run(run_dir, f"{folder} was trained on other data or another tokenizer (the run's data "
                                     f"or tokenizer folder changed since)")

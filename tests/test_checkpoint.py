@@ -558,6 +558,39 @@ def test_average_is_the_mean_of_the_weights_and_translates(tmp_path):
     assert [s["step"] for s in read_manifest(tmp_path / "mean")["averaged"]] == [32, 40]
 
 
+def test_a_checkpoint_without_optimizer_state_translates_evaluates_and_averages_but_does_not_resume(tmp_path):
+    """trainer.safetensors and trainer.json are two thirds of a checkpoint (optimizer moments),
+    which a model shipped to translate leaves out; translating one asked for them ("incomplete
+    checkpoint (missing trainer.safetensors, trainer.json)")."""
+    from typer.testing import CliRunner
+
+    from nmt.cli import app
+
+    # checkpoints at steps 4 and 8, however slow a busy machine makes them (tiny.yaml: 5 minutes)
+    settings = ("train.valid_every=4", "train.valid_max_sentences=10", "train.keep_checkpoints=2",
+                "train.max_minutes=60")
+    _, paths = _train(tmp_path, "train.max_steps=8", *settings)
+    for folder in (paths.root / "checkpoints").iterdir():
+        for name in ("trainer.safetensors", "trainer.json"):
+            (folder / name).unlink()
+    runner, last = CliRunner(), paths.root / "last"
+    translated = runner.invoke(app, ["translate", "--checkpoint", str(last)], input="Y dijo Dios\n\nla luz\n")
+    assert translated.exit_code == 0 and len(translated.stdout.splitlines()) == 3, translated.output
+    for side in ("es", "en"):  # a few lines of the test split: loading is what is tested, not decoding
+        lines = (paths.data / f"test.{side}").read_text(encoding="utf-8").splitlines(keepends=True)
+        (tmp_path / f"test.{side}").write_text("".join(lines[:5]), encoding="utf-8")
+    evaluated = runner.invoke(app, ["evaluate", "--checkpoint", str(last), "--src", str(tmp_path / "test.es"),
+                                    "--ref", str(tmp_path / "test.en"), "--out", str(tmp_path / "eval")])
+    assert evaluated.exit_code == 0 and (tmp_path / "eval" / "report.json").exists(), evaluated.output
+    averaged = runner.invoke(app, ["average", str(paths.root), "-o", str(tmp_path / "mean")])
+    assert averaged.exit_code == 0 and load_checkpoint(tmp_path / "mean").step == 8, averaged.output
+    with pytest.raises(NmtError) as refused:
+        _train(tmp_path, "train.max_steps=12", *settings)
+    assert str(refused.value) == (f"{last} holds no optimizer state to resume training from (missing "
+                                  f"trainer.safetensors, trainer.json; it translates and evaluates without them); "
+                                  f"delete {paths.root} or choose a new name to start afresh")
+
+
 def test_average_refuses_what_is_not_one_model(tmp_path):
     from nmt.checkpoint import average_checkpoints
     from nmt.model import build_model
