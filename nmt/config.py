@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +95,7 @@ class TrainConfig:
     clip_norm: float = 1.0
     label_smoothing: float = 0.1
     max_steps: int = 100_000
-    max_minutes: float = 60.0  # wall-clock budget of the training loop
+    max_minutes: float = 60.0  # wall-clock budget of the training loop; .inf: none (max_steps still ends it)
     valid_every: int = 500
     valid_max_sentences: int = 0  # 0 = the whole dev split
     max_train_len: int = 128  # drop training pairs longer than this many pieces
@@ -190,17 +191,54 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 # Ranges that types cannot express: the least value each number may take ...
 _AT_LEAST = {
-    "data.max_ratio": 1, "data.dev_size": 0, "data.test_size": 0,
+    "data.max_ratio": 1, "data.dev_size": 0, "data.test_size": 0, "data.seed": 0,
     "tokenizer.vocab_size": 8, "tokenizer.max_sentences": 0,
     "model.emb_dim": 1, "model.enc_hidden": 1, "model.dec_hidden": 1, "model.attn_dim": 1,
-    "train.min_lr": 0, "train.lr_patience": 1, "train.patience": 1, "train.max_steps": 1,
+    "train.seed": 0, "train.min_lr": 0, "train.lr_patience": 1, "train.patience": 1, "train.max_steps": 1,
     "train.valid_every": 1, "train.valid_max_sentences": 0, "train.max_train_len": 1, "train.threads": 0,
     "train.trim_heap_every": 0, "train.keep_checkpoints": 1,
     # alpha ≥ 0: the "bound" stopping rule needs lp(n) to grow with n (nmt.beam.beam_search)
     "decode.beam": 1, "decode.alpha": 0, "decode.max_len_ratio": 0, "decode.max_len_offset": 0, "decode.batch_size": 1,
 }
-# ... and those that must be above 0
+# ... those that must be above 0 ...
 _ABOVE_ZERO = ("train.lr", "train.clip_norm", "train.max_minutes")
+# ... and the most they may take
+_AT_MOST = {
+    # train.seed: torch.manual_seed takes up to 2**64 - 1, numpy's default_rng nothing below 0 (above);
+    # data.seed (random.Random) the same range, as Random(-5) would shuffle as Random(5) does
+    "data.seed": 2**64 - 1, "train.seed": 2**64 - 1,
+}
+# Every float setting is a finite number: NaN passes every comparison above (all are False), and
+# infinity means nothing for most (an infinite lr diverges). The exceptions, where it reads as "no
+# limit" and something else still ends the work:
+_INFINITY_ALLOWED = ("train.max_minutes",)  # no time budget: train.max_steps still ends the run
+
+
+def _float_keys() -> tuple[str, ...]:
+    """Every float setting, as "section.key"."""
+    sections = typing.get_type_hints(Config)
+    return tuple(f"{section}.{key}" for section in SECTIONS
+                 for key, hint in typing.get_type_hints(sections[section]).items() if hint is float)
+
+
+def range_error(setting: str, value: float, key: str) -> str | None:
+    """None where ``value`` is in the range of the config ``key`` ("decode.alpha"), else the
+    one-line message "<setting> must be …, not x" (``setting``: the key, or the CLI option that
+    sets it)."""
+    if isinstance(value, float) and math.isnan(value):
+        return f"{setting} must be a number, not {value}"
+    if isinstance(value, float) and math.isinf(value) and key not in _INFINITY_ALLOWED:
+        return f"{setting} must be a finite number, not {value}"
+    least, most = _AT_LEAST.get(key), _AT_MOST.get(key)
+    if least is not None and most is not None and not least <= value <= most:
+        return f"{setting} must be between {least} and {most}, not {value}"
+    if least is not None and value < least:
+        return f"{setting} must be at least {least}, not {value}"
+    if most is not None and value > most:
+        return f"{setting} must be at most {most}, not {value}"
+    if key in _ABOVE_ZERO and value <= 0:
+        return f"{setting} must be greater than 0, not {value}"
+    return None
 
 
 def _setting(config: Config, name: str) -> Any:
@@ -216,12 +254,9 @@ def validate(config: Config, checked: tuple[str, ...] = SECTIONS) -> None:
     def is_checked(name: str) -> bool:
         return name in checked or name.split(".")[0] in checked
 
-    for name, least in _AT_LEAST.items():
-        if is_checked(name) and (value := _setting(config, name)) < least:
-            raise ConfigError(f"{name} must be at least {least}, not {value}")
-    for name in _ABOVE_ZERO:
-        if is_checked(name) and (value := _setting(config, name)) <= 0:
-            raise ConfigError(f"{name} must be greater than 0, not {value}")
+    for key in dict.fromkeys([*_float_keys(), *_AT_LEAST, *_ABOVE_ZERO, *_AT_MOST]):  # each once, in order
+        if is_checked(key) and (error := range_error(key, _setting(config, key), key)):
+            raise ConfigError(error)
     m, t, d = config.model, config.train, config.decode
     problems = {
         "data": _data_problems(config.data),

@@ -64,6 +64,17 @@ def test_unknown_key_is_an_error(tmp_path):
         ("train.max_tokens=0", "train.max_tokens must be at least train.max_train_len"),
         ("train.precision=int8", "not one of"),  # int8 is for decoding only
         ("decode.batch_size=0", "decode.batch_size must be at least 1"),
+        # NaN fails every comparison, so it passed each range above; infinity has no meaning here
+        ("train.lr=.nan", "train.lr must be a number, not nan"),
+        ("train.lr=nan", "train.lr must be a number, not nan"),
+        ("train.lr=.inf", "train.lr must be a finite number, not inf"),
+        ("train.clip_norm=.nan", "train.clip_norm must be a number, not nan"),
+        ("train.max_minutes=.nan", "train.max_minutes must be a number, not nan"),
+        ("data.max_ratio=.inf", "data.max_ratio must be a finite number, not inf"),
+        ("decode.max_len_ratio=.inf", "decode.max_len_ratio must be a finite number, not inf"),
+        ("train.seed=-1", "train.seed must be between 0 and 18446744073709551615, not -1"),
+        ("train.seed=18446744073709551616", "train.seed must be between 0 and 18446744073709551615"),
+        ("data.seed=-1", "data.seed must be between 0 and 18446744073709551615, not -1"),
         # data: each of these prepared a corpus that was wrong, or failed later with a puzzling message
         ("data.src_lang=en", r"data.src_lang and data.tgt_lang are both 'en': they name the split files"),
         ("data.src_field=en", "data.src_field and data.tgt_field are both 'en'"),
@@ -76,6 +87,38 @@ def test_unknown_key_is_an_error(tmp_path):
 def test_bad_values_are_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(TINY_CONFIG, overrides.split())
+
+
+def test_no_float_setting_takes_nan_and_only_max_minutes_takes_infinity():
+    """NaN passed every range check (each comparison is False) and failed later: a traceback from
+    Adam, or steps of NaN loss. Infinity reads as "no limit" for train.max_minutes alone."""
+    defaults = load_config(TINY_CONFIG).to_dict()
+    floats = [f"{section}.{key}" for section, values in defaults.items() if isinstance(values, dict)
+              for key, value in values.items() if isinstance(value, float)]
+    assert len(floats) >= 10
+    for key in floats:
+        with pytest.raises(ConfigError, match=rf"^{key} must be a number, not nan$"):
+            load_config(TINY_CONFIG, [f"{key}=.nan"])
+        if key != "train.max_minutes":
+            with pytest.raises(ConfigError, match=rf"^{key} must be .*, not inf$"):
+                load_config(TINY_CONFIG, [f"{key}=.inf"])
+    assert load_config(TINY_CONFIG, ["train.max_minutes=.inf"]).train.max_minutes == float("inf")
+    with pytest.raises(ConfigError, match="train.max_minutes must be greater than 0, not -inf"):
+        load_config(TINY_CONFIG, ["train.max_minutes=-.inf"])
+
+
+@pytest.mark.parametrize("seed", [0, 2**64 - 1])
+def test_the_seed_range_is_what_torch_and_numpy_take(seed):
+    """A seed below 0 was a traceback from numpy (default_rng), one above 2**64 - 1 from torch."""
+    import numpy as np
+    import torch
+
+    config = load_config(TINY_CONFIG, [f"train.seed={seed}", f"data.seed={seed}"])
+    torch.manual_seed(config.train.seed)
+    np.random.default_rng([config.train.seed, 0])
+    for wrong in (-1, 2**64):
+        with pytest.raises(ConfigError, match=f"train.seed must be between 0 and {2**64 - 1}, not {wrong}"):
+            load_config(TINY_CONFIG, [f"train.seed={wrong}"])
 
 
 def test_overrides_are_typed():
@@ -147,7 +190,8 @@ def test_integers_are_read_as_yaml_1_2_reads_them(tmp_path):
     path.write_text("name: x\ndata:\n  seed: 010\ntrain:\n  max_steps: 100_000\n  seed: 0x10\n  valid_every: 0o10\n")
     config = load_config(path)
     assert (config.data.seed, config.train.max_steps, config.train.seed, config.train.valid_every) == (10, 100000, 16, 8)
-    assert load_config(path, ["train.seed=-007"]).train.seed == -7
+    with pytest.raises(ConfigError, match="train.seed must be between 0 and 18446744073709551615, not -7"):
+        load_config(path, ["train.seed=-007"])
     with pytest.raises(ConfigError, match="train.max_minutes: expected a number, got '1:30'"):
         load_config(path, ["train.max_minutes=1:30"])
     with pytest.raises(ConfigError, match="train.seed: expected an integer, got '0x_'"):
