@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from nmt import topk
-from nmt.config import StoppingRule, choice_error
+from nmt.config import StoppingRule, choice_error, range_error
 from nmt.model import Seq2Seq
 from nmt.state import DecoderState, Memory
 from nmt.search import Encoded, Hypothesis, Taken, Waiting, forbid_specials, length_penalty
@@ -169,8 +169,10 @@ def beam_stream(
     Yields (number, n-best list) as sentences finish, numbered in stream order."""
     if error := choice_error("stopping", stopping, StoppingRule):
         raise ValueError(error)
-    if alpha < 0:  # lp(n) would shrink with n, and the "bound" rule's bound would not be one
-        raise ValueError(f"alpha must be at least 0, not {alpha}")
+    # below 0, lp(n) would shrink with n, and the "bound" rule's bound would not be one; far above,
+    # lp overflows (decode.alpha's range, nmt.config)
+    if error := range_error("alpha", alpha, "decode.alpha"):
+        raise ValueError(error)
     enough = nbest if stopping == "bound" else beam
     waiting = Waiting(model, batches)
     first = waiting.take(capacity)

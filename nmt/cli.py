@@ -129,6 +129,15 @@ def train(
 TRANSLATE_CHUNK = 20_000
 
 
+def _in_alpha_range(value: float | None) -> float | None:
+    """--alpha as given, a usage error outside decode.alpha's range (nmt.config: NaN, above 10 …)."""
+    from nmt.config import range_error
+
+    if value is not None and (error := range_error("--alpha", value, "decode.alpha")):
+        raise typer.BadParameter(error.removeprefix("--alpha "))  # click names the option itself
+    return value
+
+
 # short_help: the command list in nmt --help would keep the docstring's line breaks
 @app.command(short_help="Translate one sentence per line; as many lines out as in.")
 @guarded
@@ -137,7 +146,8 @@ def translate(
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Source file (default: stdin).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default: stdout).")] = None,
     beam: Annotated[int, typer.Option(min=1, help="Beam size; 1 = greedy.")] = 1,
-    alpha: Annotated[Optional[float], typer.Option(min=0.0, help="Length penalty exponent (default: config).")] = None,
+    alpha: Annotated[Optional[float], typer.Option(callback=_in_alpha_range,
+                                                   help="Length penalty exponent (default: config).")] = None,
     nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line, tab-separated with scores.")] = 1,
     precision: Annotated[
         Optional[str],

@@ -317,6 +317,10 @@ def test_version_names_nmt_torch_and_python_without_importing_torch():
     (["translate", "--checkpoint", "x", "--beam", "0"], "Invalid value for '--beam'"),
     (["translate", "--checkpoint", "x", "--beam", "five"], "Invalid value for '--beam'"),
     (["trnslate"], "No such command 'trnslate'. Did you mean 'translate'?"),
+    # the length penalty ((5 + n) / 6) ** alpha overflowed at 300 (a traceback); inf made every score -0.0
+    (["translate", "--checkpoint", "x", "--alpha", "300"], "Invalid value for '--alpha': must be between 0 and 10"),
+    (["translate", "--checkpoint", "x", "--alpha", "inf"], "Invalid value for '--alpha': must be a finite number"),
+    (["translate", "--checkpoint", "x", "--alpha", "nan"], "Invalid value for '--alpha': must be a number, not nan"),
 ])
 def test_usage_errors_are_one_line_naming_the_help_with_status_2(argv, message, capsys):
     """A mistyped option or command reads like nmt's other errors (Typer boxed it in 4-6 lines)."""
@@ -547,6 +551,24 @@ def test_translate_refuses_a_negative_length_penalty(tiny_run):
     result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--beam", "3",
                                  "--alpha", "-1"], input="hola\n")
     assert result.exit_code != 0 and "--alpha" in result.output
+
+
+def test_a_checkpoint_whose_alpha_would_overflow_is_refused_in_one_line(tmp_path):
+    """decode.alpha: 300 in a checkpoint (written before alpha had an upper bound) ended beam search
+    in an OverflowError from the length penalty once a hypothesis reached 59 pieces."""
+    from conftest import saved_tiny_model
+
+    *_, folder = saved_tiny_model(tmp_path)
+    manifest = json.loads((folder / "checkpoint.json").read_text())
+    manifest["config"]["decode"]["alpha"] = 300.0
+    (folder / "checkpoint.json").write_text(json.dumps(manifest))
+    src, ref = tmp_path / "test.es", tmp_path / "test.en"
+    src.write_text(" ".join(["hola"] * 40) + "\n")  # the untrained model writes up to its length limit
+    ref.write_text("hello\n")
+    says = f"error: {folder}: unusable checkpoint (decode.alpha must be between 0 and 10, not 300.0)"
+    assert _error(runner.invoke(app, ["translate", "--checkpoint", str(folder), "--beam", "5", "-i", str(src)])) == says
+    assert _error(runner.invoke(app, ["evaluate", "--checkpoint", str(folder), "--src", str(src), "--ref", str(ref),
+                                      "--out", str(tmp_path / "report")])) == says
 
 
 def test_nbest_larger_than_beam(tiny_run):

@@ -54,7 +54,8 @@ def test_unknown_key_is_an_error(tmp_path):
         ("train.valid_every=0", "train.valid_every must be at least 1, not 0"),
         ("train.lr=-1", "train.lr must be greater than 0, not -1.0"),
         ("model.enc_hidden=-3", "model.enc_hidden must be at least 1, not -3"),
-        ("decode.alpha=-0.5", "decode.alpha must be at least 0, not -0.5"),
+        ("decode.alpha=-0.5", "decode.alpha must be between 0 and 10, not -0.5"),
+        ("decode.alpha=300", "decode.alpha must be between 0 and 10, not 300.0"),  # lp overflowed
         ("decode.max_len_ratio=-1", "decode.max_len_ratio must be at least 0"),
         ("decode.max_len_ratio=0.5 decode.max_len_offset=0", "leave a one-piece source no target token"),
         ("tokenizer.character_coverage=1.5", r"character_coverage must be in \[0.98, 1\]"),

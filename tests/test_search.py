@@ -292,9 +292,11 @@ def test_translations_do_not_depend_on_the_selection_block(beam, monkeypatch):
     assert [h.tokens for h in greedy(model, src, lengths, limits)] == [h.tokens for h in whole_greedy]
 
 
-def test_a_negative_length_penalty_is_refused():
-    """lp(n) would shrink as n grows, so the "bound" rule's bound would not bound anything."""
+@pytest.mark.parametrize("alpha", [-0.5, 300.0, float("inf")])
+def test_a_length_penalty_out_of_range_is_refused(alpha):
+    """Below 0, lp(n) would shrink as n grows, so the "bound" rule's bound would not bound anything;
+    at 300 lp overflowed a float from 59 pieces on (OverflowError), and at inf every score was -0.0."""
     model = small_model(vocab=VOCAB, seed=0)
     src, lengths = _sources(0, n=2)
-    with pytest.raises(ValueError, match="alpha must be at least 0"):
-        beam_search(model, src, lengths, max_lengths(lengths, 2.0, 3), beam=3, alpha=-0.5)
+    with pytest.raises(ValueError, match=r"^alpha must be (between 0 and 10|a finite number), not"):
+        beam_search(model, src, lengths, max_lengths(lengths, 2.0, 3), beam=3, alpha=alpha)
