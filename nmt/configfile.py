@@ -93,6 +93,8 @@ def _parse_scalar(text: str) -> Any:
         return load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"cannot parse override value {text!r}") from exc
+    except ConfigError as exc:  # a key given twice, a value inside itself: say which override
+        raise ConfigError(f"override value {text!r}: {exc}") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -124,6 +126,27 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
     yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML_1_1]
                                for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.open_anchors: set[str] = set()  # anchors of the lists and mappings being read
+
+    def compose_node(self, parent, index):
+        """The next node, as PyYAML composes it; an alias inside the list or mapping its anchor names
+        (``x: &x [*x]``) is a ``ConfigError``: PyYAML builds a value that contains itself, which
+        the overrides' copy met as "Circular reference detected" (PyYAML refuses an anchor given
+        twice, so a name is one node)."""
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) and event.anchor in self.open_anchors:
+            raise ConfigError(f"line {event.start_mark.line + 1}: *{event.anchor} is inside &{event.anchor} "
+                              f"itself; a value cannot contain itself")
+        opened = event.anchor if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)) else None
+        if opened is not None:
+            self.open_anchors.add(opened)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.open_anchors.discard(opened)
 
     def construct_yaml_int(self, node):
         text = self.construct_scalar(node).replace("_", "")

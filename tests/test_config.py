@@ -210,3 +210,17 @@ def test_no_is_norwegian_not_false(tmp_path):
     assert load_config(path, ["tokenizer.joint=False"]).tokenizer.joint is False
     with pytest.raises(ConfigError, match="tokenizer.joint: expected true or false, got 'yes'"):
         load_config(path, ["tokenizer.joint=yes"])
+
+
+def test_a_value_that_contains_itself_is_named_in_one_line(tmp_path):
+    """An alias inside its own anchor (x: &x [*x]) made PyYAML build a list holding itself, which
+    ended in "ValueError: Circular reference detected" from the overrides' copy."""
+    path = tmp_path / "self.yaml"
+    path.write_text("name: tiny\nx: &x [*x]\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: line 2: \*x is inside &x itself; a value cannot contain itself$"):
+        load_config(path)
+    path.write_text("name: tiny\ndata: &d\n  seed: 3\n  <<: *d\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: line 4: \*d is inside &d itself"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^override value '&c \[\*c\]': line 1: \*c is inside &c itself"):
+        load_config(TINY_CONFIG, ["data.columns=&c [*c]"])
