@@ -253,14 +253,18 @@ def _setting(config: Config, name: str) -> Any:
 def validate(config: Config, checked: tuple[str, ...] = SECTIONS) -> None:
     """Cross-field checks and ranges that types alone cannot express, of the ``checked`` sections
     (a dotted key there checks that key's range, not its section's cross-field rules). A
-    checkpoint's config is checked only where decoding uses it (``DECODING``), so a range check
-    added to training later does not stop older checkpoints from loading."""
+    checkpoint's config is checked only where decoding uses it (``DECODING``, and the languages,
+    which name evaluate's files), so a range check added to training later does not stop older
+    checkpoints from loading."""
     def is_checked(name: str) -> bool:
         return name in checked or name.split(".")[0] in checked
 
     for key in dict.fromkeys([*_float_keys(), *_AT_LEAST, *_ABOVE_ZERO, *_AT_MOST]):  # each once, in order
         if is_checked(key) and (error := range_error(key, _setting(config, key), key)):
             raise ConfigError(error)
+    for wrong, message in _language_problems(config.data):  # whatever is checked: evaluate names files by them
+        if wrong:
+            raise ConfigError(message)
     m, t, d = config.model, config.train, config.decode
     problems = {
         "data": _data_problems(config.data),
@@ -287,12 +291,27 @@ def validate(config: Config, checked: tuple[str, ...] = SECTIONS) -> None:
                 raise ConfigError(message)
 
 
+def _language_problems(d: DataConfig) -> list[tuple[bool, str]]:
+    """The languages end file names: the split files (runs/<name>/data/train.es, train.ids beside
+    them) and evaluate's outputs (hyps/beam5.en)."""
+    problems = []
+    for key, lang in (("data.src_lang", d.src_lang), ("data.tgt_lang", d.tgt_lang)):
+        problems += [(not is_plain_name(lang), f"{key} ends file names (train.<lang>), so it must be a plain name, "
+                                               f"without / or \\, not {lang!r}"),
+                     (lang.casefold() == "ids", f"{key} cannot be {lang!r}: train.ids holds the pairs' ids")]
+    return problems + [
+        (d.src_lang == d.tgt_lang, f"data.src_lang and data.tgt_lang are both {d.src_lang!r}: they name the "
+                                   f"split files (train.{d.src_lang}), so they must differ"),
+        (d.src_lang.casefold() == d.tgt_lang.casefold(),  # (macOS and Windows file systems ignore case)
+         f"data.src_lang {d.src_lang!r} and data.tgt_lang {d.tgt_lang!r} differ only in case: train.{d.src_lang} "
+         f"and train.{d.tgt_lang} would be one file where file names ignore case"),
+    ]
+
+
 def _data_problems(d: DataConfig) -> list[tuple[bool, str]]:
     grouped, shared = bool(d.dev_groups or d.test_groups), sorted(set(d.dev_groups) & set(d.test_groups))
     random_split = "give both as [] for a random split (data.dev_size, data.test_size)"
     return [
-        (d.src_lang == d.tgt_lang, f"data.src_lang and data.tgt_lang are both {d.src_lang!r}: they name the "
-                                   f"split files (train.{d.src_lang}), so they must differ"),
         (d.target is None and d.src_field == d.tgt_field,
          f"data.src_field and data.tgt_field are both {d.src_field!r}: the source would be its own translation"),
         (bool(shared), f"data.dev_groups and data.test_groups share {', '.join(shared)}: a group goes to one split"),
@@ -327,9 +346,15 @@ class RunPaths:
         return self.root / "report.md"
 
 
+def is_plain_name(text: str) -> bool:
+    """Whether ``text`` names a file or folder inside the folder it is joined to: not "", "." or
+    "..", and without "/", "\\" or NUL."""
+    return text not in ("", ".", "..") and not any(char in text for char in "/\\\0")
+
+
 def run_paths(config: Config, runs_dir: str | Path = "runs") -> RunPaths:
     """Checked here, not in ``validate``: the name matters only as a folder (a checkpoint trained
     under any name loads)."""
-    if config.name in ("", ".", "..") or any(sep in config.name for sep in "/\\"):  # runs/<name>/ stays in runs/
+    if not is_plain_name(config.name):  # runs/<name>/ stays in runs/
         raise ConfigError(f"name must be a folder name, without / or \\, not {config.name!r}")
     return RunPaths(Path(runs_dir) / config.name)

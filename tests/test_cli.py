@@ -571,6 +571,28 @@ def test_a_checkpoint_whose_alpha_would_overflow_is_refused_in_one_line(tmp_path
                                       "--out", str(tmp_path / "report")])) == says
 
 
+def test_a_language_that_is_not_a_plain_name_is_refused_before_anything_is_written(tmp_path):
+    """data.src_lang ends the split files' names (train.<lang>): ../../../escape wrote outside the
+    run's data folder. A checkpoint's languages name evaluate's outputs, so it is refused too."""
+    from conftest import saved_tiny_model
+
+    runs = tmp_path / "deep" / "runs"
+    result = runner.invoke(app, ["prepare", "-c", str(TINY_CONFIG), "--runs", str(runs), f"data.source={TINY_TSV}",
+                                 "data.src_lang=../../../escape"])
+    assert _error(result).startswith("error: data.src_lang ends file names (train.<lang>), so it must be a plain name")
+    assert list(tmp_path.iterdir()) == []
+    *_, folder = saved_tiny_model(tmp_path / "ck")
+    manifest = json.loads((folder / "checkpoint.json").read_text())
+    manifest["config"]["data"]["tgt_lang"] = "../../escape"
+    (folder / "checkpoint.json").write_text(json.dumps(manifest))
+    (tmp_path / "test.es").write_text("hola\n")
+    (tmp_path / "test.en").write_text("hello\n")
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(folder), "--src", str(tmp_path / "test.es"),
+                                 "--ref", str(tmp_path / "test.en"), "--out", str(tmp_path / "out" / "report")])
+    assert _error(result).startswith(f"error: {folder}: unusable checkpoint (data.tgt_lang ends file names")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escape").exists()
+
+
 def test_nbest_larger_than_beam(tiny_run):
     result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--nbest", "3"],
                            input="hola\n")

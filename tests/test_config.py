@@ -78,6 +78,16 @@ def test_unknown_key_is_an_error(tmp_path):
         ("data.seed=-1", "data.seed must be between 0 and 18446744073709551615, not -1"),
         # data: each of these prepared a corpus that was wrong, or failed later with a puzzling message
         ("data.src_lang=en", r"data.src_lang and data.tgt_lang are both 'en': they name the split files"),
+        # the languages end file names: these wrote outside the run, made folders, or lost a side
+        ("data.src_lang=../../../escape", r"data.src_lang ends file names \(train.<lang>\), so it must be a plain "
+                                          r"name, without / or \\, not '../../../escape'"),
+        ("data.src_lang=es/x", r"data.src_lang ends file names .* not 'es/x'"),
+        ("data.tgt_lang=en\\x", r"data.tgt_lang ends file names .* not 'en\\\\x'"),
+        ("data.src_lang=''", r"data.src_lang ends file names .* not ''"),
+        ("data.tgt_lang=..", r"data.tgt_lang ends file names .* not '..'"),
+        ('data.src_lang="es\\0"', r"data.src_lang ends file names .* not 'es\\x00'"),  # NUL: a traceback from open()
+        ("data.tgt_lang=ids", r"data.tgt_lang cannot be 'ids': train.ids holds the pairs' ids"),
+        ("data.src_lang=EN", r"data.src_lang 'EN' and data.tgt_lang 'en' differ only in case"),
         ("data.src_field=en", "data.src_field and data.tgt_field are both 'en'"),
         ("data.dev_groups=[RUT] data.test_groups=[RUT]", "data.dev_groups and data.test_groups share RUT"),
         ("data.id_field=null", r"split by the ids' groups, but data.id_field is null: give both as \[\]"),
@@ -150,7 +160,7 @@ def test_choice_errors_name_the_setting_and_every_choice():
         load_config(TINY_CONFIG, ["decode.precision=fp16"])
 
 
-@pytest.mark.parametrize("name", ["../elsewhere", "a/b", "..", "."])
+@pytest.mark.parametrize("name", ["../elsewhere", "a/b", "..", ".", '"a\\0b"'])
 def test_a_run_name_must_be_a_folder_name(name):
     """runs/<name>/ must stay inside runs/; the check sits where the name becomes a folder, so a
     config (or a checkpoint's) with such a name still loads."""
