@@ -95,7 +95,7 @@ class TrainConfig:
     clip_norm: float = 1.0
     label_smoothing: float = 0.1
     max_steps: int = 100_000
-    max_minutes: float = 60.0  # wall-clock budget of the training loop; .inf: none (max_steps still ends it)
+    max_minutes: float = 60.0  # wall-clock budget of the training loop
     valid_every: int = 500
     valid_max_sentences: int = 0  # 0 = the whole dev split
     max_train_len: int = 128  # drop training pairs longer than this many pieces
@@ -213,9 +213,8 @@ _AT_MOST = {
     "decode.alpha": 10,
 }
 # Every float setting is a finite number: NaN passes every comparison above (all are False), and
-# infinity means nothing for most (an infinite lr diverges). The exceptions, where it reads as "no
-# limit" and something else still ends the work:
-_INFINITY_ALLOWED = ("train.max_minutes",)  # no time budget: train.max_steps still ends the run
+# infinity means nothing for most (an infinite lr diverges); where it could read as "no limit"
+# (train.max_minutes) a large number does the same, and a config stays strict JSON in checkpoints.
 
 
 def _float_keys() -> tuple[str, ...]:
@@ -231,7 +230,7 @@ def range_error(setting: str, value: float, key: str) -> str | None:
     sets it)."""
     if isinstance(value, float) and math.isnan(value):
         return f"{setting} must be a number, not {value}"
-    if isinstance(value, float) and math.isinf(value) and key not in _INFINITY_ALLOWED:
+    if isinstance(value, float) and math.isinf(value):
         return f"{setting} must be a finite number, not {value}"
     least, most = _AT_LEAST.get(key), _AT_MOST.get(key)
     if least is not None and most is not None and not least <= value <= most:
