@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import torch
 
 from nmt import topk
-from nmt.config import StoppingRule, choice_error, range_error
+from nmt.config import StoppingRule, choice_error
+from nmt.configcheck import range_error
 from nmt.model import Seq2Seq
 from nmt.state import DecoderState, Memory
 from nmt.search import Encoded, Hypothesis, Taken, Waiting, forbid_specials, length_penalty

@@ -131,7 +131,7 @@ TRANSLATE_CHUNK = 20_000
 
 def _in_alpha_range(value: float | None) -> float | None:
     """--alpha as given, a usage error outside decode.alpha's range (nmt.config: NaN, above 10 …)."""
-    from nmt.config import range_error
+    from nmt.configcheck import range_error
 
     if value is not None and (error := range_error("--alpha", value, "decode.alpha")):
         raise typer.BadParameter(error.removeprefix("--alpha "))  # click names the option itself
