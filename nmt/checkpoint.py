@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, load_model, save_file
+from safetensors.torch import load_model, save_file
 
 from nmt import __version__
 from nmt.atomic import atomic_write_text, check_destination
@@ -256,22 +256,6 @@ def _some(names: list[str], shown: int = 3) -> str:
     return f"{len(names)} tensor{'s' if len(names) > 1 else ''} ({', '.join(names[:shown])}{more})"
 
 
-def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The optimizer's tensors and the trainer's state saved with ``folder``, for resuming; a
-    ``CheckpointError`` when the checkpoint has none (an average, a model shipped without them)."""
-    folder = Path(folder)
-    read_manifest(folder)
-    if missing := [name for name in TRAINER_FILES if not (folder / name).is_file()]:
-        raise CheckpointError(f"{folder} holds no optimizer state to resume training from (missing "
-                              f"{', '.join(missing)}; it translates and evaluates without them)")
-    try:
-        tensors = load_file(str(folder / "trainer.safetensors"))
-        state = json.loads((folder / "trainer.json").read_text(encoding="utf-8"))
-    except (OSError, SafetensorError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{folder}: cannot resume, trainer state unreadable ({exc})") from exc
-    return tensors, state
-
-
 def step_info(folder: Path) -> dict[str, Any]:
     """What a report shows of a checkpoint's training: its step, and for an averaged checkpoint
     the steps it is the mean of (``averaged_steps``)."""
@@ -337,30 +321,3 @@ def _averaged_before(folder: Path) -> bool:
         return folder.is_dir() and not folder.is_symlink() and "averaged" in read_manifest(folder)
     except CheckpointError:
         return False
-
-
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state dict into tensors (for safetensors) and plain JSON data."""
-    state_dict = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for pid, state in state_dict["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{pid}.{key}"] = value
-            else:
-                scalars[f"{pid}.{key}"] = value
-    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
-
-
-def optimizer_from_tensors(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], data: dict[str, Any]
-) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = value
-    for name, value in data.get("scalars", {}).items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": data["param_groups"]})

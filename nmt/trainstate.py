@@ -1,22 +1,24 @@
 """A training run's state, and its checkpoints in the run folder: one saved at every validation
 (``best`` and ``last`` pointing at them), and a stopped run resumed from ``last`` at the exact step:
 weights, optimizer moments, random-number state and the loop's counters (``TrainerState``). The
-files themselves are ``nmt.checkpoint``'s."""
+folder's format is ``nmt.checkpoint``'s; the optimizer's state goes into its trainer files here."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from nmt.checkpoint import (
+    TRAINER_FILES,
     CheckpointError,
-    load_trainer_state,
     load_weights,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
     point,
     read_manifest,
     run_checkpoints,
@@ -100,3 +102,46 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
     state = TrainerState(**data["trainer"])
     state.stopped = ""  # the stop conditions are checked again with this run's settings
     return state, changed_settings("train", manifest["config"].get("train", {}), current["train"])
+
+
+def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The optimizer's tensors and the trainer's state saved with ``folder``, for resuming; a
+    ``CheckpointError`` when the checkpoint has none (an average, a model shipped without them)."""
+    folder = Path(folder)
+    read_manifest(folder)
+    if missing := [name for name in TRAINER_FILES if not (folder / name).is_file()]:
+        raise CheckpointError(f"{folder} holds no optimizer state to resume training from (missing "
+                              f"{', '.join(missing)}; it translates and evaluates without them)")
+    try:
+        tensors = load_file(str(folder / "trainer.safetensors"))
+        state = json.loads((folder / "trainer.json").read_text(encoding="utf-8"))
+    except (OSError, SafetensorError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{folder}: cannot resume, trainer state unreadable ({exc})") from exc
+    return tensors, state
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (for safetensors) and plain JSON data."""
+    state_dict = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in state_dict["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], data: dict[str, Any]
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for name, value in data.get("scalars", {}).items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": data["param_groups"]})
