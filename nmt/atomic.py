@@ -1,8 +1,10 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
 Each write goes to a temporary file in the same folder, is flushed to disk, and is moved over the
-destination with ``os.replace`` (atomic on POSIX and Windows). And a folder lock, for a folder
-that one process at a time may write (a training run).
+destination with ``os.replace`` (atomic on POSIX and Windows). A symbolic link is followed (its
+target is replaced, the link kept), and what is not a regular file (a FIFO, /dev/null, a terminal)
+is written directly. And a folder lock, for a folder that one process at a time may write (a
+training run).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,20 +43,50 @@ def check_destination(path: str | Path, folder: bool = False) -> None:
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(above))
 
 
+def _replaced_file(path: Path) -> Path | None:
+    """The file a write to ``path`` replaces: ``path`` with its symbolic links followed, so the
+    link stays a link and its target gets the new text. None where a link on the way is a
+    process's open file (/dev/stdout → /proc/self/fd/1, /dev/fd/N): it names whatever the shell
+    opened there (a pipe, a terminal, a file opened to append to), to be written through, not
+    replaced."""
+    for _ in range(40):  # Linux follows at most 40 links in a path
+        path = Path(os.path.realpath(path.parent)) / path.name
+        if path.parts[1:2] == ("proc",) or path.parts[1:3] == ("dev", "fd"):
+            return None
+        if not path.is_symlink():
+            return path
+        path = path.parent / os.readlink(path)
+    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``."""
+    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``. A
+    symbolic link's target is replaced, the link kept; a file already there keeps its permission
+    bits, a new one gets 0666 less the umask. What is there and is not a regular file (a FIFO, a
+    device such as /dev/null, a socket, a process's open file such as /dev/stdout) is opened and
+    written directly, appended to: it has no content a rename could protect, and would itself be
+    replaced."""
     path = Path(path)
     check_destination(path)  # by the path's own name: os.replace would name the temporary
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    target = _replaced_file(path)
+    if target is None or (path.exists() and not path.is_file()):
+        with open(path, mode.replace("w", "a"), encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+        return
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        permissions = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        permissions = 0o666 & ~_UMASK  # mkstemp makes 0600; give a new file the usual permissions
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        os.chmod(tmp, permissions)
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -82,3 +82,57 @@ def test_a_file_system_without_locks_warns_and_goes_on(tmp_path, monkeypatch, ca
         pass
     assert [r.getMessage() for r in caplog.records] == [
         f"cannot lock {tmp_path} ({os.strerror(errno.ENOLCK)}): nothing stops a second process from writing it too"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX links and permission bits")
+def test_a_symbolic_link_stays_a_link_and_its_target_gets_the_text(tmp_path):
+    (tmp_path / "real.txt").write_text("old\n")
+    (tmp_path / "link.txt").symlink_to("real.txt")
+    atomic_write_text(tmp_path / "link.txt", "new\n")
+    assert os.readlink(tmp_path / "link.txt") == "real.txt"
+    assert (tmp_path / "real.txt").read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "real.txt"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
+def test_a_private_file_stays_private_and_a_new_one_follows_the_umask(tmp_path):
+    private = tmp_path / "private.txt"
+    private.write_text("old\n")
+    private.chmod(0o600)
+    atomic_write_text(private, "new\n")
+    assert private.read_text() == "new\n" and private.stat().st_mode & 0o777 == 0o600
+    umask = os.umask(0o022)
+    os.umask(umask)
+    atomic_write_text(tmp_path / "new.txt", "text\n")
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs are POSIX")
+@pytest.mark.parametrize("through_link", [False, True])
+def test_a_fifo_is_written_to_not_replaced(tmp_path, through_link):
+    """As /dev/null, a terminal or a pipe's /dev/stdout: the reader gets the text, the FIFO stays."""
+    import stat
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    if through_link:  # as /dev/stdout is a link
+        (tmp_path / "out").symlink_to(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # there before the writer: its open does not block
+    try:
+        atomic_write_text(tmp_path / ("out" if through_link else "fifo"), "text\n")
+        assert os.read(reader, 100) == b"text\n"
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["fifo", "out"] if through_link else ["fifo"])
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux's /proc/self/fd")
+def test_a_processs_open_file_is_written_through_not_replaced(tmp_path):
+    """``-o /dev/stdout`` with stdout appending to a log (``>> log``): the log keeps what it had."""
+    log = tmp_path / "log.txt"
+    log.write_text("earlier\n")
+    with open(log, "a") as opened:
+        atomic_write_text(f"/proc/self/fd/{opened.fileno()}", "new\n")
+    assert log.read_text() == "earlier\nnew\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]
