@@ -20,10 +20,12 @@ class DataError(NmtError, ValueError):
 
 def path_error(path: str | Path, what: str, folder: bool = False) -> str | None:
     """Why ``path`` is not the ``what`` it should name ("config file"; with ``folder``, a folder),
-    as a one-line message: not found, or there but of the other kind. None when it is one."""
+    as a one-line message: not found, or there but of the other kind. None when it is one; a
+    file is anything there that is not a folder (a pipe such as /dev/stdin or a shell's
+    ``<(command)``, read like a file)."""
     path = Path(path)
-    if path.is_dir() if folder else path.is_file():
-        return None
-    if path.exists():
+    if not path.exists():
+        return f"{what} not found: {path}"
+    if path.is_dir() != folder:
         return f"{path} is a {'file' if folder else 'folder'}, not a {what}"
-    return f"{what} not found: {path}"
+    return None

@@ -612,6 +612,35 @@ def test_a_folder_for_a_file_or_a_file_for_a_folder_is_named_as_such(tiny_run, t
     assert _error(result) == "error: " + words.format(**paths)
 
 
+@pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
+def test_translate_and_evaluate_read_a_pipe_given_for_a_file(tiny_run, tmp_path):
+    """``-i <(zcat in.gz)``, ``-i /dev/stdin``: a pipe is read (once: it cannot be read again), not
+    called a folder."""
+    opened = []
+
+    def pipe(text: str) -> str:  # a pipe holding text, by the name a shell's <(command) gives one
+        read, write = os.pipe()
+        os.write(write, text.encode())
+        os.close(write)
+        opened.append(read)
+        return f"/dev/fd/{read}"
+
+    text = "Y dijo Dios\n\nEn el principio\n"
+    best = str(tiny_run.root / "best")
+    plain = runner.invoke(app, ["translate", "--checkpoint", best], input=text).stdout
+    try:
+        result = runner.invoke(app, ["translate", "--checkpoint", best, "-i", pipe(text)])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == plain and plain.count("\n") == 3
+        result = runner.invoke(app, ["evaluate", "--checkpoint", best, "--src", pipe(text), "--ref",
+                                     pipe("And God said\n\nIn the beginning\n"), "--out", str(tmp_path), "--beam", "1"])
+        assert result.exit_code == 0, result.output
+        assert json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))["sentences"] == 3
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
 @pytest.mark.parametrize("stage", ["prepare_data", "train_tokenizer"])
 def test_pipeline_scripts_report_errors_in_one_line(stage, tmp_path):
     result = subprocess.run([sys.executable, f"pipelines/{stage}.py", str(tmp_path / "missing.yaml")],
