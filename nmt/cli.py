@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from nmt.errors import NmtError
-from nmt.terminal import ProgressBar, fail, guarded, stdin_lines, write_in_chunks
+from nmt.terminal import ProgressBar, fail, guarded, same_file, stdin_lines, write_in_chunks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Neural machine translation with LSTMs.")
 
@@ -183,6 +183,8 @@ def translate(
             check_destination(output)
         except IsADirectoryError:
             fail(f"--output {output} is a folder; give a file name")
+        if input is not None and same_file(input, output):  # the source would be replaced by its translation
+            fail(f"--output {output} is the --input file; give another name")
     for option, value, choices in (("--precision", precision, DecodePrecision), ("--stopping", stopping, StoppingRule)):
         if value is not None and (error := choice_error(option, value, choices)):
             fail(error)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -107,6 +109,17 @@ def written(output: Path | None):
         return
     with atomic_open(output, "wb") as raw, compress(raw, "wt", encoding="utf-8") as out:
         yield out
+
+
+def same_file(input: Path, output: Path) -> bool:
+    """Whether ``output`` names the regular file ``input`` names (the same path, a link to it, a
+    hard link): writing it would replace the source. A terminal or pipe both read and written
+    (-i /dev/stdin -o /dev/stdout) is no such case."""
+    try:
+        read, write = os.stat(input), os.stat(output)
+    except OSError:  # one is not there (yet): not the same file; reading says what is wrong
+        return False
+    return (read.st_dev, read.st_ino) == (write.st_dev, write.st_ino) and stat.S_ISREG(read.st_mode)
 
 
 def lines_bar(total: int):

@@ -523,6 +523,19 @@ def test_translate_to_a_folder_is_refused_before_decoding(tiny_run, tmp_path, mo
     assert f"--output {tmp_path} is a folder" in _error(result)
 
 
+@pytest.mark.parametrize("output", ["in.es", "link.es"])
+def test_translate_refuses_to_write_over_its_input_before_decoding(tiny_run, tmp_path, monkeypatch, output):
+    from nmt.translate import Translator
+
+    (tmp_path / "in.es").write_text("Y dijo Dios\n")
+    (tmp_path / "link.es").symlink_to("in.es")
+    monkeypatch.setattr(Translator, "from_checkpoint", lambda *a: pytest.fail("decoded before refusing"))
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "-i",
+                                 str(tmp_path / "in.es"), "-o", str(tmp_path / output)])
+    assert _error(result) == f"error: --output {tmp_path / output} is the --input file; give another name"
+    assert (tmp_path / "in.es").read_text() == "Y dijo Dios\n"
+
+
 def test_translate_to_a_path_under_a_file_is_refused_before_decoding(tiny_run, tmp_path, monkeypatch):
     from nmt.translate import Translator
 
