@@ -143,8 +143,11 @@ def _in_alpha_range(value: float | None) -> float | None:
 @guarded
 def translate(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder, e.g. runs/<name>/best.")],
-    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Source file (default: stdin).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default: stdout).")] = None,
+    # str, not Path: Path("./-") is Path("-"), and ./- names a file called "-", as it does to cat
+    input: Annotated[Optional[str], typer.Option(
+        "--input", "-i", metavar="<path>", help="Source file, or - for stdin (the default).")] = None,
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", metavar="<path>", help="Output file, or - for stdout (the default).")] = None,
     beam: Annotated[int, typer.Option(min=1, help="Beam size; 1 = greedy.")] = 1,
     alpha: Annotated[Optional[float], typer.Option(callback=_in_alpha_range,
                                                    help="Length penalty exponent (default: config).")] = None,
@@ -178,6 +181,7 @@ def translate(
 
     if nbest > beam:
         fail(f"--nbest {nbest} needs --beam of at least {nbest}")
+    input, output = (None if name in (None, "-") else Path(name) for name in (input, output))  # -: stdin, stdout
     if output is not None:  # found out before decoding, not after
         try:
             check_destination(output)

@@ -101,6 +101,22 @@ def test_translate_reads_stdin_and_writes_stdout(tiny_run):
     assert result.stderr == ""  # no progress bar where stderr is not a terminal
 
 
+def test_a_dash_for_input_or_output_is_stdin_or_stdout(tiny_run, tmp_path, monkeypatch):
+    """As Unix tools read it; ./- is still a file called "-"."""
+    monkeypatch.chdir(tmp_path)
+    text = "Y dijo Dios\n\nEn el principio\n"
+    args = ["translate", "--checkpoint", str(tiny_run.root / "best")]
+    plain = runner.invoke(app, args, input=text).stdout
+    result = runner.invoke(app, args + ["-i", "-", "-o", "-"], input=text)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == plain and plain.count("\n") == 3
+    assert list(tmp_path.iterdir()) == []  # no file called "-"
+    (tmp_path / "-").write_text(text)
+    result = runner.invoke(app, args + ["-i", "./-", "-o", "./-.en"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "-.en").read_text() == plain
+
+
 def test_translate_decodes_a_long_input_in_chunks_and_writes_the_same_lines(tiny_run, tmp_path, monkeypatch):
     """Memory stays bounded on a file of millions of lines: at most TRANSLATE_CHUNK lines are
     decoded at a time, each chunk's lines written before the next; the output is what one call
