@@ -1,5 +1,6 @@
 """Stopping a long run between two steps: Ctrl-C's SIGINT or a scheduler's SIGTERM is noted, not
-raised, so the loop can finish the step under way and save it before it exits."""
+raised, so the loop can finish the step under way and save it before it exits. And SIGTERM raised
+as Ctrl-C is, so every command cleans up after it as after Ctrl-C."""
 
 from __future__ import annotations
 
@@ -41,3 +42,27 @@ def stop_requests(*signums: int) -> Iterator[StopRequest]:
         yield request
     finally:
         restore()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C's KeyboardInterrupt: whatever handles Ctrl-C handles it too."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM (``timeout``, a scheduler, ``kill``) raises ``Terminated``
+    where it comes, instead of ending the process there: that left an atomic write's temporary
+    file behind and said nothing. Only in the main thread and where SIGTERM would end the process
+    (not ignored, not handled by someone else); the default comes back after the block."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminated(signum, frame) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

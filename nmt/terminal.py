@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from nmt.errors import NmtError
+from nmt.interrupt import Terminated, terminate_as_interrupt
 
 
 def fail(message: str) -> NoReturn:
@@ -26,13 +27,15 @@ def fail(message: str) -> NoReturn:
 
 def guarded(command):
     """Turn the errors a user can fix into one line on stderr and exit status 1 (commands and
-    pipelines/ scripts alike)."""
+    pipelines/ scripts alike); Ctrl-C and SIGTERM into exit status 130, after what was being
+    written is cleaned up, with a line saying what the output holds where the command said."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
         try:
-            return command(*args, **kwargs)
+            with terminate_as_interrupt():
+                return command(*args, **kwargs)
         except NmtError as exc:
             fail(str(exc))
         except OSError as exc:  # with the path it concerns: a missing or read-only file, a full disk …
@@ -41,7 +44,13 @@ def guarded(command):
             fail(f"{exc.strerror}: {exc.filename}")
         except UnicodeDecodeError as exc:
             fail(f"input is not valid UTF-8 (byte {exc.start})")
-        except KeyboardInterrupt:  # Ctrl-C: the stage has said what it must (training: where it resumes)
+        except KeyboardInterrupt as exc:  # training has logged where it resumes; translate says what was written
+            # SIGTERM always gets a line: no one saw it come, as one sees a ^C, and a log should say
+            # why the command stopped. 130 for both, as `nmt train` exits after either: "stopped on
+            # request, cleaned up", where 143 would read as killed by the signal, cleanup and all.
+            cause = " (SIGTERM)" if isinstance(exc, Terminated) else ""
+            if cause or str(exc):
+                print(f"interrupted{cause}" + (f": {exc}" if str(exc) else ""), file=sys.stderr, flush=True)
             raise SystemExit(130) from None
 
     return wrapper
@@ -136,8 +145,8 @@ def write_in_chunks(lines: list[str], render: Callable[[list[str], Callable[[int
                     output: Path | None, chunk: int) -> None:
     """``render``'s output lines for ``lines``, ``chunk`` lines at a time, each chunk written before
     the next is rendered (``written``: stdout, or ``output`` atomically), so memory does not grow
-    with the input; ``lines_bar`` counts them. On Ctrl-C one line on stderr says what the output
-    holds (a pipe's reader got each chunk as it was done), and the interrupt goes on."""
+    with the input; ``lines_bar`` counts them. On Ctrl-C or SIGTERM the interrupt goes on, saying
+    what the output holds (a pipe's reader got each chunk as it was done): ``guarded`` prints it."""
     done = 0
     try:
         with lines_bar(len(lines)) as bar, written(output) as out:
@@ -146,11 +155,10 @@ def write_in_chunks(lines: list[str], render: Callable[[list[str], Callable[[int
                 out.write("".join(line + "\n" for line in rendered))
                 out.flush()
                 done += len(rendered)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         held = f"nothing written to {output}, which is as it was" if output else (
             f"stdout has the first {done:,} of {len(lines):,} lines")
-        print(f"interrupted: {held}", file=sys.stderr)
-        raise
+        raise type(exc)(held) from None
 
 
 def stdin_lines() -> list[str]:

@@ -530,6 +530,48 @@ def test_ctrl_c_during_training_saves_the_step_and_says_where_the_run_resumes(ti
     assert note.endswith(f"interrupted (SIGINT) at step {saved}, saved as runs/tiny/last; training again resumes there")
 
 
+def _terminated_while_writing(argv: list[str], out) -> subprocess.CompletedProcess:
+    """Run ``argv``, send it SIGTERM once its temporary for ``out`` is there (it is writing), and
+    return how it ended."""
+    import signal
+    import time
+
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.parent.glob(f".{out.name}.*.tmp")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
+def test_sigterm_while_writing_cleans_up_as_ctrl_c_does_and_says_so(tmp_path):
+    """timeout(1) or a scheduler: the temporary goes, the file is as it was, one line, status 130
+    (not -15 with a .tmp left beside the file). Any guarded command: evaluate, report, the scripts."""
+    out = tmp_path / "report.json"
+    out.write_text("earlier\n")
+    code = ("import sys, time\nfrom nmt.atomic import atomic_open\nfrom nmt.terminal import guarded\n"
+            "@guarded\ndef command():\n    with atomic_open(sys.argv[1]) as handle:\n        handle.write('half')\n"
+            "        time.sleep(60)\ncommand()\n")
+    ended = _terminated_while_writing([sys.executable, "-c", code, str(out)], out)
+    assert (ended.returncode, ended.stderr) == (130, "interrupted (SIGTERM)\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"] and out.read_text() == "earlier\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
+def test_sigterm_while_translating_to_a_file_leaves_it_as_it_was(tiny_run, tmp_path):
+    source, out = tmp_path / "in.es", tmp_path / "out.en"
+    source.write_text("Y dijo Dios: Sea la luz. Y fué la luz.\n" * 20_000, encoding="utf-8")
+    out.write_text("earlier output\n", encoding="utf-8")
+    ended = _terminated_while_writing([sys.executable, "-m", "nmt", "translate", "--checkpoint",
+                                       str(tiny_run.root / "best"), "-i", str(source), "-o", str(out)], out)
+    assert ended.returncode == 130, ended.stderr
+    assert ended.stderr == f"interrupted (SIGTERM): nothing written to {out}, which is as it was\n"
+    assert out.read_text(encoding="utf-8") == "earlier output\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.es", "out.en"]
+
+
 def test_translate_to_a_folder_is_refused_before_decoding(tiny_run, tmp_path, monkeypatch):
     from nmt.translate import Translator
 
