@@ -147,6 +147,8 @@ def write_in_chunks(lines: list[str], render: Callable[[list[str], Callable[[int
     the next is rendered (``written``: stdout, or ``output`` atomically), so memory does not grow
     with the input; ``lines_bar`` counts them. On Ctrl-C or SIGTERM the interrupt goes on, saying
     what the output holds (a pipe's reader got each chunk as it was done): ``guarded`` prints it."""
+    from nmt.atomic import written_in_place
+
     done = 0
     try:
         with lines_bar(len(lines)) as bar, written(output) as out:
@@ -156,8 +158,10 @@ def write_in_chunks(lines: list[str], render: Callable[[list[str], Callable[[int
                 out.flush()
                 done += len(rendered)
     except KeyboardInterrupt as exc:
-        held = f"nothing written to {output}, which is as it was" if output else (
-            f"stdout has the first {done:,} of {len(lines):,} lines")
+        if output is not None and not written_in_place(output):
+            held = f"nothing written to {output}, which is as it was"
+        else:  # stdout, a FIFO, a device: its reader got each chunk as it was done
+            held = f"{output or 'stdout'} has the first {done:,} of {len(lines):,} lines"
         raise type(exc)(held) from None
 
 

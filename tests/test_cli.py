@@ -159,9 +159,10 @@ def test_translate_reads_and_writes_compressed_files_by_their_names(tiny_run, tm
         assert handle.read() == plain and plain.count("\n") == 3
 
 
-@pytest.mark.parametrize("to_file", [False, True])
+@pytest.mark.parametrize("to_file", [False, True, "fifo"])
 def test_ctrl_c_while_translating_says_what_the_output_holds(tiny_run, tmp_path, monkeypatch, to_file):
-    """stdout already has the chunks done before Ctrl-C; --output is left as it was."""
+    """stdout (or a FIFO, written as it is: the pipe behind -o /dev/stdout) already has the chunks
+    done before Ctrl-C; --output is left as it was."""
     import nmt.cli
     from nmt.translate import Translator
 
@@ -178,10 +179,18 @@ def test_ctrl_c_while_translating_says_what_the_output_holds(tiny_run, tmp_path,
     monkeypatch.setattr(nmt.cli, "TRANSLATE_CHUNK", 2)
     out = tmp_path / "out.en"
     out.write_text("earlier output\n", encoding="utf-8")
+    if to_file == "fifo":
+        out = tmp_path / "fifo"
+        os.mkfifo(out)
+        reader = os.open(out, os.O_RDONLY | os.O_NONBLOCK)  # there before the writer: its open does not block
     args = ["translate", "--checkpoint", str(tiny_run.root / "best")] + (["-o", str(out)] if to_file else [])
     result = runner.invoke(app, args, input="Y dijo Dios\nEn el principio\nY vió Dios\n")
     assert result.exit_code == 130
-    if to_file:
+    if to_file == "fifo":
+        assert result.stderr == f"interrupted: {out} has the first 2 of 3 lines\n"
+        assert os.read(reader, 4096).count(b"\n") == 2
+        os.close(reader)
+    elif to_file:
         assert result.stderr == f"interrupted: nothing written to {out}, which is as it was\n"
         assert out.read_text(encoding="utf-8") == "earlier output\n" and result.stdout == ""
     else:
