@@ -20,6 +20,7 @@ import yaml
 from nmt.configcheck import is_plain_name, validate
 from nmt.configfile import apply_overrides, build, load_yaml
 from nmt.errors import ConfigError, path_error
+from nmt.lines import utf8_where
 
 
 # Settings whose choices are also checked outside a config (the CLI's options, Translator's
@@ -179,7 +180,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             raw = load_yaml(path.read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
+            raise ConfigError(f"{path}: not valid UTF-8 ({utf8_where(exc)})") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
         except ConfigError as exc:

@@ -35,8 +35,15 @@ def read_lines(path: str | Path) -> list[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
+        raise DataError(f"{path}: not valid UTF-8 ({utf8_where(exc)})") from exc
     return split_lines(text)
+
+
+def utf8_where(exc: UnicodeDecodeError) -> str:
+    """Where the bytes that are not UTF-8 begin, as a person finds them in an editor: "line 3,
+    byte 118" (the byte counted from the start of the text, from 0)."""
+    line = exc.object.count(b"\n", 0, exc.start) + 1
+    return f"line {line}, byte {exc.start}"
 
 
 def split_lines(text: str) -> list[str]:

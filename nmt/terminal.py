@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from nmt.errors import NmtError
 from nmt.interrupt import Terminated, terminate_as_interrupt
+from nmt.lines import utf8_where
 
 
 def fail(message: str) -> NoReturn:
@@ -43,7 +44,7 @@ def guarded(command):
                 raise
             fail(f"{exc.strerror}: {exc.filename}")
         except UnicodeDecodeError as exc:
-            fail(f"input is not valid UTF-8 (byte {exc.start})")
+            fail(f"input is not valid UTF-8 ({utf8_where(exc)})")
         except KeyboardInterrupt as exc:  # training has logged where it resumes; translate says what was written
             # SIGTERM always gets a line: no one saw it come, as one sees a ^C, and a log should say
             # why the command stopped. 130 for both, as `nmt train` exits after either: "stopped on

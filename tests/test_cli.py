@@ -457,11 +457,12 @@ def test_a_run_folder_given_for_a_checkpoint_names_the_checkpoint_to_give(tiny_r
     assert result.exit_code == 1 and says.format(run=run) in _error(result)
 
 
-def test_translate_invalid_utf8_input(tiny_run, tmp_path):
+def test_translate_invalid_utf8_input_names_its_line(tiny_run, tmp_path):
     src = tmp_path / "in.txt"
-    src.write_bytes(b"caf\xe9\n")
-    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "-i", str(src)])
-    assert "not valid UTF-8" in _error(result)
+    src.write_bytes(b"uno\ncaf\xe9\n")
+    for args, given in ((["-i", str(src)], None), ([], src.read_bytes())):  # a file, and stdin
+        result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), *args], input=given)
+        assert "not valid UTF-8 (line 2, byte 7)" in _error(result)
 
 
 def test_empty_training_set(tmp_path):

@@ -143,8 +143,8 @@ def test_missing_config_file(tmp_path):
 
 def test_a_config_file_in_another_encoding_is_named(tmp_path):
     path = tmp_path / "latin1.yaml"
-    path.write_bytes("name: años\n".encode("latin-1"))
-    with pytest.raises(ConfigError, match=rf"^{path}: not valid UTF-8 \(byte 7\)$"):
+    path.write_bytes("# tiny\nname: años\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"^{path}: not valid UTF-8 \(line 2, byte 14\)$"):
         load_config(path)
 
 

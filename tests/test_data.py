@@ -275,9 +275,10 @@ def test_a_table_row_ends_at_its_line_end_not_at_a_carriage_return_inside_it(tmp
 
 
 def test_invalid_utf8_in_the_target_text_file_names_that_file(tmp_path):
-    (tmp_path / "a.es").write_text("uno\n", encoding="utf-8")
-    (tmp_path / "a.en").write_bytes(b"caf\xe9\n")
-    with pytest.raises(DataError, match=r"a\.en: not valid UTF-8 \(byte 3\)"):
+    """Where, as an editor shows it: the line, and the byte for a tool that seeks."""
+    (tmp_path / "a.es").write_text("uno\ndos\n", encoding="utf-8")
+    (tmp_path / "a.en").write_bytes(b"one\ncaf\xe9\n")
+    with pytest.raises(DataError, match=r"a\.en: not valid UTF-8 \(line 2, byte 7\)"):
         read_pairs(DataConfig(source=str(tmp_path / "a.es"), target=str(tmp_path / "a.en")))
 
 
