@@ -117,8 +117,8 @@ def point(link: Path, target: Path) -> None:
 
 def _not_a_checkpoint(folder: Path) -> str:
     """What a folder without a manifest is: a run, a run's checkpoints, half a checkpoint or none."""
-    if any((folder / name).exists() for name in ("best", "last")):
-        return f"{folder} is a run folder, not a checkpoint: give {folder / 'best'} (or {folder / 'last'})"
+    if links := [str(folder / name) for name in ("best", "last") if (folder / name).exists()]:
+        return f"{folder} is a run folder, not a checkpoint: give {' (or '.join(links)}{')' * (len(links) - 1)}"
     if steps := run_checkpoints(folder):  # in step order: the last is the latest
         return f"{folder} holds checkpoints and is not one: give one of them, as {steps[-1]}"
     if any(folder.glob("*.safetensors")):
@@ -285,7 +285,8 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
     keeps them. Means are taken in fp64 and stored in each tensor's own dtype."""
     folders = [Path(f) for f in folders]
     if len(folders) < 2:
-        raise CheckpointError(f"averaging needs two checkpoints or more, not {len(folders)}")
+        raise CheckpointError(f"averaging needs two checkpoints or more, not {len(folders)} (a run keeps best and its "
+                              f"train.keep_checkpoints latest: set that above 1 to have more)")
     seen: dict[Path, Path] = {}
     for folder in folders:
         real = folder.resolve()

@@ -777,3 +777,16 @@ def test_evaluate_with_mismatched_files(tiny_run, tmp_path):
     assert "has 2 lines but" in _error(result)
     assert not (tmp_path / "out" / "report.json").exists()
 
+
+
+def test_a_run_folder_with_only_last_is_not_told_to_give_best(tmp_path):
+    """A run stopped before its first validation has `last` but no `best`: the hint named the one
+    that was not there."""
+    from conftest import saved_tiny_model
+
+    *_, folder = saved_tiny_model(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last").symlink_to(folder)
+    result = runner.invoke(app, ["translate", "--checkpoint", str(run)], input="hola\n")
+    assert _error(result) == f"error: {run} is a run folder, not a checkpoint: give {run}/last"
