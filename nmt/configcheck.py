@@ -37,6 +37,9 @@ _AT_MOST = {
     # every score was -0.0. GNMT tuned alpha in [0, 1]; up to 10, lp stays finite in float32 (the
     # beam's bound) up to n ≈ 42,800 target pieces, and in a Python float far beyond
     "decode.alpha": 10,
+    # a target length limit (ratio × source pieces + offset) past int64 wrapped negative: every
+    # translation was cut after its first token, silently; far above these no sentence gets near
+    "decode.max_len_ratio": 100, "decode.max_len_offset": 1_000_000,
 }
 # Every float setting is a finite number: NaN passes every comparison above (all are False), and
 # infinity means nothing for most (an infinite lr diverges); where it could read as "no limit"

@@ -56,7 +56,9 @@ def test_unknown_key_is_an_error(tmp_path):
         ("model.enc_hidden=-3", "model.enc_hidden must be at least 1, not -3"),
         ("decode.alpha=-0.5", "decode.alpha must be between 0 and 10, not -0.5"),
         ("decode.alpha=300", "decode.alpha must be between 0 and 10, not 300.0"),  # lp overflowed
-        ("decode.max_len_ratio=-1", "decode.max_len_ratio must be at least 0"),
+        ("decode.max_len_ratio=-1", "decode.max_len_ratio must be between 0 and 100"),
+        ("decode.max_len_ratio=1e300", "decode.max_len_ratio must be between 0 and 100"),  # a limit wrapped negative
+        ("decode.max_len_offset=10000000000000000000", "decode.max_len_offset must be between 0 and 1000000"),
         ("decode.max_len_ratio=0.5 decode.max_len_offset=0", "leave a one-piece source no target token"),
         ("tokenizer.character_coverage=1.5", r"character_coverage must be in \[0.98, 1\]"),
         ("tokenizer.character_coverage=0.9", r"character_coverage must be in \[0.98, 1\]"),
