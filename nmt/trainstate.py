@@ -94,12 +94,16 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
         raise unusable_run(run_dir, f"{folder} was trained on other data or another tokenizer (the run's data "
                                     f"or tokenizer folder changed since)")
     load_weights(model, folder)
-    optimizer_from_tensors(optimizer, tensors, data["optimizer"])
-    torch.set_rng_state(tensors["rng.torch"])
-    device = next(model.parameters()).device
-    if device.type == "cuda" and "rng.cuda" in tensors:  # dropout masks drawn on the GPU
-        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-    state = TrainerState(**data["trainer"])
+    try:
+        optimizer_from_tensors(optimizer, tensors, data["optimizer"])
+        torch.set_rng_state(tensors["rng.torch"])
+        device = next(model.parameters()).device
+        if device.type == "cuda" and "rng.cuda" in tensors:  # dropout masks drawn on the GPU
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+        state = TrainerState(**data["trainer"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # trainer.json or its tensors edited, cut
+        raise unusable_run(run_dir, f"{folder}: cannot resume, trainer state unusable ({type(exc).__name__}: "
+                                    f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
     state.stopped = ""  # the stop conditions are checked again with this run's settings
     return state, changed_settings("train", manifest["config"].get("train", {}), current["train"])
 

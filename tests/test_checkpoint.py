@@ -487,6 +487,30 @@ def test_resume_refuses_a_run_with_another_model(tmp_path):
         _train(tmp_path, "train.max_steps=16", "model.cell=gru")
 
 
+@pytest.mark.parametrize("edit", ["drop optimizer", "drop trainer", "unknown trainer key", "no rng"])
+def test_resume_refuses_trainer_state_edited_out_of_shape_in_one_line(tmp_path, edit):
+    """A hand-edited trainer.json (or trainer.safetensors without its tensors) ended the resume in a
+    KeyError or TypeError traceback."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    _, paths = _train(tmp_path, "train.max_steps=8")
+    folder = (paths.root / "last").resolve()
+    state = json.loads((folder / "trainer.json").read_text(encoding="utf-8"))
+    if edit == "no rng":
+        tensors = {k: v for k, v in load_file(str(folder / "trainer.safetensors")).items() if k != "rng.torch"}
+        save_file(tensors, str(folder / "trainer.safetensors"))
+    else:
+        if edit == "unknown trainer key":
+            state["trainer"]["steps_done"] = 3
+        else:
+            del state[edit.split()[1]]
+        (folder / "trainer.json").write_text(json.dumps(state), encoding="utf-8")
+    with pytest.raises(NmtError, match=r"cannot resume, trainer state unusable \((KeyError|TypeError)"):
+        _train(tmp_path, "train.max_steps=16")
+
+
 @pytest.mark.parametrize("edited", ["data", "tokenizer"])
 def test_resume_refuses_a_run_whose_data_or_tokenizer_changed(tmp_path, edited):
     """The same config over a corpus edited in place: make prepares the data and trains the
