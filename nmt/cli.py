@@ -150,7 +150,7 @@ def translate(
         "--output", "-o", metavar="<path>", help="Output file, or - for stdout (the default).")] = None,
     beam: Annotated[int, typer.Option(min=1, help="Beam size; 1 = greedy.")] = 1,
     alpha: Annotated[Optional[float], typer.Option(callback=_in_alpha_range,
-                                                   help="Length penalty exponent (default: config).")] = None,
+                                                   help="Beam search's length penalty exponent (default: config).")] = None,
     nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line, tab-separated with scores.")] = 1,
     precision: Annotated[
         Optional[str],
@@ -181,6 +181,9 @@ def translate(
 
     if nbest > beam:
         fail(f"--nbest {nbest} needs --beam of at least {nbest}")
+    if alpha is not None and beam == 1:  # a user tuning it would otherwise compare identical outputs
+        logging.getLogger(__name__).warning("--alpha is beam search's length penalty; greedy search (--beam 1, "
+                                            "the default) ignores it")
     input, output = (None if name in (None, "-") else Path(name) for name in (input, output))  # -: stdin, stdout
     if output is not None:  # found out before decoding, not after
         try:

@@ -1,6 +1,7 @@
 """The nmt command line through Typer's runner: happy paths and the bad inputs users meet."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -790,3 +791,15 @@ def test_a_run_folder_with_only_last_is_not_told_to_give_best(tmp_path):
     (run / "last").symlink_to(folder)
     result = runner.invoke(app, ["translate", "--checkpoint", str(run)], input="hola\n")
     assert _error(result) == f"error: {run} is a run folder, not a checkpoint: give {run}/last"
+
+
+def test_alpha_with_greedy_search_says_it_is_ignored(tiny_run, caplog):
+    """--alpha is beam search's; given with the default --beam 1, its outputs were the same for every
+    value, without a word."""
+    args = ["translate", "--checkpoint", str(tiny_run.root / "best"), "--alpha", "1.0"]
+    for beam, warned in (("1", True), ("2", False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="nmt.cli"):
+            result = runner.invoke(app, args + ["--beam", beam], input="hola\n")
+        assert result.exit_code == 0, result.output
+        assert ("greedy search (--beam 1, the default) ignores it" in caplog.text) is warned
