@@ -26,6 +26,7 @@ import torch
 
 from nmt.atomic import FolderBusy, atomic_write_text, check_destination, folder_lock
 from nmt.batching import Sequences, make_batch, token_batches
+from nmt.checkpoint import run_checkpoints
 from nmt.config import Config
 from nmt.errors import NmtError
 from nmt.hardware import ThreadGovernor, choose_threads, hold_heap, pick_device, resolve_precision, trim_heap, versions
@@ -111,6 +112,8 @@ class Trainer:
             raise unusable_run(self.run_dir, f"{last} points to {last.readlink()}, which is missing")
         if last.exists():
             self._resume(last)
+        elif run_checkpoints(self.run_dir):  # starting afresh would write over and prune an earlier run
+            raise unusable_run(self.run_dir, f"{self.run_dir} holds checkpoints but no {last.name} link to resume from")
 
     # -- checkpoints -------------------------------------------------------------------------
     def _resume(self, folder: Path) -> None:
@@ -194,7 +197,7 @@ class Trainer:
             torch.set_num_threads(caller)
 
     def _train(self, on_progress: Callable[[Progress], None] | None) -> dict:
-        cfg, st = self.config.train, self.state
+        st = self.state
         metrics_path = self.run_dir / "metrics.jsonl"
         check_destination(self.run_dir / "checkpoints", folder=True)  # before the steps whose checkpoint it holds
         try:
@@ -213,7 +216,7 @@ class Trainer:
             log.warning("interrupted (%s) at step %d, saved as %s; training again resumes there",
                         signal.Signals(asked.signum).name, st.step, self.run_dir / "last")
             raise KeyboardInterrupt
-        if st.step % cfg.valid_every != 0 or st.best_step == 0:  # the final weights get a say too
+        if st.validated_step != st.step:  # the final weights get a say too (once: a finished run run again has had it)
             self._after_validation(self._validate_and_log(metrics_path))
         log.info("%s; best dev BLEU %.2f at step %d", st.stopped, st.best_bleu, st.best_step)
         summary = {
@@ -290,6 +293,7 @@ class Trainer:
     def _validate_and_log(self, metrics_path: Path) -> dict:
         t0 = time.perf_counter()
         result = self.validate()
+        self.state.validated_step = self.state.step
         result.update(step=self.state.step, lr=self.state.lr, valid_seconds=time.perf_counter() - t0)
         append_record(metrics_path, {"kind": "valid", **result})
         log.info("step %d: dev loss %.3f ppl %.1f BLEU %.2f", self.state.step, result["dev_loss"],

@@ -43,6 +43,7 @@ class TrainerState:
     elapsed_s: float = 0.0
     stopped: str = ""
     skipped_updates: int = 0  # steps whose gradient was not finite (nothing applied)
+    validated_step: int = 0  # the step of the last validation
     history: list = field(default_factory=list)
 
 
@@ -68,7 +69,10 @@ def save_run(run_dir: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, co
         point(run_dir / "best", folder)
     point(run_dir / "last", folder)
     saved = run_checkpoints(run_dir)  # in step order
-    keep = {(run_dir / "best").resolve(), *(p.resolve() for p in saved[-config.train.keep_checkpoints:])}
+    # best, this one (a folder of a higher step, an average written there or an earlier run's, may
+    # sort after it) and the latest others
+    keep = {(run_dir / "best").resolve(), folder.resolve(),
+            *(p.resolve() for p in saved[-config.train.keep_checkpoints:])}
     for old in saved:
         if old.resolve() not in keep:
             shutil.rmtree(old, ignore_errors=True)
@@ -105,6 +109,9 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
         raise unusable_run(run_dir, f"{folder}: cannot resume, trainer state unusable ({type(exc).__name__}: "
                                     f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
     state.stopped = ""  # the stop conditions are checked again with this run's settings
+    if state.best_step and not (run_dir / "best").exists():  # saving would prune the real best, unlinked
+        raise unusable_run(run_dir, f"{run_dir / 'best'} is missing (the run's best, step {state.best_step}, "
+                                    f"would be removed)")
     return state, changed_settings("train", manifest["config"].get("train", {}), current["train"])
 
 

@@ -645,3 +645,44 @@ def test_average_refuses_what_is_not_one_model(tmp_path):
     with pytest.raises(CheckpointError, match="different SentencePiece models"):
         average_checkpoints([one, pieces], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_of_a_higher_step_never_costs_the_one_just_saved(tmp_path):
+    """An average written as checkpoints/step-0999999 sorts after every step: saving the next
+    checkpoint kept it and pruned the one just saved, leaving `last` pointing at nothing."""
+    from nmt.checkpoint import average_checkpoints, load_checkpoint
+
+    _, paths = _train(tmp_path, "train.max_steps=16", "train.keep_checkpoints=2")
+    average_checkpoints([paths.root / "checkpoints" / "step-0000008", paths.root / "checkpoints" / "step-0000016"],
+                        paths.root / "checkpoints" / "step-0999999")
+    _train(tmp_path, "train.max_steps=24")  # keeping 1 besides best: the latest by step was the average
+    assert load_checkpoint(paths.root / "last").step == 24
+
+
+@pytest.mark.parametrize("link", ["last", "best"])
+def test_a_run_whose_last_or_best_link_was_deleted_is_refused_not_started_over(tmp_path, link):
+    """Without `last` a run with checkpoints started again from step 0 over the old one (its
+    metrics.jsonl overwritten, its checkpoints pruned); without `best`, resuming pruned the real
+    best checkpoint and never linked it again."""
+    _, paths = _train(tmp_path, "train.max_steps=16")
+    (paths.root / link).unlink()
+    kept = sorted(p.name for p in (paths.root / "checkpoints").iterdir())
+    with pytest.raises(NmtError, match=rf"{link}.* (is missing|link to resume from).*; delete .* or choose a new name"):
+        _train(tmp_path, "train.max_steps=24")
+    assert sorted(p.name for p in (paths.root / "checkpoints").iterdir()) == kept
+
+
+def test_training_a_finished_run_again_changes_nothing(tmp_path):
+    """A run whose last step was not a validation step was validated again at every rerun (make
+    reruns the stage when train.threads changes): duplicate log rows, and the unchanged BLEU
+    counted as a plateau, halving the learning rate with no step trained."""
+    import json
+
+    _, paths = _train(tmp_path, "train.max_steps=12")  # validated at 8, and at 12 as the final weights
+    before = (paths.root / "metrics.jsonl").read_text(encoding="utf-8")
+    state = json.loads((paths.root / "last" / "trainer.json").read_text(encoding="utf-8"))["trainer"]
+    for _ in range(2):
+        summary, _ = _train(tmp_path, "train.max_steps=12")
+    assert summary["steps"] == 12 and (paths.root / "metrics.jsonl").read_text(encoding="utf-8") == before
+    again = json.loads((paths.root / "last" / "trainer.json").read_text(encoding="utf-8"))["trainer"]
+    assert (again["lr"], again["bad_validations"]) == (state["lr"], state["bad_validations"])
