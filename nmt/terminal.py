@@ -74,7 +74,7 @@ class ProgressBar:
     """A tqdm bar fed by the trainer's per-step progress callback. It appears at the first step, so
     an error found before training (bad data, a bad path) stays the only line on stderr. While it
     shows, log lines (validations, learning-rate changes) print above it, not glued to its line;
-    stdout is left to the command's result."""
+    stdout is left to the command's result. Where stderr is not a terminal there is no bar."""
 
     def __init__(self) -> None:
         self.bar = None
@@ -85,7 +85,8 @@ class ProgressBar:
             from tqdm import tqdm
             from tqdm.contrib.logging import logging_redirect_tqdm
 
-            self.bar = tqdm(unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+            # disable=None: only at a terminal; a log file (2>log, a scheduler's) got a redrawn bar a second
+            self.bar = tqdm(unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=1.0, disable=None)
             self.logging.enter_context(logging_redirect_tqdm())
         self.bar.n = p.step
         self.bar.set_postfix({"loss": f"{p.loss:.3f}", "tok/s": f"{p.tokens_per_s:,.0f}", "lr": f"{p.lr:.2g}"},

@@ -493,8 +493,8 @@ def test_training_with_an_empty_dev_split_is_refused(tiny_run, tmp_path):
 
 
 def test_train_prints_its_summary_on_stdout_and_logs_above_the_bar(tiny_run, tmp_path):
-    """stdout is the summary alone (it was mixed with a line per validation); each log line starts a
-    line of its own on stderr instead of being glued to the progress bar's."""
+    """stdout is the summary alone (it was mixed with a line per validation); each log line is a line
+    of its own on stderr, and a stderr that is not a terminal (a log file) gets no progress bar."""
     import re
     import shutil
 
@@ -504,11 +504,12 @@ def test_train_prints_its_summary_on_stdout_and_logs_above_the_bar(tiny_run, tmp
     result = subprocess.run(
         [sys.executable, "-c", "from nmt.cli import main; main()", "train", "-c", str(TINY_CONFIG), "--runs", str(runs),
          f"data.source={TINY_TSV}", "train.max_steps=40", "train.valid_every=20", "train.threads=2"],
-        capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["steps"] == 40
-    shown = [segment.rpartition("\r")[2] for segment in result.stderr.split("\n")]  # what a terminal keeps
-    logged = [line for line in shown if " nmt.train: " in line]
+        capture_output=True, cwd=tmp_path)  # bytes: text mode would turn the bar's "\r" into "\n"
+    stdout, stderr = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, stderr
+    assert json.loads(stdout)["steps"] == 40
+    assert "\r" not in stderr  # stderr is a pipe here, as a log file is: no bar redrawn in it
+    logged = [line for line in stderr.split("\n") if " nmt.train: " in line]
     assert any("step 20: dev loss" in line for line in logged)
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d", line) for line in logged), logged
 
