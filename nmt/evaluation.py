@@ -174,7 +174,8 @@ def _probe(cands: list[Candidate], sources: list[str], refs: list[str], options:
         log.info("%s: search errors on %d short sentences", cand.name, len(short))
         found = diagnostics.search_errors(t, sources, refs, beams, cand.alpha, short, options.wide_beam)
         errors[cand.name] = {"sentences": len(short), "alpha": cand.alpha, "rows": found}
-    search = {"max_source_pieces": options.search_max_pieces, "wide_beam": options.wide_beam,
+    search = {"sentences_asked": options.search_sentences, "max_source_pieces": options.search_max_pieces,
+              "wide_beam": options.wide_beam,
               "tolerance": diagnostics.SCORE_TOLERANCE, "checkpoints": errors}
     return sweep, search
 

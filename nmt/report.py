@@ -142,6 +142,9 @@ def _length_section(report: dict) -> Section | None:
 def _sweep_summary(rows: list[dict]) -> str:
     best = max(rows, key=lambda r: (r["bleu"], -r["beam"]))
     first, last = rows[0], rows[-1]
+    if len(rows) == 1:  # (--beams 1): nothing to compare
+        return (f"One beam size, {first['beam']}: BLEU {_num(first['bleu'])}, mean log-probability "
+                f"{_num(first['mean_log_prob'])}.")
     if len({r["bleu"] for r in rows}) == 1:
         peak = "BLEU is the same at every beam size"
     else:
@@ -191,7 +194,9 @@ def _search_section(report: dict) -> Section | None:
     for name, run in errors["checkpoints"].items():
         blocks.append(Subheading(f"{name}: {run['sentences']} short sentences"))
         if not run["rows"]:
-            blocks.append(Paragraph("No test sentence is short enough."))
+            asked = errors.get("sentences_asked")
+            blocks.append(Paragraph("None checked (--search-sentences 0)." if asked == 0 else
+                                    "No test sentence is short enough."))
             continue
         rows = [[str(r["beam"]), _pct(r["beaten_by_wide_beam"]), _pct(r["beaten_by_reference"]),
                  _pct(r["search_errors"])] for r in run["rows"]]

@@ -282,3 +282,16 @@ def test_runs_named_alike_as_file_names_are_numbered_and_a_bare_folder_is_named_
     assert len({_slug(f"{n} greedy") for n in names}) == 2
     monkeypatch.chdir(tmp_path)
     assert _names([Path("avg1"), Path("runs/enc/best")], None) == [f"{tmp_path.name}/avg1", "enc"]
+
+
+def test_a_sweep_of_one_beam_and_no_search_check_say_so():
+    """--beams 1 read "BLEU is the same at every beam size; from beam 1 to 1 …", and
+    --search-sentences 0 "No test sentence is short enough."."""
+    from nmt.report import _search_section, _sweep_summary
+
+    assert _sweep_summary([{"beam": 1, "bleu": 12.5, "mean_log_prob": -7.25}]) == (
+        "One beam size, 1: BLEU 12.50, mean log-probability -7.25.")
+    errors = {"sentences_asked": 0, "max_source_pieces": 20, "wide_beam": 50, "tolerance": 1e-3,
+              "checkpoints": {"m": {"sentences": 0, "alpha": 0.6, "rows": []}}}
+    texts = [block.text for block in _search_section({"search_errors": errors}).blocks if hasattr(block, "text")]
+    assert "None checked (--search-sentences 0)." in texts and not any("short enough" in t for t in texts)
