@@ -104,7 +104,12 @@ def prepare(config: DataConfig) -> PreparedData:
     raw = read_pairs(config)
     kept, dropped = filter_pairs(raw, config)
     if not kept:
-        raise DataError(f"{config.source}: the training set is empty after filtering ({len(raw)} pairs read)")
+        rules = {"empty": "with an empty side", "too_short": f"under data.min_words={config.min_words}",
+                 "too_long": f"over data.max_words={config.max_words}",
+                 "length_ratio": f"past data.max_ratio={config.max_ratio:g}"}
+        why = ", ".join(f"{n} {rules.get(reason, reason)}" for reason, n in sorted(dropped.items(), key=lambda kv: -kv[1]))
+        raise DataError(f"{config.source}: the training set is empty after filtering ({len(raw)} pairs read, "
+                        f"dropped: {why or 'none'})")
     splits = split_pairs(kept, config)
     if not splits["train"]:
         raise DataError(f"{config.source}: the training split is empty: every pair kept is in a dev or test group")

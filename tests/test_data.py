@@ -300,9 +300,11 @@ def test_invalid_utf8(tmp_path, name):
         read_pairs(config)
 
 
-def test_empty_training_set_after_filtering(tmp_path):
+def test_empty_training_set_after_filtering_names_the_filter(tmp_path):
+    """It said how many pairs were read, not which setting dropped them."""
     config = DataConfig(source=str(TINY_TSV), min_words=500, max_words=1000)
-    with pytest.raises(DataError, match="training set is empty after filtering"):
+    with pytest.raises(DataError, match=r"training set is empty after filtering \(\d+ pairs read, dropped: \d+ "
+                                        r"under data.min_words=500\)"):
         prepare(config)
 
 
