@@ -77,6 +77,9 @@ def train_tokenizer(src_lines: list[str], tgt_lines: list[str], config: Tokenize
     atomic_write_text(manifest, json.dumps(record) + "\n")  # settings: training checks it trained on these
     tok = Tokenizer.from_folder(folder)
     log.info("SentencePiece %s: %d source / %d target pieces", config.model_type, tok.src_vocab, tok.tgt_vocab)
+    if min(tok.src_vocab, tok.tgt_vocab) < config.vocab_size:  # hard_vocab_limit=False shrank it, unsaid
+        log.warning("tokenizer.vocab_size=%d is more pieces than the training text supports: SentencePiece made "
+                    "%d source / %d target pieces", config.vocab_size, tok.src_vocab, tok.tgt_vocab)
     return manifest
 
 

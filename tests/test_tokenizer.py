@@ -83,3 +83,15 @@ def test_decoded_text_has_no_space_at_its_ends_or_twice():
     tok = Tokenizer.from_folder(SPM200)
     space, the = tok.tgt.piece_to_id("▁"), tok.encode_tgt(["The"])[0]
     assert tok.decode_tgt([the + [space], [space] + the, the + [space, space] + the]) == ["The", "The", "The The"]
+
+
+def test_a_vocabulary_larger_than_the_text_supports_is_said(tmp_path, sides, caplog):
+    """SentencePiece shrinks it (hard_vocab_limit off, for tiny corpora) without a word: a user who
+    asked for 50,000 pieces trained on far fewer, unsaid."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="nmt.tokenizer"):
+        train_tokenizer(*sides, TokenizerConfig(vocab_size=5000), tmp_path / "big")
+        train_tokenizer(*sides, TokenizerConfig(vocab_size=150), tmp_path / "fits")
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and said[0].startswith("tokenizer.vocab_size=5000 is more pieces than the training text")
