@@ -143,6 +143,9 @@ def choose_threads(requested: int, busy: float | None = None) -> int:
     region wait for it: on 2 cores, a second busy process slowed training 4-10x with 2 threads.
     """
     cores = _usable_cores()
+    if requested > cores:  # taken as asked, but each parallel region then waits on threads sharing cores
+        log.warning("train.threads=%d is more than the %d cores this process may use: expect it several times "
+                    "slower than with %d", requested, cores, cores)
     if requested > 0:
         return requested
     busy = busy_cores() if busy is None else busy

@@ -21,6 +21,18 @@ def test_thread_choice_leaves_busy_cores_alone(monkeypatch):
     assert hardware.choose_threads(3, busy=2.0) == 3  # the user's choice wins
 
 
+def test_more_threads_than_cores_are_taken_as_asked_with_a_warning(monkeypatch, caplog):
+    """train.threads=99 on 2 cores ran about 10x slower than with 2, without a word."""
+    import logging
+
+    monkeypatch.setattr(hardware, "_usable_cores", lambda: 2)
+    with caplog.at_level(logging.WARNING, logger="nmt.hardware"):
+        assert hardware.choose_threads(2, busy=0.0) == 2
+        assert not caplog.records
+        assert hardware.choose_threads(99, busy=0.0) == 99
+    assert "train.threads=99 is more than the 2 cores this process may use" in caplog.text
+
+
 def test_busy_cores_is_a_fraction_of_the_machine():
     busy = hardware.busy_cores(0.05)
     assert 0.0 <= busy <= (os.cpu_count() or 1) + 1e-6
