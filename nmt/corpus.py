@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from nmt.config import DataConfig
 from nmt.errors import DataError, path_error
@@ -28,10 +29,16 @@ class Pair:
     id: str = ""
 
 
-def _file_kind(path: Path) -> str:
+def _plain_name(path: Path) -> str:
+    """The file's name in lower case, without a compression suffix: what kind of text it holds."""
     name = path.name.lower()
     for suffix in (".gz", ".bz2", ".xz", ".zst"):
         name = name.removesuffix(suffix)
+    return name
+
+
+def _file_kind(path: Path) -> str:
+    name = _plain_name(path)
     if name.endswith((".tsv", ".csv")):
         return "csv"
     if name.endswith((".jsonl", ".json")):
@@ -90,15 +97,23 @@ def _dialect(path: Path) -> tuple[str, int]:
     return ("\t", csv.QUOTE_NONE) if ".tsv" in path.name.lower() else (",", csv.QUOTE_MINIMAL)
 
 
+def _open_text(path: Path) -> IO[str] | None:
+    """``path`` opened as UTF-8 text, decompressed by its suffix, lines ending at "\\n" only; None
+    for .zst (no zstd reader in the standard library: left to datasets)."""
+    suffix = path.suffix.lower()
+    if suffix == ".zst":
+        return None
+    return COMPRESSED.get(suffix, open)(path, "rt", encoding="utf-8", newline="\n")
+
+
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of each non-blank row of a TSV or CSV file, as the parser reads it: a
     row ends at "\n" (csv's own reader also ends one at a lone "\r"); blank lines are skipped.
-    Nothing for .zst (no zstd reader in the standard library: left to datasets)."""
-    suffix = path.suffix.lower()
-    if suffix == ".zst":
+    Nothing for .zst (``_open_text``)."""
+    if (opened := _open_text(path)) is None:
         return
     delimiter, quoting = _dialect(path)
-    with COMPRESSED.get(suffix, open)(path, "rt", encoding="utf-8", newline="\n") as file:
+    with opened as file:
         lines = (line.rstrip("\r\n").replace("\r", " ") + "\n" for line in file)
         reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
         for row in reader:
@@ -137,11 +152,11 @@ def _warn_short_rows(path: Path, columns: tuple[str, ...]) -> None:
 
 
 def _has_text(path: Path) -> bool:
-    """Whether the file holds anything but blank lines (read up to its first such line)."""
-    suffix = path.suffix.lower()
-    if suffix == ".zst":  # (left to datasets)
+    """Whether the file holds anything but blank lines (read up to its first such line; a .zst
+    file is taken to, ``_open_text``)."""
+    if (opened := _open_text(path)) is None:
         return True
-    with COMPRESSED.get(suffix, open)(path, "rt", encoding="utf-8", newline="\n") as file:
+    with opened as file:
         return any(line.strip() for line in file)
 
 
@@ -242,10 +257,7 @@ def _bad_json_line(path: Path) -> str | None:
     another kind of file or none found."""
     import json
 
-    name = path.name.lower()
-    for suffix in COMPRESSED:
-        name = name.removesuffix(suffix)
-    if not name.endswith(".jsonl"):
+    if not _plain_name(path).endswith(".jsonl"):
         return None
     for number, line in enumerate(read_lines(path), 1):
         try:
