@@ -59,12 +59,18 @@ def _replaced_file(path: Path) -> Path | None:
     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
 
 
+def _atomic_target(path: Path) -> Path | None:
+    """The file ``atomic_open(path)`` replaces through a temporary (``_replaced_file``); None
+    where it writes ``path`` directly: it is there and is not a regular file (a FIFO, a device, a
+    process's open file such as /dev/stdout)."""
+    target = _replaced_file(path)
+    return None if target is None or (path.exists() and not path.is_file()) else target
+
+
 def written_in_place(path: str | Path) -> bool:
-    """Whether ``atomic_open(path)`` writes ``path`` directly, not through a temporary: it is
-    there and is not a regular file (a FIFO, a device, a process's open file such as /dev/stdout),
-    so a reader may already have what was written before an error."""
-    path = Path(path)
-    return _replaced_file(path) is None or (path.exists() and not path.is_file())
+    """Whether ``atomic_open(path)`` writes ``path`` directly, not through a temporary, so a
+    reader may already have what was written before an error."""
+    return _atomic_target(Path(path)) is None
 
 
 @contextmanager
@@ -77,11 +83,11 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     replaced."""
     path = Path(path)
     check_destination(path)  # by the path's own name: os.replace would name the temporary
-    if written_in_place(path):
+    target = _atomic_target(path)
+    if target is None:
         with open(path, mode.replace("w", "a"), encoding=None if "b" in mode else encoding) as handle:
             yield handle
         return
-    target = _replaced_file(path)
     try:
         permissions = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
