@@ -166,7 +166,7 @@ def from_dict(raw: dict[str, Any], checked: tuple[str, ...] = SECTIONS) -> Confi
     """A config from plain data: every type checked, and the ranges of the ``checked`` sections
     (and keys: "train.max_train_len")."""
     config = build(Config, raw)
-    validate(config, checked, SECTIONS)
+    validate(config, checked)
     return config
 
 

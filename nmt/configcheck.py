@@ -5,6 +5,7 @@ problem is one ``ConfigError`` line naming the key."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 from typing import TYPE_CHECKING, Any
@@ -46,10 +47,15 @@ _AT_MOST = {
 # (train.max_minutes) a large number does the same, and a config stays strict JSON in checkpoints.
 
 
-def _float_keys(config: Config, sections: tuple[str, ...]) -> tuple[str, ...]:
-    """Every float setting of ``config``'s ``sections``, as "section.key"."""
-    return tuple(f"{section}.{key}" for section in sections
-                 for key, hint in typing.get_type_hints(type(getattr(config, section))).items() if hint is float)
+def _float_keys(config: Config) -> list[str]:
+    """Every float setting of ``config``, as "section.key" (its sections: the fields that are
+    dataclasses)."""
+    keys = []
+    for field in dataclasses.fields(config):
+        if dataclasses.is_dataclass(section := getattr(config, field.name)):
+            keys += [f"{field.name}.{key}" for key, hint in typing.get_type_hints(type(section)).items()
+                     if hint is float]
+    return keys
 
 
 def range_error(setting: str, value: float, key: str) -> str | None:
@@ -77,16 +83,16 @@ def _setting(config: Config, name: str) -> Any:
     return getattr(getattr(config, section), key)
 
 
-def validate(config: Config, checked: tuple[str, ...], sections: tuple[str, ...]) -> None:
+def validate(config: Config, checked: tuple[str, ...]) -> None:
     """Cross-field checks and ranges that types alone cannot express, of the ``checked`` sections
     (a dotted key there checks that key's range, not its section's cross-field rules). A
     checkpoint's config is checked only where decoding uses it (``DECODING``, and the languages,
     which name evaluate's files), so a range check added to training later does not stop older
-    checkpoints from loading. ``sections``: every section of a config (``nmt.config.SECTIONS``)."""
+    checkpoints from loading."""
     def is_checked(name: str) -> bool:
         return name in checked or name.split(".")[0] in checked
 
-    for key in dict.fromkeys([*_float_keys(config, sections), *_AT_LEAST, *_ABOVE_ZERO, *_AT_MOST]):  # each once, in order
+    for key in dict.fromkeys([*_float_keys(config), *_AT_LEAST, *_ABOVE_ZERO, *_AT_MOST]):  # each once, in order
         if is_checked(key) and (error := range_error(key, _setting(config, key), key)):
             raise ConfigError(error)
     for wrong, message in _language_problems(config.data):  # whatever is checked: evaluate names files by them

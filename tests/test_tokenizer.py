@@ -58,7 +58,7 @@ def test_a_vocabulary_smaller_than_the_characters_is_one_line_and_writes_nothing
 @pytest.mark.parametrize("coverage, sentences", [(0.98, 101), (1.0, 0)])
 def test_the_configs_edge_values_are_ones_sentencepiece_accepts(tmp_path, sides, coverage, sentences):
     config = TokenizerConfig(vocab_size=150, character_coverage=coverage, max_sentences=sentences)
-    validate(Config(tokenizer=config), SECTIONS, SECTIONS)  # the config's own check lets them through …
+    validate(Config(tokenizer=config), SECTIONS)  # the config's own check lets them through …
     train_tokenizer(*sides, config, tmp_path)  # … and so does SentencePiece
     assert Tokenizer.from_folder(tmp_path).src_vocab == 150
 
