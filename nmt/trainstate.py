@@ -116,10 +116,10 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
 
 
 def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The optimizer's tensors and the trainer's state saved with ``folder``, for resuming; a
-    ``CheckpointError`` when the checkpoint has none (an average, a model shipped without them)."""
+    """The optimizer's tensors and the trainer's state saved with ``folder`` (a checkpoint whose
+    manifest ``resume_run`` has read), for resuming; a ``CheckpointError`` when the checkpoint has
+    none (an average, a model shipped without them)."""
     folder = Path(folder)
-    read_manifest(folder)
     if missing := [name for name in TRAINER_FILES if not (folder / name).is_file()]:
         raise CheckpointError(f"{folder} holds no optimizer state to resume training from (missing "
                               f"{', '.join(missing)}; it translates and evaluates without them)")
