@@ -85,9 +85,15 @@ class Trainer:
 
     def __init__(self, config: Config, data_dir: Path, tokenizer_dir: Path, run_dir: Path, device: str | None = None):
         self.config, self.run_dir = config, Path(run_dir)
-        if self.run_dir.is_dir():  # a run another process trains: said before seconds of setting up, not after
+        last = self.run_dir / "last"
+        if self.run_dir.is_dir():  # a run another process trains, or cannot resume: said before seconds of setting up
             with self._only_trainer():
                 pass
+            if last.is_symlink() and not last.exists():  # its checkpoint deleted: starting afresh would hide that
+                raise unusable_run(self.run_dir, f"{last} points to {last.readlink()}, which is missing")
+            if not last.exists() and run_checkpoints(self.run_dir):  # afresh would write over an earlier run
+                raise unusable_run(self.run_dir, f"{self.run_dir} holds checkpoints but no {last.name} link to "
+                                                 f"resume from")
         self.saved_step: int | None = None  # the step of runs/<name>/last, where a new run would resume
         self.nonfinite_in_row = 0  # steps in a row whose gradient was not finite
         self.data_dir = Path(data_dir)
@@ -107,13 +113,8 @@ class Trainer:
         self.state = TrainerState(lr=config.train.lr)
         log.info("model: %s parameters, %d training pairs, %s", f"{count_parameters(self.model):,}", len(self.train_src),
                  self.precision)
-        last = self.run_dir / "last"
-        if last.is_symlink() and not last.exists():  # its checkpoint deleted: starting afresh would hide that
-            raise unusable_run(self.run_dir, f"{last} points to {last.readlink()}, which is missing")
         if last.exists():
             self._resume(last)
-        elif run_checkpoints(self.run_dir):  # starting afresh would write over and prune an earlier run
-            raise unusable_run(self.run_dir, f"{self.run_dir} holds checkpoints but no {last.name} link to resume from")
 
     # -- checkpoints -------------------------------------------------------------------------
     def _resume(self, folder: Path) -> None:
