@@ -69,9 +69,14 @@ def onednn_takes(x: torch.Tensor) -> bool:
 
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True where this product goes to oneDNN: no gradients, fp32 on the CPU, autocast off."""
+    """True where this product goes to oneDNN: no gradients, fp32 on the CPU, autocast off, and a
+    weight matrix laid out whole, row after row or column after column. A view of some of a
+    matrix's columns (W_c's blocks, ``Decoder.combine_columns``) oneDNN multiplies by with its
+    reference kernel only: 64 × 512 by 512 × 256 took 125 ms, 1,000x its 0.11 ms for the same
+    columns copied and MKL's 0.10 ms for the view (the Zen 4 VM), and fp32 decoding of the Luong
+    model ran 7x slower than bf16 (benchmarks/README.md, "Levers"). Such a view goes to MKL."""
     return (not torch.is_grad_enabled() and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and onednn_takes(x))
+            and (weight.is_contiguous() or weight.t().is_contiguous()) and onednn_takes(x))
 
 
 _PACKED: contextvars.ContextVar[dict[int, tuple[torch.Tensor, torch.Tensor]] | None] = contextvars.ContextVar(

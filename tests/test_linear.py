@@ -74,6 +74,25 @@ def test_translations_do_not_depend_on_the_backend(backend, attention):
 
 
 @needs_onednn
+@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
+def test_decoding_never_gives_onednn_a_weight_it_multiplies_by_its_slow_reference_kernel(backend, monkeypatch,
+                                                                                           attention):
+    """oneDNN multiplies by a view of some of a matrix's columns (W_c's blocks) with its reference
+    kernel, 1,000x slower: fp32 decoding on AMD CPUs ran 7x slower than bf16. Such a view goes to
+    MKL; every weight oneDNN gets is laid out whole (in one order or the other)."""
+    backend("onednn")
+    model = small_model(attention=attention, vocab=11, seed=4, layers=2)
+    src, lengths = torch.tensor([[5, 6, 7, 3], [8, 9, 3, 0]]), torch.tensor([4, 3])
+    given, chosen = [], nmt.linear._onednn
+    monkeypatch.setattr(nmt.linear, "_onednn", lambda x, w: chosen(x, w) and not given.append(w))
+    greedy(model, src, lengths, max_lengths(lengths, 2.0, 3))
+    assert given  # products went to oneDNN
+    assert all(w.is_contiguous() or w.t().is_contiguous() for w in given)
+    columns = model.decoder.combine.weight[:, :4]
+    torch.testing.assert_close(linear(torch.ones(2, 4), columns), torch.ones(2, 4) @ columns.t())
+
+
+@needs_onednn
 def test_products_without_autograd_equal_pytorchs(backend):
     """mm, which training's hand-written passes use, in every form: a bias, a tensor added,
     nothing added, operands laid out as the passes hold them (weights and inputs transposed)."""
