@@ -208,8 +208,7 @@ def translate(
                                         progress=progress)
         found = translator.hypotheses(lines, beam=beam, alpha=alpha, nbest=nbest, precision=precision,
                                       stopping=stopping, progress=progress)
-        decode = translator.tokenizer.decode_tgt
-        return ["\t".join(f"{h.score:.4f}\t{decode([h.tokens])[0]}" for h in hyps) for hyps in found]
+        return ["\t".join(f"{h.score:.4f}\t{translator.text(h)}" for h in hyps) for hyps in found]
 
     if interactive:  # a person typing: answer each line at once (a pipe or file is decoded in batches)
         typer.echo("Type a sentence and press Enter; Ctrl-D ends.", err=True)

@@ -49,7 +49,7 @@ def decode(translator: Translator, lines: list[str], beam: int, alpha: float, ke
     found = translator.hypotheses(lines, beam=beam, alpha=alpha, keep_attention=keep_attention)
     seconds = time.perf_counter() - t0
     best = [hyps[0] if hyps else None for hyps in found]
-    texts = [translator.tokenizer.decode_tgt([h.tokens])[0] if h else "" for h in best]
+    texts = [translator.text(h) if h else "" for h in best]
     return Decoded(best, texts, seconds)
 
 

@@ -45,6 +45,7 @@ class Hypothesis:
     log_prob: float  # sum of token log-probabilities, </s> included when it was produced; NaN unscored
     score: float  # log_prob / lp(length): what the search maximises; NaN unscored
     attention: torch.Tensor | None = None  # (len(tokens) + ended, source length) weights, when asked for
+    cuts: tuple[int, ...] = ()  # a line translated in parts (nmt.translate): where each part after the first begins
 
 
 NAN = float("nan")  # an unscored hypothesis's log_prob and score

@@ -23,7 +23,7 @@ from nmt.linear import bf16_products
 from nmt.model import Seq2Seq
 from nmt.quantize import int8_products
 from nmt.search import Hypothesis, greedy_stream, max_lengths
-from nmt.segment import split_long
+from nmt.segment import join_parts, split_long
 from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,14 @@ class Translator:
         decode.split_long is false."""
         found = self.hypotheses(lines, beam, alpha, precision=precision, stopping=stopping, scored=False,
                                 progress=progress)
-        return [self.tokenizer.decode_tgt([hyps[0].tokens])[0] if hyps else "" for hyps in found]
+        return [self.text(hyps[0]) if hyps else "" for hyps in found]
+
+    def text(self, hyp: Hypothesis) -> str:
+        """A hypothesis detokenised. A line translated in parts is its parts' texts joined
+        (``nmt.segment.join_parts``: no space after Chinese or Japanese), each part detokenised alone."""
+        bounds = [0, *hyp.cuts, len(hyp.tokens)]
+        texts = self.tokenizer.decode_tgt([hyp.tokens[a:b] for a, b in zip(bounds, bounds[1:])])
+        return texts[0] if len(texts) == 1 else join_parts(texts)
 
     def _parts(self, lines: list[str], split: bool) -> tuple[list[list[int] | None], list[int]]:
         """The source ids decoded for ``lines`` (``_encoded``), and how many parts each line has:
@@ -214,9 +221,11 @@ class Translator:
 
 
 def _joined(parts: list[Hypothesis]) -> Hypothesis:
-    """One line's hypothesis from its parts' best: their tokens one after the other, log_prob and
-    score summed (NaN unscored)."""
-    return Hypothesis([t for h in parts for t in h.tokens], sum(h.log_prob for h in parts), sum(h.score for h in parts))
+    """One line's hypothesis from its parts' best: their tokens one after the other (``cuts`` says
+    where each part begins), log_prob and score summed (NaN unscored)."""
+    starts = np.cumsum([len(h.tokens) for h in parts[:-1]]).tolist()
+    return Hypothesis([t for h in parts for t in h.tokens], sum(h.log_prob for h in parts),
+                      sum(h.score for h in parts), cuts=tuple(starts))
 
 
 def _warn_long(lengths: list[int], longest: int) -> None:

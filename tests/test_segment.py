@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from nmt.segment import clauses, split_long
+from nmt.segment import clauses, join_parts, split_long
 
 
 def pieces(texts: list[str]) -> list[int]:  # a stand-in for the tokenizer: a piece a word, and </s>
@@ -109,7 +109,7 @@ def test_translate_writes_a_long_line_s_parts_one_after_the_other_on_its_line(tm
     assert len(parts) > 2
     for beam in (1, 3):
         found = translator.hypotheses(parts, beam=beam)
-        expected = translator.tokenizer.decode_tgt([[t for hyps in found for t in hyps[0].tokens]])[0]
+        expected = join_parts(translator.tokenizer.decode_tgt([hyps[0].tokens for hyps in found]))
         assert expected  # an untrained model runs on: something to compare
         done = []
         lines = ["Y fué la tarde", LONG, "", LONG]
@@ -143,6 +143,7 @@ def test_a_long_line_s_hypothesis_is_its_parts_and_n_best_decodes_it_whole(tmp_p
     """nmt report scores what nmt translate writes: the best hypothesis joins the parts' (tokens
     one after the other, log-probabilities summed); asked for two hypotheses or for attention, the
     search takes the whole line, with a warning."""
+    import itertools
     import math
 
     translator = _translator(tmp_path)
@@ -150,6 +151,7 @@ def test_a_long_line_s_hypothesis_is_its_parts_and_n_best_decodes_it_whole(tmp_p
     alone = [hyps[0] for hyps in translator.hypotheses(parts, beam=3)]
     (best,) = translator.hypotheses([LONG], beam=3)[0]
     assert best.tokens == [t for h in alone for t in h.tokens]
+    assert best.cuts == tuple(itertools.accumulate(len(h.tokens) for h in alone[:-1]))
     assert math.isclose(best.log_prob, sum(h.log_prob for h in alone), rel_tol=1e-6)
     whole = _translator(tmp_path, split_long=False)
     for asked in (dict(nbest=2), dict(keep_attention=True)):
@@ -158,6 +160,36 @@ def test_a_long_line_s_hypothesis_is_its_parts_and_n_best_decodes_it_whole(tmp_p
             found = translator.hypotheses([LONG], beam=3, **asked)[0]
         assert [h.tokens for h in found] == [h.tokens for h in whole.hypotheses([LONG], beam=3, **asked)[0]]
         assert "1 of 1 line(s) longer than the 12 source pieces" in caplog.text
+
+
+def test_parts_translations_are_joined_by_a_space_but_after_chinese_or_japanese():
+    assert join_parts(["Let there be light.", "And there was light."]) == "Let there be light. And there was light."
+    assert join_parts(["要有光。", "就有了光。", "神看光是好的"]) == "要有光。就有了光。神看光是好的"
+    assert join_parts(["光あれ。", "", "こうして光があった"]) == "光あれ。こうして光があった"
+    assert join_parts(["「好！」", "He said."]) == "「好！」He said."  # a full-width mark ends the part
+    assert join_parts(["He said:", "「好！」"]) == "He said: 「好！」"
+    assert join_parts(["ไปไหน", "ไปตลาด"]) == "ไปไหน ไปตลาด"  # Thai puts a space between sentences
+    assert join_parts(["", ""]) == "" and join_parts(["Y fué."]) == "Y fué."
+
+
+def test_a_long_line_translated_into_chinese_gets_no_space_where_it_was_cut(tmp_path):
+    """A part's translation starts with SentencePiece's word-boundary piece, which decoded the
+    joined parts as "要有光。 就有了光。": a space inside a Chinese line."""
+    from nmt.config import TokenizerConfig
+    from nmt.search import Hypothesis
+    from nmt.tokenizer import Tokenizer, train_tokenizer
+
+    chinese = ["起初神创造天地。", "地是空虚混沌，渊面黑暗；", "神的灵运行在水面上。", "神说：要有光。",
+               "就有了光。", "神看光是好的，就把光暗分开了。"] * 20
+    spanish = [f"Y dijo Dios {i}." for i in range(len(chinese))]
+    train_tokenizer(spanish, chinese, TokenizerConfig(vocab_size=44, joint=False), tmp_path / "tok")
+    translator = _translator(tmp_path)
+    translator.tokenizer = tokenizer = Tokenizer.from_folder(tmp_path / "tok")
+    first, second = tokenizer.encode_tgt(["神说要有光。", "就有了光。"])
+    assert tokenizer.decode_tgt([first + second]) == ["神说要有光。 就有了光。"]  # the parts' tokens as one
+    hyp = Hypothesis(first + second, 0.0, 0.0, cuts=(len(first),))
+    assert translator.text(hyp) == "神说要有光。就有了光。"
+    assert translator.text(Hypothesis(first, 0.0, 0.0)) == "神说要有光。"
 
 
 def test_nmt_translate_cuts_a_long_line_unless_told_whole_lines(tiny_run, caplog):
