@@ -105,6 +105,14 @@ def score(run: dict, work: Path, refs: Path) -> dict | None:
     return corpus_scores(lines, read_lines(refs))
 
 
+def decoded_as(decode: dict) -> str:
+    """A decoding run's out len, precision and batch, as the quality table shows them: nmt records
+    its precision (auto: bf16 where native), a peer decodes in fp32; a run that recorded no batch
+    size says so."""
+    batch = f"{decode['batch_size']} a batch" if decode.get("batch_size") else "batch not recorded"
+    return f"{decode['mean_output_len']:.1f}; {decode.get('precision', 'fp32')}, {batch}"
+
+
 def render(results: dict) -> str:
     m, s = results["machine"], results["settings"]
     out = [
@@ -116,7 +124,7 @@ def render(results: dict) -> str:
         f"Command: `{results['command']}`{at_code(results)}.",
         "",
         "| toolkit | model | steps | target tokens | tok/s over the budget | test BLEU | chrF | TER | "
-        "beam-5 test sent/s (out len) | peak RSS (train) |",
+        "beam-5 test sent/s (out len; precision, batch) | peak RSS (train) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, run in results["toolkits"].items():
@@ -128,13 +136,15 @@ def render(results: dict) -> str:
         rate, dec = train["target_tokens"] / (train["train_minutes"] * 60), run["decode"]
         out.append(f"| {name} | {run['model']} | {train['steps']:,} | {train['target_tokens'] / 1e6:.2f} M | "
                    f"{rate:,.0f} | {sc['bleu']['score']:.2f} | {sc['chrf']['score']:.2f} | {sc['ter']['score']:.2f} | "
-                   f"{dec['sentences_per_s']:.1f} ({dec['mean_output_len']:.1f}) | {train['peak_rss_mib']:,.0f} MiB |")
+                   f"{dec['sentences_per_s']:.1f} ({decoded_as(dec)}) | {train['peak_rss_mib']:,.0f} MiB |")
     verdict = results.get("verdict")
     if verdict:
         out += ["", verdict]
     out += ["", "tok/s over the budget: target tokens trained / budget seconds, everything inside the "
-            "budget included (nmt's dev validations too). Decoding: search time only, one pass, fp32, batches "
-            "of 64 sentences; out len = pieces + </s> per sentence."]
+            "budget included (nmt's dev validations too). Decoding: search time only, one pass, each toolkit "
+            "at its own precision and batch (nmt: precision auto, bf16 where native, and its config's batch "
+            "size); out len = pieces + "
+            "</s> per sentence. `decode_trained.py` compares decoding speed like for like."]
     signature = next((r["scores"]["bleu"]["signature"] for r in results["toolkits"].values() if r.get("scores")), "")
     out += ["", f"BLEU signature: `{signature}`", ""]
     return "\n".join(out)

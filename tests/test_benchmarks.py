@@ -129,3 +129,14 @@ def test_long_lines_ways_differ_only_on_lines_longer_than_the_model_saw(tmp_path
     assert [row["lines"] for row in rows] == [12, 2] and rows[1]["longest_pieces"] > 12
     assert len({(way["bleu"], way["words_ratio"]) for way in rows[0]["ways"].values()}) == 1
     assert len({way["words_ratio"] for way in rows[1]["ways"].values()}) > 1  # cut lines: translated otherwise
+
+
+def test_the_quality_table_says_at_what_precision_and_batch_each_toolkit_decoded():
+    """It said every toolkit decoded in fp32, 64 sentences a batch, while nmt decoded at its
+    checkpoint's settings: bf16 where native, 128 a batch."""
+    quality = _script("quality")
+    results = json.loads((ROOT / "benchmarks/results/2026-12-07-amd-epyc-zen4-2c-quality-luong-20min.json").read_text())
+    rows = {line.split(" | ")[0]: line for line in quality.render(results).splitlines() if line.startswith("| ")}
+    assert "161.2 (33.2; bf16, 128 a batch)" in rows["| nmt"]
+    assert "39.4 (33.0; fp32, 64 a batch)" in rows["| fairseq"]
+    assert "fp32, batches of 64" not in quality.render(results)
