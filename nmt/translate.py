@@ -191,8 +191,7 @@ class Translator:
         """A hypothesis detokenised. A line translated in parts is its parts' texts joined
         (``nmt.segment.join_parts``: no space after Chinese or Japanese), each part detokenised alone."""
         bounds = [0, *hyp.cuts, len(hyp.tokens)]
-        texts = self.tokenizer.decode_tgt([hyp.tokens[a:b] for a, b in zip(bounds, bounds[1:])])
-        return texts[0] if len(texts) == 1 else join_parts(texts)
+        return join_parts(self.tokenizer.decode_tgt([hyp.tokens[a:b] for a, b in zip(bounds, bounds[1:])]))
 
     def _parts(self, lines: list[str], split: bool) -> tuple[list[list[int] | None], list[int]]:
         """The source ids decoded for ``lines`` (``_encoded``), and how many parts each line has:
