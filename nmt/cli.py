@@ -254,7 +254,8 @@ def average(
 ) -> None:
     """Average the weights of checkpoints of one run (the last few: train.keep_checkpoints keeps
     them) into a new checkpoint that translates and evaluates like any other."""
-    from nmt.checkpoint import MANIFEST, average_checkpoints, read_manifest, run_checkpoints
+    from nmt.average import average_checkpoints
+    from nmt.checkpoint import MANIFEST, read_manifest, run_checkpoints
 
     folders = []
     for path in checkpoints:  # a folder that is neither goes as it is: loading it says what it is

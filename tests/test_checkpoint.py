@@ -616,7 +616,7 @@ def test_a_checkpoint_without_optimizer_state_translates_evaluates_and_averages_
 
 
 def test_average_refuses_what_is_not_one_model(tmp_path):
-    from nmt.checkpoint import average_checkpoints
+    from nmt.average import average_checkpoints
     from nmt.model import build_model
     from nmt.tokenizer import Tokenizer, train_tokenizer
 
@@ -650,7 +650,8 @@ def test_average_refuses_what_is_not_one_model(tmp_path):
 def test_a_checkpoint_of_a_higher_step_never_costs_the_one_just_saved(tmp_path):
     """An average written as checkpoints/step-0999999 sorts after every step: saving the next
     checkpoint kept it and pruned the one just saved, leaving `last` pointing at nothing."""
-    from nmt.checkpoint import average_checkpoints, load_checkpoint
+    from nmt.average import average_checkpoints
+    from nmt.checkpoint import load_checkpoint
 
     _, paths = _train(tmp_path, "train.max_steps=16", "train.keep_checkpoints=2")
     average_checkpoints([paths.root / "checkpoints" / "step-0000008", paths.root / "checkpoints" / "step-0000016"],
