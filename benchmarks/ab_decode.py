@@ -9,7 +9,8 @@ A setting is PRECISION[:FILES]: decode.precision, and optionally other versions 
 of nmt/search.py (greedy_stream is taken from it; from one older than nmt/beam.py, beam_stream
 too), nmt/beam.py (beam_stream), nmt/attention.py (the
 attention modules' forward methods are), nmt/model.py (``Encoder.forward``, ``Seq2Seq.encode`` and
-``Decoder._rnn_cells`` are), nmt/quantize.py (``int8_bilstm`` is) or nmt/translate.py
+``Decoder._rnn_cells`` are), nmt/quantize.py (``int8_bilstm`` is), nmt/stretches.py (``by_length``,
+the encoder's stretches, before 2026-12-07 part of nmt/model.py) or nmt/translate.py
 (``Translator.hypotheses`` and ``Translator._search`` are), told apart by the file's name; the
 rest of nmt is this checkout's. ``--a-batch`` and ``--b-batch`` set each one's
 ``decode.batch_size`` (default: the checkpoint's). A translate.py from before 2026-12-05 decodes
@@ -56,10 +57,11 @@ PATCHED = {
     "attention.py": ("AdditiveAttention.forward", "MultiplicativeAttention.forward"),
     "model.py": ("Encoder.forward", "Seq2Seq.encode", "Decoder._rnn_cells"),
     "quantize.py": ("int8_bilstm",),
+    "stretches.py": ("by_length",),
     "translate.py": ("Translator.hypotheses", "Translator._search"),
 }
 # Where a replaced function is looked up when decoding: the module that imported it by name.
-USED_IN = {"search.py": nmt.translate, "beam.py": nmt.translate, "quantize.py": nmt.model}
+USED_IN = {"search.py": nmt.translate, "beam.py": nmt.translate, "quantize.py": nmt.model, "stretches.py": nmt.model}
 
 
 def _owner(module, dotted: str):
@@ -83,7 +85,7 @@ ORIGINALS = {(file, d): getattr(_target(file, d), _attribute(d)) for file, ds in
 
 def setting(paths: str | None, translator: nmt.translate.Translator, batch: int | None = None):
     """A function that puts this setting's code in place: this checkout's, with the other versions
-    of nmt/search.py, nmt/beam.py, nmt/attention.py, nmt/model.py or nmt/quantize.py in ``paths``
+    of nmt/search.py, nmt/beam.py, nmt/attention.py, nmt/model.py, nmt/quantize.py or nmt/stretches.py in ``paths``
     (comma-separated) instead; and, with ``batch``, sets ``translator``'s decode.batch_size (else
     the checkpoint's)."""
     config = with_decode_batch(translator.config, batch)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-import nmt.model
 import nmt.state
+import nmt.stretches
 from conftest import small_model
 from nmt.hardware import onednn_bf16
 from nmt.attention import AdditiveAttention, MultiplicativeAttention
@@ -125,7 +125,7 @@ def test_decoding_memory_holds_the_context_columns_applied_and_gives_the_same_st
 def test_encoding_by_length_equals_the_packed_encoder(cell):
     """``by_length`` (one dense call per sentence length) gives the packed-sequence encoder's
     outputs and final states, and zeros at padding."""
-    from nmt.model import by_length
+    from nmt.stretches import by_length
 
     model = small_model(cell, layers=2, vocab=11)
     src = torch.tensor([[5, 6, 7, 8, 3], [9, 4, 3, 0, 0], [4, 4, 3, 0, 0], [7, 3, 0, 0, 0], [6, 5, 4, 4, 3]])
@@ -150,7 +150,7 @@ def test_bf16_decoding_encodes_in_bf16_where_onednn_can(monkeypatch, onednn_has_
     on CPUs without them (AVX2) the dense kernel fails, and the encoder runs packed (fp32 out)."""
     if onednn_has_bf16 and not onednn_bf16():
         pytest.skip("this CPU's oneDNN has no bf16 kernels (they need AVX-512)")
-    monkeypatch.setattr(nmt.model, "onednn_bf16", lambda: onednn_has_bf16)
+    monkeypatch.setattr(nmt.stretches, "onednn_bf16", lambda: onednn_has_bf16)
     model = small_model(layers=2, vocab=11)
     src = torch.tensor([[5, 6, 7, 8, 3], [9, 4, 3, 0, 0]])
     lengths = torch.tensor([5, 3])
