@@ -140,3 +140,27 @@ def test_the_quality_table_says_at_what_precision_and_batch_each_toolkit_decoded
     assert "161.2 (33.2; bf16, 128 a batch)" in rows["| nmt"]
     assert "39.4 (33.0; fp32, 64 a batch)" in rows["| fairseq"]
     assert "fp32, batches of 64" not in quality.render(results)
+
+
+def test_ab_decode_swaps_in_another_version_of_a_file_and_back(tmp_path):
+    """An A/B setting puts another file's functions where decoding looks them up (the module that
+    imported them), and the plain setting puts this checkout's back; a file it cannot swap is a
+    one-line refusal."""
+    import nmt.model
+    import nmt.stretches
+
+    ab = _script("ab_decode")
+    folder = saved_tiny_model(tmp_path)[3]
+    translator = Translator.from_checkpoint(folder)
+    other = tmp_path / "other" / "stretches.py"
+    other.parent.mkdir()
+    other.write_text((ROOT / "nmt" / "stretches.py").read_text(encoding="utf-8"), encoding="utf-8")
+    try:
+        ab.setting(str(other), translator)()
+        swapped = nmt.model.by_length
+        assert swapped is not nmt.stretches.by_length and swapped.__code__.co_filename == str(other)
+    finally:
+        ab.setting(None, translator)()
+    assert nmt.model.by_length is nmt.stretches.by_length
+    with pytest.raises(SystemExit, match="expected a file named"):
+        ab.setting(str(tmp_path / "other" / "unknown.py"), translator)
