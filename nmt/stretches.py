@@ -1,8 +1,7 @@
 """Decoding's encoder, stretch by stretch: an RNN over a batch of sentences of different lengths
-as dense kernel calls over the stretches of time between their lengths, instead of one call on a
-packed sequence. No padding is read, so it computes exactly the packed maths; the dense (oneDNN)
-kernel follows bf16 autocast, which the packed kernel ignores. Used by ``Encoder.forward`` in
-eval mode without gradients, where it pays (``by_length_pays``).
+as dense kernel calls over the stretches of time between their lengths (``by_length``), instead of
+one call on a packed sequence. Used by ``Encoder.forward`` in eval mode without gradients, where
+it pays (``by_length_pays``).
 """
 
 from __future__ import annotations
