@@ -4,12 +4,15 @@ last line) or validation, each with its step, so a resumed run can drop what it 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from nmt.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 class _Position(Protocol):  # what a log line reports of the trainer's state
@@ -63,9 +66,23 @@ def append_record(path: Path, record: dict) -> None:
 
 
 def truncate_after(path: Path, step: int) -> None:
-    """Drop lines logged after the checkpoint we resume from (they will be logged again)."""
+    """Drop lines logged after the checkpoint we resume from (they will be logged again), and any
+    line that is not a record: half a line left by a full disk or a crash (NUL bytes after a power
+    cut) had made the run impossible to resume."""
     if not path.exists():
         return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    kept, damaged = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            damaged += 1
+        elif record.get("step", 0) <= step:
+            kept.append(line)
+    if damaged:
+        log.warning("%s: %d damaged line%s dropped", path, damaged, "s" * (damaged > 1))
     atomic_write_text(path, "".join(line + "\n" for line in kept))

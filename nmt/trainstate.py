@@ -109,6 +109,9 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
         raise unusable_run(run_dir, f"{folder}: cannot resume, trainer state unusable ({type(exc).__name__}: "
                                     f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
     state.stopped = ""  # the stop conditions are checked again with this run's settings
+    if manifest["config"].get("train", {}).get("lr") != current["train"]["lr"]:  # a new train.lr: it applies now
+        state.lr, state.lr_bad_validations = config.train.lr, 0  # (unchanged: the run's own, perhaps halved)
+    state.lr = max(state.lr, min(config.train.min_lr, config.train.lr))  # a train.min_lr raised since
     if state.best_step and not (run_dir / "best").exists():  # saving would prune the real best, unlinked
         raise unusable_run(run_dir, f"{run_dir / 'best'} is missing (the run's best, step {state.best_step}, "
                                     f"would be removed)")

@@ -378,6 +378,40 @@ def test_resuming_under_changed_train_settings_says_which(tmp_path, caplog):
                        f"train.lr 0.005 → 0.002, train.max_steps 8 → 12"]
 
 
+def test_resuming_with_another_train_lr_trains_at_it_and_otherwise_at_the_runs_own(tmp_path):
+    """Editing train.lr resumes at the new rate (it had resumed at the checkpoint's, while the log
+    said "changed since: train.lr"); left as it was, the run's own rate goes on, halved or not."""
+    def rates(*overrides):
+        seen = []
+        _train(tmp_path, *overrides, on_progress=lambda progress: seen.append(progress.lr))
+        return set(seen)
+
+    _train(tmp_path, "train.max_steps=8")  # tiny.yaml: lr 0.005
+    assert rates("train.max_steps=10", "train.lr=0.002") == {0.002}
+    last = tmp_path / "tiny" / "last"
+    trainer = json.loads((last / "trainer.json").read_text())
+    trainer["trainer"]["lr"] = 0.001  # as halving on a dev plateau leaves it
+    (last / "trainer.json").write_text(json.dumps(trainer))
+    assert rates("train.max_steps=12", "train.lr=0.002") == {0.001}
+    assert rates("train.max_steps=14", "train.lr=0.002", "train.min_lr=0.0015") == {0.0015}  # a floor raised
+
+
+def test_a_damaged_log_line_does_not_stop_the_run_resuming(tmp_path, caplog):
+    """Half a line (a full disk, a crash) or NUL bytes (a power cut) at the end of metrics.jsonl:
+    resuming cut the log back by parsing every line, and failed on it with a traceback, every time."""
+    _train(tmp_path, "train.max_steps=8")
+    metrics = tmp_path / "tiny" / "metrics.jsonl"
+    before = metrics.read_text().splitlines()
+    with open(metrics, "a") as log:
+        log.write('{"kind": "train", "step": 9, "train_lo\n\0\0\0\n')
+    with caplog.at_level(logging.WARNING, logger="nmt.trainlog"):
+        _train(tmp_path, "train.max_steps=10")
+    assert [r.getMessage() for r in caplog.records if r.name == "nmt.trainlog"] == [
+        f"{metrics}: 2 damaged lines dropped"]
+    after = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [json.dumps(r) for r in after[: len(before)]] == before and after[-1]["step"] == 10
+
+
 def test_training_says_how_many_pairs_max_train_len_leaves_out(tmp_path, caplog):
     from nmt.lines import read_lines
     from nmt.tokenizer import Tokenizer
