@@ -6,6 +6,7 @@ compressed by its name; in chunks). Kept apart from ``nmt.cli``, which parses an
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -39,10 +40,13 @@ def guarded(command):
                 return command(*args, **kwargs)
         except NmtError as exc:
             fail(str(exc))
+        except BrokenPipeError:  # the reader went away (nmt translate … | head): stop quietly, as cat does
+            _drop_stdout()
+            raise SystemExit(128 + 13) from None  # a shell's status for a process SIGPIPE ended
         except OSError as exc:  # with the path it concerns: a missing or read-only file, a full disk …
-            if exc.filename is None:
+            if exc.filename is None and exc.errno not in _NO_ROOM:
                 raise
-            fail(f"{exc.strerror}: {exc.filename}")
+            fail(exc.strerror + (f": {exc.filename}" if exc.filename is not None else ""))
         except UnicodeDecodeError as exc:
             fail(f"input is not valid UTF-8 ({utf8_where(exc)})")
         except KeyboardInterrupt as exc:  # training has logged where it resumes; translate says what was written
@@ -55,6 +59,19 @@ def guarded(command):
             raise SystemExit(130) from None
 
     return wrapper
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)  # a write's errors, which name no file
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered would fail again as Python exits, with a
+    second message ("Exception ignored … BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (a test's captured stdout): nothing to flush into a pipe
+        pass
 
 
 def script_args(doc: str) -> list[str]:
@@ -159,6 +176,10 @@ def write_in_chunks(lines: list[str], render: Callable[[list[str], Callable[[int
                 out.write("".join(line + "\n" for line in rendered))
                 out.flush()
                 done += len(rendered)
+    except OSError as exc:
+        if exc.filename is None and not isinstance(exc, BrokenPipeError):  # > file on a full disk: say which
+            exc.filename = str(output or "stdout")
+        raise
     except KeyboardInterrupt as exc:
         if output is not None and not written_in_place(output):
             held = f"nothing written to {output}, which is as it was"

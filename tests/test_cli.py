@@ -41,6 +41,54 @@ def test_an_os_error_without_a_path_is_not_hidden():
         guarded(command)()
 
 
+def _translate_into(tiny_run, tmp_path, *output: str, stdout=subprocess.PIPE):
+    source = tmp_path / "in.es"
+    source.write_text("Y dijo Dios: Sea la luz.\n" * 50, encoding="utf-8")
+    return subprocess.Popen([sys.executable, "-m", "nmt", "translate", "--checkpoint", str(tiny_run.root / "best"),
+                             "-i", str(source), *output], stdout=stdout, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
+def test_a_reader_that_goes_away_stops_translate_quietly(tiny_run, tmp_path):
+    """nmt translate … | head -3: the reader closes the pipe; the translator stops with a shell's
+    status for SIGPIPE and no traceback (there was one, and a second as Python exited)."""
+    process = _translate_into(tiny_run, tmp_path)
+    process.stdout.close()  # the reader is gone before the first line is written
+    stderr = process.communicate(timeout=120)[1]
+    assert (process.returncode, stderr) == (141, "")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("to_stdout", [True, False])
+def test_a_full_disk_is_one_line_naming_what_was_written(tiny_run, tmp_path, to_stdout):
+    with open("/dev/full", "w") as full:  # every write fails with ENOSPC
+        args = () if to_stdout else ("-o", "/dev/full")
+        process = _translate_into(tiny_run, tmp_path, *args, stdout=full if to_stdout else subprocess.PIPE)
+        stderr = process.communicate(timeout=120)[1]
+    named = "stdout" if to_stdout else "/dev/full"
+    assert (process.returncode, stderr) == (1, f"error: No space left on device: {named}\n")
+
+
+def test_a_full_disk_while_replacing_a_file_names_it_and_leaves_it_as_it_was(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from nmt.atomic import atomic_write_text
+    from nmt.terminal import guarded
+
+    out = tmp_path / "report.json"
+    out.write_text("earlier\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a real fsync's: no file name
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(SystemExit) as exited:
+        guarded(atomic_write_text)(out, "new\n")
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == f"error: No space left on device: {out}\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"] and out.read_text() == "earlier\n"
+
+
 def test_help_does_not_import_torch():
     code = "import sys; from nmt.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n" \
            "assert 'torch' not in sys.modules and 'datasets' not in sys.modules, 'heavy import'"
