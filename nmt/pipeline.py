@@ -75,9 +75,11 @@ def evaluate(
     ``ref_path`` with sacreBLEU, and write the hypotheses, ``report.json`` and ``report.md`` into
     ``out_dir``.
 
-    Defaults: the test split of the run that holds ``checkpoint`` (runs/<name>/best → runs/<name>),
-    that run folder for the output, and the decoding settings the checkpoint was trained with
-    (``decode``: the experiment's current ones instead; ``beam`` overrides either's beam)."""
+    Defaults: the test split of the run that holds ``checkpoint`` (runs/<name>/best or
+    runs/<name>/checkpoints/step-N → runs/<name>), that run folder for the output, and the
+    decoding settings the checkpoint was trained with (``decode``: the experiment's current ones
+    instead; ``beam`` overrides either's beam)."""
+    from nmt.analysis import find_run_dir
     from nmt.atomic import atomic_write_text, check_destination
     from nmt.checkpoint import step_info
     from nmt.data import read_test_pair
@@ -85,7 +87,7 @@ def evaluate(
     from nmt.report import render_markdown
     from nmt.translate import Translator
 
-    run_dir = Path(checkpoint).parent
+    run_dir = find_run_dir(checkpoint) or Path(checkpoint).parent  # runs/x/checkpoints/step-N → runs/x too
     out_dir = Path(out_dir or run_dir)
     check_destination(out_dir, folder=True)  # before decoding, not after
     translator = Translator.from_checkpoint(checkpoint, device, decode)

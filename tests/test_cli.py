@@ -440,6 +440,20 @@ def test_evaluate_writes_reports_for_greedy_and_beam(tiny_run, tmp_path):
     assert len(hyps) == report["sentences"] == 34
 
 
+def test_evaluate_finds_the_run_of_a_checkpoint_in_its_checkpoints_folder(tiny_run, tmp_path):
+    """runs/x/checkpoints/step-N (nmt report found its run; evaluate looked for runs/x/checkpoints/data)."""
+    import shutil
+
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run.root, run, symlinks=True)
+    step = run / "checkpoints" / os.readlink(run / "best").rpartition("/")[2]
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(step), "--beam", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))  # in the run folder, as for best
+    assert (report["source"], report["sentences"]) == (str(run / "data" / "test.es"), 34)
+    assert report["training"] == json.loads((run / "train_summary.json").read_text(encoding="utf-8"))
+
+
 def test_evaluate_with_beam_1_decodes_greedy_once(tiny_run, tmp_path):
     result = runner.invoke(app, ["evaluate", "--checkpoint", str(tiny_run.root / "best"), "--out", str(tmp_path),
                                  "--beam", "1"])
