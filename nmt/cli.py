@@ -260,6 +260,9 @@ def average(
     folders = []
     for path in checkpoints:  # a folder that is neither goes as it is: loading it says what it is
         folders += [path] if (path / MANIFEST).is_file() else run_checkpoints(path) or [path]
+    if last and len(folders) < last:  # the mean of fewer, farther apart, is another model than asked for
+        fail(f"--last {last}: only {len(folders)} checkpoint{'s' * (len(folders) != 1)} to average (a run keeps "
+             f"best and its train.keep_checkpoints latest: set that to {last} or more)")
     if last:
         folders = sorted(folders, key=lambda path: read_manifest(path)["step"])[-last:]
     typer.echo(average_checkpoints(folders, output))

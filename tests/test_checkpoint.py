@@ -614,6 +614,9 @@ def test_average_is_the_mean_of_the_weights_and_translates(tmp_path):
     again = CliRunner().invoke(app, ["average", str(paths.root), "--last", "2", "-o", str(tmp_path / "mean")])
     assert again.exit_code == 0, again.output  # an earlier average is replaced
     assert [s["step"] for s in read_manifest(tmp_path / "mean")["averaged"]] == [32, 40]
+    fewer = CliRunner().invoke(app, ["average", str(paths.root), "--last", "9", "-o", str(tmp_path / "mean9")])
+    assert fewer.exit_code == 1 and not (tmp_path / "mean9").exists()  # not the mean of the 3 or 4 there are
+    assert "error: --last 9: only " in fewer.stderr and "set that to 9 or more" in fewer.stderr
 
 
 def test_a_checkpoint_without_optimizer_state_translates_evaluates_and_averages_but_does_not_resume(tmp_path):
