@@ -41,7 +41,8 @@ def beam_search(
 
     - ``stopping="bound"``: once it has ``nbest`` finished hypotheses and no live one can still
       beat them: log p only falls as tokens are added and lp grows with length (alpha ≥ 0), so a live
-      hypothesis's best reachable score is log p / lp(max_len). Exact with respect to the beam.
+      hypothesis's best reachable score is log p / lp(max_len + 1), the length penalty of one cut at
+      the limit (scored as if </s> followed). Exact with respect to the beam.
     - ``stopping="finished"``: once ``beam`` hypotheses have finished (fairseq's rule). A live
       hypothesis might still have beaten them; fewer steps.
 
@@ -188,7 +189,7 @@ def beam_stream(
         batch.advance(state, origin, token, top.masked_fill(is_eos, float("-inf")),
                       weights if keep_attention else None)
         live_best = batch.scores.max(dim=-1).values  # (n,)
-        bound = live_best / length_penalty(batch.limit.to(live_best.device).float(), alpha)  # best reachable
+        bound = live_best / length_penalty(batch.limit.to(live_best.device).float() + 1, alpha)  # best reachable
         ending = _Ending(top.tolist(), is_eos.tolist(), (batch.steps >= batch.limit).tolist(), bound.tolist())
         free = _collect_finished(batch.groups, ending, batch.history, batch.attn_history, alpha, enough,
                                  stopping == "bound")
