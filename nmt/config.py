@@ -53,7 +53,7 @@ class DataConfig:
     hub_split: str = "train"
     min_words: int = 1
     max_words: int = 80
-    max_ratio: float = 3.0  # longer side / shorter side, in whitespace words
+    max_ratio: float = 3.0  # longer side / shorter side, in words (nmt.scripts.word_count)
     dev_groups: tuple[str, ...] = ("JDG", "RUT", "JON", "PHP", "1JN", "TIT")
     test_groups: tuple[str, ...] = ("DAN", "ACT", "ROM", "JAS", "1PE")
     dev_size: int = 1000  # used when no groups are given: a seeded random split

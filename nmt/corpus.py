@@ -198,10 +198,10 @@ def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:
 
 def read_pairs(config: DataConfig) -> list[Pair]:
     """Load raw pairs as described by ``config`` (no normalisation yet)."""
-    source = Path(config.source)
+    source = Path(config.source).expanduser()  # ~/corpora/x.tsv: a YAML value no shell has expanded
     try:
         if config.target is not None:
-            target = Path(config.target)
+            target = Path(config.target).expanduser()
             for path in (source, target):
                 if error := path_error(path, "data file"):
                     raise DataError(error)

@@ -20,6 +20,7 @@ from nmt.config import DataConfig, settings_json
 from nmt.corpus import Pair, read_pairs
 from nmt.errors import DataError
 from nmt.lines import read_lines
+from nmt.scripts import word_count
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def filter_pairs(pairs: list[Pair], config: DataConfig) -> tuple[list[Pair], Cou
     kept, dropped = [], Counter()
     for pair in pairs:
         src, tgt = normalise(pair.src), normalise(pair.tgt)
-        n_src, n_tgt = len(src.split()), len(tgt.split())
+        n_src, n_tgt = word_count(src), word_count(tgt)  # a Chinese or Japanese letter counts as a word
         if n_src == 0 or n_tgt == 0:
             dropped["empty"] += 1
         elif min(n_src, n_tgt) < config.min_words:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from nmt.scripts import unspaced
+
 # A sentence or clause ends at these marks, with any closing quotes or brackets: Latin, Greek,
 # Arabic and Devanagari ones before a space; the full-width ones of Chinese and Japanese, written
 # without spaces, anywhere.
@@ -84,22 +86,11 @@ def split_long(line: str, count: Pieces, longest: int, part: int | None = None) 
     return [text.strip() for text in _gathered(units, target)]
 
 
-# Chinese and Japanese write no space between sentences: CJK symbols and punctuation, kana, CJK
-# ideographs (and their extensions, compatibility forms), full-width forms. Not Thai, Lao or
-# Khmer, written without spaces between words but with one between sentences.
-_UNSPACED = ((0x3000, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xFF00, 0xFFEF),
-             (0x20000, 0x3FFFF))
-
-
-def _unspaced(char: str) -> bool:
-    return any(low <= ord(char) <= high for low, high in _UNSPACED)
-
-
 def join_parts(texts: list[str]) -> str:
     """The translations of a line's parts as one line: a space between two, but after a part that
     ends in Chinese or Japanese text ("要有光。就有了光。", not "要有光。 就有了光。"); empty
     translations left out."""
     line = ""
     for text in filter(None, texts):
-        line += text if not line or _unspaced(line[-1]) else " " + text
+        line += text if not line or unspaced(line[-1]) else " " + text
     return line

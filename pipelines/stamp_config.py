@@ -51,8 +51,8 @@ def _data_files(*given: str | None) -> dict[str, list[int]]:
     spaces) and for data.target."""
     files = {}
     for name in given:
-        if name and Path(name).is_file():
-            status = Path(name).stat()
+        if name and Path(name).expanduser().is_file():
+            status = Path(name).expanduser().stat()
             files[name] = [status.st_size, status.st_mtime_ns]
     return files
 

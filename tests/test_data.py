@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import TINY_TSV
+from conftest import ROOT, TINY_TSV
 from nmt.config import DataConfig
 from nmt.corpus import Pair, read_pairs
 from nmt.data import filter_pairs, normalise, prepare, write_splits
@@ -28,6 +28,34 @@ def test_tiny_tsv_splits_by_book(tmp_path):
     write_splits(prepared, tmp_path, config)
     assert len((tmp_path / "test.en").read_text(encoding="utf-8").splitlines()) == 34
     assert json.loads((tmp_path / "stats.json").read_text())["kept"]["train"] == 500
+
+
+def test_a_path_from_the_home_folder_is_read(tmp_path, monkeypatch):
+    """data.source: ~/corpora/x.tsv in a YAML file, which no shell expands (it was "not found"); a
+    pair of text files likewise, and the stamp that reruns make's stages when they change."""
+    import shutil
+
+    monkeypatch.syspath_prepend(str(ROOT / "pipelines"))
+    from stamp_config import _data_files
+
+    (tmp_path / "corpora").mkdir()
+    shutil.copy(TINY_TSV, tmp_path / "corpora" / "bible.tsv")
+    for lang in ("es", "en"):
+        (tmp_path / "corpora" / f"x.{lang}").write_text("uno dos\n", encoding="utf-8")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert len(read_pairs(DataConfig(source="~/corpora/bible.tsv"))) == len(read_pairs(DataConfig(source=str(TINY_TSV))))
+    assert len(read_pairs(DataConfig(source="~/corpora/x.es", target="~/corpora/x.en"))) == 1
+    assert list(_data_files("~/corpora/bible.tsv", None)) == ["~/corpora/bible.tsv"]
+
+
+def test_chinese_and_japanese_sentences_are_counted_in_letters_by_the_length_filters():
+    """A whitespace count made a Chinese sentence one word, past data.max_ratio 3 beside any English
+    sentence of four words or more: a zh–en corpus was dropped almost whole."""
+    pairs = [Pair("要有光。就有了光。", "Let there be light, and there was light.", "1"),
+             Pair("神は「光あれ」と言われた。", "And God said, Let there be light.", "2"),
+             Pair("光", "Let there be light, and there was light.", "3")]  # 1 against 8: still a bad pair
+    kept, dropped = filter_pairs(pairs, DataConfig(max_words=12))
+    assert [p.id for p in kept] == ["1"] and dropped == {"length_ratio": 1, "too_long": 1}  # 2: 13 words
 
 
 def test_a_group_that_names_no_pair_is_refused(tmp_path):
