@@ -212,7 +212,12 @@ def translate(
 
     if interactive:  # a person typing: answer each line at once (a pipe or file is decoded in batches)
         typer.echo("Type a sentence and press Enter; Ctrl-D ends.", err=True)
-        for line in sys.stdin:
+        for raw in sys.stdin.buffer:  # bytes: in a C locale the text stream lets invalid UTF-8 through
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:  # a terminal in Latin-1, say: that line, not the session
+                typer.echo(f"error: not valid UTF-8 (byte {exc.start + 1}); type it again", err=True)
+                continue
             typer.echo(rendered([line.rstrip("\r\n")])[0])
         return
     write_in_chunks(lines, rendered, output, TRANSLATE_CHUNK)

@@ -312,6 +312,10 @@ def test_translate_at_a_terminal_answers_each_line_as_it_is_typed(tiny_run):
             os.write(fd, f"{source}\n".encode())
             answer = f"{source}\r\n{translation}\r\n"  # the terminal's echo, then nmt's line
             assert answer in _read_until(fd, answer)  # before the next line is typed
+        os.write(fd, b"caf\xe9 malo\n")  # a Latin-1 terminal: that line is refused, the session goes on
+        assert "error: not valid UTF-8 (byte 4); type it again" in _read_until(fd, "type it again")
+        os.write(fd, b"Y dijo Dios\n")
+        assert f"\r\n{batch[0]}\r\n" in _read_until(fd, f"\r\n{batch[0]}\r\n")
         os.write(fd, b"\x04")  # Ctrl-D
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
