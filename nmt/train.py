@@ -205,6 +205,8 @@ class Trainer:
             with self._only_trainer(), stop_requests(signal.SIGINT, signal.SIGTERM) as asked:
                 # lines logged after the step we start from (a resumed checkpoint's, or 0) will be logged again
                 truncate_after(metrics_path, st.step)
+                if not self._budget_spent():  # a finished run's summary no longer describes it (rewritten at the end)
+                    (self.run_dir / "train_summary.json").unlink(missing_ok=True)
                 self._steps(metrics_path, on_progress, asked)
         except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: the steps since are lost
             where = (f"{self.run_dir / 'last'}, step {self.saved_step}" if self.saved_step is not None

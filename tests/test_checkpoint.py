@@ -412,6 +412,20 @@ def test_a_damaged_log_line_does_not_stop_the_run_resuming(tmp_path, caplog):
     assert [json.dumps(r) for r in after[: len(before)]] == before and after[-1]["step"] == 10
 
 
+def test_a_finished_run_resumed_and_interrupted_keeps_no_summary_of_its_earlier_end(tmp_path):
+    """train_summary.json says training has finished: a finished run resumed with a larger budget
+    and stopped kept the old one, and evaluate reported "8 steps, reached train.max_steps=8" beside
+    a checkpoint of a later step."""
+    _train(tmp_path, "train.max_steps=8")
+    summary = tmp_path / "tiny" / "train_summary.json"
+    assert json.loads(summary.read_text())["steps"] == 8
+    with pytest.raises(Interrupted):
+        _train(tmp_path, "train.max_steps=24", on_progress=_interrupt_at(13))
+    assert not summary.exists()
+    _train(tmp_path, "train.max_steps=24")
+    assert json.loads(summary.read_text())["steps"] == 24
+
+
 def test_training_says_how_many_pairs_max_train_len_leaves_out(tmp_path, caplog):
     from nmt.lines import read_lines
     from nmt.tokenizer import Tokenizer
