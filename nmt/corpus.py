@@ -296,7 +296,7 @@ def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
                                              for name in (config.src_field, config.tgt_field)):
         raise DataError(f"{config.source}: its first row is a header ({', '.join(table[0].values())}), but "
                         f"data.columns names the columns of a headerless file; set data.columns: [] for a header")
-    has_id = config.id_field is not None and config.id_field in columns
+    has_id = config.id_field is not None and config.id_field.split(".")[0] in columns  # nested as the sentences
     if (config.dev_groups or config.test_groups) and not has_id:  # line numbers have no groups
         raise DataError(f"{config.source}: no id column {config.id_field!r} (columns: {', '.join(sorted(columns))}) "
                         f"for data.dev_groups and data.test_groups, which split by the ids' groups; name the id "
@@ -307,7 +307,7 @@ def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
         for name, text in ((config.src_field, src), (config.tgt_field, tgt)):
             if text is None:
                 valueless.setdefault(name, []).append(i + 1)
-        pair_id = str(record[config.id_field]).strip() if has_id else str(i)  # (strip: a CRLF's "\r")
+        pair_id = str(_field(record, config.id_field, i, config.source)).strip() if has_id else str(i)  # (a CRLF's \r)
         pairs.append(Pair(src or "", tgt or "", pair_id))
     for name, records in valueless.items():  # a JSON record without the field, or null there
         log.warning("%s: %d record(s) without a value for %s (missing or null), the first record %d: read as "

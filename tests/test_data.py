@@ -158,6 +158,21 @@ def test_jsonl_with_nested_fields(tmp_path):
     assert [(p.src, p.tgt) for p in pairs][:2] == [("hallo 0", "hello 0"), ("hallo 1", "hello 1")]
 
 
+def test_a_nested_id_field_gives_the_ids_and_their_groups(tmp_path):
+    """id_field: meta.id, nested as the sentences may be: it was "no id column 'meta.id'", and with a
+    random split it was ignored without a word (line numbers taken as ids)."""
+    path = tmp_path / "c.jsonl"
+    books = ["GEN", "GEN", "RUT", "JON", "GEN"]
+    lines = [{"meta": {"id": f"{book}.1.{i}"}, "translation": {"de": f"hallo {i}", "en": f"hello {i}"}}
+             for i, book in enumerate(books)]
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    config = DataConfig(source=str(path), src_field="translation.de", tgt_field="translation.en", id_field="meta.id",
+                        dev_groups=("RUT",), test_groups=("JON",))
+    assert [p.id for p in read_pairs(config)] == [f"{book}.1.{i}" for i, book in enumerate(books)]
+    prepared = prepare(config)
+    assert [[p.id for p in prepared.splits[name]] for name in ("dev", "test")] == [["RUT.1.2"], ["JON.1.3"]]
+
+
 @pytest.mark.parametrize("src_field, words", [
     ("translation.fr", r"record 1: no field 'translation.fr' \(translation holds: de, en\)"),  # a code mistyped
     ("translation.de.x", r"record 1: translation.de holds str, not fields, so it has no 'translation.de.x'"),
