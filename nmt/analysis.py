@@ -20,7 +20,7 @@ from sacrebleu.metrics import BLEU
 from sacrebleu.significance import PairedTest
 
 from nmt.errors import NmtError
-from nmt.metrics import METRICS, sentence_chrf
+from nmt.metrics import bleu_tokenizer, metric, sentence_chrf
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,15 @@ def bootstrap_seed() -> str:
     return os.environ.get("SACREBLEU_SEED", "12345")
 
 
-def _paired(named: list[tuple[str, list[str]]], refs: list[str], metrics: tuple[str, ...], n: int) -> dict:
+def _paired(named: list[tuple[str, list[str]]], refs: list[str], metrics: tuple[str, ...], n: int,
+            lang: str) -> dict:
     """Run sacreBLEU's paired bootstrap over ``named`` (the first is the baseline).
 
     Returns {metric: [Result per system]}; a Result has score, mean and ci (the half-width of the
     95 % percentile interval) and, for all but the baseline, p_value."""
     if not refs:
         raise NmtError("cannot score an empty test set")
-    tester = PairedTest(named, {m: METRICS[m]() for m in metrics}, [refs], test_type="bs", n_samples=n)
+    tester = PairedTest(named, {m: metric(m, lang) for m in metrics}, [refs], test_type="bs", n_samples=n)
     _, table = tester()
     # the table is keyed by sacreBLEU's display names (BLEU, chrF2, TER) in the order given
     return dict(zip(metrics, (table[key] for key in list(table)[1:])))
@@ -69,12 +70,13 @@ def interval_only(values: dict) -> dict:
 
 
 def confidence_intervals(
-    systems: dict[str, list[str]], refs: list[str], metrics: tuple[str, ...] = METRIC_NAMES, n: int = BOOTSTRAP
+    systems: dict[str, list[str]], refs: list[str], metrics: tuple[str, ...] = METRIC_NAMES, n: int = BOOTSTRAP,
+    lang: str = "",
 ) -> dict[str, dict[str, dict]]:
     """{system: {metric: {score, mean, ci, low, high}}}: 95 % bootstrap intervals, every system
     resampled on the same sentence draws, so these are also paired tests against the first
     system: every other system carries ``p_value`` (see ``compare``)."""
-    table = _paired(list(systems.items()), refs, metrics, n)
+    table = _paired(list(systems.items()), refs, metrics, n, lang)
     return {
         name: {m: _interval(table[m][i]) for m in metrics} for i, name in enumerate(systems)
     }
@@ -110,14 +112,15 @@ def paired_test(
     refs: list[str],
     metrics: tuple[str, ...] = METRIC_NAMES,
     n: int = BOOTSTRAP,
+    lang: str = "",
 ) -> dict:
     """Paired bootstrap test of ``system`` against ``baseline`` on each metric (see ``compare``)."""
-    return compare(baseline[0], system[0], confidence_intervals(dict([baseline, system]), refs, metrics, n))
+    return compare(baseline[0], system[0], confidence_intervals(dict([baseline, system]), refs, metrics, n, lang))
 
 
-def length_ratio(hyps: list[str], refs: list[str]) -> dict:
-    """Hypothesis / reference length in BLEU's 13a tokens, as BLEU's brevity penalty sees it."""
-    result = BLEU().corpus_score(hyps, [refs])
+def length_ratio(hyps: list[str], refs: list[str], lang: str = "") -> dict:
+    """Hypothesis / reference length in BLEU's tokens, as BLEU's brevity penalty sees it."""
+    result = BLEU(tokenize=bleu_tokenizer(lang)).corpus_score(hyps, [refs])
     ratio = result.sys_len / result.ref_len if result.ref_len else 0.0
     return {"ratio": round(ratio, 4), "hyp_len": int(result.sys_len), "ref_len": int(result.ref_len)}
 
@@ -129,7 +132,7 @@ def _bucket_ranges(edges: tuple[int, ...]) -> list[tuple[int, int | None]]:
 
 def length_buckets(
     sources: list[str], refs: list[str], systems: dict[str, list[str]],
-    edges: tuple[int, ...] = LENGTH_EDGES, n: int = BOOTSTRAP,
+    edges: tuple[int, ...] = LENGTH_EDGES, n: int = BOOTSTRAP, lang: str = "",
 ) -> list[dict]:
     """BLEU and chrF (with intervals) and the length ratio per source-length bucket (in words).
 
@@ -142,10 +145,10 @@ def length_buckets(
             continue
         sub_refs = [refs[i] for i in index]
         sub = {name: [hyps[i] for i in index] for name, hyps in systems.items()}
-        intervals = confidence_intervals(sub, sub_refs, ("bleu", "chrf"), n)
+        intervals = confidence_intervals(sub, sub_refs, ("bleu", "chrf"), n, lang)
         scores = {name: {m: interval_only(v) for m, v in by_metric.items()} for name, by_metric in intervals.items()}
         for name in sub:
-            scores[name]["length"] = length_ratio(sub[name], sub_refs)
+            scores[name]["length"] = length_ratio(sub[name], sub_refs, lang)
         label = f"{low}–{high}" if high is not None else f"{low}+"
         buckets.append({"label": label, "low": low, "high": high, "sentences": len(index), "systems": scores})
     return buckets

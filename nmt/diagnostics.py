@@ -60,9 +60,9 @@ def spread(index: list[int], count: int) -> list[int]:
     return [index[int(j * len(index) / count)] for j in range(count)]
 
 
-def _sweep_row(beam: int, decoded: Decoded, refs: list[str], alpha: float) -> dict:
+def _sweep_row(beam: int, decoded: Decoded, refs: list[str], alpha: float, lang: str) -> dict:
     found = [h for h in decoded.best if h is not None]
-    bleu = corpus_scores(decoded.texts, refs, ("bleu",))["bleu"]["score"] if refs else 0.0
+    bleu = corpus_scores(decoded.texts, refs, ("bleu",), lang)["bleu"]["score"] if refs else 0.0
     return {
         "beam": beam,
         "bleu": bleu,
@@ -83,7 +83,7 @@ def beam_sweep(
     rows = []
     for beam in beams:
         decoded = known[beam].subset(index) if beam in known else decode(translator, lines, beam, alpha)
-        rows.append(_sweep_row(beam, decoded, sub_refs, alpha))
+        rows.append(_sweep_row(beam, decoded, sub_refs, alpha, translator.config.data.tgt_lang))
         log.info("beam %d on %d sentences: BLEU %.2f", beam, len(lines), rows[-1]["bleu"])
     return rows
 

@@ -128,12 +128,12 @@ def _score(systems: dict, intervals: dict, refs: list[str], out_dir: Path, lang:
         decoded = cand.decoded[beam]
         hyp_file = Path("hyps") / f"{_slug(name)}.{lang}"
         atomic_write_text(out_dir / hyp_file, "".join(t + "\n" for t in decoded.texts))
-        scores = corpus_scores(decoded.texts, refs)
+        scores = corpus_scores(decoded.texts, refs, lang=lang)
         for metric, values in scores.items():  # sacreBLEU's score and signature, then the interval
             values.update({k: v for k, v in analysis.interval_only(intervals[name][metric]).items() if k != "score"})
         out[name] = {
             "checkpoint": cand.name, "beam": beam, "alpha": cand.alpha if beam > 1 else 0.0,
-            "hypotheses": str(hyp_file), "scores": scores, "length": analysis.length_ratio(decoded.texts, refs),
+            "hypotheses": str(hyp_file), "scores": scores, "length": analysis.length_ratio(decoded.texts, refs, lang),
             "seconds": round(decoded.seconds, 2),
             "sentences_per_s": round(len(refs) / max(decoded.seconds, 1e-9), 2),
         }
@@ -141,7 +141,7 @@ def _score(systems: dict, intervals: dict, refs: list[str], out_dir: Path, lang:
 
 
 def _significance(
-    cands: list[Candidate], texts: dict[str, list[str]], intervals: dict, refs: list[str], n: int
+    cands: list[Candidate], texts: dict[str, list[str]], intervals: dict, refs: list[str], n: int, lang: str
 ) -> dict:
     """Greedy vs beam for each checkpoint; every later checkpoint's main system vs the first's.
 
@@ -153,7 +153,7 @@ def _significance(
     baseline = next(iter(intervals))
     tests = [
         analysis.compare(a, b, intervals) if a == baseline
-        else analysis.paired_test((a, texts[a]), (b, texts[b]), refs, n=n)
+        else analysis.paired_test((a, texts[a]), (b, texts[b]), refs, n=n, lang=lang)
         for a, b in pairs
     ]
     return {"method": "paired bootstrap resampling (sacreBLEU)", "resamples": n, "seed": analysis.bootstrap_seed(),
@@ -279,7 +279,7 @@ def build_report(
     systems = _decode_systems(cands, sources)
     texts = {name: cand.decoded[beam].texts for name, (cand, beam) in systems.items()}
     lang = cands[0].translator.config.data.tgt_lang
-    intervals = analysis.confidence_intervals(texts, refs, n=options.bootstrap)  # and tests vs the first
+    intervals = analysis.confidence_intervals(texts, refs, n=options.bootstrap, lang=lang)  # and tests vs the first
     report = {
         "title": f"Evaluation report: {', '.join(c.name for c in cands)}",
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -292,8 +292,8 @@ def build_report(
             "resamples": options.bootstrap, "seed": analysis.bootstrap_seed(), "hypotheses_dir": str(out_dir / "hyps")
         },
         "systems": _score(systems, intervals, refs, out_dir, lang),
-        "significance": _significance(cands, texts, intervals, refs, options.bootstrap),
-        "length_buckets": analysis.length_buckets(sources, refs, texts, n=options.bootstrap),
+        "significance": _significance(cands, texts, intervals, refs, options.bootstrap, lang),
+        "length_buckets": analysis.length_buckets(sources, refs, texts, n=options.bootstrap, lang=lang),
     }
     report["beam_sweep"], report["search_errors"] = _probe(cands, sources, refs, options)
     run_dirs = [analysis.find_run_dir(c.path) for c in cands]

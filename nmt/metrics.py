@@ -2,24 +2,49 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from sacrebleu.metrics import BLEU, CHRF, TER
+from sacrebleu.metrics.base import Metric
 
 from nmt.errors import NmtError
 
 METRICS = {"bleu": BLEU, "chrf": CHRF, "ter": TER}
 
 
-def corpus_scores(hyps: list[str], refs: list[str], metrics: tuple[str, ...] = ("bleu", "chrf", "ter")) -> dict:
-    """{name: {"score", "signature", "text"}} for each metric; sacreBLEU defaults (BLEU 13a)."""
+def bleu_tokenizer(lang: str) -> str:
+    """BLEU's tokeniser for target language ``lang``, as sacreBLEU's command line picks it (-l):
+    ``zh`` for Chinese, ``ja-mecab`` / ``ko-mecab`` for Japanese / Korean where MeCab is installed,
+    else 13a. 13a splits only at spaces and punctuation, so it scored a Chinese or Japanese
+    translation next to nothing; without MeCab, Japanese is split into characters (``char``)."""
+    base = lang.replace("_", "-").split("-")[0].lower()
+    if base == "zh":
+        return "zh"
+    if base in ("ja", "ko"):
+        if importlib.util.find_spec("MeCab") is not None:
+            return f"{base}-mecab"
+        return "char" if base == "ja" else "13a"  # Korean puts spaces between words
+    return "13a"
+
+
+def metric(name: str, lang: str = "") -> Metric:
+    """sacreBLEU's metric ``name`` (bleu, chrf, ter) for translations into ``lang`` ("": 13a BLEU)."""
+    return BLEU(tokenize=bleu_tokenizer(lang)) if name == "bleu" else METRICS[name]()
+
+
+def corpus_scores(hyps: list[str], refs: list[str], metrics: tuple[str, ...] = ("bleu", "chrf", "ter"),
+                  lang: str = "") -> dict:
+    """{name: {"score", "signature", "text"}} for each metric, on translations into ``lang``:
+    sacreBLEU's defaults, BLEU's tokeniser by the language (``bleu_tokenizer``)."""
     if len(hyps) != len(refs):
         raise NmtError(f"{len(hyps)} hypotheses but {len(refs)} references: line counts must match")
     out = {}
     for name in metrics:
-        metric = METRICS[name]()
-        result = metric.corpus_score(hyps, [refs])
+        scorer = metric(name, lang)
+        result = scorer.corpus_score(hyps, [refs])
         out[name] = {
             "score": round(float(result.score), 4),
-            "signature": str(metric.get_signature()),
+            "signature": str(scorer.get_signature()),
             "text": str(result),
         }
     return out

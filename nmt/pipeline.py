@@ -130,7 +130,7 @@ def _systems(translator: Translator, sources: list[str], refs: list[str], beam: 
         systems[name] = {
             "beam": k,
             "alpha": translator.config.decode.alpha if k > 1 else 0.0,
-            "scores": corpus_scores(hyps, refs),
+            "scores": corpus_scores(hyps, refs, lang=lang),
             "seconds": round(seconds, 2),
             "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 2),
             "hypotheses": hyps,

@@ -131,7 +131,7 @@ def _length_section(report: dict) -> Section | None:
     return Section("lengths", "Scores by source length", [
         Paragraph("Test sentences grouped by source length in words, each group scored on its own. Error bars and "
                   "brackets are 95 % bootstrap intervals — wide where a group holds few sentences. The length ratio "
-                  "is hypothesis length / reference length (BLEU's 13a tokens): below 1 the system says too little "
+                  "is hypothesis length / reference length (BLEU's tokens): below 1 the system says too little "
                   "and BLEU's brevity penalty bites; above 1 it rambles or repeats.", note=True),
         *_images(report, "lengths"),
         Table(["source words", "sentences", "system", "BLEU", "chrF", "hyp/ref length"], rows,

@@ -163,7 +163,7 @@ class Trainer:
         translator = Translator(self.model, self.tokenizer, self.config, self.device,
                                 follow_load=self.config.train.threads == 0)
         hyps = translator.translate(self.dev_lines, beam=1)
-        bleu = corpus_scores(hyps, self.dev_refs, metrics=("bleu",))["bleu"]["score"]
+        bleu = corpus_scores(hyps, self.dev_refs, ("bleu",), self.config.data.tgt_lang)["bleu"]["score"]
         return {"dev_loss": loss, "dev_ppl": math.exp(min(loss, 50.0)), "dev_bleu": bleu}
 
     def _after_validation(self, result: dict) -> bool:

@@ -14,17 +14,25 @@ HYPS = ["The cat sat on the mat.", "He said, “Let there be light.”", "", "Go
 REFS = ["The cat sat on a mat.", "God said, “Let there be light,” and there was light.", "Nothing.", "Go now!"]
 
 
-def test_scores_equal_the_sacrebleu_command_line(tmp_path):
+ZH_HYPS = ["要有光，就有了光。", "神看光是好的。", "神称光为昼。"]
+ZH_REFS = ["神说：要有光，就有了光。", "神看光是好的，就把光暗分开了。", "神称光为昼，称暗为夜。"]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_scores_equal_the_sacrebleu_command_line(tmp_path, lang):
+    """Into Chinese too, where sacreBLEU's -l picks its zh tokeniser: 13a had scored these 0.00."""
+    hyps, refs = (HYPS, REFS) if lang == "en" else (ZH_HYPS, ZH_REFS)
     hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
-    hyp.write_text("\n".join(HYPS) + "\n", encoding="utf-8")
-    ref.write_text("\n".join(REFS) + "\n", encoding="utf-8")
+    hyp.write_text("\n".join(hyps) + "\n", encoding="utf-8")
+    ref.write_text("\n".join(refs) + "\n", encoding="utf-8")
     cli = Path(sys.executable).with_name("sacrebleu")
     out = subprocess.run(
-        [str(cli), str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "ter", "-f", "json", "-w", "4"],
+        [str(cli), str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "ter", "-f", "json", "-w", "4", "-l", f"es-{lang}"],
         capture_output=True, text=True, check=True,
     ).stdout
     expected = {item["name"]: item for item in json.loads(out)}
-    ours = corpus_scores(HYPS, REFS)
+    ours = corpus_scores(hyps, refs, lang=lang)
+    assert ours["bleu"]["score"] > 20  # not the near-zero of words that are whole sentences
     assert ours["bleu"]["score"] == pytest.approx(expected["BLEU"]["score"], abs=1e-4)
     assert ours["chrf"]["score"] == pytest.approx(expected["chrF2"]["score"], abs=1e-4)
     assert ours["ter"]["score"] == pytest.approx(expected["TER"]["score"], abs=1e-4)
@@ -45,3 +53,29 @@ def test_a_byte_order_mark_at_the_start_of_a_reference_file_does_not_change_the_
     ref.write_text("\ufeff" + "".join(line + "\n" for line in REFS), encoding="utf-8")
     assert read_lines(ref) == REFS
     assert corpus_scores(REFS, read_lines(ref))["bleu"]["score"] == 100.0
+
+
+def test_japanese_without_mecab_is_scored_on_characters_and_says_so(monkeypatch):
+    """sacreBLEU's ja-mecab needs MeCab, which is not installed with nmt: characters, not 13a's
+    whole sentences, and the signature names the tokeniser."""
+    import importlib.util
+
+    from sacrebleu.metrics import BLEU
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "MeCab" else object())
+    hyps, refs = ["光あれ。", "神は光を見て、良しとされた。"], ["光あれ。こうして、光があった。", "神はその光を見て、良しとされた。"]
+    ours = corpus_scores(hyps, refs, ("bleu",), lang="ja")["bleu"]
+    assert "tok:char" in ours["signature"]
+    assert ours["score"] == pytest.approx(BLEU(tokenize="char").corpus_score(hyps, [refs]).score, abs=1e-4)
+    assert ours["score"] > 20
+
+
+def test_the_reports_intervals_and_length_ratio_use_the_languages_tokens():
+    from nmt.analysis import confidence_intervals, length_buckets, length_ratio
+
+    scores = corpus_scores(ZH_HYPS, ZH_REFS, lang="zh")
+    assert confidence_intervals({"zh": ZH_HYPS}, ZH_REFS, n=20, lang="zh")["zh"]["bleu"]["score"] == \
+        scores["bleu"]["score"]
+    assert length_ratio(ZH_HYPS, ZH_REFS, "zh")["ref_len"] > 3 * length_ratio(ZH_HYPS, ZH_REFS)["ref_len"]
+    bucket = length_buckets(["a b"] * 3, ZH_REFS, {"zh": ZH_HYPS}, n=20, lang="zh")[0]
+    assert bucket["systems"]["zh"]["bleu"]["score"] == scores["bleu"]["score"]
