@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nmt.atomic import atomic_write_text
-from nmt.config import DataConfig, settings_json
+from nmt.config import DataConfig, changed_settings, settings_json
 from nmt.corpus import Pair, read_pairs
 from nmt.errors import DataError
 from nmt.lines import read_lines
@@ -141,11 +141,25 @@ def write_splits(prepared: PreparedData, folder: Path, config: DataConfig) -> Pa
     return stats_path
 
 
+def settings_changed(record: Path, section: str, now: dict) -> str:
+    """How the settings a stage recorded in ``record`` (``stats.json``, ``tokenizer.json``) differ
+    from ``now``, old → new; "" where they do not, or the folder was made before the record."""
+    was = json.loads(record.read_text(encoding="utf-8")).get("settings") if record.is_file() else None
+    return changed_settings(section, was, now) if was is not None else ""
+
+
 def read_test_pair(
     data_dir: Path, config: DataConfig, src: Path | None = None, ref: Path | None = None
 ) -> tuple[Path, Path, list[str], list[str]]:
     """Source and reference lines to evaluate: the given files, else the test split in
-    ``data_dir``. Line counts must match and the set must not be empty."""
+    ``data_dir``, which must have been prepared under ``config`` (the checkpoint's data settings:
+    prepared again with another seed, say, it can hold sentences the model was trained on). Line
+    counts must match and the set must not be empty."""
+    if (src is None or ref is None) and (changed := settings_changed(data_dir / "stats.json", "data",
+                                                                      settings_json(config))):
+        raise DataError(f"{data_dir} was prepared with other settings than the checkpoint was trained on ({changed}, "
+                        f"the split's → the checkpoint's): its test split may hold training sentences; give --src "
+                        f"and --ref, or prepare it again with the checkpoint's settings")
     paths = []
     for given, lang in ((src, config.src_lang), (ref, config.tgt_lang)):
         path = Path(given) if given is not None else split_path(data_dir, "test", lang)

@@ -4,7 +4,6 @@ fingerprint of them and the tokenizer, which a resumed run must match."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from nmt.batching import Sequences
-from nmt.config import Config, changed_settings, settings_json
-from nmt.data import split_path
+from nmt.config import Config, settings_json
+from nmt.data import settings_changed, split_path
 from nmt.errors import DataError
 from nmt.lines import read_lines
 from nmt.tokenizer import Tokenizer
@@ -60,8 +59,7 @@ def _check_made_with(record: Path, section: str, now: dict, stage: str) -> None:
     """A stage's folder was made under the config's section as it is now: ``nmt train`` after an
     edit of data.* or tokenizer.* (make reruns the stages itself) trained on the old splits or
     pieces, and the checkpoint recorded the new settings. Folders made before the record: no check."""
-    was = json.loads(record.read_text(encoding="utf-8")).get("settings") if record.is_file() else None
-    if was is not None and (changed := changed_settings(section, was, now)):
+    if changed := settings_changed(record, section, now):
         raise DataError(f"{record.parent} was made with other settings ({changed}); run {stage} again "
                         f"(make train does it itself)")
 

@@ -458,6 +458,28 @@ def test_evaluate_finds_the_run_of_a_checkpoint_in_its_checkpoints_folder(tiny_r
     assert report["training"] == json.loads((run / "train_summary.json").read_text(encoding="utf-8"))
 
 
+def test_evaluate_refuses_a_test_split_prepared_under_other_data_settings(tiny_run, tmp_path):
+    """nmt prepare run again (another seed, other groups or filters) rewrote the splits under a
+    trained run, and evaluate scored the model on a test split that could hold its training
+    sentences, without a word. Given --src and --ref, it evaluates those."""
+    import shutil
+
+    from conftest import tiny_config
+    from nmt import pipeline
+    from nmt.config import run_paths
+
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run.root, run, symlinks=True)
+    config = tiny_config(tmp_path, "data.max_words=20")
+    pipeline.prepare(config, run_paths(config, tmp_path))
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best"), "--beam", "1"])
+    assert "was prepared with other settings than the checkpoint was trained on (data.max_words 20 → 40" in \
+        _error(result)
+    given = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best"), "--beam", "1", "--out", str(tmp_path / "e"),
+                                "--src", str(run / "data" / "test.es"), "--ref", str(run / "data" / "test.en")])
+    assert given.exit_code == 0, given.output
+
+
 def test_evaluate_with_beam_1_decodes_greedy_once(tiny_run, tmp_path):
     result = runner.invoke(app, ["evaluate", "--checkpoint", str(tiny_run.root / "best"), "--out", str(tmp_path),
                                  "--beam", "1"])
