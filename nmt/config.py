@@ -171,7 +171,8 @@ def from_dict(raw: dict[str, Any], checked: tuple[str, ...] = SECTIONS) -> Confi
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides. A file
+    without ``name`` names the run after itself (configs/x.yaml → x)."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -187,6 +188,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
+        # no name: the file's, as make NAME=x expects configs/x.yaml (it was bible-es-en, and a
+        # trimmed config prepared its splits over the default run's)
+        raw = {"name": path.stem, **raw}
     return from_dict(apply_overrides(raw, overrides or []))
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_CONFIG
+from conftest import ROOT, TINY_CONFIG
 from nmt.config import ConfigError, DecodePrecision, choice_error, load_config, run_paths
 
 ROOT_CONFIGS = ["configs/bible-es-en.yaml", "configs/tiny.yaml"]
@@ -233,3 +233,14 @@ def test_a_value_that_contains_itself_is_named_in_one_line(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match=r"^override value '&c \[\*c\]': line 1: \*c is inside &c itself"):
         load_config(TINY_CONFIG, ["data.columns=&c [*c]"])
+
+
+def test_a_config_without_a_name_names_its_run_after_its_file(tmp_path):
+    """It was bible-es-en: a trimmed config, or an empty file, prepared its splits over the default
+    run's. make NAME=x expects configs/x.yaml, so the file's name is the run's."""
+    (tmp_path / "mine.yaml").write_text("train:\n  lr: 0.001\n", encoding="utf-8")
+    (tmp_path / "empty.yaml").write_text("", encoding="utf-8")
+    (tmp_path / "named.yaml").write_text("name: other\n", encoding="utf-8")
+    assert [load_config(tmp_path / f"{n}.yaml").name for n in ("mine", "empty", "named")] == ["mine", "empty", "other"]
+    assert load_config(tmp_path / "mine.yaml", ["name=third"]).name == "third"
+    assert load_config(ROOT / "configs" / "bible-es-en.yaml").name == "bible-es-en"
