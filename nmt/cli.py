@@ -138,6 +138,17 @@ def _in_alpha_range(value: float | None) -> float | None:
     return value
 
 
+def _one_of(choices: str):
+    """A callback making an option outside ``nmt.config``'s Literal ``choices`` a usage error."""
+    def check(value: str | None) -> str | None:
+        from nmt import config
+
+        if value is not None and (error := config.choice_error("", value, getattr(config, choices))):
+            raise typer.BadParameter(error.strip())  # "must be a, b or c, not 'x'"; click names the option
+        return value
+    return check
+
+
 # short_help: the command list in nmt --help would keep the docstring's line breaks
 @app.command(short_help="Translate one sentence per line; as many lines out as in.")
 @guarded
@@ -154,13 +165,15 @@ def translate(
     nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line, tab-separated with scores.")] = 1,
     precision: Annotated[
         Optional[str],
-        typer.Option(help="fp32, bf16 (autocast; faster on CPUs with avx512_bf16 or AMX), int8 (CPU: 8-bit "
+        typer.Option(callback=_one_of("DecodePrecision"),
+                     help="fp32, bf16 (autocast; faster on CPUs with avx512_bf16 or AMX), int8 (CPU: 8-bit "
                           "matrix products; fastest where the CPU has VNNI) or auto (bf16 where it is "
                           "native, else fp32). Default: config."),
     ] = None,
     stopping: Annotated[
         Optional[str],
-        typer.Option(help="Beam search stops a sentence at the 'bound' (exact: no live hypothesis can "
+        typer.Option(callback=_one_of("StoppingRule"),
+                     help="Beam search stops a sentence at the 'bound' (exact: no live hypothesis can "
                           "still win) or once 'finished' has beam hypotheses (fairseq's rule, faster). "
                           "Default: config."),
     ] = None,
@@ -175,15 +188,15 @@ def translate(
     import dataclasses
 
     from nmt.atomic import check_destination
-    from nmt.config import DecodePrecision, StoppingRule, choice_error
     from nmt.lines import read_lines
     from nmt.translate import Translator
 
     if nbest > beam:
         fail(f"--nbest {nbest} needs --beam of at least {nbest}")
-    if alpha is not None and beam == 1:  # a user tuning it would otherwise compare identical outputs
-        logging.getLogger(__name__).warning("--alpha is beam search's length penalty; greedy search (--beam 1, "
-                                            "the default) ignores it")
+    for option, value in (("--alpha", alpha), ("--stopping", stopping)):
+        if value is not None and beam == 1:  # a user tuning it would otherwise compare identical outputs
+            logging.getLogger(__name__).warning("%s is beam search's; greedy search (--beam 1, the default) "
+                                                "ignores it", option)
     input, output = (None if name in (None, "-") else Path(name) for name in (input, output))  # -: stdin, stdout
     if output is not None:  # found out before decoding, not after
         try:
@@ -192,9 +205,6 @@ def translate(
             fail(f"--output {output} is a folder; give a file name")
         if input is not None and same_file(input, output):  # the source would be replaced by its translation
             fail(f"--output {output} is the --input file; give another name")
-    for option, value, choices in (("--precision", precision, DecodePrecision), ("--stopping", stopping, StoppingRule)):
-        if value is not None and (error := choice_error(option, value, choices)):
-            fail(error)
     interactive = input is None and output is None and sys.stdin.isatty()
     lines = [] if interactive else (read_lines(input) if input is not None else stdin_lines())
     translator = Translator.from_checkpoint(checkpoint, device)
