@@ -162,7 +162,7 @@ def translate(
     beam: Annotated[int, typer.Option(min=1, help="Beam size; 1 = greedy.")] = 1,
     alpha: Annotated[Optional[float], typer.Option(callback=_in_alpha_range,
                                                    help="Beam search's length penalty exponent (default: config).")] = None,
-    nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line, tab-separated with scores.")] = 1,
+    nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line; above 1, each with its score, tab-separated.")] = 1,
     precision: Annotated[
         Optional[str],
         typer.Option(callback=_one_of("DecodePrecision"),
