@@ -239,7 +239,8 @@ def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder, e.g. runs/<name>/best.")],
     src: Annotated[Optional[Path], typer.Option(help="Source file (default: the run's test split).")] = None,
     ref: Annotated[Optional[Path], typer.Option(help="Reference file (default: the run's test split).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Report folder (default: the run folder).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Report folder (default: the checkpoint's run folder; a checkpoint outside a run: its parent).")] = None,
     beam: Annotated[Optional[int], typer.Option(min=1, help="Beam size (default: config); 1 = greedy only.")] = None,
     device: DeviceOpt = None,
 ) -> None:
@@ -290,7 +291,8 @@ def report(
     name: Annotated[Optional[list[str]], typer.Option(help="Name per --checkpoint (default: its run).")] = None,
     src: Annotated[Optional[Path], typer.Option(help="Source file (default: the first run's test split).")] = None,
     ref: Annotated[Optional[Path], typer.Option(help="Reference file (default: the first run's test split).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Report folder (default: runs/<name>/report).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Report folder (default: runs/<name>/report; a checkpoint outside a run: report/ beside it).")] = None,
     beam: Annotated[Optional[int], typer.Option(min=1, help="Beam of the beam systems (default: config).")] = None,
     beams: Annotated[str, typer.Option(help="Beam sizes of the sweep, comma-separated.")] = "1,2,5,10",
     sweep_sentences: Annotated[int, typer.Option(min=1, help="Test lines the sweep decodes.")] = 500,
