@@ -16,11 +16,10 @@ import logging
 import os
 from pathlib import Path
 
-from sacrebleu.metrics import BLEU
 from sacrebleu.significance import PairedTest
 
 from nmt.errors import NmtError
-from nmt.metrics import bleu_tokenizer, metric, sentence_chrf
+from nmt.metrics import metric, sentence_chrf
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ def paired_test(
 
 def length_ratio(hyps: list[str], refs: list[str], lang: str = "") -> dict:
     """Hypothesis / reference length in BLEU's tokens, as BLEU's brevity penalty sees it."""
-    result = BLEU(tokenize=bleu_tokenizer(lang)).corpus_score(hyps, [refs])
+    result = metric("bleu", lang).corpus_score(hyps, [refs])
     ratio = result.sys_len / result.ref_len if result.ref_len else 0.0
     return {"ratio": round(ratio, 4), "hyp_len": int(result.sys_len), "ref_len": int(result.ref_len)}
 
