@@ -74,6 +74,18 @@ def written_in_place(path: str | Path) -> bool:
 
 
 @contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """An OSError from the block that names no file takes ``path``'s name: a write's or fsync's
+    (ENOSPC on a full disk) names none, and the one-line error should say what was being written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+@contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``. A
     symbolic link's target is replaced, the link kept; a file already there keeps its permission
@@ -85,7 +97,7 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     check_destination(path)  # by the path's own name: os.replace would name the temporary
     target = _atomic_target(path)
     if target is None:
-        with open(path, mode.replace("w", "a"), encoding=None if "b" in mode else encoding) as handle:
+        with naming(path), open(path, mode.replace("w", "a"), encoding=None if "b" in mode else encoding) as handle:
             yield handle
         return
     try:
@@ -96,15 +108,13 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         os.chmod(tmp, permissions)
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
+        with naming(path), os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException as exc:
+    except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:  # a write's or fsync's (a full disk): say whose
-            exc.filename = str(path)
         raise
 
 

@@ -124,11 +124,12 @@ def written(output: Path | None):
     """Where nmt translate writes: stdout, or ``output`` atomically (``nmt.atomic.atomic_open``),
     compressed where its name ends in .gz, .bz2 or .xz, as --input is read (a plain file named
     .gz would have been a trap for whatever reads it next)."""
-    from nmt.atomic import atomic_open
+    from nmt.atomic import atomic_open, naming
     from nmt.lines import COMPRESSED
 
     if output is None:
-        yield sys.stdout
+        with naming("stdout"):  # > file on a full disk: the error says stdout
+            yield sys.stdout
         return
     compress = COMPRESSED.get(output.suffix.lower())
     if compress is None:
@@ -176,10 +177,6 @@ def write_in_chunks(lines: list[str], render: Callable[[list[str], Callable[[int
                 out.write("".join(line + "\n" for line in rendered))
                 out.flush()
                 done += len(rendered)
-    except OSError as exc:
-        if exc.filename is None and not isinstance(exc, BrokenPipeError):  # > file on a full disk: say which
-            exc.filename = str(output or "stdout")
-        raise
     except KeyboardInterrupt as exc:
         if output is not None and not written_in_place(output):
             held = f"nothing written to {output}, which is as it was"
