@@ -204,7 +204,9 @@ class Translator:
         parts, counts, uncut = [], [], 0
         for line, ids in zip(lines, encoded):
             cut = split_long(line, self.tokenizer.src_lengths, longest) if ids and len(ids) > longest else None
-            found = [ids] if cut is None else self.tokenizer.encode_src(cut)
+            # a part of only characters the tokenizer drops (a zero-width space after the last mark) is
+            # </s> alone, which the model would make a sentence up from: left out, as such a line is
+            found = [ids] if cut is None else [part for part in self.tokenizer.encode_src(cut) if len(part) > 1]
             uncut += cut is not None and any(len(part) > longest for part in found)
             parts += found
             counts.append(len(found))

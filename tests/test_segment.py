@@ -139,6 +139,16 @@ def test_a_long_line_with_nowhere_to_cut_is_named_as_such_and_lines_are_counted_
     assert "decode.split_long, one" not in caplog.text
 
 
+def test_a_long_line_ending_in_characters_the_tokenizer_drops_gets_nothing_made_up_after_it(tmp_path):
+    """Text after the last sentence mark that the tokenizer drops (a zero-width space, a direction
+    mark) was a part of its own, </s> alone, and the model's sentence for it was appended."""
+    translator = _translator(tmp_path)
+    expected = translator.translate([LONG], beam=1)
+    for tail in (" \u200b", "\u200e", " \ufeff\u200b"):
+        assert translator.translate([LONG + tail], beam=1) == expected
+        assert translator.hypotheses([LONG + tail], beam=3)[0][0].tokens == translator.hypotheses([LONG], beam=3)[0][0].tokens
+
+
 def test_a_long_line_s_hypothesis_is_its_parts_and_n_best_decodes_it_whole(tmp_path, caplog):
     """nmt report scores what nmt translate writes: the best hypothesis joins the parts' (tokens
     one after the other, log-probabilities summed); asked for two hypotheses or for attention, the
