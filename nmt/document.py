@@ -12,9 +12,17 @@ import html
 from dataclasses import dataclass, field
 
 
+class Verbatim(str):
+    """Text from the data (a sentence, a translation): shown as it is, nothing in it read as markup
+    (a backtick in a sentence is a backtick, ``<b>`` in a subtitle is those three characters)."""
+
+
+Text = str | tuple[str, ...]  # markup, or spans one after the other, each markup or Verbatim
+
+
 @dataclass
 class Paragraph:
-    text: str  # `backticks` mark code; nothing else is markup
+    text: Text  # in markup, `backticks` mark code; nothing else is markup
     note: bool = False  # the section's "how to read this" line
 
 
@@ -50,8 +58,17 @@ class Section:
 # ---- Markdown -------------------------------------------------------------------------------
 
 
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<&~$"})  # what Markdown viewers could read as markup
+
+
+def _md_text(text: Text) -> str:
+    if isinstance(text, tuple):
+        return "".join(map(_md_text, text))
+    return text.translate(_MD_SPECIAL) if isinstance(text, Verbatim) else str(text)
+
+
+def _md_cell(text: Text) -> str:
+    return _md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _md_table(table: Table) -> list[str]:
@@ -65,7 +82,8 @@ def _md_table(table: Table) -> list[str]:
 
 def _md_block(block: Block) -> list[str]:
     if isinstance(block, Paragraph):
-        return [f"> **How to read this.** {block.text}" if block.note else block.text]
+        text = _md_text(block.text)
+        return [f"> **How to read this.** {text}" if block.note else text]
     if isinstance(block, Table):
         return _md_table(block)
     if isinstance(block, Image):
@@ -109,8 +127,12 @@ code { font: 12.5px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; ba
 """
 
 
-def _inline(text: str) -> str:
-    """Escape ``text`` for HTML; spans between backticks become <code>."""
+def _inline(text: Text) -> str:
+    """Escape ``text`` for HTML; in markup, spans between backticks become <code>."""
+    if isinstance(text, tuple):
+        return "".join(map(_inline, text))
+    if isinstance(text, Verbatim):
+        return html.escape(text)
     parts = str(text).split("`")
     return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
 

@@ -8,7 +8,7 @@ present, with a one-line "how to read this" note; figures are named in ``report[
 
 from __future__ import annotations
 
-from nmt.document import Image, Paragraph, Section, Subheading, Table, to_html, to_markdown
+from nmt.document import Image, Paragraph, Section, Subheading, Table, Verbatim, to_html, to_markdown
 
 SECTION_IDS = ("scores", "significance", "lengths", "beam-sweep", "search-errors", "training", "attention",
                "examples")
@@ -253,8 +253,8 @@ def _attention_section(report: dict) -> Section | None:
         if not maps:
             blocks.append(Paragraph("No attention weights: this model has no attention (or produced no output)."))
         for m in maps:
-            blocks += [Paragraph(f"Test line {m['index'] + 1} ({len(m['source_pieces'])} source pieces): "
-                                 f"{m['source']} → {m['hypothesis'] or '(empty output)'}"),
+            said = (Verbatim(m["source"]), " → ", Verbatim(m["hypothesis"]) if m["hypothesis"] else "(empty output)")
+            blocks += [Paragraph((f"Test line {m['index'] + 1} ({len(m['source_pieces'])} source pieces): ", *said)),
                        *_images(report, m["figure"])]
     return Section("attention", "Attention", blocks)
 
@@ -269,8 +269,8 @@ def _examples_section(report: dict) -> Section | None:
     header = ["line", "chrF", "source", "reference", "hypothesis"]
     for name, ranked in examples.items():
         for which in ("best", "worst"):
-            rows = [[str(r["index"] + 1), _num(r["chrf"], 1), r["source"], r["reference"], r["hypothesis"]]
-                    for r in ranked[which]]
+            rows = [[str(r["index"] + 1), _num(r["chrf"], 1),
+                     *map(Verbatim, (r["source"], r["reference"], r["hypothesis"]))] for r in ranked[which]]
             blocks += [Subheading(f"{name}: {which} {len(rows)}"), Table(header, rows, [True, True])]
     return Section("examples", "Best and worst sentences", blocks)
 
@@ -279,7 +279,8 @@ def _samples_section(report: dict) -> Section | None:
     if not report.get("samples"):
         return None
     names = list(report["systems"])
-    rows = [[str(s["index"] + 1), s["source"], s["reference"], *(s[n] for n in names)] for s in report["samples"]]
+    rows = [[str(s["index"] + 1), *map(Verbatim, (s["source"], s["reference"], *(s[n] for n in names)))]
+            for s in report["samples"]]
     return Section("samples", "Samples", [Table(["line", "source", "reference", *names], rows, [True])])
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
@@ -228,6 +229,34 @@ def test_markdown_of_an_evaluate_report_still_renders():
     text = render_markdown(report)
     assert "| greedy | 1 | 1.50 | 1.50 | 1.50 | 3.0 |" in text
     assert "bleu-sig" in text and "hi \\| there" in text
+
+
+def test_sentences_are_shown_as_written_in_both_reports():
+    """Backticks in a sentence made <code> in the HTML report, and <i>…</i> in a subtitle was italic
+    in a Markdown viewer: the reports showed sentences the model never wrote, and differed."""
+    from markdown_it import MarkdownIt
+
+    from nmt.report import render_html, render_markdown
+
+    said = ["He said ``so'' to me", "Don`t * go <i>x</i> & _y_ | [z](w) $1 \\ ~~q~~"]
+    scores = {m: {"score": 1.5, "signature": f"{m}-sig", "text": ""} for m in ("bleu", "chrf", "ter")}
+    ranked = [{"index": 0, "chrf": 10.0, "source": said[0], "reference": said[1], "hypothesis": said[1]}]
+    report = {
+        "checkpoint": "runs/x/best", "step": 10, "source": "test.es", "reference": "test.en", "sentences": 1,
+        "systems": {"greedy": {"beam": 1, "scores": scores, "sentences_per_s": 3.0}},
+        "samples": [{"index": 0, "source": said[0], "reference": said[1], "greedy": said[1]}],
+        "examples": {"greedy": {"best": ranked, "worst": ranked}},
+        "attention": {"greedy": [{"index": 0, "source_pieces": [1], "source": said[0], "hypothesis": said[1],
+                                  "figure": "none"}]},
+    }
+    markdown = MarkdownIt("commonmark").enable("table").enable("strikethrough").render(render_markdown(report))
+    for shown in (render_html(report, {}), markdown):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", shown)
+        for text in said:
+            assert html.escape(text, quote=False) in [cell.replace("&quot;", '"').replace("&#x27;", "'") for cell in cells]
+        assert f"{html.escape(said[0], quote=False)} → {html.escape(said[1], quote=False)}" in (
+            shown.replace("&quot;", '"').replace("&#x27;", "'"))
+        assert "<i>" not in shown and "<s>" not in shown and "<em>" not in shown
 
 
 @pytest.mark.parametrize("args, message", [
