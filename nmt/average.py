@@ -23,7 +23,7 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
     are taken in fp64 and stored in each tensor's own dtype."""
     folders = [Path(f) for f in folders]
     if len(folders) < 2:
-        raise CheckpointError(f"averaging needs two checkpoints or more, not {len(folders)} (a run keeps best and its "
+        raise CheckpointError(f"averaging needs two checkpoints or more, not {len(folders)} (a run keeps its "
                               f"train.keep_checkpoints latest: set that above 1 to have more)")
     seen: dict[Path, Path] = {}
     for folder in folders:

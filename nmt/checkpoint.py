@@ -272,3 +272,16 @@ def run_checkpoints(folder: Path) -> list[Path]:
     found = (folder / "checkpoints" if (folder / "checkpoints").is_dir() else folder).glob("step-*")
     return sorted((p for p in found if p.name.removeprefix("step-").isdigit()),
                   key=lambda p: int(p.name.removeprefix("step-")))
+
+
+def latest_checkpoints(folder: Path) -> list[Path]:
+    """The latest checkpoints a run folder holds, in step order: its train.keep_checkpoints latest
+    (as its newest checkpoint's config sets it), without an older ``best`` kept beside them."""
+    saved = run_checkpoints(folder)
+    if not saved:
+        return []
+    try:
+        keep = from_dict(read_manifest(saved[-1])["config"], checked=()).train.keep_checkpoints
+    except ConfigError as exc:
+        raise CheckpointError(f"{saved[-1]}: unusable checkpoint (checkpoint.json: {exc})") from exc
+    return saved[-max(keep, 1):]

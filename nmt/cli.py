@@ -264,21 +264,23 @@ def score_lines(report: dict) -> str:
 @guarded
 def average(
     checkpoints: Annotated[list[Path], typer.Argument(
-        help="Checkpoint folders of one run, or a run folder (runs/<name>: its checkpoints/).")],
+        help="Checkpoint folders of one run, or a run folder (runs/<name>: its train.keep_checkpoints "
+             "latest checkpoints).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the new checkpoint.")],
     last: Annotated[int, typer.Option(min=0, help="Only the N latest of them, by step (0: all).")] = 0,
 ) -> None:
     """Average the weights of checkpoints of one run (the last few: train.keep_checkpoints keeps
     them) into a new checkpoint that translates and evaluates like any other."""
     from nmt.average import average_checkpoints
-    from nmt.checkpoint import MANIFEST, read_manifest, run_checkpoints
+    from nmt.checkpoint import MANIFEST, latest_checkpoints, read_manifest
 
     folders = []
     for path in checkpoints:  # a folder that is neither goes as it is: loading it says what it is
-        folders += [path] if (path / MANIFEST).is_file() else run_checkpoints(path) or [path]
+        # of a run, not its best when that is older: the mean of step 300 and step 2,700 is no recipe
+        folders += [path] if (path / MANIFEST).is_file() else latest_checkpoints(path) or [path]
     if last and len(folders) < last:  # the mean of fewer, farther apart, is another model than asked for
         fail(f"--last {last}: only {len(folders)} checkpoint{'s' * (len(folders) != 1)} to average (a run keeps "
-             f"best and its train.keep_checkpoints latest: set that to {last} or more)")
+             f"its train.keep_checkpoints latest: set that to {last} or more)")
     if last:
         folders = sorted(folders, key=lambda path: read_manifest(path)["step"])[-last:]
     typer.echo(average_checkpoints(folders, output))

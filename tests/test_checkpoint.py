@@ -666,6 +666,33 @@ def test_a_checkpoint_without_optimizer_state_translates_evaluates_and_averages_
                                   f"delete {paths.root} or choose a new name to start afresh")
 
 
+def test_a_run_folder_averages_its_latest_checkpoints_not_an_older_best(tmp_path):
+    """Training keeps best besides the train.keep_checkpoints latest: `--last 2` of a run keeping
+    one averaged best (step 300) with last (step 2,700), a model nobody asked for."""
+    from typer.testing import CliRunner
+
+    from nmt.checkpoint import point, read_manifest
+    from nmt.cli import app
+
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path)
+    for keep, steps in ((1, (300, 2700)), (2, (300, 2400, 2700))):
+        run = tmp_path / f"keep{keep}"
+        kept = dataclasses.replace(config, train=dataclasses.replace(config.train, keep_checkpoints=keep))
+        for step in steps:
+            save_checkpoint(run / "checkpoints" / f"step-{step:07d}", model, kept, tokenizer, step)
+        point(run / "best", run / "checkpoints" / "step-0000300")
+        point(run / "last", run / "checkpoints" / "step-0002700")
+        for last in ("2", "0"):
+            result = CliRunner().invoke(app, ["average", str(run), "--last", last, "-o", str(run / "mean")])
+            if keep == 1:
+                assert result.exit_code == 1 and not (run / "mean").exists(), result.output
+            else:
+                assert result.exit_code == 0, result.output
+                assert [s["step"] for s in read_manifest(run / "mean")["averaged"]] == [2400, 2700]
+    three = CliRunner().invoke(app, ["average", str(tmp_path / "keep2"), "--last", "3", "-o", str(tmp_path / "m")])
+    assert "error: --last 3: only 2 checkpoints to average" in three.stderr
+
+
 def test_average_refuses_what_is_not_one_model(tmp_path):
     from nmt.average import average_checkpoints
     from nmt.model import build_model
@@ -673,7 +700,7 @@ def test_average_refuses_what_is_not_one_model(tmp_path):
 
     config, tokenizer, model, one = saved_tiny_model(tmp_path)
     two = save_checkpoint(tmp_path / "two", model, config, tokenizer, step=9)
-    with pytest.raises(CheckpointError, match=r"needs two checkpoints or more, not 1 \(a run keeps best and its train.keep_checkpoints latest"):
+    with pytest.raises(CheckpointError, match=r"needs two checkpoints or more, not 1 \(a run keeps its train.keep_checkpoints latest"):
         average_checkpoints([one], tmp_path / "out")
     os.symlink(two, tmp_path / "link")
     with pytest.raises(CheckpointError, match="link is given twice"):
