@@ -17,8 +17,8 @@ from nmt.checkpoint import CheckpointError, load_checkpoint, read_manifest, save
 
 def average_checkpoints(folders: list[Path], out: Path) -> Path:
     """A checkpoint whose weights are the mean of ``folders``' weights, written to ``out`` without
-    optimizer state: it translates, it does not resume. The checkpoints must be of one run (its name
-    and seed) and one model (the same model settings and SentencePiece models); the new one takes the
+    optimizer state: it translates, it does not resume. The checkpoints must be of one run (by its
+    name) and one model (the same model settings and SentencePiece models); the new one takes the
     config and step of the latest, and its checkpoint.json lists the sources and their steps. Means
     are taken in fp64 and stored in each tensor's own dtype."""
     folders = [Path(f) for f in folders]
@@ -38,10 +38,11 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
     loaded = [load_checkpoint(folder) for folder in folders]
     first = loaded[0]
     for other in loaded[1:]:
-        runs = [f"{c.config.name}, seed {c.config.train.seed}" for c in (other, first)]
-        if runs[0] != runs[1]:  # separately trained weights share no basin: their mean translates nothing
-            raise CheckpointError(f"{other.path} and {first.path} are of different runs ({runs[0]} and {runs[1]}); "
-                                  f"average checkpoints of one run")
+        # separately trained weights share no basin: their mean translates nothing (a run's seed may
+        # change on resume, so the run is told by its name)
+        if other.config.name != first.config.name:
+            raise CheckpointError(f"{other.path} and {first.path} are of different runs ({other.config.name} and "
+                                  f"{first.config.name}); average checkpoints of one run")
         if other.config.model != first.config.model:
             differ = [k for k, v in asdict(other.config.model).items() if getattr(first.config.model, k) != v]
             raise CheckpointError(f"{other.path} and {first.path} are different models ({', '.join(differ)} differ)")
