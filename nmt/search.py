@@ -1,9 +1,10 @@
 """Decoders approximating argmax_T p(T | S): greedy, and exhaustive (a test oracle); batched beam
 search, which shares this module's scores and batch streaming, is ``nmt.beam``.
 
-All three score a hypothesis the same way: the sum of its token log-probabilities (</s> included),
-divided by the GNMT length penalty lp(n) = ((5 + n) / 6) ** alpha; alpha = 0 leaves raw log p
-(greedy search can leave scores out: ``greedy_stream``).
+A hypothesis's log p is the sum of its token log-probabilities (</s> included). Beam search and
+the exhaustive oracle score it as log p divided by the GNMT length penalty lp(n) = ((5 + n) / 6)
+** alpha (alpha = 0 leaves raw log p); greedy search has no alpha, and its score is raw log p
+(or none: ``greedy_stream`` can leave scores out).
 A hypothesis ends at </s>, or is cut at its sentence's ``max_len`` tokens. <pad> and <s> are
 never produced.
 
@@ -56,8 +57,9 @@ def length_penalty(length: int | torch.Tensor, alpha: float):
 
 
 def max_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> torch.Tensor:
-    """Most target tokens (</s> included) allowed per sentence: ratio * source length + offset."""
-    return (src_lengths.float() * ratio).long() + offset
+    """Most target tokens (</s> included) allowed per sentence: ratio * source length + offset, the
+    product rounded down as written in decimals (1.3 * 90 is 117, though 116.99999 in float32)."""
+    return (src_lengths.double() * ratio + 1e-9).long() + offset
 
 
 def forbid_specials(log_probs: torch.Tensor) -> torch.Tensor:

@@ -337,3 +337,16 @@ def test_a_length_penalty_out_of_range_is_refused(alpha):
     src, lengths = _sources(0, n=2)
     with pytest.raises(ValueError, match=r"^alpha must be (between 0 and 10|a finite number), not"):
         beam_search(model, src, lengths, max_lengths(lengths, 2.0, 3), beam=3, alpha=alpha)
+
+
+def test_the_length_limit_is_ratio_times_source_length_as_written_in_decimals():
+    """decode.max_len_ratio 1.3 gave a 90-piece source 116 + offset pieces, not 117: the float32
+    product is 116.99999."""
+    from fractions import Fraction
+
+    from nmt.search import max_lengths
+
+    lengths = torch.arange(1, 501)
+    for ratio in (0.7, 1.1, 1.2, 1.3, 1.45, 2.6, 3.3):
+        expected = [math.floor(Fraction(str(ratio)) * n) + 4 for n in range(1, 501)]
+        assert max_lengths(lengths, ratio, 4).tolist() == expected, ratio
