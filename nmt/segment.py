@@ -86,11 +86,16 @@ def split_long(line: str, count: Pieces, longest: int, part: int | None = None) 
     return [text.strip() for text in _gathered(units, target)]
 
 
+_CLOSING = "\"')]}»’”›"  # closing marks that are not Chinese or Japanese forms themselves
+
+
 def join_parts(texts: list[str]) -> str:
     """The translations of a line's parts as one line: a space between two, but after a part that
-    ends in Chinese or Japanese text ("要有光。就有了光。", not "要有光。 就有了光。"); empty
-    translations left out."""
+    ends in Chinese or Japanese text, a closing quote after it or not ("要有光。就有了光。", not
+    "要有光。 就有了光。"); empty translations left out."""
     line = ""
     for text in filter(None, texts):
-        line += text if not line or unspaced(line[-1]) else " " + text
+        # a closing quote or bracket belongs to the text it closes: “要有光。” ends in Chinese
+        end = line.rstrip(_CLOSING)[-1:] or line[-1:]
+        line += text if not line or unspaced(end) else " " + text
     return line

@@ -178,6 +178,8 @@ def test_parts_translations_are_joined_by_a_space_but_after_chinese_or_japanese(
     assert join_parts(["光あれ。", "", "こうして光があった"]) == "光あれ。こうして光があった"
     assert join_parts(["「好！」", "He said."]) == "「好！」He said."  # a full-width mark ends the part
     assert join_parts(["He said:", "「好！」"]) == "He said: 「好！」"
+    assert join_parts(["神说：“要有光。”", "就有了光。"]) == "神说：“要有光。”就有了光。"  # curly quotes close Chinese too
+    assert join_parts(["He said “yes.”", "(Then he left.)", "Fine."]) == "He said “yes.” (Then he left.) Fine."
     assert join_parts(["ไปไหน", "ไปตลาด"]) == "ไปไหน ไปตลาด"  # Thai puts a space between sentences
     assert join_parts(["", ""]) == "" and join_parts(["Y fué."]) == "Y fué."
 
