@@ -211,33 +211,44 @@ def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu") -> L
     except (ConfigError, TokenizerError, KeyError) as exc:
         raise CheckpointError(f"{folder}: unusable checkpoint ({exc})") from exc
     with torch.device("meta"):  # shapes only, before anything is allocated (load_weights checks again)
-        _check_shapes(build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab), real)
+        _check_fit(build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab), real)
     model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab)
     load_weights(model, real)
     model.to(device).eval()
     return Loaded(config, model, tokenizer, manifest["step"], folder)
 
 
-def _check_shapes(model: Seq2Seq, folder: Path) -> None:
-    """The stored tensors' shapes against ``model``'s. A model on the meta device will do, so that
-    a config that does not fit its weights (edited by hand, copied from another run) is refused
-    before the real model is built: one asking for more memory than there is fails in the
-    allocator, with a traceback. (Tensors missing or left over are ``load_weights``' to report.)"""
+_FLOATS = ("F64", "F32", "F16", "BF16")  # safetensors' names of the dtypes weights may be stored in
+
+
+def _check_fit(model: Seq2Seq, folder: Path) -> None:
+    """The stored tensors' shapes and kinds (floating point) against ``model``'s. A model on the
+    meta device will do, so that a config that does not fit its weights (edited by hand, copied
+    from another run) is refused before the real model is built: one asking for more memory than
+    there is fails in the allocator, with a traceback. (Tensors missing or left over are
+    ``load_weights``' to report.)"""
     try:
         with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
-            stored = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+            stored = {name: (tuple(weights.get_slice(name).get_shape()), weights.get_slice(name).get_dtype())
+                      for name in weights.keys()}
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{folder}: model weights unreadable ({str(exc).splitlines()[0]})") from exc
     for name, tensor in model.state_dict().items():
-        if name in stored and stored[name] != tuple(tensor.shape):
-            raise CheckpointError(f"{folder}: model weights do not fit the config ({name} is {list(stored[name])} "
+        if name not in stored:
+            continue
+        shape, dtype = stored[name]
+        if shape != tuple(tensor.shape):
+            raise CheckpointError(f"{folder}: model weights do not fit the config ({name} is {list(shape)} "
                                   f"in model.safetensors, {list(tensor.shape)} by the config)")
+        if tensor.is_floating_point() and dtype not in _FLOATS:  # loading would convert them without a word
+            raise CheckpointError(f"{folder}: model weights do not fit the config ({name} is {dtype} in "
+                                  f"model.safetensors, not floating point)")
 
 
 def load_weights(model: Seq2Seq, folder: Path) -> None:
     """Fill ``model`` from ``folder/model.safetensors``: every tensor must fit, none may be missing
     or left over (a config edited to another attention, a weights file from another model)."""
-    _check_shapes(model, Path(folder))  # load_state_dict's own message is a paragraph
+    _check_fit(model, Path(folder))  # load_state_dict's own message is a paragraph
     try:
         missing, unexpected = load_model(model, str(Path(folder) / "model.safetensors"), strict=False)
     except (SafetensorError, RuntimeError, OSError) as exc:

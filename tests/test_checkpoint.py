@@ -157,6 +157,20 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
         load_checkpoint(folder)
 
 
+def test_weights_stored_as_integers_are_refused_not_converted(tmp_path):
+    """A weights file of int64 tensors (written by some other tool) loaded as float32 without a word."""
+    from safetensors.torch import save_file
+
+    *_, folder = saved_tiny_model(tmp_path)
+    stored = load_file(str(folder / "model.safetensors"))
+    save_file({k: (v * 1000).to(torch.int64) for k, v in stored.items()}, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"model weights do not fit the config \(.* is I64 in model.safetensors, "
+                                              r"not floating point\)"):
+        load_checkpoint(folder)
+    save_file({k: v.to(torch.bfloat16) for k, v in stored.items()}, str(folder / "model.safetensors"))
+    assert load_checkpoint(folder).model.generator.weight.dtype == torch.float32  # bf16 weights: still weights
+
+
 @pytest.mark.parametrize("edit, says", [
     ("attention", r"holds 3 tensors \(decoder.attention.query_proj.bias, decoder.attention.query_proj.weight, "
                   r"decoder.attention.v.weight\) the config does not ask for\)$"),
