@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
 _SPACE = re.compile(r"\s+")
+# Characters a sentence carries unseen, from the web or right-to-left text, that no model should
+# learn or write: control characters (not those Python counts as whitespace, as NEL), direction
+# marks and embeddings, the zero-width space, the word joiner and the BOM. The zero-width
+# (non-)joiners stay: Persian, Indic scripts and emoji sequences need them. (SentencePiece's
+# default normalisation dropped these too, but it also folded what a translation must keep:
+# nmt.tokenizer.)
+_INVISIBLE = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f"  # controls
+                        "\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
 
 
 @dataclass
@@ -43,8 +51,9 @@ class PreparedData:
 
 
 def normalise(text: str) -> str:
-    """Unicode NFC, every run of whitespace (tabs, NBSP, newlines) to one space, trimmed."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+    """Unicode NFC, invisible characters dropped (``_INVISIBLE``), every run of whitespace (tabs,
+    NBSP, newlines) to one space, trimmed."""
+    return _SPACE.sub(" ", _INVISIBLE.sub("", unicodedata.normalize("NFC", text))).strip()
 
 
 def filter_pairs(pairs: list[Pair], config: DataConfig) -> tuple[list[Pair], Counter]:

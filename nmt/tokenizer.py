@@ -56,6 +56,9 @@ def _run_trainer(lines: list[str], config: TokenizerConfig, model: io.BytesIO) -
         bos_id=BOS,
         eos_id=EOS,
         hard_vocab_limit=False,  # tiny corpora: a smaller vocabulary instead of an error
+        # the text as nmt.data.normalise left it: SentencePiece's default (NFKC) folded ，！？ to ,!? and
+        # m² to m2, so a model could never write a Chinese comma, and its output missed the references
+        normalization_rule_name="identity",
         num_threads=2,
         minloglevel=2,
     )
@@ -119,7 +122,9 @@ class Tokenizer:
         return self.tgt.get_piece_size()
 
     # Every text is normalised before it is encoded, as the training data was (nmt.data.normalise:
-    # NFC, whitespace): text to translate, references scored, pieces shown (a no-op on prepared data).
+    # NFC, invisible characters, whitespace): text to translate, references scored, pieces shown (a
+    # no-op on prepared data). SentencePiece itself changes nothing (identity), but in a tokenizer
+    # trained before it did: its model holds its normalisation, so it encodes as it always did.
     def encode_src(self, lines: list[str]) -> list[list[int]]:
         """Source ids, each sentence closed by </s>."""
         return [ids + [EOS] for ids in self.src.encode([normalise(line) for line in lines])]

@@ -1,7 +1,7 @@
 """Translate lines of text with a trained model: ``Translator.from_checkpoint(path).translate(lines)``.
 
 Output keeps the input's order and line count; a line with nothing to translate (empty, spaces, or
-only characters the tokenizer drops, such as zero-width spaces) gives an empty line.
+only invisible characters, such as zero-width spaces) gives an empty line.
 """
 
 from __future__ import annotations
@@ -116,9 +116,9 @@ class Translator:
 
     def _encoded(self, lines: list[str]) -> list[list[int] | None]:
         """Each line's source ids (</s> included), None for a line with nothing to translate:
-        empty, spaces, or only characters the tokenizer drops (zero-width spaces, direction marks,
-        control characters), which would leave the model a source of </s> alone to make up a
-        sentence from."""
+        empty, spaces, or only invisible characters, which normalising drops (zero-width spaces,
+        direction marks, control characters): the model would get a source of </s> alone to make
+        up a sentence from."""
         todo = [i for i, line in enumerate(lines) if line.strip()]
         encoded: list[list[int] | None] = [None] * len(lines)
         for i, ids in zip(todo, self.tokenizer.encode_src([lines[i] for i in todo])):
@@ -204,7 +204,7 @@ class Translator:
         parts, counts, uncut = [], [], 0
         for line, ids in zip(lines, encoded):
             cut = split_long(line, self.tokenizer.src_lengths, longest) if ids and len(ids) > longest else None
-            # a part of only characters the tokenizer drops (a zero-width space after the last mark) is
+            # a part of only invisible characters (a zero-width space after the last mark) is
             # </s> alone, which the model would make a sentence up from: left out, as such a line is
             found = [ids] if cut is None else [part for part in self.tokenizer.encode_src(cut) if len(part) > 1]
             uncut += cut is not None and any(len(part) > longest for part in found)

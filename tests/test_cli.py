@@ -258,9 +258,9 @@ def test_translation_progress_counts_every_line_once_as_sentences_finish(tiny_ru
         assert done == [1] * len(lines)  # each line as it finishes (the empty ones first)
 
 
-def test_a_line_of_characters_the_tokenizer_drops_translates_to_an_empty_line(tmp_path):
-    """Zero-width spaces, direction marks, a stray BOM or a control character look blank and the
-    tokenizer drops them: the model would get a source of </s> alone and make up a sentence (an
+def test_a_line_of_invisible_characters_translates_to_an_empty_line(tmp_path):
+    """Zero-width spaces, direction marks, a stray BOM or a control character look blank and
+    normalising drops them: the model would get a source of </s> alone and make up a sentence (an
     untrained one, whose translations run on, wrote words for each)."""
     from conftest import saved_tiny_model
     from nmt.translate import Translator

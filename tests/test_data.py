@@ -20,6 +20,14 @@ def test_normalise_nfc_and_whitespace():
     assert normalise(f"  {decomposed}\u00a0 y\t\tMaría \n") == "José y María"
 
 
+def test_normalise_drops_invisible_characters_but_keeps_joiners():
+    """Zero-width spaces, direction marks, a BOM and control characters, which text from the web
+    or right-to-left sources carries unseen; the zero-width (non-)joiners Persian and emoji need stay."""
+    assert normalise("\ufeffY\u200b dijo\u200e \u202bDios\u202c\x07: luz\u2066\u2069\u2060") == "Y dijo Dios: luz"
+    assert normalise("می\u200cخواهم 👩\u200d💻") == "می\u200cخواهم 👩\u200d💻"
+    assert normalise("a\x85b\x1cc") == "a b c"  # NEL and the separators are whitespace, not invisible
+
+
 def test_tiny_tsv_splits_by_book(tmp_path):
     config = DataConfig(source=str(TINY_TSV), dev_groups=("RUT",), test_groups=("JON",))
     prepared = prepare(config)

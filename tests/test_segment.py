@@ -140,7 +140,7 @@ def test_a_long_line_with_nowhere_to_cut_is_named_as_such_and_lines_are_counted_
 
 
 def test_a_long_line_ending_in_characters_the_tokenizer_drops_gets_nothing_made_up_after_it(tmp_path):
-    """Text after the last sentence mark that the tokenizer drops (a zero-width space, a direction
+    """Text after the last sentence mark that normalising drops (a zero-width space, a direction
     mark) was a part of its own, </s> alone, and the model's sentence for it was appended."""
     translator = _translator(tmp_path)
     expected = translator.translate([LONG], beam=1)

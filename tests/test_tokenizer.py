@@ -77,6 +77,20 @@ def test_text_is_encoded_as_the_training_data_was_normalised():
         assert tok.src_pieces(odd) == tok.src_pieces(plain)
 
 
+def test_a_target_s_own_characters_survive_the_round_trip(tmp_path, sides):
+    """SentencePiece's default normalisation (NFKC) folded ，！？ to ,!? and m² to m2 in training and
+    encoding, so no piece held them: a model could never write a Chinese comma, and a perfect
+    translation of a zh test set scored BLEU 9.4 against its references."""
+    src, tgt = sides
+    chinese = [f"他说，要有光！第{i % 10}天？面积是{i}m²…（约）" for i in range(200)]
+    for joint in (True, False):
+        train_tokenizer(src, chinese, TokenizerConfig(vocab_size=300, joint=joint, character_coverage=1.0),
+                        tmp_path / str(joint))
+        tok = Tokenizer.from_folder(tmp_path / str(joint))
+        assert tok.decode_tgt(tok.encode_tgt(chinese[:20])) == chinese[:20]
+        assert UNK not in {i for ids in tok.encode_tgt(chinese) for i in ids}
+
+
 def test_decoded_text_has_no_space_at_its_ends_or_twice():
     """A translation ending on the word-boundary piece came out as "The " (and its twice, as
     "The   The"): text no training target had, written to the output as it was."""
