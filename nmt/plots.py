@@ -7,9 +7,11 @@ calls.
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
@@ -23,6 +25,16 @@ def to_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _as_written(draw):
+    """Text in the figure shown as written: matplotlib reads $…$ as math, so a piece "▁$$" (LaTeX
+    in a corpus) or a system named "price $$" ended a report, after all its decoding, in a traceback."""
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs) -> bytes:
+        with rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+    return drawn
+
+
 def _colors(n: int) -> list:
     from matplotlib import colormaps
 
@@ -30,6 +42,7 @@ def _colors(n: int) -> list:
     return [palette(i % 10) for i in range(n)]
 
 
+@_as_written
 def scores_figure(intervals: dict[str, dict[str, dict]]) -> bytes:
     """One panel per metric: each system's score with its 95 % bootstrap interval."""
     names = list(intervals)
@@ -51,6 +64,7 @@ def scores_figure(intervals: dict[str, dict[str, dict]]) -> bytes:
     return to_png(fig)
 
 
+@_as_written
 def length_figure(buckets: list[dict], systems: list[str]) -> bytes:
     """BLEU and chrF (with intervals) and the hypothesis/reference length ratio per bucket."""
     fig = Figure(figsize=(11, 3.4))
@@ -80,6 +94,7 @@ def length_figure(buckets: list[dict], systems: list[str]) -> bytes:
     return to_png(fig)
 
 
+@_as_written
 def sweep_figure(sweeps: dict[str, list[dict]], errors: dict[str, list[dict]]) -> bytes:
     """BLEU, mean log-probability and (when measured) the search-error rate against beam size,
     one line per checkpoint."""
@@ -107,6 +122,7 @@ def sweep_figure(sweeps: dict[str, list[dict]], errors: dict[str, list[dict]]) -
     return to_png(fig)
 
 
+@_as_written
 def training_figure(runs: dict[str, dict], marks: dict[str, list[int]]) -> bytes:
     """Train/dev loss, dev perplexity, dev BLEU, learning rate, gradient norm (before clipping,
     with clipping events and the clip threshold) and clipped steps, for each run.
@@ -155,6 +171,7 @@ def _bar_width(steps: list[int]) -> float:
     return 0.8 * float(np.min(np.diff(steps))) if len(steps) > 1 else 1.0
 
 
+@_as_written
 def attention_figure(source_pieces: list[str], target_pieces: list[str], weights: np.ndarray, title: str) -> bytes:
     """A heatmap of ``weights`` (T', S): target pieces down, source pieces across."""
     rows, cols = weights.shape

@@ -324,3 +324,17 @@ def test_a_sweep_of_one_beam_and_no_search_check_say_so():
               "checkpoints": {"m": {"sentences": 0, "alpha": 0.6, "rows": []}}}
     texts = [block.text for block in _search_section({"search_errors": errors}).blocks if hasattr(block, "text")]
     assert "None checked (--search-sentences 0)." in texts and not any("short enough" in t for t in texts)
+
+
+def test_figures_show_dollar_signs_as_written():
+    """matplotlib reads $…$ as math: a piece "▁$$" from a LaTeX-bearing corpus, or a system named
+    "price $$", ended `nmt report` in a traceback after all its decoding."""
+    import numpy as np
+
+    from nmt import plots
+
+    png = b"\x89PNG\r\n\x1a\n"
+    pieces = ["▁$$", "▁x", "^", "2", "▁$$", "</s>"]
+    assert plots.attention_figure(pieces, pieces[1:], np.full((5, 6), 1 / 6), "price $$ x^2 $").startswith(png)
+    interval = {"score": 1.0, "low": 0.5, "high": 1.5}
+    assert plots.scores_figure({"price $$": {m: interval for m in ("bleu", "chrf", "ter")}}).startswith(png)
