@@ -113,6 +113,9 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     if (opened := _open_text(path)) is None:
         return
     delimiter, quoting = _dialect(path)
+    # csv's default limit of 131,072 characters a field refused (or, read after the first rows, ended
+    # in a traceback) a file the loader reads whole: a long field is the length filter's to drop
+    csv.field_size_limit(2**31 - 1)
     with opened as file:
         lines = (line.rstrip("\r\n").replace("\r", " ") + "\n" for line in file)
         reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
@@ -175,12 +178,18 @@ def _load_local_table(path: Path, config: DataConfig):
         delimiter, quoting = _dialect(path)
         options = dict(delimiter=delimiter, quoting=quoting, na_filter=False, lineterminator="\n")
         _check_first_row(path, tuple(config.columns))
-        if config.columns:  # a headerless file: name the columns and keep every one as text
-            options["column_names"] = list(config.columns)
-            options["features"] = datasets.Features({name: datasets.Value("string") for name in config.columns})
-        table = datasets.load_dataset("csv", data_files=str(path), split="train", **options)
-        crlf = {name: name.rstrip("\r") for name in table.column_names if name.endswith("\r")}  # a CRLF header's last
-        return table.rename_columns(crlf) if crlf else table
+        names = tuple(config.columns)
+        if not names:  # the header's names, as the checks read them (a CRLF's "\r" off the last), in its place
+            with contextlib.closing(_rows(path)) as rows:
+                names = _names(rows, ())
+            options["header"] = 0
+        if twice := sorted({name for name in names if names.count(name) > 1}):
+            named_by = "data.columns names" if config.columns else "the header names"
+            raise DataError(f"{path}: {named_by} {', '.join(twice)} twice; every column needs a name of its own")
+        # every column text, named: with types guessed, ids 01.10 and 01.1 were both read as 1.1
+        options["column_names"] = list(names)
+        options["features"] = datasets.Features({name: datasets.Value("string") for name in names})
+        return datasets.load_dataset("csv", data_files=str(path), split="train", **options)
 
 
 def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:

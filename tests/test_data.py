@@ -223,6 +223,34 @@ def test_csv_with_header(tmp_path):
     assert [(p.src, p.tgt) for p in pairs] == [("uno", "one"), ("dos", "two")]
 
 
+@pytest.mark.parametrize("name", ["h.tsv", "h.csv"])
+def test_a_table_with_a_header_keeps_every_field_as_written(tmp_path, name):
+    """Types were guessed when the first row was a header: ids 01.10 and 01.1 both became 1.1, and
+    sentences that are numbers lost their zeros; without a header every field already stayed text."""
+    sep = "\t" if name.endswith(".tsv") else ","
+    path = tmp_path / name
+    path.write_text("".join(sep.join(row) + "\n" for row in [("id", "es", "en"), ("01.1", "007", "1.50"),
+                                                             ("01.10", "0", "1e3")]), encoding="utf-8")
+    pairs = read_pairs(DataConfig(source=str(path), columns=(), dev_groups=(), test_groups=()))
+    assert [(p.id, p.src, p.tgt) for p in pairs] == [("01.1", "007", "1.50"), ("01.10", "0", "1e3")]
+    path.write_text(f"id{sep}es{sep}es\nA.1{sep}hola{sep}hello\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"h\.(tsv|csv): the header names es twice; every column needs a name of its own"):
+        read_pairs(DataConfig(source=str(path), columns=(), dev_groups=(), test_groups=()))
+
+
+@pytest.mark.parametrize("long_row", [0, 5])
+def test_a_field_longer_than_csv_s_limit_is_read_and_left_to_the_length_filter(tmp_path, long_row):
+    """csv's default limit (131,072 characters a field), in the checks before loading, refused a
+    file whose first row had such a field and ended in a traceback when a later one did."""
+    rows = [(f"A.{i}", f"hola {i}", f"hello {i}") for i in range(10)]
+    rows[long_row] = (rows[long_row][0], "palabra " * 20_000, "word")
+    rows[7] = rows[7][:2]  # a short row: its warning reads every row
+    path = tmp_path / "long.tsv"
+    path.write_text("".join("\t".join(row) + "\n" for row in rows), encoding="utf-8")
+    pairs = read_pairs(DataConfig(source=str(path)))
+    assert len(pairs) == 10 and len(pairs[long_row].src) > 131_072
+
+
 def test_groups_without_an_id_column_are_refused_in_one_line(tmp_path):
     """Line numbers stood in for the ids, and the split then listed them as the groups found."""
     path = tmp_path / "c.csv"
