@@ -157,6 +157,16 @@ def settings_changed(record: Path, section: str, now: dict) -> str:
     return changed_settings(section, was, now) if was is not None else ""
 
 
+def check_test_split(data_dir: Path, config: DataConfig, model: str = "the checkpoint") -> None:
+    """A ``DataError`` when ``data_dir`` was prepared under other data settings than ``model`` was
+    trained with (``config``): prepared again with another seed, say, its test split can hold
+    sentences the model was trained on."""
+    if changed := settings_changed(data_dir / "stats.json", "data", settings_json(config)):
+        raise DataError(f"{data_dir} was prepared with other settings than {model} was trained on ({changed}, "
+                        f"the split's → the checkpoint's): its test split may hold training sentences; give --src "
+                        f"and --ref, or prepare it again with the checkpoint's settings")
+
+
 def read_test_pair(
     data_dir: Path, config: DataConfig, src: Path | None = None, ref: Path | None = None
 ) -> tuple[Path, Path, list[str], list[str]]:
@@ -164,11 +174,8 @@ def read_test_pair(
     ``data_dir``, which must have been prepared under ``config`` (the checkpoint's data settings:
     prepared again with another seed, say, it can hold sentences the model was trained on). Line
     counts must match and the set must not be empty."""
-    if (src is None or ref is None) and (changed := settings_changed(data_dir / "stats.json", "data",
-                                                                      settings_json(config))):
-        raise DataError(f"{data_dir} was prepared with other settings than the checkpoint was trained on ({changed}, "
-                        f"the split's → the checkpoint's): its test split may hold training sentences; give --src "
-                        f"and --ref, or prepare it again with the checkpoint's settings")
+    if src is None or ref is None:
+        check_test_split(data_dir, config)
     paths = []
     for given, lang in ((src, config.src_lang), (ref, config.tgt_lang)):
         path = Path(given) if given is not None else split_path(data_dir, "test", lang)

@@ -21,7 +21,7 @@ from nmt import analysis, diagnostics, plots
 from nmt.atomic import atomic_write_bytes, atomic_write_text, check_destination
 from nmt.checkpoint import step_info
 from nmt.config import DecodeConfig
-from nmt.data import read_test_pair
+from nmt.data import check_test_split, read_test_pair
 from nmt.diagnostics import Decoded
 from nmt.errors import NmtError
 from nmt.hardware import versions
@@ -99,9 +99,14 @@ def _load(
     return out
 
 
-def _test_set(first: Candidate, src: Path | None, ref: Path | None) -> tuple[Path, Path, list[str], list[str]]:
-    data_dir = (analysis.find_run_dir(first.path) or first.path.parent) / "data"
-    return read_test_pair(data_dir, first.translator.config.data, src, ref)
+def _test_set(cands: list[Candidate], src: Path | None, ref: Path | None) -> tuple[Path, Path, list[str], list[str]]:
+    """The given test files, else the first checkpoint's run's test split: one every checkpoint's
+    data settings were its own (another run's seed can have trained on its sentences)."""
+    data_dir = (analysis.find_run_dir(cands[0].path) or cands[0].path.parent) / "data"
+    if src is None or ref is None:
+        for cand in cands[1:]:
+            check_test_split(data_dir, cand.translator.config.data, str(cand.path))
+    return read_test_pair(data_dir, cands[0].translator.config.data, src, ref)
 
 
 def _decode_systems(cands: list[Candidate], sources: list[str]) -> dict[str, tuple[Candidate, int]]:
@@ -273,7 +278,7 @@ def build_report(
         raise NmtError("give at least one --checkpoint")
     t0 = time.perf_counter()
     cands = _load(checkpoints, names, options, device, decode)
-    src, ref, sources, refs = _test_set(cands[0], src, ref)
+    src, ref, sources, refs = _test_set(cands, src, ref)
     out_dir = Path(out_dir or (analysis.find_run_dir(cands[0].path) or cands[0].path.parent) / "report")
     check_destination(out_dir, folder=True)  # before minutes of decoding, not after
     systems = _decode_systems(cands, sources)

@@ -259,6 +259,23 @@ def test_sentences_are_shown_as_written_in_both_reports():
         assert "<i>" not in shown and "<s>" not in shown and "<em>" not in shown
 
 
+def test_a_checkpoint_trained_under_other_data_settings_is_not_scored_on_the_first_s_test_split(tiny_run, tmp_path):
+    """Only the first checkpoint was checked against the test split: a second run prepared with
+    another seed (36 of 40 of the first's test sentences in its training split) was compared on it,
+    significance and all, without a word."""
+    import dataclasses
+
+    from nmt.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(tiny_run.root / "best")
+    reseeded = dataclasses.replace(loaded.config, data=dataclasses.replace(loaded.config.data, seed=7))
+    other = save_checkpoint(tmp_path / "other" / "best", loaded.model, reseeded, loaded.tokenizer, loaded.step)
+    result = CliRunner().invoke(app, ["report", "--checkpoint", str(tiny_run.root / "best"), "--checkpoint",
+                                      str(other), "--out", str(tmp_path / "r"), "--beams", "1,2"])
+    assert result.exit_code == 1 and not (tmp_path / "r").exists()
+    assert f"was prepared with other settings than {other} was trained on (data.seed " in " ".join(result.output.split())
+
+
 @pytest.mark.parametrize("args, message", [
     (["--beams", "1,x"], "--beams"),
     (["--beams", "2,,3"], "--beams"),
