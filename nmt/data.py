@@ -168,14 +168,15 @@ def check_test_split(data_dir: Path, config: DataConfig, model: str = "the check
 
 
 def read_test_pair(
-    data_dir: Path, config: DataConfig, src: Path | None = None, ref: Path | None = None
+    data_dir: Path, config: DataConfig, src: Path | None = None, ref: Path | None = None, checked: bool = True
 ) -> tuple[Path, Path, list[str], list[str]]:
     """Source and reference lines to evaluate: the given files, else the test split in
     ``data_dir``, which must have been prepared under ``config`` (the checkpoint's data settings:
     prepared again with another seed, say, it can hold sentences the model was trained on). Line
     counts must match and the set must not be empty."""
     if src is None or ref is None:
-        check_test_split(data_dir, config)
+        if checked:  # (False: the model is known to have trained on this folder's train split as it is)
+            check_test_split(data_dir, config)
     paths = []
     for given, lang in ((src, config.src_lang), (ref, config.tgt_lang)):
         path = Path(given) if given is not None else split_path(data_dir, "test", lang)

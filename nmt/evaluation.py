@@ -25,6 +25,7 @@ from nmt.data import check_test_split, read_test_pair
 from nmt.diagnostics import Decoded
 from nmt.errors import NmtError
 from nmt.hardware import versions
+from nmt.trainset import trained_on
 from nmt.translate import Translator
 
 log = logging.getLogger(__name__)
@@ -100,13 +101,17 @@ def _load(
 
 
 def _test_set(cands: list[Candidate], src: Path | None, ref: Path | None) -> tuple[Path, Path, list[str], list[str]]:
-    """The given test files, else the first checkpoint's run's test split: one every checkpoint's
-    data settings were its own (another run's seed can have trained on its sentences)."""
-    data_dir = (analysis.find_run_dir(cands[0].path) or cands[0].path.parent) / "data"
-    if src is None or ref is None:
-        for cand in cands[1:]:
-            check_test_split(data_dir, cand.translator.config.data, str(cand.path))
-    return read_test_pair(data_dir, cands[0].translator.config.data, src, ref)
+    """The given test files, else the first checkpoint's run's test split: one every checkpoint was
+    trained beside, on its train split as it is or under its data settings (another run's seed can
+    have trained on its sentences)."""
+    run_dir = analysis.find_run_dir(cands[0].path) or cands[0].path.parent
+    first = cands[0].translator.config
+    if src is not None and ref is not None:
+        return read_test_pair(run_dir / "data", first.data, src, ref)
+    for cand in cands[1:]:
+        if not trained_on(cand.path, run_dir, cand.translator.config):
+            check_test_split(run_dir / "data", cand.translator.config.data, str(cand.path))
+    return read_test_pair(run_dir / "data", first.data, checked=not trained_on(cands[0].path, run_dir, first))
 
 
 def _decode_systems(cands: list[Candidate], sources: list[str]) -> dict[str, tuple[Candidate, int]]:

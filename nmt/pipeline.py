@@ -85,13 +85,15 @@ def evaluate(
     from nmt.data import read_test_pair
     from nmt.hardware import versions
     from nmt.report import render_markdown
+    from nmt.trainset import trained_on
     from nmt.translate import Translator
 
     run_dir = find_run_dir(checkpoint) or Path(checkpoint).parent  # runs/x/checkpoints/step-N → runs/x too
     out_dir = Path(out_dir or run_dir)
     check_destination(out_dir, folder=True)  # before decoding, not after
     translator = Translator.from_checkpoint(checkpoint, device, decode)
-    src_path, ref_path, sources, refs = read_test_pair(run_dir / "data", translator.config.data, src_path, ref_path)
+    src_path, ref_path, sources, refs = read_test_pair(run_dir / "data", translator.config.data, src_path, ref_path,
+                                                       checked=not trained_on(checkpoint, run_dir, translator.config))
     beam = beam or translator.config.decode.beam
     systems = _systems(translator, sources, refs, beam, out_dir / src_path.stem)
     report = {

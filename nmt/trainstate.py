@@ -83,18 +83,25 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
     """Load the checkpoint ``folder`` (a run's ``last``) into the model and optimizer and set the
     random-number state: the loop's state to go on from, and the train settings changed since
     ("" if none; the run goes on under the new ones). An ``NmtError`` when it was trained with
-    other model, tokenizer or data settings, or on other data (``inputs``)."""
+    other model settings, or on other data (``inputs``: the splits' and pieces' fingerprint; data
+    and tokenizer settings changed without changing them are changes like train's)."""
     run_dir = folder.parent
     manifest = read_manifest(folder)
     current = settings_json(config)  # as stored: tuples become lists
-    for section in ("model", "tokenizer", "data"):
-        if manifest["config"].get(section) != current[section]:
-            raise unusable_run(run_dir, f"{folder} was trained with other {section} settings")
+    changed = {section: changed_settings(section, manifest["config"].get(section, {}), current[section])
+               for section in ("model", "tokenizer", "data")}
+    if changed["model"]:
+        raise unusable_run(run_dir, f"{folder} was trained with other model settings ({changed['model']})")
     try:
         tensors, data = load_trainer_state(folder)
     except CheckpointError as exc:
         raise unusable_run(run_dir, str(exc)) from exc
-    if data.get("inputs", inputs) != inputs:  # (checkpoints from before the check have none)
+    same_inputs = data.get("inputs") == inputs  # (checkpoints from before the check have none)
+    # data and tokenizer settings that left the splits and pieces as they were (the corpus's path
+    # written otherwise, data.dev_size with groups splitting) change nothing the weights learned
+    if (edits := ", ".join(filter(None, (changed["tokenizer"], changed["data"])))) and not same_inputs:
+        raise unusable_run(run_dir, f"{folder} was trained with other data or tokenizer settings ({edits})")
+    if "inputs" in data and not same_inputs:
         raise unusable_run(run_dir, f"{folder} was trained on other data or another tokenizer (the run's data "
                                     f"or tokenizer folder changed since)")
     load_weights(model, folder)
@@ -115,7 +122,8 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
     if state.best_step and not (run_dir / "best").exists():  # saving would prune the real best, unlinked
         raise unusable_run(run_dir, f"{run_dir / 'best'} is missing (the run's best, step {state.best_step}, "
                                     f"would be removed)")
-    return state, changed_settings("train", manifest["config"].get("train", {}), current["train"])
+    edits = [changed_settings("train", manifest["config"].get("train", {}), current["train"]), edits]
+    return state, ", ".join(filter(None, edits)) + (" (the same splits and pieces)" if edits[1] else "")
 
 
 def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -543,6 +543,25 @@ def test_training_refuses_splits_or_pieces_made_under_other_settings(tmp_path):
         _train(tmp_path, "train.max_steps=8")
 
 
+def test_resume_goes_on_after_a_data_edit_that_left_the_splits_as_they_were(tmp_path, caplog):
+    """Any edit of data.* blocked resuming (\"delete the run\"), though the splits' fingerprint
+    showed nothing the model learned from had changed: the corpus's path written another way, or
+    moved; data.dev_size when groups split. An edit that changes the splits is refused, named."""
+    _, paths = _train(tmp_path, "train.max_steps=8")
+    same = f"data.source={TINY_TSV.parent / '..' / TINY_TSV.parent.name / TINY_TSV.name}"
+    for steps, edit, said in ((16, same, f"data.source {TINY_TSV} → {same[12:]}"),
+                              (24, "data.dev_size=7", "data.dev_size 1000 → 7")):
+        pipeline.prepare(tiny_config(tmp_path, edit), paths)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="nmt.train"):
+            summary, _ = _train(tmp_path, f"train.max_steps={steps}", edit)
+        assert summary["steps"] == steps and f"resumed from {paths.root / 'last'} at step {steps - 8}" in caplog.text
+        assert f"{said} (the same splits and pieces)" in caplog.text
+    pipeline.prepare(tiny_config(tmp_path, "data.dev_size=7", "data.max_words=12"), paths)
+    with pytest.raises(NmtError, match=r"trained with other data or tokenizer settings \(data.max_words 40 → 12\)"):
+        _train(tmp_path, "train.max_steps=32", "data.dev_size=7", "data.max_words=12")
+
+
 def test_resume_refuses_a_run_with_another_model(tmp_path):
     _train(tmp_path, "train.max_steps=8")
     with pytest.raises(Exception, match="trained with other model settings"):

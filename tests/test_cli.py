@@ -475,6 +475,17 @@ def test_evaluate_refuses_a_test_split_prepared_under_other_data_settings(tiny_r
     given = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best"), "--beam", "1", "--out", str(tmp_path / "e"),
                                 "--src", str(run / "data" / "test.es"), "--ref", str(run / "data" / "test.en")])
     assert given.exit_code == 0, given.output
+    # settings that read otherwise but made the same splits (the corpus's path written another way, a
+    # dev_size where groups split): the model trained on this train split, so its test split is safe
+    from conftest import TINY_TSV
+
+    same = tiny_config(tmp_path, f"data.source={TINY_TSV.parent / '..' / TINY_TSV.parent.name / TINY_TSV.name}",
+                       "data.dev_size=7")
+    pipeline.prepare(same, run_paths(same, tmp_path))
+    for command in ("evaluate", "report"):
+        result = runner.invoke(app, [command, "--checkpoint", str(run / "best"), "--out", str(tmp_path / command),
+                                     *(["--beam", "1"] if command == "evaluate" else ["--beams", "1,2"])])
+        assert result.exit_code == 0, result.output
 
 
 def test_evaluate_with_beam_1_decodes_greedy_once(tiny_run, tmp_path):
