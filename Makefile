@@ -32,12 +32,22 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-# Stamps: always evaluated, but each file only changes when its section of the config changes
-# (data.json also when a local data file does: its size and modification time are in it).
+# Stamps: each file only changes when its section of the config changes (data.json also when a
+# local data file does: its size and modification time are in it). Once the environment exists
+# they are brought up to date while this Makefile is read, for the pipeline's goals, so make
+# compares real times and a dry run (make -n) lists only what would run: nothing on a finished
+# run, the evaluation alone after an edit of decode.beam. Before, or when the config has an error
+# (said by the rule below), a rule writes them, and a dry run lists every stage after it.
+PIPELINE_GOALS := all train eval report $(RUN)/%
+ifneq ($(and $(wildcard $(PY)),$(filter $(PIPELINE_GOALS),$(or $(MAKECMDGOALS),all))),)
+STAMPED := $(shell $(PY) pipelines/stamp_config.py --run $(RUN) $(CONFIG) 2>/dev/null && echo yes)
+endif
+ifneq ($(STAMPED),yes)
 $(STAMPS)/resolved.json: $(CONFIG) $(VENV)/.installed FORCE
 	$(PY) pipelines/stamp_config.py --run $(RUN) $(CONFIG)
 
 $(STAMPS)/%.json: $(STAMPS)/resolved.json ;
+endif
 
 $(RUN)/data/stats.json: $(STAMPS)/data.json
 	$(PY) pipelines/prepare_data.py $(CONFIG)

@@ -17,9 +17,9 @@ needs_make = pytest.mark.skipif(shutil.which("make") is None or not (VENV / ".in
                                 reason="needs make and the tests run from make's .venv")
 
 
-def _make(folder: Path, target: str) -> str:
+def _make(folder: Path, *target: str) -> str:
     """make TARGET in ``folder`` as a user runs it; -o: never reinstall the environment the tests run in."""
-    result = subprocess.run(["make", "-o", f"{VENV}/.installed", f"VENV={VENV}", "NAME=tiny", target],
+    result = subprocess.run(["make", "-o", f"{VENV}/.installed", f"VENV={VENV}", "NAME=tiny", *target],
                             cwd=folder, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -71,7 +71,12 @@ def test_editing_decode_settings_re_evaluates_with_them_without_retraining(tmp_p
     run = tmp_path / "runs" / "tiny"
     assert set(json.loads((run / "report.json").read_text())["systems"]) == {"greedy", "beam3"}
     trained = (run / "train_summary.json").stat().st_mtime_ns
+    # a dry run says what would run: nothing on a finished run (it listed every stage, as if all
+    # would be redone), the evaluation alone after the edit
+    assert "pipelines/" not in _make(tmp_path, "-n", "train")
     config.write_text(config.read_text(encoding="utf-8").replace("beam: 3", "beam: 2"), encoding="utf-8")
+    assert [line.split()[1] for line in _make(tmp_path, "-n", "train").splitlines()
+            if "pipelines/" in line] == ["pipelines/evaluate.py"]
     second = _make(tmp_path, "train")
     assert "pipelines/evaluate.py" in second
     assert not any(f"pipelines/{stage}.py" in second for stage in ("prepare_data", "train_tokenizer", "train_model"))
