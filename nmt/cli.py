@@ -15,7 +15,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from nmt.errors import NmtError
 from nmt.terminal import ProgressBar, fail, guarded, same_file, stdin_lines, write_in_chunks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Neural machine translation with LSTMs.")
@@ -199,6 +198,8 @@ def translate(
                                                 "ignores it", option)
     input, output = (None if name in (None, "-") else Path(name) for name in (input, output))  # -: stdin, stdout
     if output is not None:  # found out before decoding, not after
+        if output.suffix.lower() == ".zst":  # written plain under that name, it would not read back
+            fail(f"--output {output}: zstd is not supported; name it .gz, .bz2 or .xz to compress, or plain")
         try:
             check_destination(output)
         except IsADirectoryError:
@@ -276,6 +277,8 @@ def average(
 
     folders = []
     for path in checkpoints:  # a folder that is neither goes as it is: loading it says what it is
+        if not path.exists():
+            fail(f"checkpoint folder not found: {path}")
         # of a run, not its best when that is older: the mean of step 300 and step 2,700 is no recipe
         folders += [path] if (path / MANIFEST).is_file() else latest_checkpoints(path) or [path]
     if last and len(folders) < last:  # the mean of fewer, farther apart, is another model than asked for
@@ -296,7 +299,8 @@ def report(
     out: Annotated[Optional[Path], typer.Option(
         help="Report folder (default: runs/<name>/report; a checkpoint outside a run: report/ beside it).")] = None,
     beam: Annotated[Optional[int], typer.Option(min=1, help="Beam of the beam systems (default: config).")] = None,
-    beams: Annotated[str, typer.Option(help="Beam sizes of the sweep, comma-separated.")] = "1,2,5,10",
+    beams: Annotated[str, typer.Option(callback=lambda text: _beam_sizes(text) and text,  # checked: a usage error
+                                       help="Beam sizes of the sweep, comma-separated.")] = "1,2,5,10",
     sweep_sentences: Annotated[int, typer.Option(min=1, help="Test lines the sweep decodes.")] = 500,
     search_sentences: Annotated[int, typer.Option(min=0, help="Short lines checked for search errors.")] = 100,
     search_max_pieces: Annotated[int, typer.Option(min=2, help="Most source pieces of a short line.")] = 20,
@@ -327,8 +331,8 @@ def _beam_sizes(text: str) -> tuple[int, ...]:
         sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
         sizes = ()
-    if not sizes or min(sizes) < 1 or len(set(sizes)) < len(sizes):
-        raise NmtError(f"--beams {text!r}: give distinct beam sizes like 1,2,5,10")
+    if not sizes or min(sizes) < 1 or len(set(sizes)) < len(sizes):  # a usage error (status 2), as --beam 0 is
+        raise typer.BadParameter(f"{text!r}: give distinct beam sizes like 1,2,5,10")
     return sizes
 
 

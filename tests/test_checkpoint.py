@@ -724,6 +724,8 @@ def test_a_run_folder_averages_its_latest_checkpoints_not_an_older_best(tmp_path
                 assert [s["step"] for s in read_manifest(run / "mean")["averaged"]] == [2400, 2700]
     three = CliRunner().invoke(app, ["average", str(tmp_path / "keep2"), "--last", "3", "-o", str(tmp_path / "m")])
     assert "error: --last 3: only 2 checkpoints to average" in three.stderr
+    missing = CliRunner().invoke(app, ["average", str(tmp_path / "nope"), "-o", str(tmp_path / "m")])
+    assert missing.exit_code == 1 and missing.stderr == f"error: checkpoint folder not found: {tmp_path / 'nope'}\n"
 
 
 def test_average_refuses_what_is_not_one_model(tmp_path):

@@ -208,6 +208,14 @@ def test_translate_reads_and_writes_compressed_files_by_their_names(tiny_run, tm
         assert handle.read() == plain and plain.count("\n") == 3
 
 
+def test_translate_refuses_a_zstd_output_name_before_decoding(tiny_run, tmp_path):
+    """-o out.zst wrote plain text under that name, which -i out.zst (and zstd) then refused."""
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "-o",
+                                 str(tmp_path / "out.en.ZST")], input="Y dijo Dios\n")
+    assert result.exit_code == 1 and not (tmp_path / "out.en.ZST").exists()
+    assert "out.en.ZST: zstd is not supported; name it .gz, .bz2 or .xz to compress, or plain" in result.output
+
+
 @pytest.mark.parametrize("to_file", [False, True, "fifo"])
 def test_ctrl_c_while_translating_says_what_the_output_holds(tiny_run, tmp_path, monkeypatch, to_file):
     """stdout (or a FIFO, written as it is: the pipe behind -o /dev/stdout) already has the chunks
