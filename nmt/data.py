@@ -157,6 +157,16 @@ def settings_changed(record: Path, section: str, now: dict) -> str:
     return changed_settings(section, was, now) if was is not None else ""
 
 
+def check_made_with(record: Path, section: str, now: dict, stage: str) -> None:
+    """A stage's folder was made under the config's section as it is now: ``nmt train`` after an
+    edit of data.* or tokenizer.* (make reruns the stages itself) trained on the old splits or
+    pieces, and the checkpoint recorded the new settings; ``nmt tokenize`` learned pieces of old
+    splits. Folders made before the record: no check."""
+    if changed := settings_changed(record, section, now):
+        raise DataError(f"{record.parent} was made with other settings ({changed}); run {stage} again "
+                        f"(make train does it itself)")
+
+
 def check_test_split(data_dir: Path, config: DataConfig, model: str = "the checkpoint") -> None:
     """A ``DataError`` when ``data_dir`` was prepared under other data settings than ``model`` was
     trained with (``config``): prepared again with another seed, say, its test split can hold

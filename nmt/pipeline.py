@@ -42,11 +42,13 @@ def _after(*stages: tuple[Path, str]) -> None:
 
 def tokenize(config: Config, paths: RunPaths) -> Path:
     """Train SentencePiece on the training split only; returns ``tokenizer/tokenizer.json``."""
-    from nmt.data import split_path
+    from nmt.config import settings_json
+    from nmt.data import check_made_with, split_path
     from nmt.lines import read_lines
     from nmt.tokenizer import train_tokenizer
 
     _after((paths.data / "stats.json", "nmt prepare"))
+    check_made_with(paths.data / "stats.json", "data", settings_json(config.data), "nmt prepare")
     src = read_lines(split_path(paths.data, "train", config.data.src_lang))
     tgt = read_lines(split_path(paths.data, "train", config.data.tgt_lang))
     return train_tokenizer(src, tgt, config.tokenizer, paths.tokenizer)

@@ -13,7 +13,7 @@ import numpy as np
 
 from nmt.batching import Sequences
 from nmt.config import Config, settings_json
-from nmt.data import settings_changed, split_path
+from nmt.data import check_made_with, split_path
 from nmt.errors import DataError
 from nmt.lines import read_lines
 from nmt.tokenizer import Tokenizer
@@ -35,8 +35,8 @@ class TrainingData:
 def load_training_data(data_dir: Path, tokenizer: Tokenizer, tokenizer_dir: Path, config: Config) -> TrainingData:
     """The train split's pairs that fit train.max_train_len and the dev split, encoded; a one-line
     error where no pair fits or the dev split is empty."""
-    _check_made_with(Path(data_dir) / "stats.json", "data", settings_json(config.data), "nmt prepare")
-    _check_made_with(Path(tokenizer_dir) / "tokenizer.json", "tokenizer", settings_json(config.tokenizer),
+    check_made_with(Path(data_dir) / "stats.json", "data", settings_json(config.data), "nmt prepare")
+    check_made_with(Path(tokenizer_dir) / "tokenizer.json", "tokenizer", settings_json(config.tokenizer),
                      "nmt tokenize")
     limit = config.train.max_train_len
     src, tgt = encode_split(tokenizer, *read_split(data_dir, "train", config))
@@ -54,15 +54,6 @@ def load_training_data(data_dir: Path, tokenizer: Tokenizer, tokenizer_dir: Path
     shown = config.train.valid_max_sentences or len(dev_lines)
     return TrainingData(_subset(src, keep), _subset(tgt, keep), dev_src, dev_tgt, dev_lines[:shown], dev_refs[:shown],
                         inputs_fingerprint(data_dir, tokenizer_dir, config))
-
-
-def _check_made_with(record: Path, section: str, now: dict, stage: str) -> None:
-    """A stage's folder was made under the config's section as it is now: ``nmt train`` after an
-    edit of data.* or tokenizer.* (make reruns the stages itself) trained on the old splits or
-    pieces, and the checkpoint recorded the new settings. Folders made before the record: no check."""
-    if changed := settings_changed(record, section, now):
-        raise DataError(f"{record.parent} was made with other settings ({changed}); run {stage} again "
-                        f"(make train does it itself)")
 
 
 def read_split(data_dir: Path, split: str, config: Config) -> tuple[list[str], list[str]]:

@@ -534,6 +534,9 @@ def test_training_refuses_splits_or_pieces_made_under_other_settings(tmp_path):
     trained on the old splits or pieces, and the checkpoint recorded the new settings."""
     _, paths = _train(tmp_path, "train.max_steps=8")
     with pytest.raises(NmtError, match=r"data was made with other settings \(data.max_words 40 → 30\); run nmt "
+                                       r"prepare again"):  # nor does nmt tokenize learn pieces of the old splits
+        pipeline.tokenize(tiny_config(tmp_path, "data.max_words=30"), paths)
+    with pytest.raises(NmtError, match=r"data was made with other settings \(data.max_words 40 → 30\); run nmt "
                                        r"prepare again \(make train does it itself\)"):
         _train(tmp_path, "train.max_steps=8", "data.max_words=30")
     config = tiny_config(tmp_path, "tokenizer.vocab_size=150")
