@@ -226,7 +226,8 @@ def read_pairs(config: DataConfig) -> list[Pair]:
                                 f"other side's file, or give a TSV, CSV or JSONL file")
             table = _load_local_table(source, config)
         elif _names_a_file(config.source):
-            raise DataError(f"data file not found: {source}")
+            raise DataError(f"data file not found: {source}" + ("" if source.is_absolute() else
+                                                                 f" (relative to the working folder, {Path.cwd()})"))
         else:  # a hub dataset name
             import datasets
 

@@ -293,8 +293,15 @@ def test_filters_count_what_they_drop(tmp_path):
 
 @pytest.mark.parametrize("source", ["no/such/file.tsv", "missing.jsonl", "corpus.tsv.gz", "./nothing-here"])
 def test_missing_file(source):
-    with pytest.raises(DataError, match="data file not found"):
+    """A relative path is the working folder's, not the config file's: the error says which folder."""
+    import re
+    from pathlib import Path
+
+    with pytest.raises(DataError, match=f"data file not found: {re.escape(str(Path(source)))} \\(relative to the "
+                                        f"working folder, {re.escape(str(Path.cwd()))}\\)$"):
         read_pairs(DataConfig(source=source))
+    with pytest.raises(DataError, match=r"data file not found: /no/such\.tsv$"):
+        read_pairs(DataConfig(source="/no/such.tsv"))
 
 
 def test_a_folder_or_one_sided_text_file_as_the_source_is_refused(tmp_path):
