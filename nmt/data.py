@@ -47,7 +47,15 @@ class PreparedData:
             "read": self.total,
             "kept": {name: len(pairs) for name, pairs in self.splits.items()},
             "dropped": dict(sorted(self.dropped.items())),
+            "source_in_train": self.seen_in_train(),
         }
+
+    def seen_in_train(self) -> dict[str, int]:
+        """Dev and test pairs whose source sentence is also in the training split: a corpus that
+        repeats sentences puts copies on both sides of a random split, and a score on them measures
+        memory as much as translation."""
+        train = {pair.src for pair in self.splits["train"]}
+        return {name: sum(pair.src in train for pair in self.splits[name]) for name in ("dev", "test")}
 
 
 def normalise(text: str) -> str:
@@ -129,6 +137,11 @@ def prepare(config: DataConfig) -> PreparedData:
                             f"(data.{name}_groups, or data.{name}_size without groups)")
     prepared = PreparedData(splits, dropped, len(raw))
     log.info("read %d pairs, kept %s, dropped %s", len(raw), prepared.stats()["kept"], dict(dropped))
+    for name, seen in prepared.seen_in_train().items():
+        if seen:  # the test split's scores are the ones reported; the dev split only picks the best step
+            log.log(logging.WARNING if name == "test" else logging.INFO,
+                    "%d of %d %s pairs have a source sentence that is also in the training split (the corpus repeats "
+                    "it): scores on them measure memory as much as translation", seen, len(splits[name]), name)
     return prepared
 
 

@@ -291,6 +291,26 @@ def test_filters_count_what_they_drop(tmp_path):
     assert dict(prepared.dropped) == {"empty": 1, "length_ratio": 1, "too_long": 1}
 
 
+def test_test_pairs_whose_source_is_also_in_training_are_counted_and_warned_about(tmp_path, caplog):
+    """A corpus that repeats sentences puts copies on both sides of a random split: scores on
+    them measure memory. They were neither counted nor said."""
+    import json
+    import logging
+
+    path = tmp_path / "c.tsv"
+    rows = [f"A.{i}\thola {i % 30} amigo\thello {i} friend\n" for i in range(120)]  # 30 sources, 4 times each
+    path.write_text("".join(rows), encoding="utf-8")
+    config = DataConfig(source=str(path), dev_groups=(), test_groups=(), dev_size=10, test_size=10)
+    with caplog.at_level(logging.INFO, logger="nmt.data"):
+        prepared = prepare(config)
+    seen = prepared.seen_in_train()
+    assert seen == {"dev": 10, "test": 10}  # with 90 of 120 in training, every source's copy is there
+    assert [r.levelname for r in caplog.records if "also in the training split" in r.getMessage()] == ["INFO", "WARNING"]
+    assert "10 of 10 test pairs have a source sentence that is also in the training split" in caplog.text
+    write_splits(prepared, tmp_path / "data", config)
+    assert json.loads((tmp_path / "data" / "stats.json").read_text())["source_in_train"] == seen
+
+
 @pytest.mark.parametrize("source", ["no/such/file.tsv", "missing.jsonl", "corpus.tsv.gz", "./nothing-here"])
 def test_missing_file(source):
     """A relative path is the working folder's, not the config file's: the error says which folder."""
