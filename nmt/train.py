@@ -111,6 +111,7 @@ class Trainer:
         # fused: one kernel for all parameters (CPU and CUDA) instead of ~10 ops per tensor and step
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, fused=True)
         self.state = TrainerState(lr=config.train.lr)
+        self.window = MetricsWindow()  # the training metrics since the last log line
         log.info("model: %s parameters, %d training pairs, %s", f"{count_parameters(self.model):,}", len(self.train_src),
                  self.precision)
         if last.exists():
@@ -120,10 +121,12 @@ class Trainer:
     def _resume(self, folder: Path) -> None:
         self.state, changed = resume_run(folder, self.model, self.optimizer, self.config, self.inputs)
         self.saved_step = self.state.step
+        self.window = MetricsWindow(self.state.window)
         self._set_lr(self.state.lr)
         log.info("resumed from %s at step %d%s", folder, self.state.step, changed and f"; changed since: {changed}")
 
     def _save(self, is_best: bool) -> None:
+        self.state.window = self.window.state()  # a run resumed mid-window logs the whole window
         save_run(self.run_dir, self.model, self.optimizer, self.config, self.tokenizer, self.state, self.inputs, is_best)
         self.saved_step = self.state.step
 
@@ -180,10 +183,7 @@ class Trainer:
                 st.lr_bad_validations = 0
                 log.info("dev BLEU plateau: learning rate halved to %.2g", st.lr)
         self._save(improved)
-        if st.bad_validations >= cfg.patience:
-            st.stopped = f"early stopping: no dev BLEU gain in {cfg.patience} validations"
-            return True
-        return False
+        return self._budget_spent()
 
     def train(self, on_progress: Callable[[Progress], None] | None = None) -> dict:
         """Train until a budget is spent, early stopping or Ctrl-C; returns train_summary.json's
@@ -208,6 +208,10 @@ class Trainer:
                 if not self._budget_spent():  # a finished run's summary no longer describes it (rewritten at the end)
                     (self.run_dir / "train_summary.json").unlink(missing_ok=True)
                 self._steps(metrics_path, on_progress, asked)
+                # the final weights get a say too (once: a finished run run again has had it); under
+                # stop_requests, so a Ctrl-C here saves the steps since the last checkpoint too
+                if asked.signum is None and st.validated_step != st.step:
+                    self._after_validation(self._validate_and_log(metrics_path))
         except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: the steps since are lost
             where = (f"{self.run_dir / 'last'}, step {self.saved_step}" if self.saved_step is not None
                      else "the start: no checkpoint yet")
@@ -219,8 +223,6 @@ class Trainer:
             log.warning("interrupted (%s) at step %d, saved as %s; training again resumes there",
                         signal.Signals(asked.signum).name, st.step, self.run_dir / "last")
             raise KeyboardInterrupt
-        if st.validated_step != st.step:  # the final weights get a say too (once: a finished run run again has had it)
-            self._after_validation(self._validate_and_log(metrics_path))
         log.info("%s; best dev BLEU %.2f at step %d", st.stopped, st.best_bleu, st.best_step)
         summary = {
             "stopped": st.stopped,
@@ -255,7 +257,7 @@ class Trainer:
         """Train until a budget is spent, early stopping, or ``asked`` to stop; validate and save
         every valid_every steps."""
         cfg, st = self.config.train, self.state
-        start, window = time.perf_counter() - st.elapsed_s, MetricsWindow()
+        start, window = time.perf_counter() - st.elapsed_s, self.window
         stop = self._budget_spent()
         while not stop:
             rng = np.random.default_rng([cfg.seed, st.epoch])  # same batches for the same epoch
@@ -286,11 +288,16 @@ class Trainer:
                 st.epoch, st.batch_in_epoch = st.epoch + 1, 0
 
     def _budget_spent(self) -> bool:
+        """Whether training is over (``state.stopped`` says why): a budget spent, or early stopping
+        under the current train.patience (a finished run run again trained on: its stop was not
+        in the checkpoint)."""
         cfg, st = self.config.train, self.state
         if st.step >= cfg.max_steps:
             st.stopped = f"reached train.max_steps={cfg.max_steps}"
         elif st.elapsed_s >= cfg.max_minutes * 60:
             st.stopped = f"reached train.max_minutes={cfg.max_minutes:g}"
+        elif st.bad_validations >= cfg.patience:
+            st.stopped = f"early stopping: no dev BLEU gain in {cfg.patience} validations"
         return bool(st.stopped)
 
     def _validate_and_log(self, metrics_path: Path) -> dict:
@@ -298,6 +305,9 @@ class Trainer:
         result = self.validate()
         self.state.validated_step = self.state.step
         result.update(step=self.state.step, lr=self.state.lr, valid_seconds=time.perf_counter() - t0)
+        # counted now, not at the next step: the checkpoint saved after it, the budget checked after
+        # it and the summary of a run ending on it all hold the validation's time
+        self.state.elapsed_s += result["valid_seconds"]
         append_record(metrics_path, {"kind": "valid", **result})
         log.info("step %d: dev loss %.3f ppl %.1f BLEU %.2f", self.state.step, result["dev_loss"],
                  result["dev_ppl"], result["dev_bleu"])

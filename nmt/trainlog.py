@@ -25,9 +25,17 @@ class _Position(Protocol):  # what a log line reports of the trainer's state
 class MetricsWindow:
     """Running means of the training metrics between two log lines."""
 
-    def __init__(self):
+    def __init__(self, saved: dict | None = None):
+        """``saved``: a window's ``state()``, kept in a checkpoint written between two lines."""
         self.reset()
         self.rate = 0.0
+        if saved:
+            self.loss, self.tokens, self.seconds = saved["loss"], saved["tokens"], saved["seconds"]
+            self.clipped, self.steps, self.norms = saved["clipped"], saved["steps"], list(saved["norms"])
+
+    def state(self) -> dict:
+        return {"loss": self.loss, "tokens": self.tokens, "seconds": self.seconds, "clipped": self.clipped,
+                "steps": self.steps, "norms": list(self.norms)}
 
     def reset(self):
         self.loss = self.tokens = self.seconds = self.clipped = self.steps = 0.0

@@ -45,6 +45,7 @@ class TrainerState:
     skipped_updates: int = 0  # steps whose gradient was not finite (nothing applied)
     validated_step: int = 0  # the step of the last validation
     history: list = field(default_factory=list)
+    window: dict = field(default_factory=dict)  # the training metrics since the last log line (MetricsWindow)
 
 
 def unusable_run(run_dir: Path, why: str) -> NmtError:

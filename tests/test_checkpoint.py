@@ -323,8 +323,11 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
-    steps = lambda p: [json.loads(l)["step"] for l in (p.root / "metrics.jsonl").read_text().splitlines()]  # noqa
-    assert steps(straight) == steps(resumed)  # metrics.jsonl logged once per step, no duplicates
+    # metrics.jsonl: each line once, and the same: the first line after the resume covered only the
+    # steps since the checkpoint (its window was not saved), so loss and gradient norms differed
+    logged = lambda p: [{k: v for k, v in json.loads(l).items() if "second" not in k and k not in  # noqa
+                         ("tokens_per_s", "elapsed_s")} for l in (p.root / "metrics.jsonl").read_text().splitlines()]
+    assert logged(straight) == logged(resumed)
 
 
 def test_same_seed_same_loss_curve(tmp_path):
@@ -381,6 +384,57 @@ def test_a_stop_signal_saves_the_step_it_came_in_and_the_resumed_run_gives_the_s
     b = load_file(resumed.root / "last" / "model.safetensors")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_a_stop_signal_during_the_final_validation_saves_the_steps_since_the_last_checkpoint(tmp_path, monkeypatch):
+    """The validation after the last step ran outside the signal handling: a Ctrl-C (or a
+    scheduler's SIGTERM at its time limit) there lost every step since the last checkpoint."""
+    import signal
+
+    from nmt.train import Trainer
+
+    validate = Trainer.validate
+
+    def ctrl_c_at_12(self):
+        if self.state.step == 12:  # max_steps 12, valid_every 8: the final validation
+            os.kill(os.getpid(), signal.SIGINT)
+        return validate(self)
+
+    monkeypatch.setattr(Trainer, "validate", ctrl_c_at_12)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, "train.max_steps=12")
+    assert load_checkpoint(tmp_path / "tiny" / "last").step == 12
+    monkeypatch.setattr(Trainer, "validate", validate)
+    assert _train(tmp_path, "train.max_steps=12")[0]["steps"] == 12  # done: summed up, nothing trained again
+
+
+def test_an_early_stopped_run_run_again_stays_stopped_unless_patience_is_raised(tmp_path):
+    """The early stop was not in the checkpoint: the run trained valid_every more steps (and
+    halved its rate again) each time it was run again, as make train does after any train.* edit."""
+    first, paths = _train(tmp_path, "train.max_steps=400", "train.patience=1", "train.lr=1e-9")
+    assert first["stopped"] == "early stopping: no dev BLEU gain in 1 validations" and first["steps"] == 16
+    log = (paths.root / "metrics.jsonl").read_text()
+    again, _ = _train(tmp_path, "train.max_steps=400", "train.patience=1", "train.lr=1e-9")
+    assert again == first and (paths.root / "metrics.jsonl").read_text() == log
+    assert _train(tmp_path, "train.max_steps=400", "train.patience=2", "train.lr=1e-9")[0]["steps"] == 24
+
+
+def test_the_elapsed_time_a_checkpoint_keeps_holds_its_validation(tmp_path, monkeypatch):
+    """The time was taken after each step only: a checkpoint (saved after its validation) left
+    the validation out, so each resume forgot one, and the budget was checked before it."""
+    import time
+
+    from nmt.train import Trainer
+
+    from nmt.trainstate import load_trainer_state
+
+    validate = Trainer.validate
+    monkeypatch.setattr(Trainer, "validate", lambda self: (time.sleep(2.5), validate(self))[1])
+    # a budget of 1.8 s: spent during the validation at step 8 (8 tiny steps take a fraction of it),
+    # so training stops there, not after a step 9 and a second validation
+    summary, paths = _train(tmp_path, "train.max_steps=400", "train.max_minutes=0.03")
+    assert summary["steps"] == 8 and summary["train_minutes"] * 60 >= 2.5
+    assert load_trainer_state(paths.root / "last")[1]["trainer"]["elapsed_s"] >= 2.5
 
 
 def test_resuming_under_changed_train_settings_says_which(tmp_path, caplog):
