@@ -20,6 +20,7 @@ from sacrebleu.significance import PairedTest
 
 from nmt.errors import NmtError
 from nmt.metrics import metric, sentence_chrf
+from nmt.scripts import word_count
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +134,11 @@ def length_buckets(
     sources: list[str], refs: list[str], systems: dict[str, list[str]],
     edges: tuple[int, ...] = LENGTH_EDGES, n: int = BOOTSTRAP, lang: str = "",
 ) -> list[dict]:
-    """BLEU and chrF (with intervals) and the length ratio per source-length bucket (in words).
+    """BLEU and chrF (with intervals) and the length ratio per source-length bucket (in words, a
+    Chinese or Japanese letter a word: ``nmt.scripts.word_count``).
 
     Empty buckets are left out; sentences with an empty source count in the first bucket."""
-    words = [len(s.split()) for s in sources]
+    words = [word_count(s) for s in sources]  # a Chinese or Japanese letter a word, as the filters count
     buckets = []
     for low, high in _bucket_ranges(edges):
         index = [i for i, w in enumerate(words) if (w >= low or low == 1) and (high is None or w <= high)]

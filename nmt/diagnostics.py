@@ -16,6 +16,7 @@ import torch
 
 from nmt.analysis import rounded_mean
 from nmt.metrics import corpus_scores
+from nmt.scripts import word_count
 from nmt.search import Hypothesis, length_penalty, max_lengths, sequence_log_prob
 from nmt.translate import Translator
 
@@ -148,7 +149,7 @@ def search_errors(
 def heatmap_sentences(sources: list[str], count: int) -> list[int]:
     """``count`` non-empty lines, longest first: the longest half of them plus lines spread over
     the rest of the length range, so long sentences are always shown."""
-    order = sorted((i for i, s in enumerate(sources) if s.strip()), key=lambda i: (-len(sources[i].split()), i))
+    order = sorted((i for i, s in enumerate(sources) if s.strip()), key=lambda i: (-word_count(sources[i]), i))
     longest = order[: (count + 1) // 2]
     return longest + spread(order[len(longest):], count - len(longest))
 

@@ -356,3 +356,16 @@ def test_figures_show_dollar_signs_as_written():
     assert plots.attention_figure(pieces, pieces[1:], np.full((5, 6), 1 / 6), "price $$ x^2 $").startswith(png)
     interval = {"score": 1.0, "low": 0.5, "high": 1.5}
     assert plots.scores_figure({"price $$": {m: interval for m in ("bleu", "chrf", "ter")}}).startswith(png)
+
+
+def test_chinese_sources_are_bucketed_by_their_letters_not_as_one_word_each():
+    """Unspaced Chinese sentences counted as one word each: every one fell in the first bucket,
+    and the figure's "source length (words)" showed one point."""
+    from nmt.analysis import length_buckets
+    from nmt.diagnostics import heatmap_sentences
+
+    sources = ["要有光", "神说要有光就有了光神看光是好的就把光暗分开了", "起初神创造天地"]
+    refs = ["let there be light", "and god said let there be light and there was light", "in the beginning"]
+    buckets = length_buckets(sources, refs, {"greedy": refs}, n=10, lang="en")
+    assert [(b["label"], b["sentences"]) for b in buckets] == [("1–10", 2), ("21–30", 1)]
+    assert heatmap_sentences(sources, 1) == [1]  # the longest
