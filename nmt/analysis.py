@@ -7,6 +7,7 @@ reproduced on the written hypothesis files with the ``sacrebleu`` command line:
 
     sacrebleu REF -i HYP -m bleu chrf ter --confidence        # a system's interval
     sacrebleu REF -i BASE SYS -m bleu chrf ter --paired-bs    # a comparison
+(with ``nmt.metrics.cli_options`` for the target language: -tok zh, say)
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from nmt.data import check_test_split, read_test_pair
 from nmt.diagnostics import Decoded
 from nmt.errors import NmtError
 from nmt.hardware import versions
+from nmt.metrics import cli_options
 from nmt.trainset import trained_on
 from nmt.translate import Translator
 
@@ -299,7 +300,8 @@ def build_report(
         "checkpoints": [_checkpoint_info(c) for c in cands],
         "options": asdict(options),
         "bootstrap": {
-            "resamples": options.bootstrap, "seed": analysis.bootstrap_seed(), "hypotheses_dir": str(out_dir / "hyps")
+            "resamples": options.bootstrap, "seed": analysis.bootstrap_seed(), "hypotheses_dir": str(out_dir / "hyps"),
+            "sacrebleu_options": cli_options(lang),  # the command line's, to score as the report does
         },
         "systems": _score(systems, intervals, refs, out_dir, lang),
         "significance": _significance(cands, texts, intervals, refs, options.bootstrap, lang),

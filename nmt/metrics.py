@@ -12,12 +12,17 @@ from nmt.errors import NmtError
 METRICS = {"bleu": BLEU, "chrf": CHRF, "ter": TER}
 
 
+def _base(lang: str) -> str:
+    """The language of a code: zh of zh-TW, pt of pt_BR."""
+    return lang.replace("_", "-").split("-")[0].lower()
+
+
 def bleu_tokenizer(lang: str) -> str:
     """BLEU's tokeniser for target language ``lang``, as sacreBLEU's command line picks it (-l):
     ``zh`` for Chinese, ``ja-mecab`` / ``ko-mecab`` for Japanese / Korean where MeCab is installed,
     else 13a. 13a splits only at spaces and punctuation, so it scored a Chinese or Japanese
     translation next to nothing; without MeCab, Japanese is split into characters (``char``)."""
-    base = lang.replace("_", "-").split("-")[0].lower()
+    base = _base(lang)
     if base == "zh":
         return "zh"
     if base in ("ja", "ko"):
@@ -28,8 +33,22 @@ def bleu_tokenizer(lang: str) -> str:
 
 
 def metric(name: str, lang: str = "") -> Metric:
-    """sacreBLEU's metric ``name`` (bleu, chrf, ter) for translations into ``lang`` ("": 13a BLEU)."""
-    return BLEU(tokenize=bleu_tokenizer(lang)) if name == "bleu" else METRICS[name]()
+    """sacreBLEU's metric ``name`` (bleu, chrf, ter) for translations into ``lang`` ("": 13a BLEU).
+    TER into Chinese or Japanese splits their characters (sacreBLEU's --ter-normalized
+    --ter-asian-support): its default splits at spaces only, so an unspaced sentence was one word
+    and TER the share of sentences not matched exactly (one letter off in each: TER 100)."""
+    if name == "bleu":
+        return BLEU(tokenize=bleu_tokenizer(lang))
+    if name == "ter" and _base(lang) in ("zh", "ja"):
+        return TER(normalized=True, asian_support=True)
+    return METRICS[name]()
+
+
+def cli_options(lang: str) -> str:
+    """The sacrebleu command line's options that score as ``metric`` does for ``lang``."""
+    tokenizer = bleu_tokenizer(lang)
+    return " ".join([f"-tok {tokenizer}"] * (tokenizer != "13a")
+                    + ["--ter-normalized --ter-asian-support"] * (_base(lang) in ("zh", "ja")))
 
 
 def corpus_scores(hyps: list[str], refs: list[str], metrics: tuple[str, ...] = ("bleu", "chrf", "ter"),

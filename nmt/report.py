@@ -89,11 +89,13 @@ def _scores_section(report: dict) -> Section:
     blocks += [Paragraph(f"{label} signature: `{first[m]['signature']}`") for m, label in METRICS]
     if "bootstrap" in report:
         b = report["bootstrap"]
+        # the options that score as the report did (-tok zh for Chinese, say): without, the command gave 13a BLEU
+        command = " ".join(filter(None, ("sacrebleu", report["reference"], "-i HYP -m bleu chrf ter",
+                                         b.get("sacrebleu_options"), "--confidence")))
         blocks.append(Paragraph(
             f"Intervals: sacreBLEU bootstrap, {b['resamples']} resamples, seed {b['seed']}; sacreBLEU states them "
-            f"as mean ± half-width, shown here as [mean − half, mean + half]. Reproduce with "
-            f"`sacrebleu {report['reference']} -i HYP -m bleu chrf ter --confidence` on the files in "
-            f"`{b['hypotheses_dir']}`."))
+            f"as mean ± half-width, shown here as [mean − half, mean + half]. Reproduce with `{command}` on the "
+            f"files in `{b['hypotheses_dir']}`."))
     return Section("scores", "Scores", blocks)
 
 

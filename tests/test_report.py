@@ -369,3 +369,17 @@ def test_chinese_sources_are_bucketed_by_their_letters_not_as_one_word_each():
     buckets = length_buckets(sources, refs, {"greedy": refs}, n=10, lang="en")
     assert [(b["label"], b["sentences"]) for b in buckets] == [("1–10", 2), ("21–30", 1)]
     assert heatmap_sentences(sources, 1) == [1]  # the longest
+
+
+def test_the_reproduce_command_scores_as_the_report_does():
+    """The command had no -tok: for a Chinese target it printed 13a BLEU, not the report's."""
+    from nmt.report import render_markdown
+
+    scores = {m: {"score": 1.5, "signature": f"{m}-sig", "text": "", "low": 1.0, "high": 2.0}
+              for m in ("bleu", "chrf", "ter")}
+    report = {"checkpoint": "runs/x/best", "step": 10, "source": "test.es", "reference": "test.zh", "sentences": 1,
+              "systems": {"greedy": {"beam": 1, "scores": scores, "sentences_per_s": 3.0}},
+              "bootstrap": {"resamples": 10, "seed": "12345", "hypotheses_dir": "hyps",
+                            "sacrebleu_options": "-tok zh --ter-normalized --ter-asian-support"}}
+    assert ("`sacrebleu test.zh -i HYP -m bleu chrf ter -tok zh --ter-normalized --ter-asian-support --confidence`"
+            in render_markdown(report))
