@@ -89,18 +89,26 @@ def beam_sweep(
     return rows
 
 
-def reference_objective(translator: Translator, source: str, reference: str, alpha: float) -> float | None:
-    """The model objective of the reference translation, or None when it is longer than the
-    search may go (max_lengths), so no beam could have produced it."""
-    tok, cfg = translator.tokenizer, translator.config.decode
-    src_ids, tgt_ids = tok.encode_src([source])[0], tok.encode_tgt([reference])[0]
+def model_objective(translator: Translator, source: str, tokens: list[int], alpha: float,
+                    ended: bool = True) -> float | None:
+    """The model objective of ``tokens`` (ended by </s>, or cut at the length limit) as the
+    translation of ``source``, scored alone by teacher forcing in the caller's arithmetic
+    (``Translator.scoring``); None when longer than the search may go (max_lengths), so no beam
+    could have produced it."""
+    cfg = translator.config.decode
+    src_ids = translator.tokenizer.encode_src([source])[0]
     src = torch.tensor([src_ids], device=translator.device)
     lengths = torch.tensor([len(src_ids)], device=translator.device)
-    if len(tgt_ids) + 1 > int(max_lengths(lengths, cfg.max_len_ratio, cfg.max_len_offset)[0]):
+    if len(tokens) + ended > int(max_lengths(lengths, cfg.max_len_ratio, cfg.max_len_offset)[0]):
         return None
     translator.model.eval()
-    log_prob = sequence_log_prob(translator.model, src, lengths, tgt_ids, ended=True)
-    return log_prob / length_penalty(len(tgt_ids) + 1, alpha)
+    log_prob = sequence_log_prob(translator.model, src, lengths, tokens, ended=ended)
+    return log_prob / length_penalty(len(tokens) + 1, alpha)
+
+
+def reference_objective(translator: Translator, source: str, reference: str, alpha: float) -> float | None:
+    """The model objective of the reference translation (``model_objective``)."""
+    return model_objective(translator, source, translator.tokenizer.encode_tgt([reference])[0], alpha)
 
 
 def short_sentences(translator: Translator, sources: list[str], max_pieces: int, count: int) -> list[int]:
@@ -126,14 +134,29 @@ def search_errors(
         return []
     lines = [sources[i] for i in index]
     widest = decode(translator, lines, wide, alpha).best
-    ref_obj = [reference_objective(translator, sources[i], refs[i], alpha) for i in index]
+    found = {beam: decode(translator, lines, beam, alpha).best for beam in beams}
+
+    def scored(hyps: list[Hypothesis | None]) -> list[float | None]:
+        objectives = []
+        for line, hyp in zip(lines, hyps):
+            own = None if hyp is None else model_objective(translator, line, hyp.tokens, alpha)
+            if hyp is not None and own is None:  # no room for </s>: it was cut at the length limit
+                own = model_objective(translator, line, hyp.tokens, alpha, ended=False)
+            objectives.append(own)
+        return objectives
+
+    # every objective compared is computed alike: one sentence at a time, in the arithmetic the search
+    # ran in (bf16 or int8 scores differ from fp32's, and a reference equal to the output had beaten it)
+    with torch.no_grad(), translator.scoring():
+        wide_obj, own_obj = scored(widest), {beam: scored(hyps) for beam, hyps in found.items()}
+        ref_obj = [reference_objective(translator, sources[i], refs[i], alpha) for i in index]
     rows = []
     for beam in beams:
-        found = decode(translator, lines, beam, alpha).best
         by_wide, by_ref, either = 0, 0, 0
-        for hyp, w, r in zip(found, widest, ref_obj):
-            own = objective(hyp, alpha)
-            beat_wide = w is not None and objective(w, alpha) > own + SCORE_TOLERANCE
+        for own, w, r in zip(own_obj[beam], wide_obj, ref_obj):
+            if own is None:  # no output to compare
+                continue
+            beat_wide = w is not None and w > own + SCORE_TOLERANCE
             beat_ref = r is not None and r > own + SCORE_TOLERANCE
             by_wide, by_ref, either = by_wide + beat_wide, by_ref + beat_ref, either + (beat_wide or beat_ref)
         n = max(1, len(lines))

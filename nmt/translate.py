@@ -139,14 +139,12 @@ class Translator:
         src = Sequences.from_lists([encoded[i] for i in todo])
         was_training = self.model.training
         self.model.eval()
-        products = {"int8": int8_products, "bf16": bf16_products}.get(precision, lambda _: contextlib.nullcontext())
         order = sentence_batches(src.lengths, cfg.batch_size)
         try:
-            bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
             if self.follow_load and self._governor is None:
                 self._governor = ThreadGovernor()  # each call: never above torch's count at its start
             threads = self._governor if self.follow_load else None
-            with products(self.model), bf16, threads or contextlib.nullcontext():
+            with self._arithmetic(precision), threads or contextlib.nullcontext():
                 yield from empty
                 found = self._search(src, order, beam, alpha, nbest, keep_attention, stopping, scored)
                 numbers = np.concatenate(order).tolist()
@@ -156,6 +154,20 @@ class Translator:
                         threads.check()
         finally:
             self.model.train(was_training)
+
+    @contextlib.contextmanager
+    def _arithmetic(self, precision: str) -> Iterator[None]:
+        """The model's products as ``precision`` (resolved) computes them: from int8 weights, under
+        bf16 autocast, or in fp32 as they are."""
+        products = {"int8": int8_products, "bf16": bf16_products}.get(precision, lambda _: contextlib.nullcontext())
+        with products(self.model), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            yield
+
+    def scoring(self) -> contextlib.AbstractContextManager[None]:
+        """The arithmetic decoding runs in (decode.precision): a score compared with a search's must
+        be computed in it too (``nmt.diagnostics.search_errors``); bf16 or int8 scores differ from
+        fp32's by more than the differences between hypotheses."""
+        return self._arithmetic(self._settings(None, None, None, None, 1)[2])
 
     def _search(self, src: Sequences, order: list[np.ndarray], beam: int, alpha: float, nbest: int,
                 keep_attention: bool, stopping: str, scored: bool) -> Iterator[tuple[int, list[Hypothesis]]]:

@@ -383,3 +383,32 @@ def test_the_reproduce_command_scores_as_the_report_does():
                             "sacrebleu_options": "-tok zh --ter-normalized --ter-asian-support"}}
     assert ("`sacrebleu test.zh -i HYP -m bleu chrf ter -tok zh --ter-normalized --ter-asian-support --confidence`"
             in render_markdown(report))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_a_reference_equal_to_the_output_is_no_search_error_in_any_precision(tmp_path, precision):
+    """The output was scored in the search's arithmetic (bf16 autocast, int8 products) and the
+    reference in fp32: with the reference set to the output itself, 94 % of bf16 lines and 25 % of
+    int8 lines were "beaten by the reference"."""
+    import dataclasses
+
+    import torch
+
+    from conftest import saved_tiny_model
+    from nmt import diagnostics
+    from nmt.config import DecodeConfig
+    from nmt.tokenizer import EOS
+    from nmt.translate import Translator
+
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path)
+    with torch.no_grad():
+        model.generator.bias[EOS] += 4.0  # an untrained model that ends its sentences after a few pieces
+    sources = [row.split("\t")[1] for row in TINY_TSV.read_text(encoding="utf-8").splitlines()[:40]]
+    decode = DecodeConfig(beam=3, batch_size=16, precision=precision)
+    translator = Translator(model, tokenizer, dataclasses.replace(config, decode=decode), "cpu")
+    out = diagnostics.decode(translator, sources, 3, 0.6)
+    index = [i for i in diagnostics.short_sentences(translator, sources, 40, 40)
+             if out.best[i] and tokenizer.encode_tgt([out.texts[i]])[0] == out.best[i].tokens]
+    assert len(index) >= 10
+    (row,) = diagnostics.search_errors(translator, sources, out.texts, (3,), 0.6, index, wide=3)
+    assert row == {"beam": 3, "beaten_by_wide_beam": 0.0, "beaten_by_reference": 0.0, "search_errors": 0.0}
