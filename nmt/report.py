@@ -94,8 +94,8 @@ def _scores_section(report: dict) -> Section:
                                          b.get("sacrebleu_options"), "--confidence")))
         blocks.append(Paragraph(
             f"Intervals: sacreBLEU bootstrap, {b['resamples']} resamples, seed {b['seed']}; sacreBLEU states them "
-            f"as mean ± half-width, shown here as [mean − half, mean + half]. Reproduce with `{command}` on the "
-            f"files in `{b['hypotheses_dir']}`."))
+            f"as mean ± half-width, shown here as [mean − half, mean + half] within the metric's range (0–100 for "
+            f"BLEU and chrF). Reproduce with `{command}` on the files in `{b['hypotheses_dir']}`."))
     return Section("scores", "Scores", blocks)
 
 

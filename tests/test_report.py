@@ -412,3 +412,16 @@ def test_a_reference_equal_to_the_output_is_no_search_error_in_any_precision(tmp
     assert len(index) >= 10
     (row,) = diagnostics.search_errors(translator, sources, out.texts, (3,), 0.6, index, wide=3)
     assert row == {"beam": 3, "beaten_by_wide_beam": 0.0, "beaten_by_reference": 0.0, "search_errors": 0.0}
+
+
+def test_an_interval_stays_within_the_metric_s_range():
+    """mean ± half-width of a 3-sentence test set gave BLEU [34.65, 101.55]: a BLEU above 100."""
+    from nmt.analysis import confidence_intervals
+
+    refs = ["我们今天去公园玩了很久。", "他是一个非常好的人。", "这本书很有意思。"]
+    hyps = ["我们今天去公园玩了。", "他是一个好人。", "这本书很有意思。"]
+    intervals = confidence_intervals({"greedy": hyps}, refs, lang="zh")["greedy"]
+    assert intervals["bleu"]["mean"] + intervals["bleu"]["ci"] > 100  # sacreBLEU's own ends
+    for name, interval in intervals.items():
+        assert 0 <= interval["low"] <= interval["score"] <= interval["high"], name
+        assert name == "ter" or interval["high"] <= 100, name
