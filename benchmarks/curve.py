@@ -16,11 +16,17 @@ from nmt.analysis import read_curves
 
 
 def validations(path: Path) -> list[tuple[int, float, float]]:
-    """(step, minutes when known, dev BLEU) for each validation of one run."""
+    """(step, minutes when known, dev BLEU) for each validation of one run: the record's own time
+    at its end, or in logs from before it had one, the time at the last training line up to its step
+    plus its own seconds (a validation off the 20-step log grid, as the last one, came out early by
+    the steps since that line)."""
     curves = read_curves(path)
     elapsed = {record["step"]: record["elapsed_s"] for record in curves["train"]}
     out = []
     for record in curves["valid"]:
+        if "elapsed_s" in record:
+            out.append((record["step"], record["elapsed_s"] / 60, record["dev_bleu"]))
+            continue
         before = max((s for s in elapsed if s <= record["step"]), default=None)
         start = elapsed[before] if before is not None else 0.0
         out.append((record["step"], (start + record["valid_seconds"]) / 60, record["dev_bleu"]))

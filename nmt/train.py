@@ -308,6 +308,7 @@ class Trainer:
         # counted now, not at the next step: the checkpoint saved after it, the budget checked after
         # it and the summary of a run ending on it all hold the validation's time
         self.state.elapsed_s += result["valid_seconds"]
+        result["elapsed_s"] = self.state.elapsed_s  # when the result was known (benchmarks/curve.py)
         append_record(metrics_path, {"kind": "valid", **result})
         log.info("step %d: dev loss %.3f ppl %.1f BLEU %.2f", self.state.step, result["dev_loss"],
                  result["dev_ppl"], result["dev_bleu"])

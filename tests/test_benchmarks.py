@@ -164,3 +164,23 @@ def test_ab_decode_swaps_in_another_version_of_a_file_and_back(tmp_path):
     assert nmt.model.by_length is nmt.stretches.by_length
     with pytest.raises(SystemExit, match="expected a file named"):
         ab.setting(str(tmp_path / "other" / "unknown.py"), translator)
+
+
+def test_minutes_to_a_dev_bleu_count_up_to_each_validation_s_end(tmp_path):
+    """The minute of a validation off the 20-step log grid (the last, at a budget's end) was the
+    time at the last training line before it plus its own seconds: early by the steps between."""
+    import shutil
+
+    from conftest import SPM200, tiny_config
+    from nmt import pipeline
+    from nmt.config import run_paths
+
+    config = tiny_config(tmp_path, "train.max_steps=30", "train.valid_every=8")
+    paths = run_paths(config, tmp_path)
+    pipeline.prepare(config, paths)
+    shutil.copytree(SPM200, paths.tokenizer)
+    summary = pipeline.train(config, paths)
+    curve = _script("curve").validations(paths.root / "metrics.jsonl")
+    assert [step for step, _, _ in curve] == [8, 16, 24, 30]
+    assert curve[-1][1] == pytest.approx(summary["train_minutes"], abs=1e-9)
+    assert all(a[1] < b[1] for a, b in zip(curve, curve[1:]))
