@@ -33,32 +33,40 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 venv: $(VENV)/.installed
 
 # Stamps: each file only changes when its section of the config changes (data.json also when a
-# local data file does: its size and modification time are in it). Once the environment exists
-# they are brought up to date while this Makefile is read, for the pipeline's goals, so make
-# compares real times and a dry run (make -n) lists only what would run: nothing on a finished
-# run, the evaluation alone after an edit of decode.beam. Before, or when the config has an error
-# (said by the rule below), a rule writes them, and a dry run lists every stage after it.
+# local data file does: its size and modification time are in it). Once the environment exists,
+# the stamps that would change are found while this Makefile is read (nothing written), and only
+# they are remade: make, and a dry run (make -n), rerun exactly the stages after them. Before, or
+# when the config has an error (said by the rule), every stamp is remade, and a dry run lists
+# every stage after them.
 PIPELINE_GOALS := all train eval report $(RUN)/%
-ifneq ($(and $(wildcard $(PY)),$(filter $(PIPELINE_GOALS),$(or $(MAKECMDGOALS),all))),)
-STAMPED := $(shell $(PY) pipelines/stamp_config.py --run $(RUN) $(CONFIG) 2>/dev/null && echo yes)
+ifneq ($(and $(wildcard $(VENV)/.installed),$(filter $(PIPELINE_GOALS),$(or $(MAKECMDGOALS),all))),)
+CHECK := $(shell $(PY) pipelines/stamp_config.py --run $(RUN) --check $(CONFIG) 2>/dev/null && echo checked)
 endif
-ifneq ($(STAMPED),yes)
-$(STAMPS)/resolved.json: $(CONFIG) $(VENV)/.installed FORCE
+ifeq ($(lastword $(CHECK)),checked)
+CHANGED := $(filter-out checked,$(CHECK))
+ifneq ($(CHANGED),)
+$(CHANGED): $(STAMPS)/.write ;
+
+$(STAMPS)/.write: FORCE | $(VENV)/.installed
+	$(PY) pipelines/stamp_config.py --run $(RUN) $(CONFIG)
+endif
+else
+$(STAMPS)/resolved.json: $(CONFIG) FORCE | $(VENV)/.installed
 	$(PY) pipelines/stamp_config.py --run $(RUN) $(CONFIG)
 
 $(STAMPS)/%.json: $(STAMPS)/resolved.json ;
 endif
 
-$(RUN)/data/stats.json: $(STAMPS)/data.json
+$(RUN)/data/stats.json: $(STAMPS)/data.json | $(VENV)/.installed
 	$(PY) pipelines/prepare_data.py $(CONFIG)
 
-$(RUN)/tokenizer/tokenizer.json: $(RUN)/data/stats.json $(STAMPS)/tokenizer.json
+$(RUN)/tokenizer/tokenizer.json: $(RUN)/data/stats.json $(STAMPS)/tokenizer.json | $(VENV)/.installed
 	$(PY) pipelines/train_tokenizer.py $(CONFIG)
 
-$(RUN)/train_summary.json: $(RUN)/tokenizer/tokenizer.json $(STAMPS)/model.json $(STAMPS)/train.json
+$(RUN)/train_summary.json: $(RUN)/tokenizer/tokenizer.json $(STAMPS)/model.json $(STAMPS)/train.json | $(VENV)/.installed
 	$(PY) pipelines/train_model.py $(CONFIG)
 
-$(RUN)/report.json: $(RUN)/train_summary.json $(STAMPS)/decode.json
+$(RUN)/report.json: $(RUN)/train_summary.json $(STAMPS)/decode.json | $(VENV)/.installed
 	$(PY) pipelines/evaluate.py $(CONFIG)
 
 train: $(RUN)/report.json
@@ -73,7 +81,7 @@ eval: $(RUN)/train_summary.json
 .PHONY: report
 report: $(RUN)/report/report.html
 
-$(RUN)/report/report.html: $(RUN)/train_summary.json $(STAMPS)/decode.json
+$(RUN)/report/report.html: $(RUN)/train_summary.json $(STAMPS)/decode.json | $(VENV)/.installed
 	$(PY) pipelines/report.py $(CONFIG)
 
 # make bench: nmt's speed on the default model and the Bible data (training tokens/s, GFLOP/s

@@ -1,6 +1,6 @@
 """Stage 0: resolve the experiment config and write one stamp file per section.
 
-    python pipelines/stamp_config.py [--run runs/NAME] configs/NAME.yaml [section.key=value …]
+    python pipelines/stamp_config.py [--run runs/NAME] [--check] configs/NAME.yaml [section.key=value …]
 
 Writes runs/<name>/config/<section>.json, but only when its content changed, so the Makefile
 reruns exactly the stages whose settings changed (editing decode.beam does not retrain). The data
@@ -8,7 +8,8 @@ stamp also holds the size and modification time of the local files the data sect
 (``data.source``, ``data.target``), so an edited corpus is prepared again.
 ``--run`` is the run folder the caller expects (the Makefile's runs/$(NAME)): a config whose
 ``name`` puts its run elsewhere is an error here, not after training, when make looks for
-runs/$(NAME)/best.
+runs/$(NAME)/best. ``--check`` writes nothing and prints the stamp files that would change, so
+the Makefile can tell make which stages an edit reruns, a dry run (make -n) included.
 """
 
 import json
@@ -22,27 +23,40 @@ from nmt.terminal import guarded, script_args
 
 @guarded
 def main(argv: list[str]) -> None:
-    expected = None
-    if argv[:1] == ["--run"]:
-        if len(argv) < 3:
+    expected, check = None, False
+    while argv[:1] in (["--run"], ["--check"]):
+        if argv[0] == "--check":
+            check, argv = True, argv[1:]
+        elif len(argv) < 3:
             raise NmtError("--run needs a run folder and then the config: --run runs/NAME configs/NAME.yaml")
-        expected, argv = Path(argv[1]), argv[2:]
+        else:
+            expected, argv = Path(argv[1]), argv[2:]
     config = load_config(argv[0], argv[1:])
     root = run_paths(config).root
     if expected is not None and root != expected:
         raise NmtError(f"{argv[0]}: name is {config.name!r}, so the run would go to {root}, not {expected}; "
                        f"make NAME=X needs configs/X.yaml with name: X")
-    folder = root / "config"
+    changed = {path: text for path, text in _stamps(config, root / "config").items()
+               if not path.is_file() or path.read_text(encoding="utf-8") != text}
+    if check:
+        print(" ".join(str(path) for path in changed))
+        return
+    for path, text in changed.items():
+        atomic_write_text(path, text)
+
+
+def _stamps(config, folder: Path) -> dict[Path, str]:
+    """Each stamp file's content: a section's settings (data's with its files' sizes and times)
+    and the whole resolved config."""
+    stamps = {}
     for section, values in config.to_dict().items():
         if section == "name":
             continue
         if section == "data":
             values = {**values, "files": _data_files(config.data.source, config.data.target)}
-        path = folder / f"{section}.json"
-        text = json.dumps(values, indent=2, sort_keys=True) + "\n"
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            atomic_write_text(path, text)
-    atomic_write_text(folder / "resolved.json", config.to_json() + "\n")
+        stamps[folder / f"{section}.json"] = json.dumps(values, indent=2, sort_keys=True) + "\n"
+    stamps[folder / "resolved.json"] = config.to_json() + "\n"
+    return stamps
 
 
 def _data_files(*given: str | None) -> dict[str, list[int]]:

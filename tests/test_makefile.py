@@ -74,9 +74,14 @@ def test_editing_decode_settings_re_evaluates_with_them_without_retraining(tmp_p
     # a dry run says what would run: nothing on a finished run (it listed every stage, as if all
     # would be redone), the evaluation alone after the edit
     assert "pipelines/" not in _make(tmp_path, "-n", "train")
-    config.write_text(config.read_text(encoding="utf-8").replace("beam: 3", "beam: 2"), encoding="utf-8")
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("lr: 0.005", "lr: 0.004"), encoding="utf-8")  # a dry run writes nothing:
+    assert "pipelines/train_model.py" in _make(tmp_path, "-n", "train")  # undone, the edit reruns nothing
+    config.write_text(text, encoding="utf-8")
+    assert "pipelines/" not in _make(tmp_path, "-n", "train")
+    config.write_text(text.replace("beam: 3", "beam: 2"), encoding="utf-8")
     assert [line.split()[1] for line in _make(tmp_path, "-n", "train").splitlines()
-            if "pipelines/" in line] == ["pipelines/evaluate.py"]
+            if "pipelines/" in line and "stamp_config" not in line] == ["pipelines/evaluate.py"]
     second = _make(tmp_path, "train")
     assert "pipelines/evaluate.py" in second
     assert not any(f"pipelines/{stage}.py" in second for stage in ("prepare_data", "train_tokenizer", "train_model"))
