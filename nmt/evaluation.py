@@ -112,7 +112,7 @@ def _test_set(cands: list[Candidate], src: Path | None, ref: Path | None) -> tup
     for cand in cands[1:]:
         if not trained_on(cand.path, run_dir, cand.translator.config):
             check_test_split(run_dir / "data", cand.translator.config.data, str(cand.path))
-    return read_test_pair(run_dir / "data", first.data, checked=not trained_on(cands[0].path, run_dir, first))
+    return read_test_pair(run_dir / "data", first.data, src, ref, checked=not trained_on(cands[0].path, run_dir, first))
 
 
 def _decode_systems(cands: list[Candidate], sources: list[str]) -> dict[str, tuple[Candidate, int]]:

@@ -425,3 +425,16 @@ def test_an_interval_stays_within_the_metric_s_range():
     for name, interval in intervals.items():
         assert 0 <= interval["low"] <= interval["score"] <= interval["high"], name
         assert name == "ter" or interval["high"] <= 100, name
+
+
+def test_a_source_file_given_alone_is_the_one_scored(tiny_run, tmp_path):
+    """--src without --ref (the run's test references) was dropped for the run's own test source."""
+    from nmt.evaluation import Candidate, _test_set
+    from nmt.translate import Translator
+
+    given = tmp_path / "mine.es"
+    given.write_text((tiny_run.root / "data" / "test.es").read_text(encoding="utf-8"), encoding="utf-8")
+    best = tiny_run.root / "best"
+    cand = Candidate("best", best, Translator.from_checkpoint(best), 3, 0.6)
+    src, ref, sources, refs = _test_set([cand], given, None)
+    assert (src, ref) == (given, tiny_run.root / "data" / "test.en") and len(sources) == len(refs)
