@@ -28,12 +28,13 @@ SPLITS = ("train", "dev", "test")
 _SPACE = re.compile(r"\s+")
 # Characters a sentence carries unseen, from the web or right-to-left text, that no model should
 # learn or write: control characters (not those Python counts as whitespace, as NEL), direction
-# marks and embeddings, the zero-width space, the word joiner and the BOM. The zero-width
+# marks, embeddings and isolates (the Arabic letter mark too), the zero-width space, the word
+# joiner and the BOM; dropped, so the text reads as it looks ("a\u200bb" is "ab"). The zero-width
 # (non-)joiners stay: Persian, Indic scripts and emoji sequences need them. (SentencePiece's
-# default normalisation dropped these too, but it also folded what a translation must keep:
-# nmt.tokenizer.)
+# default normalisation, no longer used, turned some of these into spaces, kept the others, and
+# folded what a translation must keep: nmt.tokenizer.)
 _INVISIBLE = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f"  # controls
-                        "\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
+                        "\u061c\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
 
 
 @dataclass
@@ -59,9 +60,10 @@ class PreparedData:
 
 
 def normalise(text: str) -> str:
-    """Unicode NFC, invisible characters dropped (``_INVISIBLE``), every run of whitespace (tabs,
-    NBSP, newlines) to one space, trimmed."""
-    return _SPACE.sub(" ", _INVISIBLE.sub("", unicodedata.normalize("NFC", text))).strip()
+    """Invisible characters dropped (``_INVISIBLE``; first, as one between a letter and its accent
+    keeps them apart), Unicode NFC, every run of whitespace (tabs, NBSP, newlines) to one space,
+    trimmed. Normalised text is its own normal form."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFC", _INVISIBLE.sub("", text))).strip()
 
 
 def filter_pairs(pairs: list[Pair], config: DataConfig) -> tuple[list[Pair], Counter]:

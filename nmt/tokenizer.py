@@ -65,8 +65,11 @@ def _run_trainer(lines: list[str], config: TokenizerConfig, model: io.BytesIO) -
 
 
 def train_tokenizer(src_lines: list[str], tgt_lines: list[str], config: TokenizerConfig, folder: Path) -> Path:
-    """Train on the training split only and write the tokenizer folder; returns its manifest."""
+    """Train on the training split only, normalised as encoding normalises (``normalise``: splits
+    prepared by an older nmt may hold what it now drops, which would become pieces never used),
+    and write the tokenizer folder; returns its manifest."""
     folder = Path(folder)
+    src_lines, tgt_lines = [normalise(line) for line in src_lines], [normalise(line) for line in tgt_lines]
     if config.joint:
         joint = _train_model(src_lines + tgt_lines, config, "training split (both sides, joint)")
         models = (joint, joint)

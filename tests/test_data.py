@@ -4,6 +4,7 @@ import dataclasses
 import gzip
 import json
 import re
+import unicodedata
 
 import pytest
 
@@ -26,6 +27,16 @@ def test_normalise_drops_invisible_characters_but_keeps_joiners():
     assert normalise("\ufeffY\u200b dijo\u200e \u202bDios\u202c\x07: luz\u2066\u2069\u2060") == "Y dijo Dios: luz"
     assert normalise("می\u200cخواهم 👩\u200d💻") == "می\u200cخواهم 👩\u200d💻"
     assert normalise("a\x85b\x1cc") == "a b c"  # NEL and the separators are whitespace, not invisible
+    assert normalise("\u061c") == ""  # the Arabic letter mark: a line of it had a sentence made up
+
+
+def test_normalised_text_is_its_own_normal_form():
+    """An invisible character between a letter and its accent kept them apart through NFC, then
+    was dropped: "Jose\u0301", not NFC, and normalising again gave another text."""
+    for text in ("Jose\u200b\u0301 cafe\u200e\u0301", "n\ufeff\u0303o", " a\u00a0\u200bb\t", "e\u0301\u061c"):
+        once = normalise(text)
+        assert normalise(once) == once == unicodedata.normalize("NFC", once)
+    assert normalise("Jose\u200b\u0301") == "José"
 
 
 def test_tiny_tsv_splits_by_book(tmp_path):

@@ -91,6 +91,17 @@ def test_a_target_s_own_characters_survive_the_round_trip(tmp_path, sides):
         assert UNK not in {i for ids in tok.encode_tgt(chinese) for i in ids}
 
 
+def test_a_tokenizer_learns_no_piece_of_what_encoding_drops(tmp_path, sides):
+    """Splits prepared by an older nmt can hold zero-width spaces and direction marks that
+    normalising now drops; SentencePiece learned pieces of them that no encoding could use."""
+    src, tgt = sides
+    train_tokenizer([line + "\u200b" for line in src], [f"\u200e{line}\ufeff" for line in tgt],
+                    TokenizerConfig(vocab_size=150, character_coverage=1.0), tmp_path)
+    tok = Tokenizer.from_folder(tmp_path)
+    pieces = {tok.tgt.id_to_piece(i) for i in range(tok.tgt_vocab)}
+    assert not any(mark in piece for piece in pieces for mark in "\u200b\u200e\ufeff")
+
+
 def test_decoded_text_has_no_space_at_its_ends_or_twice():
     """A translation ending on the word-boundary piece came out as "The " (and its twice, as
     "The   The"): text no training target had, written to the output as it was."""
