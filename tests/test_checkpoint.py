@@ -421,20 +421,33 @@ def test_an_early_stopped_run_run_again_stays_stopped_unless_patience_is_raised(
 
 def test_the_elapsed_time_a_checkpoint_keeps_holds_its_validation(tmp_path, monkeypatch):
     """The time was taken after each step only: a checkpoint (saved after its validation) left
-    the validation out, so each resume forgot one, and the budget was checked before it."""
-    import time
+    the validation out, so each resume forgot one, and the budget was checked before it. On a
+    clock of the test's own: a step takes 1 s, a validation 100 s."""
+    import types
 
+    import nmt.train
     from nmt.train import Trainer
-
     from nmt.trainstate import load_trainer_state
 
+    now = [0.0]
+
+    def tick() -> float:  # each reading of the clock in a step: a second passes between two
+        now[0] += 0.5
+        return now[0]
+
     validate = Trainer.validate
-    monkeypatch.setattr(Trainer, "validate", lambda self: (time.sleep(2.5), validate(self))[1])
-    # a budget of 1.8 s: spent during the validation at step 8 (8 tiny steps take a fraction of it),
-    # so training stops there, not after a step 9 and a second validation
-    summary, paths = _train(tmp_path, "train.max_steps=400", "train.max_minutes=0.03")
-    assert summary["steps"] == 8 and summary["train_minutes"] * 60 >= 2.5
-    assert load_trainer_state(paths.root / "last")[1]["trainer"]["elapsed_s"] >= 2.5
+
+    def slow_validate(self):
+        now[0] += 100.0
+        return validate(self)
+
+    monkeypatch.setattr(nmt.train, "time", types.SimpleNamespace(perf_counter=tick))
+    monkeypatch.setattr(Trainer, "validate", slow_validate)
+    # a budget of 1.5 min: spent during the validation at step 8, so training stops there, not after a
+    # step 9 and a second validation
+    summary, paths = _train(tmp_path, "train.max_steps=400", "train.max_minutes=1.5")
+    assert summary["steps"] == 8 and summary["train_minutes"] * 60 >= 100
+    assert load_trainer_state(paths.root / "last")[1]["trainer"]["elapsed_s"] >= 100
 
 
 def test_resuming_under_changed_train_settings_says_which(tmp_path, caplog):
