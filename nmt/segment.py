@@ -22,6 +22,7 @@ cut between words.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 
 from nmt.scripts import unspaced
@@ -29,8 +30,8 @@ from nmt.scripts import unspaced
 # A sentence or clause ends at these marks, with any closing quotes or brackets: Latin, Greek,
 # Arabic and Devanagari ones before a space; the full-width ones of Chinese and Japanese, written
 # without spaces, anywhere.
-_CLOSING = "\"'»”’)\\]」』）》〉】"
-_END = re.compile(rf"[.!?;:…؟؛।]+[{_CLOSING}]*\s+|[。！？；：．]+[{_CLOSING}]*\s*")
+_CLOSING = "\"'»”’›)]}」』）》〉】"  # quotes and brackets
+_END = re.compile(rf"[.!?;:…؟؛।]+[{re.escape(_CLOSING)}]*\s+|[。！？；：．]+[{re.escape(_CLOSING)}]*\s*")
 _WORD = re.compile(r"\S+\s*")  # a word and the space after it
 
 Pieces = Callable[[list[str]], list[int]]  # source pieces of each text, </s> included (the tokenizer's)
@@ -86,16 +87,15 @@ def split_long(line: str, count: Pieces, longest: int, part: int | None = None) 
     return [text.strip() for text in _gathered(units, target)]
 
 
-_CLOSING = "\"')]}»’”›"  # closing marks that are not Chinese or Japanese forms themselves
-
-
 def join_parts(texts: list[str]) -> str:
     """The translations of a line's parts as one line: a space between two, but after a part that
     ends in Chinese or Japanese text, a closing quote after it or not ("要有光。就有了光。", not
     "要有光。 就有了光。"); empty translations left out."""
     line = ""
     for text in filter(None, texts):
-        # a closing quote or bracket belongs to the text it closes: “要有光。” ends in Chinese
-        end = line.rstrip(_CLOSING)[-1:] or line[-1:]
+        # a quote closed after a full-width mark ends a Chinese sentence (“要有光。” wants no space);
+        # one closed after a word does not (The sign read “出口” He left.)
+        inner = line.rstrip(_CLOSING)[-1:]
+        end = inner if inner and unicodedata.category(inner).startswith("P") else line[-1:]
         line += text if not line or unspaced(end) else " " + text
     return line

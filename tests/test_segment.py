@@ -134,7 +134,7 @@ def test_a_long_line_with_nowhere_to_cut_is_named_as_such_and_lines_are_counted_
     with caplog.at_level(logging.INFO, logger="nmt.translate"):
         out = translator.translate([LONG, glued, "Y fué la tarde"], beam=1)
     assert len(out) == 3
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "nmt.translate"]
     assert len(warnings) == 1 and warnings[0].startswith("1 line(s) hold a stretch longer than the 12 source pieces")
     assert "decode.split_long, one" not in caplog.text
 
@@ -180,6 +180,7 @@ def test_parts_translations_are_joined_by_a_space_but_after_chinese_or_japanese(
     assert join_parts(["He said:", "「好！」"]) == "He said: 「好！」"
     assert join_parts(["神说：“要有光。”", "就有了光。"]) == "神说：“要有光。”就有了光。"  # curly quotes close Chinese too
     assert join_parts(["He said “yes.”", "(Then he left.)", "Fine."]) == "He said “yes.” (Then he left.) Fine."
+    assert join_parts(["The sign read “出口”", "He left."]) == "The sign read “出口” He left."  # a word, quoted
     assert join_parts(["ไปไหน", "ไปตลาด"]) == "ไปไหน ไปตลาด"  # Thai puts a space between sentences
     assert join_parts(["", ""]) == "" and join_parts(["Y fué."]) == "Y fué."
 
