@@ -26,7 +26,7 @@ from nmt.diagnostics import Decoded
 from nmt.errors import NmtError
 from nmt.hardware import versions
 from nmt.metrics import cli_options
-from nmt.trainset import trained_on
+from nmt.trainstate import trained_on
 from nmt.translate import Translator
 
 log = logging.getLogger(__name__)

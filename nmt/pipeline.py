@@ -87,7 +87,7 @@ def evaluate(
     from nmt.data import read_test_pair
     from nmt.hardware import versions
     from nmt.report import render_markdown
-    from nmt.trainset import trained_on
+    from nmt.trainstate import trained_on
     from nmt.translate import Translator
 
     run_dir = find_run_dir(checkpoint) or Path(checkpoint).parent  # runs/x/checkpoints/step-N → runs/x too

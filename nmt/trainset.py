@@ -4,7 +4,6 @@ fingerprint of them and the tokenizer, which a resumed run must match."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,13 +83,3 @@ def encode_split(tokenizer: Tokenizer, src: list[str], tgt: list[str]) -> tuple[
 def _subset(seqs: Sequences, keep: np.ndarray) -> Sequences:
     return Sequences.from_lists([seqs.get(i).tolist() for i in keep])
 
-
-def trained_on(checkpoint: Path, run_dir: Path, config: Config) -> bool:
-    """Whether ``checkpoint`` was trained on ``run_dir``'s train and dev splits and pieces as they
-    are now (its trainer.json's fingerprint of them): then their data settings may read otherwise
-    (the corpus's path written another way), but its test split holds no sentence it trained on."""
-    try:
-        recorded = json.loads((Path(checkpoint) / "trainer.json").read_text(encoding="utf-8")).get("inputs")
-        return recorded is not None and recorded == inputs_fingerprint(run_dir / "data", run_dir / "tokenizer", config)
-    except (OSError, ValueError, AttributeError):  # no trainer state (an average), a split or tokenizer missing
-        return False

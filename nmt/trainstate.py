@@ -28,6 +28,7 @@ from nmt.config import Config, changed_settings, settings_json
 from nmt.errors import NmtError
 from nmt.model import Seq2Seq
 from nmt.tokenizer import Tokenizer
+from nmt.trainset import inputs_fingerprint
 
 
 @dataclass
@@ -91,8 +92,9 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
     current = settings_json(config)  # as stored: tuples become lists
     changed = {section: changed_settings(section, manifest["config"].get(section, {}), current[section])
                for section in ("model", "tokenizer", "data")}
-    if changed["model"]:
-        raise unusable_run(run_dir, f"{folder} was trained with other model settings ({changed['model']})")
+    if manifest["config"].get("model") != current["model"]:  # (a key only the checkpoint has counts too)
+        raise unusable_run(run_dir, f"{folder} was trained with other model settings "
+                                    f"({changed['model'] or 'keys this nmt does not have'})")
     try:
         tensors, data = load_trainer_state(folder)
     except CheckpointError as exc:
@@ -168,3 +170,14 @@ def optimizer_from_tensors(
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": data["param_groups"]})
+
+
+def trained_on(checkpoint: Path, run_dir: Path, config: Config) -> bool:
+    """Whether ``checkpoint`` was trained on ``run_dir``'s train and dev splits and pieces as they
+    are now (its trainer.json's fingerprint of them): then their data settings may read otherwise
+    (the corpus's path written another way), but its test split holds no sentence it trained on."""
+    try:
+        recorded = json.loads((Path(checkpoint) / "trainer.json").read_text(encoding="utf-8")).get("inputs")
+        return recorded is not None and recorded == inputs_fingerprint(run_dir / "data", run_dir / "tokenizer", config)
+    except (OSError, ValueError, AttributeError):  # no trainer state (an average), a split or tokenizer missing
+        return False
