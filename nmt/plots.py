@@ -7,11 +7,9 @@ calls.
 
 from __future__ import annotations
 
-import functools
 import io
 
 import numpy as np
-from matplotlib import rc_context
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
@@ -25,14 +23,11 @@ def to_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _as_written(draw):
-    """Text in the figure shown as written: matplotlib reads $…$ as math, so a piece "▁$$" (LaTeX
-    in a corpus) or a system named "price $$" ended a report, after all its decoding, in a traceback."""
-    @functools.wraps(draw)
-    def drawn(*args, **kwargs) -> bytes:
-        with rc_context({"text.parse_math": False}):
-            return draw(*args, **kwargs)
-    return drawn
+def _plain(text: str) -> str:
+    """``text`` (a system's name, a piece) shown as written: matplotlib reads $…$ as math, so a
+    piece "▁$$" (LaTeX in a corpus) or a system named "price $$" ended a report, after all its
+    decoding, in a traceback. (Math stays on for matplotlib's own labels: 10^1 on a log axis.)"""
+    return text.replace("$", r"\$")
 
 
 def _colors(n: int) -> list:
@@ -42,7 +37,6 @@ def _colors(n: int) -> list:
     return [palette(i % 10) for i in range(n)]
 
 
-@_as_written
 def scores_figure(intervals: dict[str, dict[str, dict]]) -> bytes:
     """One panel per metric: each system's score with its 95 % bootstrap interval."""
     names = list(intervals)
@@ -59,12 +53,11 @@ def scores_figure(intervals: dict[str, dict[str, dict]]) -> bytes:
         ax.set_title(METRIC_LABELS[metric], fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         ax.margins(x=0.25)
-    axes[0].set_yticks(y, names)
+    axes[0].set_yticks(y, [_plain(name) for name in names])
     axes[0].invert_yaxis()
     return to_png(fig)
 
 
-@_as_written
 def length_figure(buckets: list[dict], systems: list[str]) -> bytes:
     """BLEU and chrF (with intervals) and the hypothesis/reference length ratio per bucket."""
     fig = Figure(figsize=(11, 3.4))
@@ -80,9 +73,9 @@ def length_figure(buckets: list[dict], systems: list[str]) -> bytes:
             err = np.vstack([
                 np.clip(score - [c["low"] for c in cis], 0, None), np.clip([c["high"] for c in cis] - score, 0, None)
             ])
-            ax.errorbar(shift, score, yerr=err, fmt="o", color=color, capsize=3, label=name)
+            ax.errorbar(shift, score, yerr=err, fmt="o", color=color, capsize=3, label=_plain(name))
         ratio = [b["systems"][name]["length"]["ratio"] for b in buckets]
-        axes[2].plot(x, ratio, "o-", color=color, label=name)
+        axes[2].plot(x, ratio, "o-", color=color, label=_plain(name))
     axes[2].axhline(1.0, color="#555555", linestyle="--", linewidth=1)
     for ax, title in zip(axes, ("BLEU", "chrF", "hypothesis / reference length")):
         ax.set_title(title, fontsize=10)
@@ -94,7 +87,6 @@ def length_figure(buckets: list[dict], systems: list[str]) -> bytes:
     return to_png(fig)
 
 
-@_as_written
 def sweep_figure(sweeps: dict[str, list[dict]], errors: dict[str, list[dict]]) -> bytes:
     """BLEU, mean log-probability and (when measured) the search-error rate against beam size,
     one line per checkpoint."""
@@ -103,11 +95,11 @@ def sweep_figure(sweeps: dict[str, list[dict]], errors: dict[str, list[dict]]) -
     axes = fig.subplots(1, panels)
     for (name, rows), color in zip(sweeps.items(), _colors(len(sweeps))):
         beams = [r["beam"] for r in rows]
-        axes[0].plot(beams, [r["bleu"] for r in rows], "o-", color=color, label=name)
-        axes[1].plot(beams, [r["mean_log_prob"] for r in rows], "o-", color=color, label=name)
+        axes[0].plot(beams, [r["bleu"] for r in rows], "o-", color=color, label=_plain(name))
+        axes[1].plot(beams, [r["mean_log_prob"] for r in rows], "o-", color=color, label=_plain(name))
         if errors and name in errors:
             rate = [100 * r["search_errors"] for r in errors[name]]
-            axes[2].plot([r["beam"] for r in errors[name]], rate, "o-", color=color, label=name)
+            axes[2].plot([r["beam"] for r in errors[name]], rate, "o-", color=color, label=_plain(name))
     titles = ("BLEU", "mean log p(translation) per sentence", "search errors found (% of short sentences)")
     for ax, title in zip(axes, titles):
         ax.set_xscale("log")
@@ -122,7 +114,6 @@ def sweep_figure(sweeps: dict[str, list[dict]], errors: dict[str, list[dict]]) -
     return to_png(fig)
 
 
-@_as_written
 def training_figure(runs: dict[str, dict], marks: dict[str, list[int]]) -> bytes:
     """Train/dev loss, dev perplexity, dev BLEU, learning rate, gradient norm (before clipping,
     with clipping events and the clip threshold) and clipped steps, for each run.
@@ -134,20 +125,21 @@ def training_figure(runs: dict[str, dict], marks: dict[str, list[int]]) -> bytes
     for (name, run), color in zip(runs.items(), _colors(len(runs))):
         train, valid = run["train"], run["valid"]
         ts, vs = [r["step"] for r in train], [r["step"] for r in valid]
-        axes[0].plot(ts, [r["train_loss"] for r in train], color=color, label=f"{name} train")
-        axes[0].plot(vs, [r["dev_loss"] for r in valid], "o--", color=color, markersize=3, label=f"{name} dev")
-        axes[1].plot(vs, [r["dev_ppl"] for r in valid], "o-", color=color, markersize=3, label=name)
-        axes[2].plot(vs, [r["dev_bleu"] for r in valid], "o-", color=color, markersize=3, label=name)
-        axes[3].plot(ts, [r["lr"] for r in train], color=color, label=name)
-        axes[4].plot(ts, [r["grad_norm"] for r in train], color=color, label=f"{name} mean")
+        axes[0].plot(ts, [r["train_loss"] for r in train], color=color, label=f"{_plain(name)} train")
+        axes[0].plot(vs, [r["dev_loss"] for r in valid], "o--", color=color, markersize=3,
+                     label=f"{_plain(name)} dev")
+        axes[1].plot(vs, [r["dev_ppl"] for r in valid], "o-", color=color, markersize=3, label=_plain(name))
+        axes[2].plot(vs, [r["dev_bleu"] for r in valid], "o-", color=color, markersize=3, label=_plain(name))
+        axes[3].plot(ts, [r["lr"] for r in train], color=color, label=_plain(name))
+        axes[4].plot(ts, [r["grad_norm"] for r in train], color=color, label=f"{_plain(name)} mean")
         axes[4].plot(ts, [r["grad_norm_max"] for r in train], color=color, alpha=0.4, linewidth=0.8,
-                     label=f"{name} max")
+                     label=f"{_plain(name)} max")
         clipped = [r for r in train if r.get("clipped_steps", 0) > 0]
         axes[4].scatter([r["step"] for r in clipped], [r["grad_norm_max"] for r in clipped], marker="x",
                         color="#d62728", s=18, zorder=3, label="clipping fired" if clipped else None)
         axes[4].axhline(run["clip_norm"], color=color, linestyle=":", linewidth=1)
         axes[5].bar(ts, [r.get("clipped_steps", 0) for r in train], width=_bar_width(ts), color=color, alpha=0.7,
-                    label=name)
+                    label=_plain(name))
         for ax in axes:
             for step in marks.get(name, []):
                 ax.axvline(step, color=color, linestyle="--", linewidth=0.8, alpha=0.7)
@@ -171,7 +163,6 @@ def _bar_width(steps: list[int]) -> float:
     return 0.8 * float(np.min(np.diff(steps))) if len(steps) > 1 else 1.0
 
 
-@_as_written
 def attention_figure(source_pieces: list[str], target_pieces: list[str], weights: np.ndarray, title: str) -> bytes:
     """A heatmap of ``weights`` (T', S): target pieces down, source pieces across."""
     rows, cols = weights.shape
@@ -183,10 +174,10 @@ def attention_figure(source_pieces: list[str], target_pieces: list[str], weights
     image = ax.imshow(weights, cmap="Blues", norm=PowerNorm(0.5, vmin=0.0, vmax=1.0), aspect="auto",
                       interpolation="nearest")
     size = 5 if max(rows, cols) > 50 else 8
-    ax.set_xticks(np.arange(cols), source_pieces, rotation=90, fontsize=size)
-    ax.set_yticks(np.arange(rows), target_pieces, fontsize=size)
+    ax.set_xticks(np.arange(cols), [_plain(p) for p in source_pieces], rotation=90, fontsize=size)
+    ax.set_yticks(np.arange(rows), [_plain(p) for p in target_pieces], fontsize=size)
     ax.set_xlabel("source pieces", fontsize=9)
     ax.set_ylabel("output pieces", fontsize=9)
-    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_title(_plain(title), fontsize=10, loc="left")
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
     return to_png(fig)

@@ -358,6 +358,25 @@ def test_figures_show_dollar_signs_as_written():
     assert plots.scores_figure({"price $$": {m: interval for m in ("bleu", "chrf", "ter")}}).startswith(png)
 
 
+def test_log_axes_keep_their_numbers_when_names_hold_dollar_signs(monkeypatch):
+    """Turning matplotlib's math off for the whole figure (to show a name's $ as written) printed
+    the log axes' labels as raw $\\mathdefault{10^{1}}$ (dev perplexity, learning rate)."""
+    from nmt import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "to_png", lambda fig: drawn.append(fig) or b"")
+    train = [{"step": s, "train_loss": 5.0 / s, "lr": 0.01 / s, "grad_norm": 1.0, "grad_norm_max": 2.0}
+             for s in (1, 10, 100)]
+    valid = [{"step": s, "dev_loss": 4.0 / s, "dev_ppl": 1000.0 / s, "dev_bleu": float(s)} for s in (1, 10, 100)]
+    plots.training_figure({"price $$": {"train": train, "valid": valid, "clip_norm": 1.0}}, {})
+    (figure,) = drawn
+    figure.canvas.draw()
+    labels = [label for ax in figure.axes for label in ax.get_yticklabels() if "mathdefault" in label.get_text()]
+    assert labels and all(label.get_parse_math() for label in labels)  # drawn as 10^1, not as the text
+    legend = [text.get_text() for ax in figure.axes if ax.get_legend() for text in ax.get_legend().get_texts()]
+    assert "price \\$\\$ train" in legend  # the name's $ shown as a $
+
+
 def test_chinese_sources_are_bucketed_by_their_letters_not_as_one_word_each():
     """Unspaced Chinese sentences counted as one word each: every one fell in the first bucket,
     and the figure's "source length (words)" showed one point."""
