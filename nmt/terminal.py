@@ -5,11 +5,13 @@ compressed by its name; in chunks). Kept apart from ``nmt.cli``, which parses an
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import functools
 import logging
 import os
+import signal
 import stat
 import sys
 from collections.abc import Callable
@@ -56,6 +58,9 @@ def guarded(command):
             cause = " (SIGTERM)" if isinstance(exc, Terminated) else ""
             if cause or str(exc):
                 print(f"interrupted{cause}" + (f": {exc}" if str(exc) else ""), file=sys.stderr, flush=True)
+            # the command has stopped: a second Ctrl-C while Python shuts down (torch's exit handlers)
+            # printed a traceback. Registered last, this runs first of the exit handlers.
+            atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
             raise SystemExit(130) from None
 
     return wrapper

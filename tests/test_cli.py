@@ -675,6 +675,18 @@ def test_sigterm_while_writing_cleans_up_as_ctrl_c_does_and_says_so(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"] and out.read_text() == "earlier\n"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to oneself is POSIX")
+def test_a_second_ctrl_c_while_python_shuts_down_prints_no_traceback():
+    """After an interrupted command, a second Ctrl-C landing in Python's exit handlers (torch's,
+    registered at import) printed "Exception ignored in atexit callback … KeyboardInterrupt". Here
+    an exit handler registered before the command's stands in for torch's and sends the second."""
+    code = ("import atexit, os, signal, time\nfrom nmt.terminal import guarded\n"
+            "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.2)))\n"
+            "@guarded\ndef command():\n    raise KeyboardInterrupt\ncommand()\n")
+    ended = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (ended.returncode, ended.stderr) == (130, "")
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
 def test_sigterm_while_translating_to_a_file_leaves_it_as_it_was(tiny_run, tmp_path):
     source, out = tmp_path / "in.es", tmp_path / "out.en"
