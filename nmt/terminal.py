@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import errno
 import functools
+import io
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import IO, NoReturn
 
 from nmt.errors import NmtError
 from nmt.interrupt import Terminated, terminate_as_interrupt
@@ -124,6 +125,25 @@ class ProgressBar:
             self.bar.close()
 
 
+class _WholeWrites:
+    """stdout's text written whole, or an error. Under PYTHONUNBUFFERED (python -u, common in
+    containers and CI) stdout's text layer sits on the bare file and drops what a short write
+    leaves: to a pipe whose reader went away (``| head``), lines were lost with no BrokenPipeError
+    and status 0, not 141."""
+
+    def __init__(self, raw: io.RawIOBase, text: IO[str]):
+        self.raw, self.encoding, self.errors = raw, text.encoding, text.errors or "strict"
+        text.flush()
+
+    def write(self, text: str) -> None:
+        data = memoryview(text.encode(self.encoding, self.errors))
+        while data:
+            data = data[self.raw.write(data):]
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
 @contextlib.contextmanager
 def written(output: Path | None):
     """Where nmt translate writes: stdout, or ``output`` atomically (``nmt.atomic.atomic_open``),
@@ -133,8 +153,9 @@ def written(output: Path | None):
     from nmt.lines import COMPRESSED
 
     if output is None:
+        raw = getattr(sys.stdout, "buffer", None)
         with naming("stdout"):  # > file on a full disk: the error says stdout
-            yield sys.stdout
+            yield _WholeWrites(raw, sys.stdout) if isinstance(raw, io.RawIOBase) else sys.stdout
         return
     compress = COMPRESSED.get(output.suffix.lower())
     if compress is None:

@@ -675,6 +675,23 @@ def test_sigterm_while_writing_cleans_up_as_ctrl_c_does_and_says_so(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"] and out.read_text() == "earlier\n"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGPIPE's status is POSIX")
+@pytest.mark.parametrize("unbuffered", [True, False])
+def test_a_reader_that_goes_away_ends_translation_with_status_141_unbuffered_too(unbuffered):
+    """Under PYTHONUNBUFFERED (python -u: containers, CI) a chunk longer than the pipe holds was
+    written in part and the rest dropped without an error: `nmt translate … | head` exited 0."""
+    import os
+
+    code = ("from nmt.terminal import guarded, write_in_chunks\n@guarded\ndef command():\n"
+            "    write_in_chunks(['x' * 1000] * 300, lambda lines, done: lines, None, 1000)\ncommand()\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    process = subprocess.Popen([sys.executable, *(["-u"] if unbuffered else []), "-c", code], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.read(10)  # `head -c 10`: then the reader is gone, 300 KB unread
+    process.stdout.close()
+    assert (process.wait(timeout=60), process.stderr.read()) == (141, b"")
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to oneself is POSIX")
 def test_a_second_ctrl_c_while_python_shuts_down_prints_no_traceback():
     """After an interrupted command, a second Ctrl-C landing in Python's exit handlers (torch's,
