@@ -44,7 +44,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+    # metavar "": a switch takes no value (Typer would show "<bool>", and --version true fails)
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, metavar="",
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Neural machine translation with LSTMs."""
@@ -158,7 +159,8 @@ def translate(
         "--input", "-i", metavar="<path>", help="Source file, or - for stdin (the default).")] = None,
     output: Annotated[Optional[str], typer.Option(
         "--output", "-o", metavar="<path>", help="Output file, or - for stdout (the default).")] = None,
-    beam: Annotated[int, typer.Option(min=1, help="Beam size; 1 = greedy.")] = 1,
+    beam: Annotated[int, typer.Option(
+        min=1, help="Beam size; 1 = greedy (the default, whatever decode.beam says).")] = 1,
     alpha: Annotated[Optional[float], typer.Option(callback=_in_alpha_range,
                                                    help="Beam search's length penalty exponent (default: config).")] = None,
     nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line; above 1, each with its score, tab-separated.")] = 1,
@@ -177,7 +179,7 @@ def translate(
                           "Default: config."),
     ] = None,
     whole_lines: Annotated[bool, typer.Option(
-        "--whole-lines", help="Decode a line longer than the model was trained on whole, not in parts cut "
+        "--whole-lines", metavar="", help="Decode a line longer than the model was trained on whole, not in parts cut "
                               "where its sentences end (decode.split_long: false).")] = False,
     device: DeviceOpt = None,
 ) -> None:
@@ -242,7 +244,8 @@ def evaluate(
     ref: Annotated[Optional[Path], typer.Option(help="Reference file (default: the run's test split).")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Report folder (default: the checkpoint's run folder; a checkpoint outside a run: its parent).")] = None,
-    beam: Annotated[Optional[int], typer.Option(min=1, help="Beam size (default: config); 1 = greedy only.")] = None,
+    beam: Annotated[Optional[int], typer.Option(
+        min=1, help="Beam size (default: the checkpoint's decode.beam); 1 = greedy only.")] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Decode the test set greedily and with beam search; write report.md and report.json."""
@@ -298,7 +301,8 @@ def report(
     ref: Annotated[Optional[Path], typer.Option(help="Reference file (default: the first run's test split).")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Report folder (default: runs/<name>/report; a checkpoint outside a run: report/ beside it).")] = None,
-    beam: Annotated[Optional[int], typer.Option(min=1, help="Beam of the beam systems (default: config).")] = None,
+    beam: Annotated[Optional[int], typer.Option(
+        min=1, help="Beam of the beam systems (default: each checkpoint's decode.beam).")] = None,
     beams: Annotated[str, typer.Option(callback=lambda text: _beam_sizes(text) and text,  # checked: a usage error
                                        help="Beam sizes of the sweep, comma-separated.")] = "1,2,5,10",
     sweep_sentences: Annotated[int, typer.Option(min=1, help="Test lines the sweep decodes.")] = 500,
