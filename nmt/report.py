@@ -51,7 +51,8 @@ def _preamble(report: dict) -> list[str]:
     if training:
         lines.append(
             f"- training: {training['steps']} steps, {training['train_minutes']:.1f} min on "
-            f"{training['device']} ({training['threads']} threads); {training['stopped']}"
+            f"{training['device']} ({training['threads']} thread{'s' * (training['threads'] != 1)}); "
+            f"{training['stopped']}"
         )
     made = [f"nmt {v['nmt']} (torch {v['torch']})" for v in [report.get("versions")] if v]
     if "created" in report:
