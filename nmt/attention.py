@@ -1,9 +1,13 @@
 """Attention over the encoder outputs: additive (Bahdanau) and multiplicative (Luong "general").
 
-    additive        score(q, k_j) = v · tanh(W_q q + W_k k_j)        Bahdanau et al. 2015
-    multiplicative  score(q, k_j) = q · (W_k k_j)                    Luong et al. 2015, "general"
-    both            α_j = softmax_j(score(q, k_j))   (padding positions get α_j = 0)
-                    context = Σ_j α_j k_j
+    additive        score(q, h_j) = v · tanh(W_q q + b + W_k h_j)    Bahdanau et al. 2015
+    multiplicative  score(q, h_j) = q · (W_k h_j)                    Luong et al. 2015, "general"
+    both            α_j = softmax_j(score(q, h_j))   (padding positions get α_j = 0)
+                    context = Σ_j α_j h_j
+
+q is the decoder's query (its state s_t), h_j the encoder output at source position j: the
+projected keys W_k h_j are made from h_j, and the context is a mix of the h_j themselves (the
+``values`` the caller hands in).
 
 The modules hold only parameters. The projected keys ``W_k k`` are computed once per sentence by
 ``project_keys`` and handed back by the caller at every step, so neither module has hidden state.
@@ -71,12 +75,15 @@ class AdditiveAttention(nn.Module):
         mask:      (B, S) bool         True at real tokens
         returns    context (B, T, key_dim), weights (B, T, S)
         """
-        q = _at_least_fp32(linear(query, self.query_proj.weight, self.query_proj.bias))  # (B, T, A)
+        q = _at_least_fp32(linear(query, self.query_proj.weight, self.query_proj.bias))  # W_q q + b: (B, T, A)
         with torch.autocast(query.device.type, enabled=False):  # fp32: see the module docstring
-            keys, v = proj_keys.to(q.dtype), self.v.weight.to(q.dtype).squeeze(0)
+            keys, v = proj_keys.to(q.dtype), self.v.weight.to(q.dtype).squeeze(0)  # W_k h_j (B, S, A); v (A,)
+            # score[b, t, j] = v · tanh(q[b, t] + keys[b, j]): the sum broadcast to (rows, T, S, A), tanh'd
+            # in place, then dotted with v → (rows, T, S); a few sentences (rows) at a time (SCORE_CHUNK)
             rows = max(1, SCORE_CHUNK // (q.size(1) * keys.size(1) * keys.size(2)))
-            scores = [tanh_(q[i : i + rows].unsqueeze(2) + keys[i : i + rows].unsqueeze(1)) @ v  # (rows, T, S)
+            scores = [tanh_(q[i : i + rows].unsqueeze(2) + keys[i : i + rows].unsqueeze(1)) @ v
                       for i in range(0, q.size(0), rows)]
+        # α = softmax_j(score) with padding masked; context = Σ_j α_j h_j
         return _attend(scores[0] if len(scores) == 1 else torch.cat(scores), values, mask)
 
 

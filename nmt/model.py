@@ -126,22 +126,26 @@ class Decoder(nn.Module):
         return list(self.combine_columns()) if self.combine is not None else []
 
     def init_state(self, final_h: torch.Tensor, final_c: torch.Tensor | None) -> DecoderState:
-        """Bridge from the encoder's final top-layer states (B, 2H) to the decoder's start state."""
+        """Bridge from the encoder's final top-layer states (B, 2H) to the decoder's start state:
+        s_0 = tanh(W_b [→h_S ; ←h_1] + b_b) per layer, an LSTM's cell c_0 = W_bc [→c_S ; ←c_1] + b_bc
+        (no tanh: a cell state is not bounded), and ã_0 = 0 to feed the first step."""
         layers, b = self.config.dec_layers, final_h.size(0)
         as_layers = lambda t: t.view(b, layers, -1).transpose(0, 1).contiguous()  # noqa: E731
-        hidden = as_layers(torch.tanh(linear(final_h, self.bridge_h.weight, self.bridge_h.bias)))  # (L, B, D)
+        hidden = as_layers(torch.tanh(linear(final_h, self.bridge_h.weight, self.bridge_h.bias)))  # s_0: (L, B, D)
         cell = None
         if self.bridge_c is not None:
-            cell = as_layers(linear(final_c, self.bridge_c.weight, self.bridge_c.bias))
-        feed = final_h.new_zeros(b, self.config.dec_hidden) if self.input_feeding else None
+            cell = as_layers(linear(final_c, self.bridge_c.weight, self.bridge_c.bias))  # c_0: (L, B, D)
+        feed = final_h.new_zeros(b, self.config.dec_hidden) if self.input_feeding else None  # ã_0 = 0: (B, D)
         return DecoderState(hidden, cell, feed)
 
     def _attend(self, out: torch.Tensor, memory: Memory):
-        """out (B, T, D) decoder RNN outputs → attentional vectors (B, T, D), weights (B, T, S)."""
+        """out (B, T, D) decoder RNN outputs s_t → attentional vectors ã_t = tanh(W_c [c_t ; s_t])
+        (B, T, D), weights α_t (B, T, S). (``bound``: |values| ≤ 1, which int8 products use.)"""
         if self.attention is None:
             return out, None
-        context, weights = self.attention(out, memory.keys, memory.values, memory.mask)
-        if memory.combined:  # context is W_c,ctx c_t already (Memory); fp32, as attention runs
+        context, weights = self.attention(out, memory.keys, memory.values, memory.mask)  # c_t = Σ_j α_tj h_j
+        if memory.combined:  # decoding: W_c's context columns were applied to h_j once (Memory), so
+            # the "context" is W_c,ctx c_t already, and ã_t = tanh(W_c,ctx c_t + W_c,s s_t); fp32
             state_part = linear(out, self.combine_columns()[1], bound=1.0)  # |out| ≤ 1
             return tanh_(context.add_(state_part)).to(state_part.dtype), weights
         # |context|, |out| ≤ 1: RNN outputs, and weighted means of them
@@ -251,6 +255,7 @@ class Seq2Seq(nn.Module):
     def step_logits(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
         """``decode_step`` before the softmax: the logits (B, V) in fp32, next state, weights."""
         attn_vec, state, weights = self.decoder.step(prev, state, memory)
+        # W_o ã_t + b_o: p(y_t | y_<t, x) = softmax(these), taken by the caller (|ã_t| ≤ 1: ``bound``)
         logits = linear(self.dropout(attn_vec), self.generator.weight, self.generator.bias, bound=1.0)
         return logits.float(), state, weights
 
