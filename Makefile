@@ -69,17 +69,17 @@ $(RUN)/train_summary.json: $(RUN)/tokenizer/tokenizer.json $(STAMPS)/model.json 
 $(RUN)/report.json: $(RUN)/train_summary.json $(STAMPS)/decode.json | $(VENV)/.installed
 	$(PY) pipelines/evaluate.py $(CONFIG)
 
-train: $(RUN)/report.json
+train: $(RUN)/report.json $(STAMPS)/resolved.json
 	@cat $(RUN)/report.md | head -20
 
-eval: $(RUN)/train_summary.json
+eval: $(RUN)/train_summary.json $(STAMPS)/decode.json $(STAMPS)/resolved.json  # its stamp written: no second evaluation
 	$(PY) pipelines/evaluate.py $(CONFIG)
 
 # make report: runs/<name>/report/report.html (self-contained; + report.md, report.json, figures/,
 # hyps/) from runs/<name>/best. About 4 min on 2 idle CPU cores for the default model (the beam
 # sweep is capped at 500 test lines). More checkpoints or other knobs: nmt report --help.
 .PHONY: report
-report: $(RUN)/report/report.html
+report: $(RUN)/report/report.html $(STAMPS)/resolved.json
 
 $(RUN)/report/report.html: $(RUN)/train_summary.json $(STAMPS)/decode.json | $(VENV)/.installed
 	$(PY) pipelines/report.py $(CONFIG)

@@ -88,3 +88,7 @@ def test_editing_decode_settings_re_evaluates_with_them_without_retraining(tmp_p
     assert (run / "train_summary.json").stat().st_mtime_ns == trained
     report = json.loads((run / "report.json").read_text())
     assert set(report["systems"]) == {"greedy", "beam2"} and report["decode"]["beam"] == 2
+    # make eval after an edit writes the decode stamp too: the next make train evaluates no second time
+    config.write_text(text.replace("beam: 3", "beam: 1"), encoding="utf-8")
+    assert "pipelines/evaluate.py" in _make(tmp_path, "eval")
+    assert "pipelines/" not in _make(tmp_path, "-n", "train")
