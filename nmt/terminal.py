@@ -6,6 +6,7 @@ compressed by its name; in chunks). Kept apart from ``nmt.cli``, which parses an
 from __future__ import annotations
 
 import atexit
+import codecs
 import contextlib
 import errno
 import functools
@@ -132,13 +133,15 @@ class _WholeWrites:
     and status 0, not 141."""
 
     def __init__(self, raw: io.RawIOBase, text: IO[str]):
-        self.raw, self.encoding, self.errors = raw, text.encoding, text.errors or "strict"
+        # one encoder for the whole output, past any BOM: utf-8-sig or utf-16 put one before each chunk
+        self.raw, self.encoder = raw, codecs.getincrementalencoder(text.encoding)(text.errors or "strict")
+        self.encoder.setstate(0)
         text.flush()
 
     def write(self, text: str) -> None:
-        data = memoryview(text.encode(self.encoding, self.errors))
+        data = memoryview(self.encoder.encode(text))
         while data:
-            data = data[self.raw.write(data):]
+            data = data[self.raw.write(data) or 0:]  # None: a non-blocking file took nothing yet
 
     def flush(self) -> None:
         self.raw.flush()

@@ -692,6 +692,20 @@ def test_a_reader_that_goes_away_ends_translation_with_status_141_unbuffered_too
     assert (process.wait(timeout=60), process.stderr.read()) == (141, b"")
 
 
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_unbuffered_stdout_writes_what_the_buffered_one_does(encoding):
+    """The whole-writes path (PYTHONUNBUFFERED) encoded each chunk afresh: utf-8-sig or utf-16
+    put a byte-order mark before every chunk, in the middle of the output."""
+    import os
+
+    code = ("from nmt.terminal import guarded, write_in_chunks\nprint('before')\n@guarded\ndef command():\n"
+            "    write_in_chunks(['a', 'b', 'c'], lambda lines, done: lines, None, 2)\ncommand()\nprint('after')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | {"PYTHONIOENCODING": encoding}
+    written = [subprocess.run([sys.executable, *flag, "-c", code], env=env, capture_output=True, check=True).stdout
+               for flag in ([], ["-u"])]
+    assert written[1] == written[0] and written[0].decode(encoding) == "before\na\nb\nc\nafter\n"
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to oneself is POSIX")
 def test_a_second_ctrl_c_while_python_shuts_down_prints_no_traceback():
     """After an interrupted command, a second Ctrl-C landing in Python's exit handlers (torch's,
