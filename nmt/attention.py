@@ -9,7 +9,7 @@ q is the decoder's query (its state s_t), h_j the encoder output at source posit
 projected keys W_k h_j are made from h_j, and the context is a mix of the h_j themselves (the
 ``values`` the caller hands in).
 
-The modules hold only parameters. The projected keys ``W_k k`` are computed once per sentence by
+The modules hold only parameters. The projected keys ``W_k h`` are computed once per sentence by
 ``project_keys`` and handed back by the caller at every step, so neither module has hidden state.
 The additive score costs a tanh over (T, S, attn_dim) per sentence and step; the multiplicative one
 a single batched matmul — the reason Luong attention decodes faster.
@@ -61,7 +61,7 @@ class AdditiveAttention(nn.Module):
         self.v = nn.Linear(attn_dim, 1, bias=False)  # v
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        """(B, S, key_dim) → (B, S, attn_dim): W_k k_j for every source position, once a sentence (fp32)."""
+        """(B, S, key_dim) → (B, S, attn_dim): W_k h_j for every source position, once a sentence (fp32)."""
         return _at_least_fp32(linear(keys, self.key_proj.weight))
 
     def forward(
@@ -93,7 +93,7 @@ class MultiplicativeAttention(nn.Module):
         self.key_proj = nn.Linear(key_dim, query_dim, bias=False)  # W_k
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        """(B, S, key_dim) → (B, S, query_dim): W_k k_j for every source position, once a sentence (fp32)."""
+        """(B, S, key_dim) → (B, S, query_dim): W_k h_j for every source position, once a sentence (fp32)."""
         return _at_least_fp32(linear(keys, self.key_proj.weight))
 
     def forward(
@@ -102,5 +102,5 @@ class MultiplicativeAttention(nn.Module):
         """As ``AdditiveAttention.forward``, with proj_keys (B, S, query_dim)."""
         with torch.autocast(query.device.type, enabled=False):  # fp32: see the module docstring
             q = _at_least_fp32(query)
-            scores = torch.bmm(q, proj_keys.to(q.dtype).transpose(1, 2))  # (B, T, S): q · W_k k_j
+            scores = torch.bmm(q, proj_keys.to(q.dtype).transpose(1, 2))  # (B, T, S): q · W_k h_j
         return _attend(scores, values, mask)
