@@ -99,7 +99,10 @@ def _parse_scalar(text: str) -> Any:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of ``raw`` with ``section.key=value`` overrides applied."""
-    raw = json.loads(json.dumps(raw))  # deep copy of plain data
+    try:
+        raw = json.loads(json.dumps(raw))  # deep copy of plain data
+    except (TypeError, ValueError) as exc:  # an explicit YAML tag: !!set, !!binary, !!timestamp …
+        raise ConfigError(f"a value is not text, a number, true/false, a list or a mapping ({exc})") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
@@ -114,7 +117,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-_YAML_1_1 = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int")
+_YAML_1_1 = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:timestamp")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -122,7 +125,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     so a second ``train:`` section would silently drop the first one's settings. And booleans and
     integers are YAML 1.2's: YAML 1.1 also reads yes/no/on/off/y/n as booleans, so Norwegian
     (``src_lang: no``) became False; a leading zero as octal (``seed: 010`` was 8) and ``1:30`` as
-    sexagesimal (90). Integers are decimal (``100_000`` too), ``0x…`` or ``0o…``."""
+    sexagesimal (90); a date as a date (``name: 2024-05-01``, a string in YAML 1.2, ended in a
+    traceback). Integers are decimal (``100_000`` too), ``0x…`` or ``0o…``."""
 
     yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML_1_1]
                                for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -160,6 +164,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be given here again
                 continue
+            if not isinstance(key_node, yaml.ScalarNode):  # `? [a]`: a list as a key ended in a TypeError
+                kind = "a list" if isinstance(key_node, yaml.SequenceNode) else "a mapping"
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: a key must be a name, not {kind}")
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise ConfigError(f"line {key_node.start_mark.line + 1}: {key!r} is given twice")

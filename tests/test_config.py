@@ -208,6 +208,24 @@ def test_integers_are_read_as_yaml_1_2_reads_them(tmp_path):
         load_config(path, ["train.seed=0x_"])
 
 
+def test_a_date_is_text_and_tagged_or_unhashable_values_are_one_line(tmp_path):
+    """YAML 1.1's dates made name: 2024-05-01 a date, and the config's copy ended in a traceback
+    (in YAML 1.2 it is text); explicit tags (!!set, !!binary) and a list as a key did too."""
+    path = tmp_path / "date.yaml"
+    path.write_text("name: 2024-05-01\ndata:\n  src_field: 2024-05-01T10:00:00\n")
+    config = load_config(path)
+    assert (config.name, config.data.src_field) == ("2024-05-01", "2024-05-01T10:00:00")
+    assert load_config(path, ["data.tgt_field=2024-05-02"]).data.tgt_field == "2024-05-02"
+    for text, says in (("data: {dev_groups: !!set {JDG, RUT}}\n", "a value is not text, a number"),
+                       ("data: {source: !!binary aGVsbG8=}\n", "a value is not text, a number"),
+                       ("? [a]\n: 1\n", "line 1: a key must be a name, not a list")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=says):
+            load_config(path)
+    with pytest.raises(ConfigError, match="a key must be a name, not a mapping"):
+        load_config(None, ["train.lr={{a: 1}: 2}"])
+
+
 def test_no_is_norwegian_not_false(tmp_path):
     """YAML 1.1 reads no/yes/on/off as booleans: src_lang: no (Norwegian) was 'expected a string,
     got False'. Booleans are true and false only, in the file and on the command line."""
