@@ -94,7 +94,7 @@ def _no_progress_bars():
 def _dialect(path: Path) -> tuple[str, int]:
     """Delimiter and quoting of a TSV or CSV file. TSV: a quote is text (corpora quote speech);
     CSV: a field with a comma is quoted, as CSV writers do."""
-    return ("\t", csv.QUOTE_NONE) if ".tsv" in path.name.lower() else (",", csv.QUOTE_MINIMAL)
+    return ("\t", csv.QUOTE_NONE) if _plain_name(path).endswith(".tsv") else (",", csv.QUOTE_MINIMAL)
 
 
 def _open_text(path: Path) -> IO[str] | None:
@@ -103,7 +103,8 @@ def _open_text(path: Path) -> IO[str] | None:
     suffix = path.suffix.lower()
     if suffix == ".zst":
         return None
-    return COMPRESSED.get(suffix, open)(path, "rt", encoding="utf-8", newline="\n")
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which named the first column "\ufeffid"
+    return COMPRESSED.get(suffix, open)(path, "rt", encoding="utf-8-sig", newline="\n")
 
 
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -312,13 +313,16 @@ def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
                         f"for data.dev_groups and data.test_groups, which split by the ids' groups; name the id "
                         f"column in data.id_field, or give both groups as [] for a random split")
     pairs, valueless = [], {}  # field name: records (numbered from 1) without a value
-    for i, record in enumerate(table):
-        src, tgt = (_text(record, name, i, config.source) for name in (config.src_field, config.tgt_field))
-        for name, text in ((config.src_field, src), (config.tgt_field, tgt)):
-            if text is None:
-                valueless.setdefault(name, []).append(i + 1)
-        pair_id = str(_field(record, config.id_field, i, config.source)).strip() if has_id else str(i)  # (a CRLF's \r)
-        pairs.append(Pair(src or "", tgt or "", pair_id))
+    try:
+        for i, record in enumerate(table):
+            src, tgt = (_text(record, name, i, config.source) for name in (config.src_field, config.tgt_field))
+            for name, text in ((config.src_field, src), (config.tgt_field, tgt)):
+                if text is None:
+                    valueless.setdefault(name, []).append(i + 1)
+            pair_id = str(_field(record, config.id_field, i, config.source)).strip() if has_id else str(i)  # CRLF: \r
+            pairs.append(Pair(src or "", tgt or "", pair_id))
+    except UnicodeDecodeError as exc:  # JSON's reader lets bad bytes in a string through, to here
+        raise DataError(f"{config.source}: record {len(pairs) + 1} is not valid UTF-8 ({exc.reason})") from None
     for name, records in valueless.items():  # a JSON record without the field, or null there
         log.warning("%s: %d record(s) without a value for %s (missing or null), the first record %d: read as "
                     "empty, and such pairs are dropped", config.source, len(records), name, records[0])

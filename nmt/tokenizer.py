@@ -34,7 +34,8 @@ def _train_model(lines: list[str], config: TokenizerConfig, side: str) -> bytes:
     model = io.BytesIO()
     try:
         _run_trainer(lines, config, model)
-    except RuntimeError as exc:  # SentencePiece's check, with its C++ file and condition before it
+    except (RuntimeError, ValueError) as exc:  # SentencePiece's check (C++ file and condition first), or a
+        # value it cannot parse (ValueError: tokenizer.vocab_size 2**31 or more)
         reason = " ".join(str(exc).split()).rsplit("] ", 1)[-1]
         raise TokenizerError(f"SentencePiece could not train on the {side}: {reason} (tokenizer.vocab_size="
                              f"{config.vocab_size}, tokenizer.character_coverage={config.character_coverage:g})"

@@ -249,6 +249,27 @@ def test_a_table_with_a_header_keeps_every_field_as_written(tmp_path, name):
         read_pairs(DataConfig(source=str(path), columns=(), dev_groups=(), test_groups=()))
 
 
+@pytest.mark.parametrize("name", ["excel.csv", "excel.tsv", "corpus.tsv-export.csv"])
+def test_a_header_after_a_byte_order_mark_and_a_csv_named_tsv_something_read_right(tmp_path, name):
+    """Excel's "CSV UTF-8" starts with a byte-order mark, which named the first column "\ufeffid"
+    ("no id column 'id' (columns: en, es, \ufeffid)"); and any name holding ".tsv" was read as TSV."""
+    sep = "\t" if name.endswith(".tsv") else ","
+    path = tmp_path / name
+    path.write_bytes("\ufeff".encode() + f"id{sep}es{sep}en\nA.1{sep}hola{sep}hello\nB.1{sep}adiós{sep}bye\n".encode())
+    pairs = read_pairs(DataConfig(source=str(path), columns=(), dev_groups=("B",), test_groups=()))
+    assert [(p.id, p.src, p.tgt) for p in pairs] == [("A.1", "hola", "hello"), ("B.1", "adiós", "bye")]
+
+
+def test_invalid_utf8_inside_a_json_string_names_the_file_and_record(tmp_path):
+    """JSON's reader let the bad bytes through, and the error blamed "input" at a line and byte
+    of the sentence itself."""
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b"".join(b'{"id": "A.%d", "es": "hola", "en": "hello"}\n' % i for i in range(350))
+                     + b'{"id": "A.350", "es": "ma\xe1ana", "en": "tomorrow"}\n')
+    with pytest.raises(DataError, match=r"c\.jsonl: record 351 is not valid UTF-8"):
+        read_pairs(DataConfig(source=str(path), dev_groups=(), test_groups=()))
+
+
 @pytest.mark.parametrize("long_row", [0, 5])
 def test_a_field_longer_than_csv_s_limit_is_read_and_left_to_the_length_filter(tmp_path, long_row):
     """csv's default limit (131,072 characters a field), in the checks before loading, refused a

@@ -102,6 +102,12 @@ def test_a_tokenizer_learns_no_piece_of_what_encoding_drops(tmp_path, sides):
     assert not any(mark in piece for piece in pieces for mark in "\u200b\u200e\ufeff")
 
 
+def test_a_vocabulary_size_sentencepiece_cannot_read_is_one_line(tmp_path, sides):
+    """2**31 pieces passed the config's check and SentencePiece's ValueError was a traceback."""
+    with pytest.raises(TokenizerError, match=r"cannot parse \"2147483648\" as int.*tokenizer.vocab_size=2147483648"):
+        train_tokenizer(*sides, TokenizerConfig(vocab_size=2**31), tmp_path)
+
+
 def test_decoded_text_has_no_space_at_its_ends_or_twice():
     """A translation ending on the word-boundary piece came out as "The " (and its twice, as
     "The   The"): text no training target had, written to the output as it was."""
