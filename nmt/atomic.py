@@ -105,7 +105,10 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     except FileNotFoundError:
         permissions = 0o666 & ~_UMASK  # mkstemp makes 0600; give a new file the usual permissions
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # the temporary's name within a file system's 255 bytes where the output's own nearly fills them
+    # (".name.XXXXXXXX.tmp" is 14 bytes longer): its first 200 bytes name it enough
+    stem = target.name.encode()[:200].decode(errors="ignore")
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=target.parent)
     try:
         os.chmod(tmp, permissions)
         with naming(path), os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:

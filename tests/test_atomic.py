@@ -136,3 +136,13 @@ def test_a_processs_open_file_is_written_through_not_replaced(tmp_path):
         atomic_write_text(f"/proc/self/fd/{opened.fileno()}", "new\n")
     assert log.read_text() == "earlier\nnew\n"
     assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]
+
+
+@pytest.mark.parametrize("letter", ["x", "é"])
+def test_a_name_that_nearly_fills_the_file_systems_limit_is_written_atomically(tmp_path, letter):
+    """The temporary is the name with 14 bytes around it: for names of 241–255 bytes it was too
+    long (Errno 36, naming the temporary), where writing the name itself works."""
+    path = tmp_path / (letter * (250 // len(letter.encode())))
+    path.write_text("earlier\n")
+    atomic_write_text(path, "later\n")
+    assert path.read_text() == "later\n" and [p.name for p in tmp_path.iterdir()] == [path.name]
