@@ -169,8 +169,8 @@ class Trainer:
         bleu = corpus_scores(hyps, self.dev_refs, ("bleu",), self.config.data.tgt_lang)["bleu"]["score"]
         return {"dev_loss": loss, "dev_ppl": math.exp(min(loss, 50.0)), "dev_bleu": bleu}
 
-    def _after_validation(self, result: dict) -> bool:
-        """Update best / lr / patience; returns True when training should stop."""
+    def _after_validation(self, result: dict) -> None:
+        """Update best / lr / patience and save; ``_budget_spent`` then says whether to stop."""
         cfg, st = self.config.train, self.state
         improved = result["dev_bleu"] > st.best_bleu
         if improved:
@@ -183,7 +183,6 @@ class Trainer:
                 st.lr_bad_validations = 0
                 log.info("dev BLEU plateau: learning rate halved to %.2g", st.lr)
         self._save(improved)
-        return self._budget_spent()
 
     def train(self, on_progress: Callable[[Progress], None] | None = None) -> dict:
         """Train until a budget is spent, early stopping or Ctrl-C; returns train_summary.json's
@@ -278,10 +277,10 @@ class Trainer:
                     append_record(metrics_path, {**window.flush(st), "threads": torch.get_num_threads()})
                 if st.step % cfg.valid_every == 0:
                     validation = self._validate_and_log(metrics_path)
-                    stop = self._after_validation(validation)
+                    self._after_validation(validation)
                 if on_progress is not None:
                     on_progress(Progress(st.step, st.epoch, loss, window.rate, st.lr, norm, st.elapsed_s, validation))
-                if stop or self._budget_spent() or asked.signum is not None:
+                if self._budget_spent() or asked.signum is not None:
                     stop = True
                     break
             else:
