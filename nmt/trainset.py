@@ -82,4 +82,3 @@ def encode_split(tokenizer: Tokenizer, src: list[str], tgt: list[str]) -> tuple[
 
 def _subset(seqs: Sequences, keep: np.ndarray) -> Sequences:
     return Sequences.from_lists([seqs.get(i).tolist() for i in keep])
-

@@ -102,8 +102,8 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
     same_inputs = data.get("inputs") == inputs  # (checkpoints from before the check have none)
     # data and tokenizer settings that left the splits and pieces as they were (the corpus's path
     # written otherwise, data.dev_size with groups splitting) change nothing the weights learned
-    if (edits := ", ".join(filter(None, (changed["tokenizer"], changed["data"])))) and not same_inputs:
-        raise unusable_run(run_dir, f"{folder} was trained with other data or tokenizer settings ({edits})")
+    if (inputs_edits := ", ".join(filter(None, (changed["tokenizer"], changed["data"])))) and not same_inputs:
+        raise unusable_run(run_dir, f"{folder} was trained with other data or tokenizer settings ({inputs_edits})")
     if "inputs" in data and not same_inputs:
         raise unusable_run(run_dir, f"{folder} was trained on other data or another tokenizer (the run's data "
                                     f"or tokenizer folder changed since)")
@@ -125,8 +125,9 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
     if state.best_step and not (run_dir / "best").exists():  # saving would prune the real best, unlinked
         raise unusable_run(run_dir, f"{run_dir / 'best'} is missing (the run's best, step {state.best_step}, "
                                     f"would be removed)")
-    edits = [changed_settings("train", manifest["config"].get("train", {}), current["train"]), edits]
-    return state, ", ".join(filter(None, edits)) + (" (the same splits and pieces)" if edits[1] else "")
+    train_edits = changed_settings("train", manifest["config"].get("train", {}), current["train"])
+    same = " (the same splits and pieces)" if inputs_edits else ""
+    return state, ", ".join(filter(None, (train_edits, inputs_edits))) + same
 
 
 def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
