@@ -12,6 +12,7 @@ import random
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,26 +183,29 @@ def check_made_with(record: Path, section: str, now: dict, stage: str) -> None:
                         f"(make train does it itself)")
 
 
-def check_test_split(data_dir: Path, config: DataConfig, model: str = "the checkpoint") -> None:
+def check_test_split(data_dir: Path, config: DataConfig, model: str = "the checkpoint",
+                     trained_here: Callable[[], bool] = lambda: False) -> None:
     """A ``DataError`` when ``data_dir`` was prepared under other data settings than ``model`` was
     trained with (``config``): prepared again with another seed, say, its test split can hold
-    sentences the model was trained on."""
-    if changed := settings_changed(data_dir / "stats.json", "data", settings_json(config)):
+    sentences the model was trained on. Unless ``trained_here()``: the model is known to have
+    trained on this folder's train split as it is (asked only then: it reads the splits)."""
+    changed = settings_changed(data_dir / "stats.json", "data", settings_json(config))
+    if changed and not trained_here():
         raise DataError(f"{data_dir} was prepared with other settings than {model} was trained on ({changed}, "
                         f"the split's → the checkpoint's): its test split may hold training sentences; give --src "
                         f"and --ref, or prepare it again with the checkpoint's settings")
 
 
 def read_test_pair(
-    data_dir: Path, config: DataConfig, src: Path | None = None, ref: Path | None = None, checked: bool = True
+    data_dir: Path, config: DataConfig, src: Path | None = None, ref: Path | None = None,
+    trained_here: Callable[[], bool] = lambda: False,
 ) -> tuple[Path, Path, list[str], list[str]]:
     """Source and reference lines to evaluate: the given files, else the test split in
     ``data_dir``, which must have been prepared under ``config`` (the checkpoint's data settings:
     prepared again with another seed, say, it can hold sentences the model was trained on). Line
     counts must match and the set must not be empty."""
     if src is None or ref is None:
-        if checked:  # (False: the model is known to have trained on this folder's train split as it is)
-            check_test_split(data_dir, config)
+        check_test_split(data_dir, config, trained_here=trained_here)
     paths = []
     for given, lang in ((src, config.src_lang), (ref, config.tgt_lang)):
         path = Path(given) if given is not None else split_path(data_dir, "test", lang)

@@ -9,6 +9,7 @@ score, test, probe and plot, and write into one folder
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -110,9 +111,10 @@ def _test_set(cands: list[Candidate], src: Path | None, ref: Path | None) -> tup
     if src is not None and ref is not None:
         return read_test_pair(run_dir / "data", first.data, src, ref)
     for cand in cands[1:]:
-        if not trained_on(cand.path, run_dir, cand.translator.config):
-            check_test_split(run_dir / "data", cand.translator.config.data, str(cand.path))
-    return read_test_pair(run_dir / "data", first.data, src, ref, checked=not trained_on(cands[0].path, run_dir, first))
+        check_test_split(run_dir / "data", cand.translator.config.data, str(cand.path),
+                         functools.partial(trained_on, cand.path, run_dir, cand.translator.config))
+    return read_test_pair(run_dir / "data", first.data, src, ref,
+                          functools.partial(trained_on, cands[0].path, run_dir, first))
 
 
 def _decode_systems(cands: list[Candidate], sources: list[str]) -> dict[str, tuple[Candidate, int]]:

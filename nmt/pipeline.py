@@ -94,8 +94,9 @@ def evaluate(
     out_dir = Path(out_dir or run_dir)
     check_destination(out_dir, folder=True)  # before decoding, not after
     translator = Translator.from_checkpoint(checkpoint, device, decode)
-    src_path, ref_path, sources, refs = read_test_pair(run_dir / "data", translator.config.data, src_path, ref_path,
-                                                       checked=not trained_on(checkpoint, run_dir, translator.config))
+    src_path, ref_path, sources, refs = read_test_pair(
+        run_dir / "data", translator.config.data, src_path, ref_path,
+        lambda: trained_on(checkpoint, run_dir, translator.config))
     beam = beam or translator.config.decode.beam
     systems = _systems(translator, sources, refs, beam, out_dir / src_path.stem)
     report = {
