@@ -14,6 +14,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from nmt.atomic import atomic_write_text
@@ -49,9 +50,10 @@ class PreparedData:
             "read": self.total,
             "kept": {name: len(pairs) for name, pairs in self.splits.items()},
             "dropped": dict(sorted(self.dropped.items())),
-            "source_in_train": self.seen_in_train(),
+            "source_in_train": self.seen_in_train,
         }
 
+    @cached_property  # asked by the log, the warning and stats.json
     def seen_in_train(self) -> dict[str, int]:
         """Dev and test pairs whose source sentence is also in the training split: a corpus that
         repeats sentences puts copies on both sides of a random split, and a score on them measures
@@ -139,8 +141,8 @@ def prepare(config: DataConfig) -> PreparedData:
             raise DataError(f"{config.source}: the {name} split is empty, and {uses} "
                             f"(data.{name}_groups, or data.{name}_size without groups)")
     prepared = PreparedData(splits, dropped, len(raw))
-    log.info("read %d pairs, kept %s, dropped %s", len(raw), prepared.stats()["kept"], dict(dropped))
-    for name, seen in prepared.seen_in_train().items():
+    log.info("read %d pairs, kept %s, dropped %s", len(raw), {n: len(p) for n, p in splits.items()}, dict(dropped))
+    for name, seen in prepared.seen_in_train.items():
         if seen:  # the test split's scores are the ones reported; the dev split only picks the best step
             log.log(logging.WARNING if name == "test" else logging.INFO,
                     "%d of %d %s pairs have a source sentence that is also in the training split (the corpus repeats "

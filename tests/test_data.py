@@ -335,7 +335,7 @@ def test_test_pairs_whose_source_is_also_in_training_are_counted_and_warned_abou
     config = DataConfig(source=str(path), dev_groups=(), test_groups=(), dev_size=10, test_size=10)
     with caplog.at_level(logging.INFO, logger="nmt.data"):
         prepared = prepare(config)
-    seen = prepared.seen_in_train()
+    seen = prepared.seen_in_train
     assert seen == {"dev": 10, "test": 10}  # with 90 of 120 in training, every source's copy is there
     assert [r.levelname for r in caplog.records if "also in the training split" in r.getMessage()] == ["INFO", "WARNING"]
     assert "10 of 10 test pairs have a source sentence that is also in the training split" in caplog.text
