@@ -17,10 +17,13 @@ WORDS = 1 << 16  # distinct values of one 16-bit word
 
 def keep_mask(shape: torch.Size, keep: float, device: torch.device) -> torch.Tensor:
     """Bool tensor of ``shape``, each element True with probability ``keep`` (to 1/65536)."""
+    threshold = round(keep * WORDS)
+    if threshold >= WORDS:  # p below 2^-17: every word keeps (the int16 comparison would wrap to none)
+        return torch.ones(shape, dtype=torch.bool, device=device)
     n = shape.numel()
     draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
     words = draws.view(torch.int16)[:n].view(shape)  # uniform over [-32768, 32767]
-    return words < round(keep * WORDS) - WORDS // 2
+    return words < threshold - WORDS // 2
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

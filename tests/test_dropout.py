@@ -17,6 +17,14 @@ def test_keep_rate_and_expectation_match_p(p):
     assert abs(y.mean().item() - 1.0) < 0.01
 
 
+@pytest.mark.parametrize("p", [1e-6, 7e-6])
+def test_a_tiny_p_keeps_every_element(p):
+    """round((1 - p) * 2^16) is 2^16 below p = 2^-17: compared in int16 that wrapped, and training
+    mode zeroed every feature, silently (the config accepts any p in [0, 1))."""
+    x = torch.ones(1000)
+    assert torch.allclose(dropout(x, p, training=True), x / (1 - p))
+
+
 def test_masks_are_uncorrelated_between_neighbours_and_calls():
     torch.manual_seed(1)
     a = keep_mask(torch.Size([400_000]), 0.5, torch.device("cpu")).float()
