@@ -266,6 +266,8 @@ class Trainer:
                 batch = make_batch(self.train_src, index, self.train_tgt).to(self.device)
                 loss, n_tokens, norm = self._train_step(batch)
                 st.step, st.batch_in_epoch = st.step + 1, st.batch_in_epoch + 1
+                if st.batch_in_epoch == len(batches):  # the epoch is complete: what is saved or said now counts it
+                    st.epoch, st.batch_in_epoch = st.epoch + 1, 0
                 st.elapsed_s = time.perf_counter() - start
                 window.add(loss, n_tokens, norm, time.perf_counter() - t0, norm > cfg.clip_norm)
                 validation = None
@@ -283,8 +285,9 @@ class Trainer:
                 if self._budget_spent() or asked.signum is not None:
                     stop = True
                     break
-            else:
-                st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+            else:  # nothing left of the epoch (a checkpoint from before the count above, or batching changed)
+                if st.batch_in_epoch:
+                    st.epoch, st.batch_in_epoch = st.epoch + 1, 0
 
     def _budget_spent(self) -> bool:
         """Whether training is over (``state.stopped`` says why): a budget spent, or early stopping

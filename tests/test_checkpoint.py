@@ -330,6 +330,30 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert logged(straight) == logged(resumed)
 
 
+def _batches_per_epoch(paths, config) -> int:
+    from nmt.batching import token_batches
+    from nmt.tokenizer import Tokenizer
+    from nmt.trainset import load_training_data
+
+    data = load_training_data(paths.data, Tokenizer.from_folder(paths.tokenizer), paths.tokenizer, config)
+    rng = np.random.default_rng([config.train.seed, 0])
+    return len(token_batches(data.train_src.lengths, data.train_tgt.lengths, config.train.max_tokens, rng))
+
+
+def test_a_run_ending_on_an_epochs_last_batch_counts_that_epoch(tmp_path):
+    """The count went up only when the loop came round again, so a run stopping on an epoch's last
+    batch reported one epoch fewer than it trained, and so did its progress line."""
+    big = ("train.max_tokens=3200", "train.valid_every=1000")  # a short epoch, validated once at the end
+    _, paths = _train(tmp_path, "train.max_steps=1", *big)
+    n = _batches_per_epoch(paths, tiny_config(tmp_path, *big))
+    shutil.rmtree(paths.root)
+    epochs = {}
+    summary, _ = _train(tmp_path, f"train.max_steps={n}", *big, on_progress=lambda p: epochs.update({p.step: p.epoch}))
+    assert summary["epochs_completed"] == 1 and epochs[n] == 1 and epochs[n - 1] == 0
+    resumed, _ = _train(tmp_path, f"train.max_steps={n + 2}", *big)  # goes on with the second epoch
+    assert resumed["epochs_completed"] == 1 and resumed["steps"] == n + 2
+
+
 def test_same_seed_same_loss_curve(tmp_path):
     _train(tmp_path / "a", "train.max_steps=16")
     _train(tmp_path / "b", "train.max_steps=16")
