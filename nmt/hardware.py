@@ -239,16 +239,27 @@ def pick_device(name: str | None) -> torch.device:
     return device
 
 
+# oneDNN instruction-set caps (ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA) below
+# AVX512_CORE_BF16: oneDNN then emulates bf16 whatever the CPU has (a linear layer 2.6x slower than
+# fp32 under AVX512_CORE_VNNI on a Zen 4 with avx512_bf16, where bf16 is otherwise 0.54x)
+_ISA_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 @functools.cache
 def native_bf16(device_type: str) -> bool:
-    """Whether bf16 matmuls run natively here: a CUDA GPU with bf16, or a CPU with avx512_bf16 or
-    AMX tiles that oneDNN, which runs CPU bf16 products, may use. Elsewhere (AVX2 CPUs: most
-    laptops) oneDNN emulates them: a bf16 training step of the default model was 34x slower than
-    fp32 on an AMD EPYC (Zen 3, AVX2; benchmarks/README.md). A process held to AVX2 by
-    ``ONEDNN_MAX_CPU_ISA`` is such a CPU too, whatever the hardware has."""
+    """Whether bf16 matmuls run natively here: a CUDA GPU with bf16 units (compute capability 8.0,
+    Ampere, and up), or a CPU with avx512_bf16 or AMX tiles that oneDNN, which runs CPU bf16
+    products, may use. Elsewhere (AVX2 CPUs: most laptops) oneDNN emulates them: a bf16 training
+    step of the default model was 34x slower than fp32 on an AMD EPYC (Zen 3, AVX2;
+    benchmarks/README.md). A process whose oneDNN is held below AVX512_CORE_BF16 by
+    ``ONEDNN_MAX_CPU_ISA`` is such a CPU too, whatever the hardware has. On a T4 or V100,
+    ``torch.cuda.is_bf16_supported()`` says True by default: it counts emulated bf16."""
     if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device_type != "cpu":
+        return False
+    capped = {os.environ.get(name, "").strip().upper() for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+    if capped & _ISA_WITHOUT_BF16:
         return False
     cpu = torch.cpu
     try:

@@ -353,11 +353,32 @@ def test_native_bf16_follows_the_cpu_flags():
     assert hardware.native_bf16("cpu") == bool(flags & {"avx512_bf16", "amx_tile"})
 
 
-def test_a_process_held_to_avx2_has_no_native_bf16():
+@pytest.mark.parametrize("isa", ["AVX2", "AVX512_CORE_VNNI", "avx512_core"])
+def test_a_process_held_below_avx512_bf16_has_no_native_bf16(isa):
     """ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN, which runs CPU bf16 products, off avx512_bf16 and AMX:
-    bf16 is emulated there whatever the CPU's flags say, so ``auto`` must choose fp32."""
+    bf16 is emulated there whatever the CPU's flags say, so ``auto`` must choose fp32. So do the
+    AVX-512 caps below AVX512_CORE_BF16 (``auto`` chose bf16 there, 2.6x slower than fp32)."""
     probe = ("import torch; from nmt.hardware import native_bf16, resolve_precision; "
              "print(native_bf16('cpu'), resolve_precision('auto', torch.device('cpu'), 'train.precision'))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                         env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"})
+                         env={**os.environ, "ONEDNN_MAX_CPU_ISA": isa})
     assert out.stdout.split() == ["False", "fp32"]
+
+
+@pytest.mark.parametrize("major, native", [(7, False), (8, True)])
+def test_auto_precision_on_a_gpu_without_bf16_units_is_fp32(monkeypatch, major, native):
+    """torch.cuda.is_bf16_supported() counts emulated bf16 by default: on a T4 or V100 (compute
+    capability 7.x) ``auto`` trained in slow, emulated bf16, without the warning."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=major))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)  # it emulates
+    monkeypatch.setattr(torch.version, "hip", None)
+    hardware.native_bf16.cache_clear()
+    try:
+        assert hardware.native_bf16("cuda") is native
+        assert hardware.resolve_precision("auto", torch.device("cuda"), "train.precision") == ("bf16" if native else "fp32")
+    finally:
+        hardware.native_bf16.cache_clear()
