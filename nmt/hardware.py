@@ -7,11 +7,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import math
 import os
 import platform
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -87,11 +89,58 @@ def hold_heap() -> bool:
     return libc.mallopt(M_TRIM_THRESHOLD, HELD_TRIM_THRESHOLD) == 1 and held
 
 
-def _usable_cores() -> int:
+# set, OpenMP pins its threads, the main thread to one CPU (its affinity mask then says 1), and
+# what another process takes is no longer a thread of ours made to wait: the user placed them
+OMP_BINDING = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
+
+
+def _omp_bound() -> bool:
+    return any(os.environ.get(name, "").strip().lower() not in ("", "false") for name in OMP_BINDING)
+
+
+def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs' worth of time a cgroup limit allows this process (``docker --cpus``, a Kubernetes
+    CPU limit), None without one: v2's ``cpu.max``, else v1's CFS quota and period."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        quota, period = (root / "cpu.max").read_text(encoding="ascii").split()[:2]  # "max 100000": none
+        return int(quota) / int(period) if quota != "max" and int(period) > 0 else None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota, period = (int((root / "cpu" / name).read_text(encoding="ascii")) for name in ("cpu.cfs_quota_us",
+                                                                                              "cpu.cfs_period_us"))
+        return quota / period if quota > 0 and period > 0 else None  # quota -1: none
+    except (OSError, ValueError):
+        return None
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity mask), no more than a cgroup CPU limit
+    allows (rounded up): on a 64-core host under ``--cpus=2``, 64 threads took turns at 2 CPUs'
+    time, and every parallel region waited for the descheduled ones. With OpenMP's threads bound
+    (``OMP_BINDING``), torch's count."""
+    if _omp_bound():
+        return torch.get_num_threads()
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    if quota := cpu_quota():
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def load_visible() -> bool:
+    """Whether other processes' load on our cores can be read from /proc/stat: not with OpenMP's
+    threads bound (the user placed them), nor under a cgroup CPU limit (/proc/stat is the host's,
+    and its load is not what limits us)."""
+    return not _omp_bound() and cpu_quota() is None
+
+
+def thread_ceiling() -> int:
+    """The most threads nmt runs with unless told a number: one per usable core, never above
+    torch's count (one per physical core, or ``OMP_NUM_THREADS``, or what the caller set)."""
+    return max(1, min(_usable_cores(), torch.get_num_threads()))
 
 
 def _sample() -> tuple[float, float, float] | None:
@@ -137,7 +186,8 @@ def _threads_for(cores: int, busy: float) -> int:
 
 
 def choose_threads(requested: int, busy: float | None = None) -> int:
-    """``requested`` threads if set; else one per core that no other process keeps busy.
+    """``requested`` threads if set; else one per core that no other process keeps busy, up to
+    ``thread_ceiling()``.
 
     With OpenMP, a thread that shares its core with another busy process makes every parallel
     region wait for it: on 2 cores, a second busy process slowed training 4-10x with 2 threads.
@@ -148,9 +198,12 @@ def choose_threads(requested: int, busy: float | None = None) -> int:
                     "slower than with %d", requested, cores, cores)
     if requested > 0:
         return requested
+    most = thread_ceiling()
+    if busy is None and not load_visible():
+        return most
     busy = busy_cores() if busy is None else busy
-    threads = _threads_for(cores, busy)
-    if threads < cores:
+    threads = min(most, _threads_for(cores, busy))
+    if threads < most:
         log.warning("%.1f of %d cores busy with other work: using %d thread(s) (set train.threads to override)",
                     busy, cores, threads)
     return threads
@@ -183,7 +236,9 @@ class ThreadGovernor:
         self.threads = torch.get_num_threads()
         self.cores = _usable_cores()  # what other processes' load is taken from
         self.most = self._ceiling = most or self.cores  # the most threads it gives (in a with block: fewer)
-        self._last, self._more_wanted = self._sample(), False
+        # no looks where the load cannot be read as ours to yield to (load_visible), unless a test's stand-in
+        self._last = self._sample() if sample is not None or load_visible() else None
+        self._more_wanted = False
         # the first look sooner: a decoding call beside a busy process ran at the slow speed until it
         # (a second of load on 2 cores is 200 ticks of /proc/stat, plenty to tell a core taken)
         self._due = time.monotonic() + min(first, every)

@@ -29,7 +29,8 @@ from nmt.batching import Sequences, make_batch, token_batches
 from nmt.checkpoint import run_checkpoints
 from nmt.config import Config
 from nmt.errors import NmtError
-from nmt.hardware import ThreadGovernor, choose_threads, hold_heap, pick_device, resolve_precision, trim_heap, versions
+from nmt.hardware import (ThreadGovernor, choose_threads, hold_heap, pick_device, resolve_precision, thread_ceiling,
+                          trim_heap, versions)
 from nmt.interrupt import StopRequest, stop_requests
 from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
@@ -189,8 +190,9 @@ class Trainer:
         contents. Runs with train.threads threads (0: chosen, and changed as other processes' load
         does: ``nmt.hardware.ThreadGovernor``); torch's count is the caller's again at the end."""
         caller = torch.get_num_threads()
+        most = thread_ceiling()  # torch's count now (OMP_NUM_THREADS, one per physical core) caps what 0 chooses
         torch.set_num_threads(choose_threads(self.config.train.threads))
-        self.governor = ThreadGovernor() if self.config.train.threads == 0 else None
+        self.governor = ThreadGovernor(most=most) if self.config.train.threads == 0 else None
         try:
             return self._train(on_progress)
         finally:

@@ -156,6 +156,71 @@ def test_a_trainer_runs_with_train_threads_and_gives_the_caller_its_count_back(t
         torch.set_num_threads(before)
 
 
+def test_train_threads_0_never_takes_more_threads_than_torch_has(monkeypatch, tiny_run, tmp_path):
+    """torch's count is one per physical core, or OMP_NUM_THREADS: training chose one per logical
+    CPU whatever it was (OMP_NUM_THREADS=1 trained with 2; a 4-core, 8-thread laptop with 8), and
+    an idle machine let the governor climb to that too. Decoding already kept to torch's count."""
+    import functools
+    import json
+
+    from conftest import tiny_config
+    from nmt import train
+
+    machine = Machine()
+    monkeypatch.setattr(train, "ThreadGovernor",
+                        functools.partial(hardware.ThreadGovernor, every=0, sample=lambda: machine.look(0.0)))
+    monkeypatch.setattr(hardware, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(hardware, "busy_cores", lambda: 0.0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        train.Trainer(tiny_config(tmp_path, "train.threads=0", "train.max_steps=20", "train.valid_every=20"),
+                      tiny_run.data, tiny_run.tokenizer, tmp_path / "run").train()
+        logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert [line["threads"] for line in logged if line["kind"] == "train"] == [1]
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("files, quota", [
+    ({"cpu.max": "200000 100000\n"}, 2.0), ({"cpu.max": "150000 100000\n"}, 1.5), ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None), ({}, None),
+    ({"cpu.max": "garbage"}, None)])
+def test_a_cgroup_cpu_limit_is_read_from_v2_or_v1_files(tmp_path, files, quota):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert hardware.cpu_quota(tmp_path) == quota
+
+
+def test_a_cgroup_cpu_limit_caps_the_threads_and_turns_load_sensing_off(monkeypatch, two_threads):
+    """docker --cpus=1.5 on a 64-CPU host: the affinity mask lists all 64, so 0 chose up to 64
+    threads taking turns at 1.5 CPUs' time, and /proc/stat's load was the host's, not ours."""
+    monkeypatch.undo()  # two_threads' stand-in for the cores: the real function is under test
+    torch.set_num_threads(64)
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(hardware, "cpu_quota", lambda: 1.5)
+    monkeypatch.setattr(hardware, "busy_cores", lambda: pytest.fail("the host's load read as ours"))
+    assert hardware._usable_cores() == 2 and not hardware.load_visible()
+    assert hardware.choose_threads(0) == 2
+    assert hardware.ThreadGovernor()._last is None  # no looks
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to tell one from all")
+def test_openmp_bound_threads_are_not_cut_to_the_main_threads_one_cpu():
+    """OMP_PROC_BIND pins the main thread to one CPU as torch starts: its affinity mask said 1,
+    so training ran on one thread and decoding was held to one, with no word."""
+    probe = ("import torch; from nmt import hardware; torch.set_num_threads(2); torch.ones(4096).sum(); "
+             "g = hardware.ThreadGovernor()\n"
+             "with g: inside = torch.get_num_threads()\n"
+             "print(hardware.choose_threads(0), inside, hardware.load_visible())")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_PROC_BIND": "true", "OMP_NUM_THREADS": "2"})
+    assert out.stdout.split() == ["2", "2", "False"]
+
+
 def test_decoding_gives_a_thread_back_while_another_process_takes_its_core(monkeypatch, tiny_run, two_threads):
     """nmt translate, evaluate and report decode with a thread fewer while the machine is busy,
     the same translations, and torch's count as it was afterwards; the next call (nmt translate's
