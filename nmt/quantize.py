@@ -98,12 +98,15 @@ class Int8Weight:
     @classmethod
     def of(cls, weight: torch.Tensor, levels: int | None = None) -> "Int8Weight":
         """``levels`` None: ``int8_levels()``, this CPU's exact range."""
-        levels = _usable_levels() if levels is None else levels
+        levels = int8_levels_on(weight.device) if levels is None else levels
         values, scale = quantize_rows(weight.detach().float(), levels)  # a row per output unit
         return cls(values.t(), scale.squeeze(1), levels)
 
 
-def _usable_levels() -> int:
+def int8_levels_on(device: torch.device) -> int:
+    """``int8_levels()`` for decoding on ``device``; an ``NmtError`` where int8 decoding cannot run."""
+    if device.type != "cpu":
+        raise NmtError("int8 decoding runs on the CPU only; use fp32 or bf16 on a GPU")
     levels = int8_levels()
     if levels is None:
         raise NmtError("int8 decoding needs exact 8-bit matrix products, which this CPU and PyTorch build "
@@ -190,9 +193,7 @@ def int8_products(model: nn.Module):
     the default model), so a model that trains on between decodings is always quantized afresh.
     Embedding tables are looked up, never multiplied, so only a tied output layer's copy of one is
     quantized (it is the generator's weight too)."""
-    if any(p.device.type != "cpu" for p in model.parameters()):
-        raise NmtError("int8 decoding runs on the CPU only; use fp32 or bf16 on a GPU")
-    levels = _usable_levels()
+    levels = int8_levels_on(next((p.device for p in model.parameters() if p.device.type != "cpu"), torch.device("cpu")))
     matrices = {id(p): (p, Int8Weight.of(p, levels)) for p in product_matrices(model)}
     token = _WEIGHTS.set(matrices)
     try:

@@ -29,11 +29,12 @@ from nmt.batching import Sequences, make_batch, token_batches
 from nmt.checkpoint import run_checkpoints
 from nmt.config import Config
 from nmt.errors import NmtError
-from nmt.hardware import (ThreadGovernor, choose_threads, hold_heap, pick_device, resolve_precision, thread_ceiling,
-                          trim_heap, versions)
+from nmt.hardware import (ThreadGovernor, choose_threads, hold_heap, pick_device, resolve_decode_precision,
+                          resolve_precision, thread_ceiling, trim_heap, versions)
 from nmt.interrupt import StopRequest, stop_requests
 from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
+from nmt.quantize import int8_levels_on
 from nmt.tokenizer import PAD, Tokenizer
 from nmt.trainlog import MetricsWindow, append_record, truncate_after
 from nmt.trainset import load_training_data
@@ -81,6 +82,16 @@ def dev_loss(model: Seq2Seq, src: Sequences, tgt: Sequences, max_tokens: int, de
     return total / max(1, count)
 
 
+def check_validation_precision(precision: str, device: torch.device) -> None:
+    """Validation decodes with decode.precision: int8 where it cannot run is refused before the
+    first step, not at the first validation with every step before it lost."""
+    if resolve_decode_precision(precision, device, "decode.precision") == "int8":
+        try:
+            int8_levels_on(device)
+        except NmtError as exc:
+            raise NmtError(f"decode.precision is int8, which validation decodes with: {exc}") from None
+
+
 class Trainer:
     """Owns the optimisation; knows the model only through forward() and the checkpoint format."""
 
@@ -100,6 +111,7 @@ class Trainer:
         self.data_dir = Path(data_dir)
         self.device = pick_device(device)
         self.precision = resolve_precision(config.train.precision, self.device, "train.precision")
+        check_validation_precision(config.decode.precision, self.device)
         self.governor: ThreadGovernor | None = None  # train(): train.threads 0 follows other processes' load
         hold_heap()  # buffers reuse freed memory between trims (nmt.hardware.hold_heap)
         self.tokenizer = Tokenizer.from_folder(tokenizer_dir)

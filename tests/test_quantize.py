@@ -166,6 +166,26 @@ def test_int8_is_refused_where_no_range_gives_exact_products(monkeypatch, broken
     assert int8_levels() in LEVELS
 
 
+def test_training_whose_validation_cannot_decode_in_int8_is_refused_before_the_first_step(monkeypatch, tiny_run,
+                                                                                       tmp_path):
+    """Validation decodes with decode.precision: int8 where it cannot run failed at the first
+    validation (train.valid_every steps in, 500 by default), with every step before it lost."""
+    import nmt.quantize
+    from conftest import tiny_config
+    from nmt.train import Trainer
+
+    monkeypatch.setattr(nmt.quantize, "_exact_products", lambda levels: False)
+    int8_levels.cache_clear()
+    try:
+        with pytest.raises(NmtError, match="decode.precision is int8, which validation decodes with: int8 decoding "
+                                           "needs exact 8-bit matrix products"):
+            Trainer(tiny_config(tmp_path, "decode.precision=int8"), tiny_run.data, tiny_run.tokenizer, tmp_path / "run")
+    finally:
+        monkeypatch.undo()
+        int8_levels.cache_clear()
+    assert not (tmp_path / "run").exists()
+
+
 def test_int8_products_quantize_the_column_blocks_decoding_multiplies_by():
     """W_c's two column blocks (``Decoder.combine_columns``), views of one weight, are quantized on
     entry like the weight matrices, and found again at every step (the same view objects)."""
