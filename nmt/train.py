@@ -37,7 +37,7 @@ from nmt.model import Seq2Seq, build_model, count_parameters
 from nmt.quantize import int8_levels_on
 from nmt.tokenizer import PAD, Tokenizer
 from nmt.trainlog import MetricsWindow, append_record, truncate_after
-from nmt.trainset import load_training_data
+from nmt.trainset import BATCHING, epoch_batches, load_training_data, rest_of_epoch
 from nmt.trainstate import TrainerState, resume_run, save_run, unusable_run
 from nmt.translate import Translator
 
@@ -117,6 +117,7 @@ class Trainer:
         self.tokenizer = Tokenizer.from_folder(tokenizer_dir)
         data = load_training_data(self.data_dir, self.tokenizer, tokenizer_dir, config)
         self.inputs, self.train_src, self.train_tgt = data.fingerprint, data.train_src, data.train_tgt
+        self.train_ids, self.split_lengths = data.train_ids, data.split_lengths
         self.dev_src, self.dev_tgt, self.dev_lines, self.dev_refs = data.dev_src, data.dev_tgt, data.dev_lines, data.dev_refs
 
         torch.manual_seed(config.train.seed)
@@ -132,7 +133,15 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _resume(self, folder: Path) -> None:
-        self.state, changed = resume_run(folder, self.model, self.optimizer, self.config, self.inputs)
+        self.state, changed, saved_under = resume_run(folder, self.model, self.optimizer, self.config, self.inputs)
+        st, now = self.state, {key: getattr(self.config.train, key) for key in BATCHING}
+        if st.batch_in_epoch and any(saved_under.get(key, value) != value for key, value in now.items()):
+            # its batches were made otherwise: the epoch goes on with the pairs it had still to see
+            st.epoch_rest = rest_of_epoch(self.split_lengths, st.epoch_rest, st.epoch, st.batch_in_epoch,
+                                          {**now, **{key: saved_under[key] for key in BATCHING if key in saved_under}})
+            st.batch_in_epoch = 0
+            log.info("epoch %d goes on with the %d pairs it had still to see, in batches made under the new settings",
+                     st.epoch, len(st.epoch_rest))
         self.saved_step = self.state.step
         self.window = MetricsWindow(self.state.window)
         self._set_lr(self.state.lr)
@@ -273,15 +282,17 @@ class Trainer:
         start, window = time.perf_counter() - st.elapsed_s, self.window
         stop = self._budget_spent()
         while not stop:
-            rng = np.random.default_rng([cfg.seed, st.epoch])  # same batches for the same epoch
-            batches = token_batches(self.train_src.lengths, self.train_tgt.lengths, cfg.max_tokens, rng)
-            for index in batches[st.batch_in_epoch :]:
+            batches = epoch_batches(self.split_lengths, st.epoch_rest, st.epoch, seed=cfg.seed,
+                                    max_tokens=cfg.max_tokens, max_train_len=cfg.max_train_len)
+            todo = batches[st.batch_in_epoch :]
+            for lines in todo:
                 t0 = time.perf_counter()
+                index = np.searchsorted(self.train_ids, lines)  # the train split's lines → the pairs kept
                 batch = make_batch(self.train_src, index, self.train_tgt).to(self.device)
                 loss, n_tokens, norm = self._train_step(batch)
                 st.step, st.batch_in_epoch = st.step + 1, st.batch_in_epoch + 1
                 if st.batch_in_epoch == len(batches):  # the epoch is complete: what is saved or said now counts it
-                    st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+                    st.epoch, st.batch_in_epoch, st.epoch_rest = st.epoch + 1, 0, None
                 st.elapsed_s = time.perf_counter() - start
                 window.add(loss, n_tokens, norm, time.perf_counter() - t0, norm > cfg.clip_norm)
                 validation = None
@@ -299,9 +310,9 @@ class Trainer:
                 if self._budget_spent() or asked.signum is not None:
                     stop = True
                     break
-            else:  # nothing left of the epoch (a checkpoint from before the count above, or batching changed)
-                if st.batch_in_epoch:
-                    st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+            else:  # nothing left of the epoch (a checkpoint saved at its end before the count above)
+                if not todo:
+                    st.epoch, st.batch_in_epoch, st.epoch_rest = st.epoch + 1, 0, None
 
     def _budget_spent(self) -> bool:
         """Whether training is over (``state.stopped`` says why): a budget spent, or early stopping

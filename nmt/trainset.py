@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nmt.batching import Sequences
+from nmt.batching import Sequences, token_batches
 from nmt.config import Config, settings_json
 from nmt.data import check_made_with, split_path
 from nmt.errors import DataError
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 class TrainingData:
     train_src: Sequences  # the pairs within train.max_train_len
     train_tgt: Sequences
+    train_ids: np.ndarray  # (kept,) each kept pair's line in the train split
+    split_lengths: tuple[np.ndarray, np.ndarray]  # every train pair's source and target lengths
     dev_src: Sequences  # the whole dev split: dev loss
     dev_tgt: Sequences
     dev_lines: list[str]  # the dev sentences translated for BLEU (train.valid_max_sentences of them)
@@ -39,7 +41,7 @@ def load_training_data(data_dir: Path, tokenizer: Tokenizer, tokenizer_dir: Path
                      "nmt tokenize")
     limit = config.train.max_train_len
     src, tgt = encode_split(tokenizer, *read_split(data_dir, "train", config))
-    keep = np.flatnonzero((src.lengths <= limit) & (tgt.lengths < limit))
+    keep = np.flatnonzero(fits(src.lengths, tgt.lengths, limit))
     if keep.size < len(src):  # said, so a corpus of long sentences does not train on a fraction unawares
         log.info("%d of %d training pairs left out: longer than train.max_train_len=%d pieces",
                  len(src) - keep.size, len(src), limit)
@@ -51,8 +53,38 @@ def load_training_data(data_dir: Path, tokenizer: Tokenizer, tokenizer_dir: Path
         raise DataError(f"{data_dir}: the dev split is empty; training validates on it")
     dev_src, dev_tgt = encode_split(tokenizer, dev_lines, dev_refs)
     shown = config.train.valid_max_sentences or len(dev_lines)
-    return TrainingData(_subset(src, keep), _subset(tgt, keep), dev_src, dev_tgt, dev_lines[:shown], dev_refs[:shown],
-                        inputs_fingerprint(data_dir, tokenizer_dir, config))
+    return TrainingData(_subset(src, keep), _subset(tgt, keep), keep, (src.lengths, tgt.lengths), dev_src, dev_tgt,
+                        dev_lines[:shown], dev_refs[:shown], inputs_fingerprint(data_dir, tokenizer_dir, config))
+
+
+BATCHING = ("seed", "max_tokens", "max_train_len")  # the train settings an epoch's batches are made by
+
+
+def epoch_batches(split_lengths: tuple[np.ndarray, np.ndarray], rest: list | None, epoch: int, *, seed: int,
+                  max_tokens: int, max_train_len: int) -> list[np.ndarray]:
+    """Epoch ``epoch``'s batches, as lines of the train split: the pairs within max_train_len (of
+    ``rest`` only, when given), in token batches shuffled by (seed, epoch): the same batches every
+    time for the same settings."""
+    src, tgt = split_lengths
+    pool = np.flatnonzero(fits(src, tgt, max_train_len))
+    if rest is not None:
+        pool = pool[np.isin(pool, rest)]
+    return [pool[b] for b in token_batches(src[pool], tgt[pool], max_tokens, np.random.default_rng([seed, epoch]))]
+
+
+def rest_of_epoch(split_lengths: tuple[np.ndarray, np.ndarray], rest: list | None, epoch: int, done: int,
+                  settings: dict) -> list[int]:
+    """The pairs epoch ``epoch`` had still to see after ``done`` of its batches made under
+    ``settings`` (the train settings ``BATCHING`` names): a run resumed under others goes on with
+    these, so each pair is still seen once an epoch, where counting batches in a list made
+    otherwise skipped some and repeated others."""
+    batches = epoch_batches(split_lengths, rest, epoch, **{key: settings[key] for key in BATCHING})
+    return sorted(int(line) for batch in batches[done:] for line in batch)
+
+
+def fits(src_lengths: np.ndarray, tgt_lengths: np.ndarray, limit: int) -> np.ndarray:
+    """Which pairs train.max_train_len = ``limit`` keeps (the target's </s> or <s> makes it one longer)."""
+    return (src_lengths <= limit) & (tgt_lengths < limit)
 
 
 def read_split(data_dir: Path, split: str, config: Config) -> tuple[list[str], list[str]]:

@@ -47,6 +47,9 @@ class TrainerState:
     validated_step: int = 0  # the step of the last validation
     history: list = field(default_factory=list)
     window: dict = field(default_factory=dict)  # the training metrics since the last log line (MetricsWindow)
+    # the pairs (lines of the train split) the epoch still had to see when a resume changed how its
+    # batches are made (train.max_tokens, seed, max_train_len) part-way; None: the whole split
+    epoch_rest: list | None = None
 
 
 def unusable_run(run_dir: Path, why: str) -> NmtError:
@@ -81,10 +84,10 @@ def save_run(run_dir: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, co
 
 
 def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, config: Config,
-               inputs: str) -> tuple[TrainerState, str]:
+               inputs: str) -> tuple[TrainerState, str, dict]:
     """Load the checkpoint ``folder`` (a run's ``last``) into the model and optimizer and set the
-    random-number state: the loop's state to go on from, and the train settings changed since
-    ("" if none; the run goes on under the new ones). An ``NmtError`` when it was trained with
+    random-number state: the loop's state to go on from, the train settings changed since ("" if
+    none; the run goes on under the new ones), and the train settings it was saved under. An ``NmtError`` when it was trained with
     other model settings, or on other data (``inputs``: the splits' and pieces' fingerprint; data
     and tokenizer settings changed without changing them are changes like train's)."""
     run_dir = folder.parent
@@ -127,7 +130,7 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
                                     f"would be removed)")
     train_edits = changed_settings("train", manifest["config"].get("train", {}), current["train"])
     same = " (the same splits and pieces)" if inputs_edits else ""
-    return state, ", ".join(filter(None, (train_edits, inputs_edits))) + same
+    return state, ", ".join(filter(None, (train_edits, inputs_edits))) + same, manifest["config"].get("train", {})
 
 
 def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

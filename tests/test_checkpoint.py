@@ -354,6 +354,50 @@ def test_a_run_ending_on_an_epochs_last_batch_counts_that_epoch(tmp_path):
     assert resumed["epochs_completed"] == 1 and resumed["steps"] == n + 2
 
 
+@pytest.mark.parametrize("changed", ["train.max_tokens=1300", "train.seed=5", "train.max_train_len=60"])
+def test_a_run_resumed_mid_epoch_under_other_batch_settings_still_sees_each_pair_once(monkeypatch, tiny_run, tmp_path,
+                                                                                      changed):
+    """The position saved (9 batches into the epoch) was counted in a batch list made under the new
+    train.max_tokens (lowered after running out of memory, say), seed or max_train_len: the rest of
+    the epoch skipped some pairs and repeated others (155 never seen, 25 twice of 500, in review).
+    A second resume inside that rest, under the same settings, keeps to it."""
+    import signal
+
+    from nmt import train
+
+    seen = []
+    real = train.make_batch
+    monkeypatch.setattr(train, "make_batch", lambda src, index, tgt: seen.append((src, index)) or real(src, index, tgt))
+
+    def trainer(*overrides):
+        config = tiny_config(tmp_path, "train.valid_every=1000", "train.max_steps=1000", *overrides)
+        return train.Trainer(config, tiny_run.data, tiny_run.tokenizer, tmp_path / "run")
+
+    def stop_at(step=None):
+        def on_progress(progress):
+            if progress.step == step:
+                os.kill(os.getpid(), signal.SIGINT)  # saved: the next resume starts here
+            elif progress.epoch == 1:
+                raise Interrupted
+        return on_progress
+
+    runs = [trainer("train.max_steps=9")]
+    runs[0].train()
+    runs.append(trainer(changed))  # resumes at step 9
+    with pytest.raises(KeyboardInterrupt):
+        runs[1].train(on_progress=stop_at(12))
+    assert load_checkpoint(tmp_path / "run" / "last").step == 12
+    runs.append(trainer(changed))
+    with pytest.raises(Interrupted):
+        runs[2].train(on_progress=stop_at())
+    lines = [[int(line) for src, index in seen if src is run.train_src for line in run.train_ids[index]] for run in runs]
+    epoch = sum(lines, [])  # stopped as the epoch's last batch completed it
+    assert len(epoch) == len(set(epoch))  # none twice
+    # each once: those seen before the change, and the rest that the new max_train_len keeps
+    assert set(epoch) == set(lines[0]) | (set(runs[0].train_ids.tolist()) & set(runs[2].train_ids.tolist()))
+    assert len(runs[0].train_ids) == 500 and (len(runs[2].train_ids) < 500) == changed.endswith("len=60")
+
+
 def test_same_seed_same_loss_curve(tmp_path):
     _train(tmp_path / "a", "train.max_steps=16")
     _train(tmp_path / "b", "train.max_steps=16")
