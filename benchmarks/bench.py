@@ -6,8 +6,8 @@
 
 Each measurement runs in its own process (its peak RSS is that process's alone, from wait4) with
 2 threads (torch.set_num_threads(2), OMP_NUM_THREADS=MKL_NUM_THREADS=2). What is measured and
-what is matched between toolkits: benchmarks/README.md. Results: benchmarks/results/<date>-<host>.json
-and .md.
+what is matched between toolkits: benchmarks/README.md. Results: benchmarks/results/<date>-<machine>.json
+and .md, or <date>-<machine>-2, -3, … where a result of that name is there already (never written over).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from common import DECODE_BATCH  # noqa: E402  (the peers' decoding batch; nmt i
 from report import render_markdown  # noqa: E402
 from workdir import WORK, ensure_work  # noqa: E402
 
+from nmt.atomic import atomic_write_text  # noqa: E402
 from nmt.hardware import busy_cores, native_bf16  # noqa: E402
 
 THREADS = 2
@@ -349,7 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement process")
     parser.add_argument("--wait-quiet", type=float, default=600, help="seconds to wait for load < 0.5")
     parser.add_argument("--results", default=str(HERE / "results"))
-    parser.add_argument("--name", default="", help="results file stem (default <date>-<host>)")
+    parser.add_argument("--name", default="",
+                        help="results file stem (default <date>-<machine>; -2, -3, … added where it is taken)")
     args = parser.parse_args(argv)
     args.precisions = bench_precisions(args.precisions)
     args.beams = [int(b) for b in args.beams.split(",")]
@@ -406,19 +408,40 @@ def begin(script: str, scratch: str, args, argv: list[str] | None) -> tuple[Path
 
 def finish(results: dict, render, args, suffix: str = "") -> None:
     """Load at the end and minutes taken, then <results>/<name or date-machine><suffix>.json
-    (everything) and .md (``render(results)``), and the tables on stdout."""
+    (everything) and .md (``render(results)``) under a name no result has yet (``save_results``),
+    and the tables on stdout."""
     started = dt.datetime.fromisoformat(results["date"])
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results["machine"]["busy_cores_at_end"] = round(busy_cores(2.0), 2)
     results["minutes"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1)
-    markdown = render(results)
-    out_dir = Path(args.results)
     stem = args.name or f"{started:%Y-%m-%d}-{machine_slug(results['machine'])}{suffix}"
+    print(save_results(Path(args.results), stem, results, render))
+
+
+def free_stem(out_dir: Path, stem: str) -> str:
+    """``stem``, or the first of ``stem``-2, -3, … that names neither a .json nor a .md in
+    ``out_dir``: a result is never written over. make bench and make bench-peers on one day both
+    make <date>-<machine>, and a file of that name may be a committed result."""
+    name, n = stem, 1
+    while (out_dir / f"{name}.json").exists() or (out_dir / f"{name}.md").exists():
+        n += 1
+        name = f"{stem}-{n}"
+    if name != stem:
+        log.warning("%s already holds results named %s: these are %s", out_dir, stem, name)
+    return name
+
+
+def save_results(out_dir: Path, stem: str, results: dict, render) -> str:
+    """<out_dir>/<free_stem>.json, then .md (``render(results)``), each written atomically; the
+    JSON first, so an error in the rendering loses no measurement. Returns the Markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (out_dir / f"{stem}.md").write_text(markdown, encoding="utf-8")
-    print(markdown)
-    log.info("results: %s.json / .md", out_dir / stem)
+    stem = free_stem(out_dir, stem)
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(results, indent=2) + "\n")
+    log.info("results: %s", out_dir / f"{stem}.json")
+    markdown = render(results)
+    atomic_write_text(out_dir / f"{stem}.md", markdown)
+    log.info("tables: %s", out_dir / f"{stem}.md")
+    return markdown
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ B, in its own run folder, and measures both for ``--seconds``. Arms (A's train.t
 Speeds are target tokens per second of training step, from each run's metrics.jsonl: the
 20-step windows it logged (stamped when first seen, polled every 0.25 s), each in proportion to
 its part inside the measured span, which starts 30 s after B (its setup) and lasts ``--seconds``. Validation is off (train.valid_every huge). Each arm waits for
-a quiet machine first. Writes benchmarks/results/<date>-<NAME>.{json,md}.
+a quiet machine first. Writes benchmarks/results/<date>-<NAME>.{json,md} (-2, -3, … where that name
+holds results already).
 
 With ``--decode``, A is instead greedy fp32 decoding of the first ``--lines`` dev verses with
 CHECKPOINT (``Translator.translate`` in a process of its own, timed inside it after a warm-up),
@@ -45,7 +46,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench import code_version, command_line, machine, machine_slug, wait_for_quiet  # noqa: E402
+from bench import code_version, command_line, machine, machine_slug, save_results, wait_for_quiet  # noqa: E402
 from workdir import CONFIG, ensure_work  # noqa: E402
 
 ARMS = {  # name: (A's train.threads, B's train.threads or None)
@@ -260,11 +261,8 @@ def main(argv: list[str] | None = None) -> None:
             results["arms"].append(measure_decode(arm, args.decode, args.lines, tmp, work) if args.decode
                                    else measure(arm, args.seconds, tmp, work))
     name = args.name or f"{machine_slug(m)}-contention{'-decode' if args.decode else ''}"
-    out = HERE / "results" / f"{datetime.now(timezone.utc):%Y-%m-%d}-{name}"
-    text = (render_decode if args.decode else render)(results)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(text, encoding="utf-8")
-    print(text)
+    stem = f"{datetime.now(timezone.utc):%Y-%m-%d}-{name}"
+    print(save_results(HERE / "results", stem, results, render_decode if args.decode else render))
 
 
 if __name__ == "__main__":

@@ -42,12 +42,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import nmt_runs  # noqa: E402
-from bench import code_version, dev_source  # noqa: E402
+from bench import code_version, dev_source, free_stem  # noqa: E402
 from report import at_code  # noqa: E402
 from workdir import WORK, ensure_work  # noqa: E402
 
 import nmt.loss  # noqa: E402
 import nmt.model  # noqa: E402
+from nmt.atomic import atomic_write_text  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -257,10 +258,11 @@ def main(argv: list[str] | None = None) -> None:
     name = args.name or f"{started:%Y-%m-%d}-{'-'.join(w for w in words if w != 'nvidia')}-cuda"
     out_dir = Path(args.results)
     out_dir.mkdir(parents=True, exist_ok=True)
+    name = free_stem(out_dir, name)  # chosen once: save() rewrites this run's own file, no other
 
     def save() -> None:  # after every arm: a run cut short keeps what it measured
         results["minutes"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1)
-        (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(out_dir / f"{name}.json", json.dumps(results, indent=2) + "\n")
 
     results["matmul_peak"] = {"bf16": gpu_peak(device, torch.bfloat16), "fp32": gpu_peak(device, torch.float32)}
     log.info("peak: %s", results["matmul_peak"])
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_decode:
         results["decode"] = run_decodes(args, work, tmp, results, save)
     markdown = render(results)
-    (out_dir / f"{name}.md").write_text(markdown, encoding="utf-8")
+    atomic_write_text(out_dir / f"{name}.md", markdown)
     print(markdown)
 
 

@@ -35,7 +35,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench import code_version, command_line, machine, machine_slug  # noqa: E402
+from bench import code_version, command_line, machine, machine_slug, save_results  # noqa: E402
 from workdir import WORK, ensure_work  # noqa: E402
 
 WAYS = ("whole", "nmt", "clauses", "parts of L", "parts of L/4")
@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> None:
                "checkpoint": args.checkpoint, "max_train_len": translator.config.train.max_train_len,
                "rows": measure(translator, sources, refs, [int(j) for j in args.joins.split(",")])}
     name = args.name or f"{machine_slug(m)}-long-lines"
-    out = HERE / "results" / f"{datetime.now(timezone.utc):%Y-%m-%d}-{name}"
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(render(results), encoding="utf-8")
-    print(render(results))
+    print(save_results(HERE / "results", f"{datetime.now(timezone.utc):%Y-%m-%d}-{name}", results, render))
 
 
 if __name__ == "__main__":

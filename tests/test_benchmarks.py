@@ -184,3 +184,33 @@ def test_minutes_to_a_dev_bleu_count_up_to_each_validation_s_end(tmp_path):
     assert [step for step, _, _ in curve] == [8, 16, 24, 30]
     assert curve[-1][1] == pytest.approx(summary["train_minutes"], abs=1e-9)
     assert all(a[1] < b[1] for a, b in zip(curve, curve[1:]))
+
+
+def test_a_second_run_the_same_day_keeps_the_first_runs_results(tmp_path, monkeypatch):
+    """make bench and make bench-peers on one day both wrote <date>-<machine>.json and .md: the
+    second replaced the first's. And the tables were rendered before the JSON was written, so an
+    error in them lost every measurement."""
+    from types import SimpleNamespace
+
+    bench = _script("bench")
+    monkeypatch.setattr(bench, "busy_cores", lambda seconds: 0.0)
+    args = SimpleNamespace(results=str(tmp_path), name="")
+
+    def results(run: int) -> dict:
+        return {"date": "2026-12-08T09:00:00+00:00", "machine": {"cpu": "AMD EPYC 9R14", "cores_available": 2},
+                "run": run}
+
+    def render(res: dict) -> str:
+        return f"run {res['run']}\n"
+
+    def broken(res: dict) -> str:
+        raise KeyError("sentences_per_s")
+
+    bench.finish(results(1), render, args)
+    bench.finish(results(2), render, args)
+    with pytest.raises(KeyError):
+        bench.finish(results(3), broken, args)
+    stem = tmp_path / "2026-12-08-amd-epyc-9r14-2c"
+    assert [json.loads(Path(f"{stem}{n}.json").read_text())["run"] for n in ("", "-2", "-3")] == [1, 2, 3]
+    assert [Path(f"{stem}{n}.md").read_text() for n in ("", "-2")] == ["run 1\n", "run 2\n"]
+    assert not Path(f"{stem}-3.md").exists()
