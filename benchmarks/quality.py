@@ -56,11 +56,13 @@ def train_and_decode(toolkit: str, args, work: Path, tmp: Path) -> dict:
                           "--variant", args.nmt_variant], tmp / f"{tag}-train.json", tmp / f"{tag}-train.log", slack)
         if "error" in train:
             return {"train": train}
+        hyps = tmp / f"{tag}-test.hyp"
+        hyps.unlink(missing_ok=True)  # an earlier run's output, which a failed decoding would leave to be scored
         decode = measured([py, script, "decode", "--out", tmp / f"{tag}-decode.json", "--checkpoint",
                            train["checkpoint"], "--src", test_text(work, tmp, "es", args.sentences), "--beam",
-                           args.beam, "--repeats", 1, "--hyps", tmp / f"{tag}-test.hyp"],
+                           args.beam, "--repeats", 1, "--hyps", hyps],
                           tmp / f"{tag}-decode.json", tmp / f"{tag}-decode.log", args.timeout)
-        decode["hyps"] = str(tmp / f"{tag}-test.hyp")
+        # a decoding that finished names its hyps file in its result; a failed one has none to score
         return {"train": train, "decode": decode, "hyps_are": "text", "variant": args.nmt_variant}
     python = PEER_DIR / toolkit / "venv" / "bin" / "python"
     if not (PEER_DIR / toolkit / ".installed").is_file():
@@ -129,9 +131,9 @@ def render(results: dict) -> str:
     ]
     for name, run in results["toolkits"].items():
         train, sc = run.get("train", {}), run.get("scores")
-        if sc is None:
-            failure = run.get("error") or train.get("error") or run.get("decode", {}).get("error")
-            out.append(f"| {name} | {run['model']} | — | — | — | failed: {failure} | | | | |")
+        failure = run.get("error") or train.get("error") or run.get("decode", {}).get("error")
+        if failure or sc is None:
+            out.append(f"| {name} | {run['model']} | — | — | — | failed: {failure or 'no test output'} | | | | |")
             continue
         rate, dec = train["target_tokens"] / (train["train_minutes"] * 60), run["decode"]
         out.append(f"| {name} | {run['model']} | {train['steps']:,} | {train['target_tokens'] / 1e6:.2f} M | "

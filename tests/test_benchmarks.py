@@ -214,3 +214,33 @@ def test_a_second_run_the_same_day_keeps_the_first_runs_results(tmp_path, monkey
     assert [json.loads(Path(f"{stem}{n}.json").read_text())["run"] for n in ("", "-2", "-3")] == [1, 2, 3]
     assert [Path(f"{stem}{n}.md").read_text() for n in ("", "-2")] == ["run 1\n", "run 2\n"]
     assert not Path(f"{stem}-3.md").exists()
+
+
+def test_a_failed_quality_decoding_is_reported_failed_not_scored_from_an_earlier_run(tmp_path, monkeypatch):
+    """nmt's test output was named in the results whether or not its decoding finished: a failed
+    one had an earlier run's file scored as its own, and the table then raised a KeyError."""
+    from types import SimpleNamespace
+
+    quality = _script("quality")
+    earlier = tmp_path / "nmt-test.hyp"
+    earlier.write_text("In the beginning God created the heaven and the earth.\n", encoding="utf-8")
+    refs = tmp_path / "test.en"
+    refs.write_text("In the beginning God created the heaven and the earth.\n", encoding="utf-8")
+
+    def measured(command, out, log_path, timeout):
+        if "budget" in map(str, command):
+            return {"steps": 900, "target_tokens": 2_500_000, "train_minutes": 20.0, "checkpoint": "ckpt",
+                    "peak_rss_mib": 900.0}
+        return {"error": "exit 1; see benchmarks/.work/quality/nmt-decode.log", "log_tail": []}
+
+    monkeypatch.setattr(quality, "measured", measured)
+    args = SimpleNamespace(minutes=20.0, timeout=60, max_tokens=3000, nmt_variant="bahdanau", sentences=0, beam=5)
+    run = quality.train_and_decode("nmt", args, tmp_path, tmp_path)
+    run["scores"], run["model"] = quality.score(run, tmp_path, refs), quality.model_text("nmt", "bahdanau")
+    assert not earlier.exists() and run["scores"] is None
+    results = {"date": "2026-12-08T09:00:00+00:00", "command": "python benchmarks/quality.py",
+               "machine": {"cpu": "AMD EPYC 9R14", "cores_available": 2, "torch": "2.13.0"},
+               "settings": {"budget_minutes": 20.0, "threads": 2, "max_tokens": 3000, "test_sentences": 1, "beam": 5},
+               "toolkits": {"nmt": run}}
+    row = next(line for line in quality.render(results).splitlines() if line.startswith("| nmt"))
+    assert "failed: exit 1; see benchmarks/.work/quality/nmt-decode.log" in row
