@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from ab_decode import load_module  # noqa: E402
+from peers.common import at_least_one  # noqa: E402
 from workdir import CONFIG, WORK, ensure_work  # noqa: E402
 
 _load = functools.cache(load_module)
@@ -91,7 +92,7 @@ def main() -> None:
     for name in ("a", "b"):
         parser.add_argument(f"--{name}-fp32-matmul", choices=["mkl", "onednn"],
                             help=f"{name.upper()}'s fp32 products without autograd (nmt.linear's choice)")
-    parser.add_argument("--steps", type=int, default=20, help="timed batches (after 2 warm-up batches)")
+    parser.add_argument("--steps", type=at_least_one, default=20, help="timed batches (after 2 warm-up batches)")
     parser.add_argument("--max-tokens", type=int, default=3000)
     args = parser.parse_args()
 

@@ -30,7 +30,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "peers"))
 
-from common import DECODE_BATCH  # noqa: E402  (the peers' decoding batch; nmt is given the same)
+from common import DECODE_BATCH, at_least_one  # noqa: E402  (the peers' decoding batch; nmt is given the same)
 from report import render_markdown  # noqa: E402
 from workdir import WORK, ensure_work  # noqa: E402
 
@@ -332,8 +332,8 @@ def run_peer(peer: str, args, work: Path, tmp: Path, trained: dict) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers", default="", help="comma-separated peers, or 'all' (default: none)")
-    parser.add_argument("--warmup", type=int, default=10, help="training steps before the clock starts")
-    parser.add_argument("--steps", type=int, default=100, help="timed training steps")
+    parser.add_argument("--warmup", type=at_least_one, default=10, help="training steps before the clock starts")
+    parser.add_argument("--steps", type=at_least_one, default=100, help="timed training steps")
     parser.add_argument("--max-tokens", type=int, default=3000, help="batch size (see README)")
     parser.add_argument("--precisions", default="auto",
                         help="nmt training precisions to measure, the first also for the twins; "

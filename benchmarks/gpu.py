@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 import nmt_runs  # noqa: E402
 from bench import code_version, dev_source, free_stem  # noqa: E402
+from peers.common import at_least_one  # noqa: E402
 from report import at_code  # noqa: E402
 from workdir import WORK, ensure_work  # noqa: E402
 
@@ -228,8 +229,8 @@ def render(results: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=at_least_one, default=10)
+    parser.add_argument("--steps", type=at_least_one, default=50)
     parser.add_argument("--arms", default="", help="comma-separated indices of TRAIN_ARMS to run (default: all)")
     parser.add_argument("--checkpoint", help="decode with this checkpoint (default: the default arm's model)")
     parser.add_argument("--cpu-hyps", nargs="*", default=[], metavar="BEAM=FILE",

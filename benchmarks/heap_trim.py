@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ab_step import trainer_for  # noqa: E402
+from peers.common import at_least_one  # noqa: E402
 from workdir import WORK, ensure_work  # noqa: E402
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     parser.add_argument("every", type=int, nargs="?", default=10, help="train.trim_heap_every")
     parser.add_argument("--heap", choices=("held", "default"), default="held",
                         help="held: nmt.hardware.hold_heap (as nmt trains); default: glibc's own thresholds")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=at_least_one, default=200)
     parser.add_argument("--valid-every", type=int, default=100000)
     args = parser.parse_args()
     if args.heap == "default":

@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from peers.common import at_least_one  # noqa: E402
+
 from nmt.config import DecodePrecision, StoppingRule  # noqa: E402
 
 THREADS = 2
@@ -281,8 +283,8 @@ def main(argv: list[str] | None = None) -> None:
                              "int8: decode only (nmt.quantize)")
     parser.add_argument("--variant", default="bahdanau", choices=list(VARIANTS))
     parser.add_argument("--max-tokens", type=int, default=3000)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=at_least_one, default=10)
+    parser.add_argument("--steps", type=at_least_one, default=100)
     parser.add_argument("--checkpoint")
     parser.add_argument("--src")
     parser.add_argument("--beam", type=int, default=5)

@@ -22,6 +22,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from flops import Dims, training_flops  # noqa: E402
+from peers.common import at_least_one  # noqa: E402
 from profile_decode import ATTENTION, PRODUCTS, ceiling, fp32_peak, self_ms  # noqa: E402
 from workdir import WORK, ensure_work  # noqa: E402
 
@@ -29,7 +30,7 @@ from workdir import WORK, ensure_work  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=at_least_one, default=5)
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides, e.g. model.enc_hidden=128 (OpenNMT-py's twin)")

@@ -244,3 +244,27 @@ def test_a_failed_quality_decoding_is_reported_failed_not_scored_from_an_earlier
                "toolkits": {"nmt": run}}
     row = next(line for line in quality.render(results).splitlines() if line.startswith("| nmt"))
     assert "failed: exit 1; see benchmarks/.work/quality/nmt-decode.log" in row
+
+
+@pytest.mark.parametrize("option", ["--warmup", "--steps"])
+def test_no_warm_up_or_no_timed_steps_is_refused_with_the_option_named(tmp_path, capsys, monkeypatch, option):
+    """--warmup 0 timed from the end of the last step (ends[-1]) and --steps 0 divided by zero,
+    each after the minutes of setting up: now argparse refuses them, nmt's runner and the peers' alike."""
+    import importlib
+
+    nmt_runs, bench = _script("nmt_runs"), _script("bench")
+    common = importlib.import_module("peers.common")
+
+    def begin(*args):  # bench.py's run (the machine's quiet, the Bible data) must not start
+        raise AssertionError(f"{option} 0 was accepted")
+
+    monkeypatch.setattr(bench, "begin", begin)
+    runs = [lambda: nmt_runs.main(["train", "--out", str(tmp_path / "r.json"), "--work", str(tmp_path), option, "0"]),
+            lambda: common.parse(["train", "--out", "r.json", "--work", str(tmp_path), "--peer-work", str(tmp_path),
+                                  option, "0"]),
+            lambda: bench.main([option, "0"])]
+    for run in runs:
+        with pytest.raises(SystemExit) as exit_:
+            run()
+        assert exit_.value.code == 2
+        assert f"argument {option}: must be at least 1, not 0" in capsys.readouterr().err

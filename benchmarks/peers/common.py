@@ -23,6 +23,15 @@ DECODE_BATCH, MAX_LEN_A, MAX_LEN_B, ALPHA = 64, 2, 10, 0.6
 SRC, TGT = "es", "en"
 
 
+def at_least_one(text: str) -> int:
+    """An argparse type for --warmup and --steps: the clock runs from the end of the last warm-up
+    step to the end of the last timed one, so with 0 of either there is nothing to time."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["prepare", "train", "decode"])
@@ -31,8 +40,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--peer-work", required=True, help="this peer's scratch folder")
     parser.add_argument("--max-tokens", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=at_least_one, default=10)
+    parser.add_argument("--steps", type=at_least_one, default=100)
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--sentences", type=int, default=0, help="first N sentences of --split; 0 = all")
     parser.add_argument("--split", default="dev", choices=["dev", "test"], help="the split to decode")
