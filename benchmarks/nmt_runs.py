@@ -88,74 +88,85 @@ def run_peak(args) -> dict:
 
 
 # -- training ------------------------------------------------------------------------------------
+class _Timed(Exception):
+    """Raised at the end of the last timed step: it ends ``Trainer.train`` there, before the closing
+    validation its loop runs (no peer's timed run validates)."""
+
+
 def run_train(args) -> dict:
-    """Time ``Trainer._train_step`` over fixed batches, the data pipeline (make_batch) included.
+    """Time nmt's own training loop, ``Trainer.train``, over the batches of the real run from its
+    start (epoch 0's: same seed, same token_batches), as the peers' drivers time their toolkits'.
 
-    The clock covers steps warmup+1 … warmup+steps: from the end of step ``warmup`` to the end of
-    the last step, so batch building between steps is inside it. The batches are those of epoch 0
-    of the real training run (same seed, same token_batches)."""
-    from flops import Dims, describe, training_flops
+    The clock (``peers.common.StepClock``, the peers' too) covers steps warmup+1 … warmup+steps:
+    from the end of step ``warmup`` to the end of the last step, where a step ends once the loop
+    has done its upkeep after the update (the metrics window and its log line every 20 steps,
+    ``trim_heap`` every train.trim_heap_every steps, the thread governor's look under
+    train.threads 0), so batch building (make_batch) and that upkeep are inside it. Dev
+    validation is off (train.valid_every past the last step), as the peers' is."""
+    from peers.common import StepClock
 
-    from nmt.batching import make_batch, token_batches
     from nmt.checkpoint import save_checkpoint
     from nmt.config import load_config
     from nmt.train import Trainer
 
-    work = Path(args.work)
+    work, total = Path(args.work), args.warmup + args.steps
     overrides = [f"train.precision={args.precision}", f"train.threads={THREADS}", f"train.max_tokens={args.max_tokens}",
-                 *VARIANTS[args.variant], *args.set]
+                 f"train.valid_every={total + 1}", *VARIANTS[args.variant], *args.set]
     config = load_config(CONFIG, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else work / f"nmt-{args.variant}-{args.precision}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh model every time, never a resumed one
-    trainer = Trainer(config, work / "data", work / "tokenizer", run_dir, args.device)
+    trainer = Trainer(config, work / "data", work / "tokenizer", run_dir, args.device)  # train.threads: THREADS
     gpu_memory = _GpuMemory(trainer.device)
-    torch.set_num_threads(THREADS)
-    rng = np.random.default_rng([config.train.seed, 0])
-    batches = token_batches(trainer.train_src.lengths, trainer.train_tgt.lengths, config.train.max_tokens, rng)
-    total = args.warmup + args.steps
-    if len(batches) < total:
-        raise SystemExit(f"only {len(batches)} batches in an epoch; ask for fewer steps")
-    ends, tokens, src_lens, tgt_lens, losses = [], [], [], [], []
-    for i, index in enumerate(batches[:total]):
-        batch = make_batch(trainer.train_src, index, trainer.train_tgt).to(trainer.device)
-        loss, n_tokens, _ = trainer._train_step(batch)
-        ends.append(time.perf_counter())
-        if i >= args.warmup:
-            tokens.append(n_tokens)
-            src_lens.append(trainer.train_src.lengths[index])
-            tgt_lens.append(trainer.train_tgt.lengths[index] + 1)  # + </s>
-        losses.append(loss)
-    seconds = ends[-1] - ends[args.warmup - 1]
-    dims = Dims.from_config(config.model, trainer.tokenizer.tgt_vocab)
-    src_all, tgt_all = np.concatenate(src_lens), np.concatenate(tgt_lens)
-    flops = sum(training_flops(dims, s, t) for s, t in zip(src_lens, tgt_lens))
-    assert int(tgt_all.sum()) == sum(tokens)
-    step_times = np.diff(ends[args.warmup - 1 :])
+    clock, steps, timed = StepClock(args.warmup, args.steps), [], {}
+    step = trainer._train_step
+
+    def counted(batch):  # the loss, target tokens and sentence lengths of each step
+        loss, n_tokens, norm = step(batch)
+        src, tgt = trainer.train_src.lengths[batch.index], trainer.train_tgt.lengths[batch.index] + 1  # + </s>
+        steps.append((loss, n_tokens, src, tgt))
+        return loss, n_tokens, norm
+
+    def step_done(progress) -> None:  # called by the loop once a step's upkeep is done
+        clock.record(*steps[-1][1:])
+        if clock.done:
+            timed.update(clock.result())  # threads as the loop set them, before train() resets them
+            raise _Timed
+
+    trainer._train_step = counted
+    try:
+        trainer.train(step_done)
+    except _Timed:
+        pass
+    if not timed:
+        raise SystemExit(f"nmt's training loop stopped after {len(steps)} of {total} steps: {trainer.state.stopped}")
     save_checkpoint(run_dir / "final", trainer.model, config, trainer.tokenizer, total)
+    return _train_result(args, trainer, config, timed, [loss for loss, *_ in steps], gpu_memory)
+
+
+def _train_result(args, trainer, config, timed: dict, losses: list[float], gpu_memory: "_GpuMemory") -> dict:
+    """StepClock's result with the analytic FLOPs of the timed batches (flops.py) and the run's
+    particulars."""
+    from flops import Dims, describe, training_flops
+
+    src, tgt = np.array(timed.pop("src_lens")), np.array(timed.pop("tgt_lens"))
+    assert int(tgt.sum()) == timed["target_tokens"]
+    dims = Dims.from_config(config.model, trainer.tokenizer.tgt_vocab)
+    flops = training_flops(dims, src, tgt)
     return {
         "precision": trainer.precision,  # --precision resolved (auto → bf16 where native, else fp32)
         "variant": args.variant,
         "attention": config.model.attention,
-        "warmup_steps": args.warmup,
-        "timed_steps": args.steps,
-        "seconds": seconds,
-        "target_tokens": int(sum(tokens)),
-        "source_tokens": int(src_all.sum()),
-        "sentences": int(len(src_all)),
-        "tokens_per_s": sum(tokens) / seconds,
-        "step_seconds_median": float(np.median(step_times)),
-        "mean_src_len": float(src_all.mean()),
-        "mean_tgt_len": float(tgt_all.mean()),
+        "timed_loop": "Trainer.train",  # results without it timed Trainer._train_step alone, not the loop's upkeep
+        **timed,
         "train_flops": flops,
-        "gflops_per_s": flops / seconds / 1e9,
-        "flops_per_target_token": flops / sum(tokens),
+        "gflops_per_s": flops / timed["seconds"] / 1e9,
+        "flops_per_target_token": flops / timed["target_tokens"],
         "flop_model": describe(dims),
         "loss_first": losses[0],
         "loss_last": float(np.mean(losses[-10:])),
-        "threads": torch.get_num_threads(),
         "device": str(trainer.device),
         "overrides": list(args.set),
-        "checkpoint": str(run_dir / "final"),
+        "checkpoint": str(Path(trainer.run_dir) / "final"),
         **gpu_memory.result(),
     }
 

@@ -268,3 +268,34 @@ def test_no_warm_up_or_no_timed_steps_is_refused_with_the_option_named(tmp_path,
             run()
         assert exit_.value.code == 2
         assert f"argument {option}: must be at least 1, not 0" in capsys.readouterr().err
+
+
+def test_nmt_s_timed_training_steps_include_its_training_loop_s_upkeep(tmp_path, monkeypatch):
+    """nmt's steps were timed by calling Trainer._train_step alone: what its loop does after each
+    update (the metrics line every 20 steps, trim_heap every train.trim_heap_every) was left out,
+    while the peers' timed loops kept their logging. Now its own loop runs inside the clock."""
+    import shutil
+
+    import nmt.train
+    from conftest import SPM200, TINY_CONFIG, TINY_TSV, tiny_config
+    from nmt import pipeline
+    from nmt.config import run_paths
+
+    nmt_runs = _script("nmt_runs")
+    paths = run_paths(tiny_config(tmp_path), tmp_path)
+    pipeline.prepare(tiny_config(tmp_path), paths)
+    shutil.copytree(SPM200, paths.tokenizer)
+    trims = []
+    monkeypatch.setattr(nmt.train, "trim_heap", lambda: trims.append(1))
+    monkeypatch.setattr(nmt.train, "LOG_EVERY", 4)  # a metrics line every 4 steps, not 20: fewer steps
+    monkeypatch.setattr(nmt_runs, "CONFIG", TINY_CONFIG)
+    monkeypatch.setattr(nmt_runs, "THREADS", 1)  # a tiny model: a second thread only waits on a busy machine
+    run_dir, out = tmp_path / "timed", tmp_path / "result.json"
+    nmt_runs.main(["train", "--out", str(out), "--work", str(paths.root), "--run-dir", str(run_dir), "--precision",
+                   "fp32", "--warmup", "1", "--steps", "7", "--max-tokens", "64", "--set", "train.max_train_len=64",
+                   "--set", "train.trim_heap_every=3", "--set", f"data.source={TINY_TSV}"])
+    result = json.loads(out.read_text())
+    assert (result["warmup_steps"], result["timed_steps"]) == (1, 7) and len(trims) == 8 // 3
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(line["kind"], line["step"]) for line in logged] == [("train", 4), ("train", 8)]  # and no validation
+    assert result["target_tokens"] > 0 and result["seconds"] > 0 and Path(result["checkpoint"]).is_dir()
