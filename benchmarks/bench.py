@@ -4,10 +4,11 @@
     python benchmarks/bench.py --peers all           nmt and every installed peer (make bench-peers)
     python benchmarks/bench.py --steps 50 --decode-sentences 200      a quicker, rougher run
 
-Each measurement runs in its own process (its peak RSS is that process's alone, from wait4) with
-2 threads (torch.set_num_threads(2), OMP_NUM_THREADS=MKL_NUM_THREADS=2). What is measured and
-what is matched between toolkits: benchmarks/README.md. Results: benchmarks/results/<date>-<machine>.json
-and .md, or <date>-<machine>-2, -3, … where a result of that name is there already (never written over).
+Each measurement runs in its own process (its peak RSS is that process's alone: its VmHWM, which
+it records) with 2 threads (torch.set_num_threads(2), OMP_NUM_THREADS=MKL_NUM_THREADS=2). What is
+measured and what is matched between toolkits: benchmarks/README.md. Results:
+benchmarks/results/<date>-<machine>.json and .md, or <date>-<machine>-2, -3, … where a result of
+that name is there already (never written over).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def child_env() -> dict:
 
 
 def measured(cmd: list[str], out: Path, log_path: Path, timeout: float) -> dict:
-    """Run one measurement process; its JSON result plus its own peak RSS and wall time."""
+    """Run one measurement process; its JSON result (with its own peak RSS, which it records:
+    ``common.own_peak_rss``) plus its wall time."""
     out.unlink(missing_ok=True)
     log.info("$ %s", " ".join(str(c) for c in cmd))
     t0 = time.perf_counter()
@@ -82,7 +84,9 @@ def measured(cmd: list[str], out: Path, log_path: Path, timeout: float) -> dict:
         log.error("failed (exit %s); last lines of %s:\n%s", code, log_path, "\n".join(tail))
         return {"error": f"exit {code}; see {log_path.relative_to(ROOT)}", "log_tail": tail[-5:]}
     result = json.loads(out.read_text(encoding="utf-8"))
-    result["peak_rss_mib"] = round(usage.ru_maxrss / 1024, 1)  # ru_maxrss is in KiB on Linux
+    if "peak_rss_mib" not in result:  # no /proc/self/status there
+        result["peak_rss_mib"] = round(usage.ru_maxrss / 1024, 1)  # KiB on Linux
+        result["peak_rss_from"] = "ru_maxrss (no VmHWM): at least this harness's own peak, inherited across fork"
     result["process_wall_s"] = round(wall, 2)
     return result
 

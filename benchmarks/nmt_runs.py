@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers.common import at_least_one  # noqa: E402
+from peers.common import at_least_one, own_peak_rss  # noqa: E402
 
 from nmt.config import DecodePrecision, StoppingRule  # noqa: E402
 
@@ -42,7 +42,8 @@ VARIANTS = {"bahdanau": [], "luong": ["model.attention=luong"], "enc128": ["mode
 
 
 def _write(path: str, result: dict) -> None:
-    Path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    """The result, with this process's own peak memory (``own_peak_rss``: bench.py reports it)."""
+    Path(path).write_text(json.dumps({**result, **own_peak_rss()}, indent=2) + "\n", encoding="utf-8")
 
 
 # -- matmul peak ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -299,3 +300,20 @@ def test_nmt_s_timed_training_steps_include_its_training_loop_s_upkeep(tmp_path,
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(line["kind"], line["step"]) for line in logged] == [("train", 4), ("train", 8)]  # and no validation
     assert result["target_tokens"] > 0 and result["seconds"] > 0 and Path(result["checkpoint"]).is_dir()
+
+
+def test_a_measured_process_s_peak_memory_is_its_own_not_the_harness_s(tmp_path):
+    """ru_maxrss from wait4 was reported: on Linux a child starts with its parent's high-water mark,
+    so every measurement showed at least the harness's own peak. Each process now records its VmHWM."""
+    import resource
+
+    bench = _script("bench")
+    held = b"\1" * (400 * 2**20)  # the harness at 400 MiB and more
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 > 400
+    child = ("import sys, types; sys.path.insert(0, 'benchmarks/peers'); import common; "
+             "common.write(types.SimpleNamespace(out=sys.argv[1]), {'sentences': 1})")
+    out = tmp_path / "child.json"
+    result = bench.measured([sys.executable, "-c", child, out], out, tmp_path / "child.log", timeout=60)
+    del held
+    assert result["sentences"] == 1 and 5 < result["peak_rss_mib"] < 200  # python and numpy
+    assert result["peak_rss_from"] == "VmHWM"
