@@ -13,17 +13,18 @@ budget write translations of realistic length, and what is timed is what a user 
 
 What is matched: the test split, 64 sentences at a time (``--decode-batch``; the peers batch by
 batch; nmt gives a finished sentence's place in the batch to the next one, ``nmt.search``), the
-length limit (2 × source + 10), beam 5 with length penalty 0.6, 2 threads, generation time only
-(encoder and search, the peers' own search functions, one pass per batch). nmt's beam search runs
-with each stopping rule of ``--stopping``: ``bound`` (nmt's default, exact: a sentence stops when
-no live hypothesis can still beat its best finished one) and ``finished`` (a sentence stops once 5
-hypotheses have finished: fairseq's own rule, so the like-for-like row against fairseq; OpenNMT-py
-stops when the best live hypothesis ends, a rule of its own). With ``--unscored``, a row of greedy
-search as ``nmt translate`` runs it, without log-probabilities (the peers' searches compute theirs,
-so that row is not like for like in work). What is not: the models are each
-toolkit's own (peers/common.py; OpenNMT-py's encoder is 2 × 128, fairseq's attention is Luong), so
-the matched pair for fairseq is nmt's Luong model and for OpenNMT-py nmt's enc128 twin
-(``NMT_MODELS``), each decoded when ``quality.py --nmt-variant luong`` / ``enc128`` has trained it.
+length limit (2 × source + 10 tokens, the source's </s> counted: 2n + 12 for n pieces), beam 5 with
+length penalty 0.6, 2 threads, generation time only (encoder and search, the peers' own search
+functions, one pass per batch). nmt's beam search runs with each stopping rule of ``--stopping``:
+``bound`` (nmt's default, exact: a sentence stops when no live hypothesis can still beat its best
+finished one) and ``finished`` (a sentence stops once 5 hypotheses have finished: fairseq's own
+rule, so the like-for-like row against fairseq; OpenNMT-py stops when the best live hypothesis
+ends, a rule of its own). With ``--unscored``, a row of greedy search as ``nmt translate`` runs it,
+without log-probabilities (the peers' searches compute theirs, so that row is not like for like in
+work). What is not: the models are each toolkit's own (peers/common.py; OpenNMT-py's encoder is
+2 × 128, fairseq's attention is Luong), so the matched pair for fairseq is nmt's Luong model and
+for OpenNMT-py nmt's enc128 twin (``NMT_MODELS``), each decoded when ``quality.py --nmt-variant
+luong`` / ``enc128`` has trained it.
 
 Each search's output is scored (sacreBLEU, test BLEU), so a faster precision (bf16, int8) shows
 what it costs in quality.

@@ -243,10 +243,14 @@ def run_decode(args) -> dict:
     translator.config = with_decode_batch(translator.config, args.decode_batch)
     lines = read_lines(Path(args.src))
     clock = SearchClock(args.repeats)  # the peers' clock: each search call repeated, the fastest pass kept
+    decoded = [0]  # target tokens of every search call (decoded_tokens)
+
     def timed(stream):
         def search(model, batches, *args, **kwargs):
             batches = list(batches)  # tokens to tensors: off the clock
-            return iter(clock.wrap(lambda: list(stream(model, batches, *args, **kwargs)))())
+            found = clock.wrap(lambda: list(stream(model, batches, *args, **kwargs)))()
+            decoded[0] += decoded_tokens(found, batches)
+            return iter(found)
 
         return search
 
@@ -260,7 +264,6 @@ def run_decode(args) -> dict:
     finally:  # unwrapped again: a caller in the same process (benchmarks/gpu.py) decodes more than once
         translate_module.greedy_stream, translate_module.beam_stream = searches
     total_seconds = time.perf_counter() - t0
-    lengths = [len(h[0].tokens) + 1 if h else 0 for h in found]  # pieces + </s>
     if args.hyps:
         hyps = [translator.tokenizer.decode_tgt([h[0].tokens])[0] if h else "" for h in found]
         Path(args.hyps).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
@@ -270,12 +273,12 @@ def run_decode(args) -> dict:
         "stopping": args.stopping,
         "scored": not args.unscored,
         "sentences": len(lines),
-        "target_tokens": int(sum(lengths)),
+        "target_tokens": decoded[0],
         "seconds": clock.seconds,
         "sentences_per_s": len(lines) / clock.seconds,
-        "tokens_per_s": sum(lengths) / clock.seconds,
+        "tokens_per_s": decoded[0] / clock.seconds,
         "repeats": clock.repeats,
-        "mean_output_len": float(np.mean(lengths)),
+        "mean_output_len": decoded[0] / len(lines),  # an empty line decodes nothing
         "seconds_hypotheses_all_passes": total_seconds,  # tokenising and every repeat included
         "batch_size": translator.config.decode.batch_size,
         "threads": torch.get_num_threads(),
@@ -283,6 +286,17 @@ def run_decode(args) -> dict:
         **({"hyps": str(args.hyps)} if args.hyps else {}),
         **gpu_memory.result(),
     }
+
+
+def decoded_tokens(found: list, batches: list) -> int:
+    """Target tokens one search call decoded, one a step: each sentence's best hypothesis's pieces,
+    and its </s> where it has one. A sentence's limit (the batch's third part,
+    ``nmt.search.max_lengths``) counts its </s>, so a hypothesis of as many pieces as its limit was
+    cut there without one; a shorter one ended with </s>. ``found``: the search's (number,
+    hypothesis) pairs, numbered in batch order (beam search's: (number, n-best list))."""
+    limits = [limit for *_, batch_limits in batches for limit in batch_limits.tolist()]
+    best = [(number, hyps[0] if isinstance(hyps, list) else hyps) for number, hyps in found]
+    return sum(len(h.tokens) + (len(h.tokens) < limits[number]) for number, h in best)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -145,7 +145,7 @@ def render(results: dict) -> str:
     out += ["", "tok/s over the budget: target tokens trained / budget seconds, everything inside the "
             "budget included (nmt's dev validations too). Decoding: search time only, one pass, each toolkit "
             "at its own precision and batch (nmt: precision auto, bf16 where native, and its config's batch "
-            "size); out len = pieces + </s> per sentence. `decode_trained.py` compares decoding speed like "
+            "size); out len = pieces, and </s> where decoded, per sentence. `decode_trained.py` compares decoding speed like "
             "for like."]
     signature = next((r["scores"]["bleu"]["signature"] for r in results["toolkits"].values() if r.get("scores")), "")
     out += ["", f"BLEU signature: `{signature}`", ""]

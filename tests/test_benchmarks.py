@@ -23,16 +23,44 @@ def _script(name: str):
 
 @pytest.mark.parametrize("beam", [1, 3])
 def test_decode_measurement_times_the_search_and_keeps_the_translations(tmp_path, beam):
+    """... and counts the target tokens decoded: a hypothesis's pieces, and its </s> only where it
+    ended before its length limit (one cut there has none; every one was counted with one)."""
     config, tokenizer, model, folder = saved_tiny_model(tmp_path)
     src, hyps, out = tmp_path / "src.txt", tmp_path / "hyps.txt", tmp_path / "result.json"
     src.write_text("".join(line + "\n" for line in LINES), encoding="utf-8")
     _script("nmt_runs").main(["decode", "--out", str(out), "--checkpoint", str(folder), "--src", str(src), "--beam", str(beam),
                       "--repeats", "2", "--hyps", str(hyps), "--decode-batch", "2", "--precision", "fp32"])
     result = json.loads(out.read_text())
-    assert result["sentences"] == len(LINES) and result["batch_size"] == 2
-    assert 0 < result["seconds"] < result["seconds_hypotheses_all_passes"]  # the search alone, one of 2 passes
+    assert result["sentences"] == len(LINES) and result["batch_size"] == 2 and result["seconds"] > 0
     expected = Translator.from_checkpoint(folder).translate(LINES, beam=beam, precision="fp32")
     assert hyps.read_text(encoding="utf-8").splitlines() == expected
+    found = Translator.from_checkpoint(folder).hypotheses(LINES, beam=beam, precision="fp32")
+    pieces = [len(h[0].tokens) for h in found if h]
+    # the limit in target tokens, </s> included: ratio x source pieces (</s> included) + offset
+    limits = [int(config.decode.max_len_ratio * len(ids)) + config.decode.max_len_offset
+              for ids in tokenizer.encode_src([line for line in LINES if line])]
+    assert any(n == limit for n, limit in zip(pieces, limits))  # the untrained model runs to its limit
+    assert result["target_tokens"] == sum(n + (n < limit) for n, limit in zip(pieces, limits))
+    assert result["mean_output_len"] == result["target_tokens"] / len(LINES)
+
+
+def test_a_hypothesis_counts_its_end_only_where_it_ended_before_its_limit():
+    """Greedy and beam search stop a hypothesis at its sentence's limit without </s>: the decoded
+    tokens are its pieces alone; one that ended sooner decoded its </s> too."""
+    import torch
+
+    from nmt.search import Hypothesis
+
+    nmt_runs = _script("nmt_runs")
+    batches = [(None, None, torch.tensor([4, 6])), (None, None, torch.tensor([5]))]  # limits, </s> included
+
+    def hyp(pieces: int) -> Hypothesis:
+        return Hypothesis([7] * pieces, -1.0, -1.0)
+
+    greedy = [(2, hyp(5)), (0, hyp(3)), (1, hyp(6))]  # in the order sentences finish
+    assert nmt_runs.decoded_tokens(greedy, batches) == 5 + (3 + 1) + 6
+    beam = [(0, [hyp(4), hyp(2)]), (1, [hyp(0)]), (2, [hyp(1)])]  # n-best lists, the best first
+    assert nmt_runs.decoded_tokens(beam, batches) == 4 + 1 + (1 + 1)
 
 
 def test_results_name_the_instruction_set_limits_a_run_was_held_to(monkeypatch):

@@ -189,7 +189,10 @@ class SearchClock:
 
 
 def decode_result(args, clock: SearchClock, hyp_lines: list[str], sentences: int) -> dict:
-    """Sentences/s and tokens/s over the search time; tokens = output pieces + 1 (</s>) each."""
+    """Sentences/s and tokens/s over the search time; tokens = output pieces + 1 (</s>) each. Exact
+    for fairseq, which ends every hypothesis with </s>; OpenNMT-py and JoeyNMT stop one at their
+    length limit without it, so each sentence cut there counts a token more than was decoded
+    (benchmarks/README.md, "Target tokens decoded")."""
     lengths = [len(h.split()) + 1 for h in hyp_lines]
     if len(hyp_lines) != sentences:
         raise RuntimeError(f"{len(hyp_lines)} hypotheses for {sentences} sentences")
