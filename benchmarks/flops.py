@@ -1,4 +1,5 @@
-"""Analytic FLOP count of one training step of nmt.model.Seq2Seq (LSTM, additive or Luong attention).
+"""Analytic FLOP count of one training step of nmt.model.Seq2Seq (an LSTM, GRU or tanh RNN;
+additive, Luong or no attention).
 
 One multiply-add is 2 FLOPs. Only the matrix products and the per-(target, source) attention
 arithmetic are counted — the work a perfect implementation could not avoid. Not counted:
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 TRAIN_FACTOR = 3  # forward + backward (2 × forward)
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # W_i, W_h blocks of a recurrent cell: LSTM i f g o, GRU r z n, RNN one
 
 
 @dataclass(frozen=True)
@@ -30,13 +32,15 @@ class Dims:
     attn: int  # A, additive attention's hidden size
     input_feeding: bool
     tgt_vocab: int  # V
-    attention: str = "bahdanau"  # bahdanau (additive) | luong (multiplicative: keys projected to D)
+    attention: str = "bahdanau"  # bahdanau (additive) | luong (multiplicative: keys projected to D) | none
+    cell: str = "lstm"  # lstm | gru | rnn
 
     @classmethod
     def from_config(cls, model_config, tgt_vocab: int) -> "Dims":
         m = model_config
+        # nmt.model.Decoder feeds ã_t back only where there is attention (without, ã_t is s_t)
         return cls(m.emb_dim, m.enc_hidden, m.enc_layers, m.dec_hidden, m.dec_layers, m.attn_dim,
-                   m.input_feeding, tgt_vocab, m.attention)
+                   m.input_feeding and m.attention != "none", tgt_vocab, m.attention, m.cell)
 
     @property
     def key_dim(self) -> int:
@@ -44,9 +48,9 @@ class Dims:
         return self.attn if self.attention == "bahdanau" else self.dec_hidden
 
 
-def lstm_flops(inputs: int, hidden: int) -> int:
-    """One LSTM time step: 4 gates, each W_i x + W_h h → 2 · 4H · (in + H)."""
-    return 2 * 4 * hidden * (inputs + hidden)
+def rnn_flops(inputs: int, hidden: int, cell: str = "lstm") -> int:
+    """One recurrent time step: a W_i x + W_h h per gate → 2 · gates · H · (in + H)."""
+    return 2 * GATES[cell] * hidden * (inputs + hidden)
 
 
 def per_source_token(d: Dims) -> int:
@@ -54,8 +58,9 @@ def per_source_token(d: Dims) -> int:
     flops = 0
     for layer in range(d.enc_layers):
         inputs = d.emb if layer == 0 else 2 * d.enc_hidden
-        flops += 2 * lstm_flops(inputs, d.enc_hidden)  # forward and backward direction
-    flops += 2 * (2 * d.enc_hidden) * d.key_dim  # key projection W_k h_j, once per sentence position
+        flops += 2 * rnn_flops(inputs, d.enc_hidden, d.cell)  # forward and backward direction
+    if d.attention != "none":
+        flops += 2 * (2 * d.enc_hidden) * d.key_dim  # key projection W_k h_j, once per sentence position
     return flops
 
 
@@ -65,16 +70,19 @@ def per_target_token(d: Dims) -> int:
     flops = 0
     for layer in range(d.dec_layers):
         inputs = (d.emb + (d.dec_hidden if d.input_feeding else 0)) if layer == 0 else d.dec_hidden
-        flops += lstm_flops(inputs, d.dec_hidden)
+        flops += rnn_flops(inputs, d.dec_hidden, d.cell)
     if d.attention == "bahdanau":
         flops += 2 * d.dec_hidden * d.attn  # query projection W_q s_t
-    flops += 2 * (enc_out + d.dec_hidden) * d.dec_hidden  # combine ã_t = tanh(W_c [c_t; s_t])
+    if d.attention != "none":  # without attention ã_t = s_t: no combine
+        flops += 2 * (enc_out + d.dec_hidden) * d.dec_hidden  # combine ã_t = tanh(W_c [c_t; s_t])
     flops += 2 * d.dec_hidden * d.tgt_vocab  # output projection W_o ã_t (tied to the embeddings)
     return flops
 
 
 def per_pair(d: Dims) -> int:
     """Forward FLOPs per (target position, source position) pair of one sentence."""
+    if d.attention == "none":
+        return 0
     if d.attention == "bahdanau":
         score = d.attn + 2 * d.attn  # q + k_j (the add inside tanh), then v · tanh(…)
     else:
@@ -84,7 +92,8 @@ def per_pair(d: Dims) -> int:
 
 def per_sentence(d: Dims) -> int:
     """Forward FLOPs once per sentence: the bridge from the encoder to the decoder start state."""
-    return 2 * 2 * (2 * d.enc_hidden) * (d.dec_layers * d.dec_hidden)  # W_b for h and for c
+    states = 2 if d.cell == "lstm" else 1  # W_b for h, and an LSTM's W_bc for c
+    return states * 2 * (2 * d.enc_hidden) * (d.dec_layers * d.dec_hidden)
 
 
 def forward_flops(d: Dims, src_lengths: np.ndarray, tgt_lengths: np.ndarray) -> float:

@@ -1,5 +1,6 @@
 """The benchmark harness still times nmt's search (it wraps the search functions Translator calls)."""
 
+import importlib
 import importlib.util
 import json
 import subprocess
@@ -19,6 +20,12 @@ def _script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _benchmarks_module(name: str, monkeypatch):
+    """A benchmarks/ module imported by name (a dataclass's module must be in sys.modules)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return importlib.import_module(name)
 
 
 @pytest.mark.parametrize("beam", [1, 3])
@@ -345,3 +352,35 @@ def test_a_measured_process_s_peak_memory_is_its_own_not_the_harness_s(tmp_path)
     del held
     assert result["sentences"] == 1 and 5 < result["peak_rss_mib"] < 200  # python and numpy
     assert result["peak_rss_from"] == "VmHWM"
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("attention, input_feeding", [("bahdanau", True), ("luong", True), ("bahdanau", False),
+                                                      ("none", True)])
+def test_flop_count_follows_the_cell_and_the_attention_the_model_has(monkeypatch, cell, attention, input_feeding):
+    """flops.py counted an LSTM with attention whatever the config: a GRU's 3 gates and a plain RNN's
+    one as an LSTM's 4, and under attention none the keys, query, combine layer, attention and input
+    feeding, none of which nmt.model then has. A product's forward FLOPs are 2 per weight: here read
+    off the model's own parameters (weights, not biases)."""
+    from nmt.attention import AdditiveAttention
+    from nmt.config import ModelConfig
+    from nmt.model import build_model
+
+    flops = _benchmarks_module("flops", monkeypatch)
+    config = ModelConfig(cell=cell, emb_dim=16, enc_hidden=12, enc_layers=2, dec_hidden=16, dec_layers=2,
+                         attention=attention, attn_dim=10, input_feeding=input_feeding)
+    model, dims = build_model(config, 50, 60), flops.Dims.from_config(config, 60)
+    decoder, attend = model.decoder, model.decoder.attention
+
+    def weights(module) -> int:
+        return 0 if module is None else sum(p.numel() for n, p in module.named_parameters() if n.startswith("weight"))
+
+    keys = 0 if attend is None else weights(attend.key_proj)
+    query = weights(attend.query_proj) if isinstance(attend, AdditiveAttention) else 0
+    assert flops.per_source_token(dims) == 2 * (weights(model.encoder.rnn) + keys)
+    assert flops.per_target_token(dims) == 2 * (weights(decoder.rnn) + query + weights(decoder.combine)
+                                                 + weights(model.generator))
+    assert flops.per_sentence(dims) == 2 * (weights(decoder.bridge_h) + weights(decoder.bridge_c))
+    # per (target, source) pair: the score (additive: q + k_j, then v · tanh: 3A; multiplicative:
+    # s_t · W_k h_j, 2D) and the context Σ_j α_j h_j (2 · 2H)
+    assert flops.per_pair(dims) == {"bahdanau": 3 * 10 + 2 * 24, "luong": 2 * 16 + 2 * 24, "none": 0}[attention]
