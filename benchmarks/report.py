@@ -196,7 +196,9 @@ def targets(results: dict, fp32_peak, bf16_peak) -> list[str]:
     lines = ["Targets (issue 4), each against the fastest peer, by the nmt model matched to that peer:", ""]
 
     def verdict(ratio, goal):
-        return "met" if ratio and ratio >= goal else "NOT met"
+        if ratio is None:  # nmt's run failed: nothing was measured to meet the target or miss it
+            return "not measured"
+        return "met" if ratio >= goal else "NOT met"
 
     peer, value = fastest_peer(results, "train", "fp32", "tokens_per_s")
     if peer:

@@ -384,3 +384,28 @@ def test_flop_count_follows_the_cell_and_the_attention_the_model_has(monkeypatch
     # per (target, source) pair: the score (additive: q + k_j, then v · tanh: 3A; multiplicative:
     # s_t · W_k h_j, 2D) and the context Σ_j α_j h_j (2 · 2H)
     assert flops.per_pair(dims) == {"bahdanau": 3 * 10 + 2 * 24, "luong": 2 * 16 + 2 * 24, "none": 0}[attention]
+
+def _side_by_side(nmt: dict) -> dict:
+    """A bench.py results dict: nmt as given, JoeyNMT measured, OpenNMT-py not installed."""
+    return {"date": "2026-12-08T09:00:00+00:00", "command": "python benchmarks/bench.py --peers all",
+            "machine": {"cpu": "AMD EPYC 9R14", "cores_available": 2, "torch": "2.13.0", "threads": 2,
+                        "python": "3.11.2"},
+            "settings": {"timed_steps": 50, "warmup_steps": 10, "max_tokens": 3000, "decode_sentences": 100},
+            "matmul_peak": {"fp32": {"gflops": 400.0}, "bf16_not_measured": "bf16 is not native on this CPU"},
+            "nmt": nmt,
+            "peers": {"joeynmt": {"train": {"fp32": {"tokens_per_s": 2000.0}},
+                                  "decode": {"beam1": {"sentences_per_s": 100.0, "tokens_per_s": 10000.0,
+                                                       "mean_output_len": 100.0},
+                                             "beam5": {"sentences_per_s": 30.0, "tokens_per_s": 2000.0,
+                                                       "mean_output_len": 66.7}}},
+                      "opennmt": {"error": "not installed (bash benchmarks/peers/setup.sh opennmt)"}}}
+
+
+def test_the_report_of_a_failed_nmt_run_says_so_and_judges_nothing():
+    """nmt's training failed: its row says why, and no target reads "NOT met" for what was not measured."""
+    report = _script("report")
+    nmt = {"train": {"fp32": {"error": "exit 1; see benchmarks/.work/runs/nmt-bahdanau-train-fp32.log"}}, "decode": {}}
+    lines = report.render_markdown(_side_by_side(nmt)).splitlines()
+    assert "| nmt (fp32) | failed: exit 1; see benchmarks/.work/runs/nmt-bahdanau-train-fp32.log | | | | | | | |" in lines
+    targets = [line for line in lines if line.startswith("- ")]
+    assert targets == ["- training ≥ 2× the fastest peer (joeynmt, 2,000 tok/s): nmt fp32 — tok/s = — → not measured"]
