@@ -352,7 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="training measurements per toolkit, interleaved; the fastest round is kept")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement process")
-    parser.add_argument("--wait-quiet", type=float, default=600, help="seconds to wait for load < 0.5")
+    parser.add_argument("--wait-quiet", type=float, default=600,
+                        help=f"seconds to wait, at most, until other processes keep fewer than {MAX_LOAD} cores busy")
     parser.add_argument("--results", default=str(HERE / "results"))
     parser.add_argument("--name", default="",
                         help="results file stem (default <date>-<machine>; -2, -3, … added where it is taken)")

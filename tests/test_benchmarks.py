@@ -491,3 +491,11 @@ def test_the_report_of_a_failed_nmt_run_says_so_and_judges_nothing():
     assert "| nmt (fp32) | failed: exit 1; see benchmarks/.work/runs/nmt-bahdanau-train-fp32.log | | | | | | | |" in lines
     targets = [line for line in lines if line.startswith("- ")]
     assert targets == ["- training ≥ 2× the fastest peer (joeynmt, 2,000 tok/s): nmt fp32 — tok/s = — → not measured"]
+
+
+def test_bench_help_gives_the_load_it_waits_for(capsys):
+    """--wait-quiet's help said "load < 0.5" while the harness waits for fewer than 0.3 busy cores."""
+    bench = _script("bench")
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    assert f"fewer than {bench.MAX_LOAD} cores busy" in " ".join(capsys.readouterr().out.split())
