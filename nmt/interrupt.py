@@ -20,7 +20,10 @@ class StopRequest:
 def stop_requests(*signums: int) -> Iterator[StopRequest]:
     """Notes the first of ``signums`` that comes while the block runs, instead of a
     KeyboardInterrupt or an exit wherever the step happened to be (half an optimizer update, say).
-    Every handler from before comes back at once, so a second signal acts as usual. Outside the
+    Every handler from before comes back at once, so a second Ctrl-C acts as usual (stops at once),
+    but SIGTERM's: a repeated SIGTERM is the same request, as it comes twice when a process group
+    is signalled under make (``timeout make …``, a scheduler's kill of the job), GNU make passing
+    its own on to its children, and a scheduler that means it follows with SIGKILL. Outside the
     main thread nothing changes, nor for a signal ignored (SIGINT in a background job) or handled
     outside Python."""
     request = StopRequest()
@@ -33,8 +36,10 @@ def stop_requests(*signums: int) -> Iterator[StopRequest]:
             signal.signal(signum, handler)
 
     def note(signum, frame) -> None:
-        request.signum = signum
-        restore()
+        request.signum = request.signum or signum
+        for other, handler in before.items():
+            if other != signal.SIGTERM:
+                signal.signal(other, handler)
 
     for signum in before:
         signal.signal(signum, note)
