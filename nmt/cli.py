@@ -243,7 +243,8 @@ def evaluate(
     src: Annotated[Optional[Path], typer.Option(help="Source file (default: the run's test split).")] = None,
     ref: Annotated[Optional[Path], typer.Option(help="Reference file (default: the run's test split).")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        help="Report folder (default: the checkpoint's run folder; a checkpoint outside a run: its parent).")] = None,
+        help="Report folder (default: the run folder for its best checkpoint on its test split; else "
+             "runs/<name>/eval/<checkpoint>[-<source>]).")] = None,
     beam: Annotated[Optional[int], typer.Option(
         min=1, help="Beam size (default: the checkpoint's decode.beam); 1 = greedy only.")] = None,
     device: DeviceOpt = None,

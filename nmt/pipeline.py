@@ -63,6 +63,18 @@ def train(config: Config, paths: RunPaths, device: str | None = None, on_progres
     return trainer.train(on_progress)
 
 
+def report_folder(checkpoint: Path, run_dir: Path, src_path: Path | None) -> Path:
+    """Where ``evaluate`` writes by default: the run folder for the run's best checkpoint on its
+    test split (what make eval writes, and make then takes as done); any other checkpoint (an
+    average, a step) or source, a folder of its own, ``runs/<name>/eval/<checkpoint>[-<source>]``,
+    so the run's report and translations are not written over without a word (``<checkpoint>``:
+    the folder's name, that of the step ``last`` points to for it)."""
+    folder = Path(checkpoint).resolve()  # best and last: the step they point to
+    if src_path is None and folder == (run_dir / "best").resolve():
+        return run_dir
+    return run_dir / "eval" / (folder.name + (f"-{Path(src_path).stem}" if src_path is not None else ""))
+
+
 def evaluate(
     checkpoint: Path,
     src_path: Path | None = None,
@@ -91,7 +103,7 @@ def evaluate(
     from nmt.translate import Translator
 
     run_dir = find_run_dir(checkpoint) or Path(checkpoint).parent  # runs/x/checkpoints/step-N → runs/x too
-    out_dir = Path(out_dir or run_dir)
+    out_dir = Path(out_dir) if out_dir else report_folder(checkpoint, run_dir, src_path)
     check_destination(out_dir, folder=True)  # before decoding, not after
     translator = Translator.from_checkpoint(checkpoint, device, decode)
     src_path, ref_path, sources, refs = read_test_pair(

@@ -463,6 +463,27 @@ def test_evaluate_finds_the_run_of_a_checkpoint_in_its_checkpoints_folder(tiny_r
     assert report["training"] == json.loads((run / "train_summary.json").read_text(encoding="utf-8"))
 
 
+def test_evaluate_writes_another_checkpoint_or_source_beside_the_runs_report_not_over_it(tiny_run, tmp_path):
+    """nmt evaluate of an average (or any step, or another test set) wrote the run's report.md,
+    report.json and test.*.en over the best checkpoint's, and make then took them as its own."""
+    import shutil
+
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run.root, run, symlinks=True)
+    shutil.copytree(run / "best", run / "average")  # a checkpoint of the run that is not its best
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "average"), "--beam", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "eval" / "average" / "report.json").read_text())["checkpoint"] == str(run / "average")
+    assert (run / "eval" / "average" / "test.greedy.en").is_file()
+    given = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best"), "--beam", "1",
+                                "--src", str(run / "data" / "dev.es"), "--ref", str(run / "data" / "dev.en")])
+    assert given.exit_code == 0, given.output
+    step = os.readlink(run / "best").rpartition("/")[2]
+    assert json.loads((run / "eval" / f"{step}-dev" / "report.json").read_text())["source"] == str(run / "data" / "dev.es")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
 def test_evaluate_refuses_a_test_split_prepared_under_other_data_settings(tiny_run, tmp_path):
     """nmt prepare run again (another seed, other groups or filters) rewrote the splits under a
     trained run, and evaluate scored the model on a test split that could hold its training
