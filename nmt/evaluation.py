@@ -325,21 +325,24 @@ def build_report(
     return report
 
 
-def _earlier_figures(out_dir: Path) -> set[str]:
-    """The figures an earlier report in ``out_dir`` wrote, as its report.json names them: only
-    those are replaced or removed; any other picture in figures/ is the user's and stays."""
-    try:
-        earlier = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
-        return {name for name in earlier.get("figures", []) if isinstance(name, str) and "/" not in name}
-    except (OSError, ValueError, AttributeError):
-        return set()
+def _outputs(report: dict) -> set[str]:
+    """The figures and hypothesis files a report wrote (paths in its folder), as its report.json
+    names them."""
+    figures = {f"figures/{name}.png" for name in report.get("figures", []) if isinstance(name, str) and "/" not in name}
+    systems = report.get("systems", {})
+    hyps = {s.get("hypotheses") for s in systems.values() if isinstance(s, dict)} if isinstance(systems, dict) else set()
+    return figures | {h for h in hyps if isinstance(h, str) and re.fullmatch(r"hyps/[\w-][\w.-]*", h)}
 
 
 def _write(out_dir: Path, report: dict, images: dict[str, bytes]) -> None:
     from nmt.report import render_html, render_markdown
 
-    for name in _earlier_figures(out_dir) - set(images):  # an earlier report's, not redrawn: its report is gone
-        (out_dir / "figures" / f"{name}.png").unlink(missing_ok=True)
+    try:  # an earlier report's figures and outputs, not made again: its report is gone, and hyps/
+        earlier = _outputs(json.loads((out_dir / "report.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, AttributeError):  # is what its "reproduce with" command scores
+        earlier = set()
+    for name in earlier - _outputs(report):  # (only those: any other file there is the user's and stays)
+        (out_dir / name).unlink(missing_ok=True)
     for name, data in images.items():
         atomic_write_bytes(out_dir / "figures" / f"{name}.png", data)
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")

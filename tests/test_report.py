@@ -320,6 +320,22 @@ def test_a_report_removes_only_the_figures_an_earlier_report_wrote(report, tmp_p
     assert (figures / "curves.png").read_bytes() == b"c" and (figures / "mine.png").read_bytes() == b"the user's"
 
 
+def test_a_report_again_into_its_folder_removes_the_earlier_reports_hypotheses(tiny_run, tmp_path):
+    """hyps/ kept the systems of an earlier report into the same folder, and the report's own
+    "reproduce with" command (sacrebleu ref -i hyps/*) then scored old systems with the new."""
+    out = tmp_path / "r"
+    (out / "hyps").mkdir(parents=True)
+    (out / "hyps" / "notes.txt").write_text("the user's")
+    small = ["--out", str(out), "--beams", "1", "--sweep-sentences", "1", "--search-sentences", "0", "--heatmaps", "0"]
+    for names in (["a", "b"], ["c"]):
+        args = [arg for name in names for arg in ("--checkpoint", str(tiny_run.root / "best"), "--name", name)]
+        result = CliRunner().invoke(app, ["report", *args, *small])
+        assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert sorted(p.name for p in (out / "hyps").iterdir()) == sorted(
+        [Path(s["hypotheses"]).name for s in report["systems"].values()] + ["notes.txt"])
+
+
 def test_runs_named_alike_as_file_names_are_numbered_and_a_bare_folder_is_named_by_itself(tmp_path, monkeypatch):
     """--name x/y and --name x_y both wrote hyps/x_y_greedy.en (the second overwrote the first, and
     report.json pointed both systems at it); a checkpoint given as `avg1` was named "/avg1"."""
