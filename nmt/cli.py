@@ -138,6 +138,10 @@ def _in_alpha_range(value: float | None) -> float | None:
     return value
 
 
+AlphaOpt = Annotated[Optional[float], typer.Option(
+    callback=_in_alpha_range, help="Beam search's length penalty exponent (default: the checkpoint's decode.alpha).")]
+
+
 def _one_of(choices: str):
     """A callback making an option outside ``nmt.config``'s Literal ``choices`` a usage error."""
     def check(value: str | None) -> str | None:
@@ -161,8 +165,7 @@ def translate(
         "--output", "-o", metavar="<path>", help="Output file, or - for stdout (the default).")] = None,
     beam: Annotated[int, typer.Option(
         min=1, help="Beam size; 1 = greedy (the default, whatever decode.beam says).")] = 1,
-    alpha: Annotated[Optional[float], typer.Option(callback=_in_alpha_range,
-                                                   help="Beam search's length penalty exponent (default: config).")] = None,
+    alpha: AlphaOpt = None,
     nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line; above 1, each with its score, tab-separated.")] = 1,
     precision: Annotated[
         Optional[str],
@@ -247,12 +250,13 @@ def evaluate(
              "runs/<name>/eval/<checkpoint>[-<source>]).")] = None,
     beam: Annotated[Optional[int], typer.Option(
         min=1, help="Beam size (default: the checkpoint's decode.beam); 1 = greedy only.")] = None,
+    alpha: AlphaOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Decode the test set greedily and with beam search; write report.md and report.json."""
     from nmt import pipeline
 
-    report = pipeline.evaluate(checkpoint, src, ref, out, beam, device)
+    report = pipeline.evaluate(checkpoint, src, ref, out, beam, device, alpha=alpha)
     typer.echo(score_lines(report))
 
 
@@ -304,6 +308,7 @@ def report(
         help="Report folder (default: runs/<name>/report; a checkpoint outside a run: report/ beside it).")] = None,
     beam: Annotated[Optional[int], typer.Option(
         min=1, help="Beam of the beam systems (default: each checkpoint's decode.beam).")] = None,
+    alpha: AlphaOpt = None,
     beams: Annotated[str, typer.Option(callback=lambda text: _beam_sizes(text) and text,  # checked: a usage error
                                        help="Beam sizes of the sweep, comma-separated.")] = "1,2,5,10",
     sweep_sentences: Annotated[int, typer.Option(min=1, help="Test lines the sweep decodes.")] = 500,
@@ -321,7 +326,7 @@ def report(
 
     logging.getLogger("sacrebleu").setLevel(logging.WARNING)  # one log line per bootstrap test
     options = ReportOptions(
-        beam=beam, sweep_beams=_beam_sizes(beams), sweep_sentences=sweep_sentences, search_sentences=search_sentences,
+        beam=beam, alpha=alpha, sweep_beams=_beam_sizes(beams), sweep_sentences=sweep_sentences, search_sentences=search_sentences,
         search_max_pieces=search_max_pieces, wide_beam=wide_beam, heatmaps=heatmaps, examples=examples,
     )
     result = build_report(checkpoint, name, src, ref, out, options, device)

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ReportOptions:
     beam: int | None = None  # the beam system's size; None = each checkpoint's decode.beam
+    alpha: float | None = None  # the length penalty's exponent; None = each checkpoint's decode.alpha
     sweep_beams: tuple[int, ...] = (1, 2, 5, 10)
     sweep_sentences: int = 500  # the sweep decodes this many lines per extra beam size
     search_sentences: int = 100  # short lines checked for search errors
@@ -98,7 +99,8 @@ def _load(
     for name, path in zip(_names(checkpoints, names), checkpoints):
         translator = Translator.from_checkpoint(path, device, decode)
         cfg = translator.config.decode
-        out.append(Candidate(name, Path(path), translator, options.beam or cfg.beam, cfg.alpha))
+        alpha = cfg.alpha if options.alpha is None else options.alpha
+        out.append(Candidate(name, Path(path), translator, options.beam or cfg.beam, alpha))
     return out
 
 

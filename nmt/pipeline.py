@@ -84,6 +84,7 @@ def evaluate(
     device: str | None = None,
     samples: int = 8,
     decode: DecodeConfig | None = None,
+    alpha: float | None = None,
 ) -> dict:
     """Decode ``src_path`` greedily and with beam search (greedy only at beam 1), score each against
     ``ref_path`` with sacreBLEU, and write the hypotheses, ``report.json`` and ``report.md`` into
@@ -92,7 +93,7 @@ def evaluate(
     Defaults: the test split of the run that holds ``checkpoint`` (runs/<name>/best or
     runs/<name>/checkpoints/step-N → runs/<name>), that run folder for the output, and the
     decoding settings the checkpoint was trained with (``decode``: the experiment's current ones
-    instead; ``beam`` overrides either's beam)."""
+    instead; ``beam`` and ``alpha`` override either's)."""
     from nmt.analysis import find_run_dir
     from nmt.atomic import atomic_write_text, check_destination
     from nmt.checkpoint import step_info
@@ -110,14 +111,15 @@ def evaluate(
         run_dir / "data", translator.config.data, src_path, ref_path,
         lambda: trained_on(checkpoint, run_dir, translator.config))
     beam = beam or translator.config.decode.beam
-    systems = _systems(translator, sources, refs, beam, out_dir / src_path.stem)
+    alpha = translator.config.decode.alpha if alpha is None else alpha
+    systems = _systems(translator, sources, refs, beam, alpha, out_dir / src_path.stem)
     report = {
         "checkpoint": str(checkpoint),
         **step_info(checkpoint),
         "source": str(src_path),
         "reference": str(ref_path),
         "sentences": len(sources),
-        "decode": {**asdict(translator.config.decode), "beam": beam},  # as used: --beam overrides
+        "decode": {**asdict(translator.config.decode), "beam": beam, "alpha": alpha},  # as used: --beam, --alpha
         "systems": {name: {k: v for k, v in s.items() if k != "hypotheses"} for name, s in systems.items()},
         "samples": _samples(sources, refs, systems, samples),
         "versions": versions(),
@@ -130,7 +132,8 @@ def evaluate(
     return report
 
 
-def _systems(translator: Translator, sources: list[str], refs: list[str], beam: int, stem: Path) -> dict[str, dict]:
+def _systems(translator: Translator, sources: list[str], refs: list[str], beam: int, alpha: float,
+             stem: Path) -> dict[str, dict]:
     """Greedy and beam-``beam`` translations of ``sources`` (greedy alone at beam 1), each written
     to ``<stem>.<system>.<lang>`` and scored against ``refs``, with its speed."""
     import time
@@ -141,12 +144,12 @@ def _systems(translator: Translator, sources: list[str], refs: list[str], beam: 
     systems, lang = {}, translator.config.data.tgt_lang
     for name, k in [("greedy", 1)] + ([(f"beam{beam}", beam)] if beam > 1 else []):  # beam 1 is greedy
         t0 = time.perf_counter()
-        hyps = translator.translate(sources, beam=k)
+        hyps = translator.translate(sources, beam=k, alpha=alpha)
         seconds = time.perf_counter() - t0
         atomic_write_text(stem.parent / f"{stem.name}.{name}.{lang}", "".join(h + "\n" for h in hyps))
         systems[name] = {
             "beam": k,
-            "alpha": translator.config.decode.alpha if k > 1 else 0.0,
+            "alpha": alpha if k > 1 else 0.0,
             "scores": corpus_scores(hyps, refs, lang=lang),
             "seconds": round(seconds, 2),
             "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 2),

@@ -71,7 +71,8 @@ def _scores_section(report: dict) -> Section:
     for name, system in systems.items():
         s = system["scores"]
         length = [_num(system["length"]["ratio"], 3)] if has_length else []
-        rows.append([name, str(system["beam"]), *(_with_ci(s[m]) for m, _ in METRICS), *length,
+        beam = str(system["beam"]) + (f" (α {system['alpha']:g})" if system["beam"] > 1 and "alpha" in system else "")
+        rows.append([name, beam, *(_with_ci(s[m]) for m, _ in METRICS), *length,
                      _num(system["sentences_per_s"], 1)])
     first = next(iter(systems.values()))["scores"]
     uncertainty = (

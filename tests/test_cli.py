@@ -484,6 +484,30 @@ def test_evaluate_writes_another_checkpoint_or_source_beside_the_runs_report_not
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
+def test_evaluate_and_report_take_a_length_penalty_and_show_it(tiny_run, tmp_path):
+    """A length-penalty sweep needed config edits or pipelines/evaluate.py with decode.alpha=…,
+    and report.md's table showed the beam but not the alpha its scores were made with."""
+    from nmt.translate import Translator
+
+    lines = (tiny_run.root / "data" / "test.es").read_text(encoding="utf-8").splitlines()
+    for alpha in ("0", "2.5"):
+        result = runner.invoke(app, ["evaluate", "--checkpoint", str(tiny_run.root / "best"), "--beam", "3",
+                                     "--alpha", alpha, "--out", str(tmp_path / alpha)])
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / alpha / "report.json").read_text(encoding="utf-8"))
+        assert report["systems"]["beam3"]["alpha"] == report["decode"]["alpha"] == float(alpha)
+        assert f"| beam3 | 3 (α {alpha}) |" in (tmp_path / alpha / "report.md").read_text(encoding="utf-8")
+        expected = Translator.from_checkpoint(tiny_run.root / "best").translate(lines, beam=3, alpha=float(alpha))
+        assert (tmp_path / alpha / "test.beam3.en").read_text(encoding="utf-8").splitlines() == expected
+    result = runner.invoke(app, ["report", "--checkpoint", str(tiny_run.root / "best"), "--alpha", "2.5", "--beams", "1",
+                                 "--sweep-sentences", "1", "--search-sentences", "0", "--heatmaps", "0",
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    systems = json.loads((tmp_path / "r" / "report.json").read_text(encoding="utf-8"))["systems"]
+    assert [s["alpha"] for s in systems.values() if s["beam"] > 1] == [2.5]
+    assert runner.invoke(app, ["evaluate", "--checkpoint", str(tiny_run.root / "best"), "--alpha", "11"]).exit_code == 2
+
+
 def test_evaluate_refuses_a_test_split_prepared_under_other_data_settings(tiny_run, tmp_path):
     """nmt prepare run again (another seed, other groups or filters) rewrote the splits under a
     trained run, and evaluate scored the model on a test split that could hold its training
