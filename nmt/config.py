@@ -172,7 +172,8 @@ def from_dict(raw: dict[str, Any], checked: tuple[str, ...] = SECTIONS) -> Confi
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or the defaults when ``path`` is None) and apply overrides. A file
-    without ``name`` names the run after itself (configs/x.yaml → x)."""
+    without ``name`` names the run after itself (configs/x.yaml → x). A checkpoint's
+    checkpoint.json reads as the config it was trained with."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -188,6 +189,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
+        if "format_version" in raw and isinstance(raw.get("config"), dict):  # a checkpoint's checkpoint.json:
+            raw = raw["config"]  # the config it was trained with, the run's record (name=… trains it afresh)
         # no name: the file's, as make NAME=x expects configs/x.yaml (it was bible-es-en, and a
         # trimmed config prepared its splits over the default run's)
         raw = {"name": path.stem, **raw}

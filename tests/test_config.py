@@ -279,3 +279,15 @@ def test_the_readme_names_every_default_that_is_not_the_reference_config_s():
               for section, values in default.items() if section != "name"
               for key, value in values.items() if reference[section][key] != value}
     assert said == differ
+
+
+def test_a_checkpoint_json_reads_as_the_config_it_was_trained_with(tmp_path):
+    """The checkpoint's config is a run's record (runs/<name>/config/resolved.json is make's stamp
+    of the current file, and runs trained with nmt train have none): `nmt train -c
+    runs/x/best/checkpoint.json name=x2` reproduces it, where it failed on "unknown key config"."""
+    from conftest import saved_tiny_model
+
+    config, _, _, folder = saved_tiny_model(tmp_path)
+    assert load_config(folder / "checkpoint.json") == config
+    again = load_config(folder / "checkpoint.json", ["name=again", "train.seed=7"])
+    assert (again.name, again.train.seed, again.model) == ("again", 7, config.model)
