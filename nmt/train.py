@@ -234,14 +234,14 @@ class Trainer:
                 # stop_requests, so a Ctrl-C here saves the steps since the last checkpoint too
                 if asked.signum is None and st.validated_step != st.step:
                     self._after_validation(self._validate_and_log(metrics_path))
+                if asked.signum is not None and self.saved_step != st.step:  # Ctrl-C or SIGTERM: save the step it
+                    self._save(is_best=False)  # came in, here: a repeated SIGTERM (make passes one on) stays noted
         except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: the steps since are lost
             where = (f"{self.run_dir / 'last'}, step {self.saved_step}" if self.saved_step is not None
                      else "the start: no checkpoint yet")
             log.warning("interrupted at step %d; training again resumes from %s", st.step, where)
             raise
-        if asked.signum is not None:  # Ctrl-C or SIGTERM: the step it came in is finished; save it
-            if self.saved_step != st.step:
-                self._save(is_best=False)
+        if asked.signum is not None:
             log.warning("interrupted (%s) at step %d, saved as %s; training again resumes there",
                         signal.Signals(asked.signum).name, st.step, self.run_dir / "last")
             raise KeyboardInterrupt

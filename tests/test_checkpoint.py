@@ -454,6 +454,33 @@ def test_a_stop_signal_saves_the_step_it_came_in_and_the_resumed_run_gives_the_s
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
 
 
+def test_a_second_sigterm_while_the_interrupted_step_is_saved_does_not_stop_the_save(tmp_path, monkeypatch):
+    """make passes a process group's SIGTERM on to training, so a second one can come as the step
+    the first stopped is being saved: the save ran after the stop requests were let go, and the
+    second SIGTERM ended it half-way, with no checkpoint of the steps since the last."""
+    import signal
+
+    from nmt import train
+    from nmt.interrupt import terminate_as_interrupt
+
+    save = train.Trainer._save
+
+    def save_with_a_second_sigterm(self, is_best):
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.sigtimedwait([], 0.05)  # (a handler runs between two bytecodes: give it some)
+        save(self, is_best)
+
+    monkeypatch.setattr(train.Trainer, "_save", save_with_a_second_sigterm)
+
+    def sigterm_at_5(progress):
+        if progress.step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with terminate_as_interrupt(), pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, "train.max_steps=24", on_progress=sigterm_at_5)
+    assert load_checkpoint(tmp_path / "tiny" / "last").step == 5
+
+
 def test_a_stop_signal_during_the_final_validation_saves_the_steps_since_the_last_checkpoint(tmp_path, monkeypatch):
     """The validation after the last step ran outside the signal handling: a Ctrl-C (or a
     scheduler's SIGTERM at its time limit) there lost every step since the last checkpoint."""
