@@ -95,7 +95,12 @@ OMP_BINDING = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY
 
 
 def _omp_bound() -> bool:
-    return any(os.environ.get(name, "").strip().lower() not in ("", "false") for name in OMP_BINDING)
+    setting = {name: os.environ.get(name, "").strip().lower() for name in OMP_BINDING}
+    if setting["OMP_PROC_BIND"] == "false":  # overrides OMP_PLACES (the OpenMP specification)
+        return False
+    kmp = setting["KMP_AFFINITY"]  # Intel's OpenMP: "disabled", "none" (its default) bind nothing
+    return bool(setting["OMP_PROC_BIND"] or setting["OMP_PLACES"] or setting["GOMP_CPU_AFFINITY"]) or \
+        bool(kmp) and not any(word in kmp for word in ("disabled", "none"))
 
 
 def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -132,9 +137,18 @@ def _usable_cores() -> int:
 
 def load_visible() -> bool:
     """Whether other processes' load on our cores can be read from /proc/stat: not with OpenMP's
-    threads bound (the user placed them), nor under a cgroup CPU limit (/proc/stat is the host's,
-    and its load is not what limits us)."""
-    return not _omp_bound() and cpu_quota() is None
+    threads bound (the user placed them), nor under a cgroup CPU limit smaller than the cores we
+    may run on (their load is other containers', and not what limits us); a limit with as many
+    cores pinned (``--cpuset-cpus 0-1 --cpus 2``, a Kubernetes pod given whole cores) reads true."""
+    if _omp_bound():
+        return False
+    quota = cpu_quota()
+    if quota is None:
+        return True
+    try:
+        return len(os.sched_getaffinity(0)) <= math.ceil(quota)
+    except AttributeError:
+        return False
 
 
 def thread_ceiling() -> int:

@@ -206,6 +206,23 @@ def test_a_cgroup_cpu_limit_caps_the_threads_and_turns_load_sensing_off(monkeypa
     assert hardware._usable_cores() == 2 and not hardware.load_visible()
     assert hardware.choose_threads(0) == 2
     assert hardware.ThreadGovernor()._last is None  # no looks
+    # as many cores pinned as the limit allows (--cpuset-cpus 0-1 --cpus 2): /proc/stat's lines are ours
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert hardware.load_visible()
+
+
+@pytest.mark.parametrize("env, bound", [
+    ({"OMP_PROC_BIND": "true"}, True), ({"OMP_PLACES": "cores"}, True), ({"GOMP_CPU_AFFINITY": "0-1"}, True),
+    ({"KMP_AFFINITY": "granularity=fine,compact,1,0"}, True), ({"OMP_PROC_BIND": "false", "OMP_PLACES": "cores"}, False),
+    ({"KMP_AFFINITY": "disabled"}, False), ({"KMP_AFFINITY": "none"}, False), ({}, False)])
+def test_openmp_binding_is_told_from_settings_that_bind_nothing(monkeypatch, env, bound):
+    """OMP_PROC_BIND=false overrides OMP_PLACES; KMP_AFFINITY=disabled or none binds nothing: the
+    thread count was pinned and the governor turned off for them."""
+    for name in hardware.OMP_BINDING:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert hardware._omp_bound() is bound
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to tell one from all")
