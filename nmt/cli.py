@@ -247,7 +247,7 @@ def evaluate(
     ref: Annotated[Optional[Path], typer.Option(help="Reference file (default: the run's test split).")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Report folder (default: the run folder for its best checkpoint on its test split; else "
-             "runs/<name>/eval/<checkpoint>[-<source>]).")] = None,
+             "runs/<name>/eval/<checkpoint>[-<source>][-beamK][-alphaA]).")] = None,
     beam: Annotated[Optional[int], typer.Option(
         min=1, help="Beam size (default: the checkpoint's decode.beam); 1 = greedy only.")] = None,
     alpha: AlphaOpt = None,

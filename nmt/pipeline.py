@@ -63,16 +63,20 @@ def train(config: Config, paths: RunPaths, device: str | None = None, on_progres
     return trainer.train(on_progress)
 
 
-def report_folder(checkpoint: Path, run_dir: Path, src_path: Path | None) -> Path:
+def report_folder(checkpoint: Path, run_dir: Path, src_path: Path | None, beam: int | None = None,
+                  alpha: float | None = None) -> Path:
     """Where ``evaluate`` writes by default: the run folder for the run's best checkpoint on its
-    test split (what make eval writes, and make then takes as done); any other checkpoint (an
-    average, a step) or source, a folder of its own, ``runs/<name>/eval/<checkpoint>[-<source>]``,
-    so the run's report and translations are not written over without a word (``<checkpoint>``:
-    the folder's name, that of the step ``last`` points to for it)."""
+    test split with its own beam and alpha (what make eval writes, and make then takes as done);
+    anything else a folder of its own, ``<run>/eval/<checkpoint>[-<source>][-beamK][-alphaA]``
+    (``<run>``: a checkpoint outside a run, its parent folder), so the run's report and
+    translations are not written over without a word (``<checkpoint>``: the folder's name, that
+    of the step ``last`` points to for it)."""
     folder = Path(checkpoint).resolve()  # best and last: the step they point to
-    if src_path is None and folder == (run_dir / "best").resolve():
+    asked = [f"-{Path(src_path).stem}" if src_path is not None else "", f"-beam{beam}" if beam is not None else "",
+             f"-alpha{alpha:g}" if alpha is not None else ""]
+    if not any(asked) and folder == (run_dir / "best").resolve():
         return run_dir
-    return run_dir / "eval" / (folder.name + (f"-{Path(src_path).stem}" if src_path is not None else ""))
+    return run_dir / "eval" / (folder.name + "".join(asked))
 
 
 def evaluate(
@@ -91,7 +95,7 @@ def evaluate(
     ``out_dir``.
 
     Defaults: the test split of the run that holds ``checkpoint`` (runs/<name>/best or
-    runs/<name>/checkpoints/step-N → runs/<name>), that run folder for the output, and the
+    runs/<name>/checkpoints/step-N → runs/<name>), ``report_folder`` for the output, and the
     decoding settings the checkpoint was trained with (``decode``: the experiment's current ones
     instead; ``beam`` and ``alpha`` override either's)."""
     from nmt.analysis import find_run_dir
@@ -104,7 +108,7 @@ def evaluate(
     from nmt.translate import Translator
 
     run_dir = find_run_dir(checkpoint) or Path(checkpoint).parent  # runs/x/checkpoints/step-N → runs/x too
-    out_dir = Path(out_dir) if out_dir else report_folder(checkpoint, run_dir, src_path)
+    out_dir = Path(out_dir) if out_dir else report_folder(checkpoint, run_dir, src_path, beam, alpha)
     check_destination(out_dir, folder=True)  # before decoding, not after
     translator = Translator.from_checkpoint(checkpoint, device, decode)
     src_path, ref_path, sources, refs = read_test_pair(

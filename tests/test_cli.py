@@ -458,7 +458,7 @@ def test_evaluate_finds_the_run_of_a_checkpoint_in_its_checkpoints_folder(tiny_r
     step = run / "checkpoints" / os.readlink(run / "best").rpartition("/")[2]
     result = runner.invoke(app, ["evaluate", "--checkpoint", str(step), "--beam", "1"])
     assert result.exit_code == 0, result.output
-    report = json.loads((run / "report.json").read_text(encoding="utf-8"))  # in the run folder, as for best
+    report = json.loads((run / "eval" / f"{step.name}-beam1" / "report.json").read_text(encoding="utf-8"))
     assert (report["source"], report["sentences"]) == (str(run / "data" / "test.es"), 34)
     assert report["training"] == json.loads((run / "train_summary.json").read_text(encoding="utf-8"))
 
@@ -472,7 +472,7 @@ def test_evaluate_writes_another_checkpoint_or_source_beside_the_runs_report_not
     shutil.copytree(tiny_run.root, run, symlinks=True)
     shutil.copytree(run / "best", run / "average")  # a checkpoint of the run that is not its best
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "average"), "--beam", "1"])
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "average")])
     assert result.exit_code == 0, result.output
     assert json.loads((run / "eval" / "average" / "report.json").read_text())["checkpoint"] == str(run / "average")
     assert (run / "eval" / "average" / "test.greedy.en").is_file()
@@ -480,7 +480,11 @@ def test_evaluate_writes_another_checkpoint_or_source_beside_the_runs_report_not
                                 "--src", str(run / "data" / "dev.es"), "--ref", str(run / "data" / "dev.en")])
     assert given.exit_code == 0, given.output
     step = os.readlink(run / "best").rpartition("/")[2]
-    assert json.loads((run / "eval" / f"{step}-dev" / "report.json").read_text())["source"] == str(run / "data" / "dev.es")
+    report = json.loads((run / "eval" / f"{step}-dev-beam1" / "report.json").read_text())
+    assert report["source"] == str(run / "data" / "dev.es")
+    beam = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best"), "--beam", "2", "--alpha", "1.5"])
+    assert beam.exit_code == 0, beam.output  # make's report is of the checkpoint's own beam and alpha
+    assert (run / "eval" / f"{step}-beam2-alpha1.5" / "test.beam2.en").is_file()
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
