@@ -69,6 +69,8 @@ def epoch_batches(split_lengths: tuple[np.ndarray, np.ndarray], rest: list | Non
     pool = np.flatnonzero(fits(src, tgt, max_train_len))
     if rest is not None:
         pool = pool[np.isin(pool, rest)]
+    if pool.size == 0:  # an epoch's rest that the new max_train_len leaves nothing of
+        return []
     return [pool[b] for b in token_batches(src[pool], tgt[pool], max_tokens, np.random.default_rng([seed, epoch]))]
 
 

@@ -121,6 +121,10 @@ def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, c
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # trainer.json or its tensors edited, cut
         raise unusable_run(run_dir, f"{folder}: cannot resume, trainer state unusable ({type(exc).__name__}: "
                                     f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
+    if state.epoch_rest is not None and not (isinstance(state.epoch_rest, list) and
+                                             all(type(line) is int for line in state.epoch_rest)):
+        raise unusable_run(run_dir, f"{folder}: cannot resume, trainer state unusable (epoch_rest is not a list of "
+                                    f"line numbers)")  # else the epoch's rest would match no pair, or others
     state.stopped = ""  # the stop conditions are checked again with this run's settings
     if manifest["config"].get("train", {}).get("lr") != current["train"]["lr"]:  # a new train.lr: it applies now
         state.lr, state.lr_bad_validations = config.train.lr, 0  # (unchanged: the run's own, perhaps halved)

@@ -37,3 +37,14 @@ def test_make_batch_shifts_targets():
     assert batch.tgt_out.tolist() == [[8, 9, EOS, PAD], [10, 11, 12, EOS]]
     assert batch.n_tgt_tokens == 7  # </s> counted
 
+
+
+def test_an_epoch_rest_with_no_pair_left_has_no_batches_and_no_warning(recwarn):
+    """A resume under a lower train.max_train_len can leave an epoch's rest empty: numpy warned of
+    the mean of an empty slice (twice) on the way to no batches."""
+    from nmt.trainset import epoch_batches
+
+    lengths = (np.array([3, 40, 5]), np.array([4, 6, 30]))
+    assert epoch_batches(lengths, [1, 2], 0, seed=1, max_tokens=100, max_train_len=10) == []
+    assert [b.tolist() for b in epoch_batches(lengths, None, 0, seed=1, max_tokens=100, max_train_len=10)] == [[0]]
+    assert not recwarn.list

@@ -733,7 +733,7 @@ def test_resume_refuses_a_run_with_another_model(tmp_path):
         _train(tmp_path, "train.max_steps=16", "model.cell=gru")
 
 
-@pytest.mark.parametrize("edit", ["drop optimizer", "drop trainer", "unknown trainer key", "no rng"])
+@pytest.mark.parametrize("edit", ["drop optimizer", "drop trainer", "unknown trainer key", "no rng", "epoch_rest"])
 def test_resume_refuses_trainer_state_edited_out_of_shape_in_one_line(tmp_path, edit):
     """A hand-edited trainer.json (or trainer.safetensors without its tensors) ended the resume in a
     KeyError or TypeError traceback."""
@@ -750,10 +750,12 @@ def test_resume_refuses_trainer_state_edited_out_of_shape_in_one_line(tmp_path, 
     else:
         if edit == "unknown trainer key":
             state["trainer"]["steps_done"] = 3
+        elif edit == "epoch_rest":  # the epoch's rest would match no pair: skipped, without a word
+            state["trainer"]["epoch_rest"] = [1, "x", 2.5]
         else:
             del state[edit.split()[1]]
         (folder / "trainer.json").write_text(json.dumps(state), encoding="utf-8")
-    with pytest.raises(NmtError, match=r"cannot resume, trainer state unusable \((KeyError|TypeError)"):
+    with pytest.raises(NmtError, match=r"cannot resume, trainer state unusable \((KeyError|TypeError|epoch_rest)"):
         _train(tmp_path, "train.max_steps=16")
 
 
