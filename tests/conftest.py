@@ -21,6 +21,17 @@ def _isolated_hf_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf-cache"))
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_as_found():
+    """A test that sets torch's thread count (a benchmark script's main sets 2, or 1) leaves it as
+    it found it: thread choice is capped at torch's count, and later tests read it."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 def small_model(cell: str = "lstm", attention: str = "bahdanau", input_feeding: bool = True, vocab: int = 9,
                 seed: int = 0, layers: int = 1):
     import torch

@@ -13,8 +13,7 @@ from nmt import hardware
 from nmt.errors import NmtError
 
 
-def test_thread_choice_leaves_busy_cores_alone(monkeypatch):
-    monkeypatch.setattr(hardware, "_usable_cores", lambda: 2)
+def test_thread_choice_leaves_busy_cores_alone(two_threads):
     assert hardware.choose_threads(0, busy=0.05) == 2
     assert hardware.choose_threads(0, busy=1.0) == 1
     assert hardware.choose_threads(0, busy=2.0) == 1  # never fewer than one
