@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
 import sys
 import time
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers.common import at_least_one, own_peak_rss  # noqa: E402
+from peers.common import at_least_one, write  # noqa: E402
 
 from nmt.config import DecodePrecision, StoppingRule  # noqa: E402
 
@@ -39,11 +38,6 @@ CONFIG = ROOT / "configs" / "bible-es-en.yaml"
 # trained without the LSTM fast path (the before of a before/after).
 VARIANTS = {"bahdanau": [], "luong": ["model.attention=luong"], "enc128": ["model.enc_hidden=128"],
             "plain_rnn": ["train.fused_rnn=false"]}
-
-
-def _write(path: str, result: dict) -> None:
-    """The result, with this process's own peak memory (``own_peak_rss``: bench.py reports it)."""
-    Path(path).write_text(json.dumps({**result, **own_peak_rss()}, indent=2) + "\n", encoding="utf-8")
 
 
 # -- matmul peak ---------------------------------------------------------------------------------
@@ -328,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(THREADS)
     run = {"peak": run_peak, "train": run_train, "decode": run_decode, "budget": run_budget}[args.what]
-    _write(args.out, run(args))
+    write(args, run(args))  # with this process's own peak memory, as the peers' drivers
 
 
 if __name__ == "__main__":

@@ -225,6 +225,7 @@ def own_peak_rss() -> dict:
 
 
 def write(args, result: dict) -> None:
+    """The result at --out, with this process's own peak memory (``own_peak_rss``: bench.py reports it)."""
     Path(args.out).write_text(json.dumps({**result, **own_peak_rss()}, indent=2) + "\n", encoding="utf-8")
 
 
