@@ -98,9 +98,10 @@ def _omp_bound() -> bool:
     setting = {name: os.environ.get(name, "").strip().lower() for name in OMP_BINDING}
     if setting["OMP_PROC_BIND"] == "false":  # overrides OMP_PLACES (the OpenMP specification)
         return False
+    if setting["OMP_PROC_BIND"] or setting["OMP_PLACES"] or setting["GOMP_CPU_AFFINITY"]:
+        return True
     kmp = setting["KMP_AFFINITY"]  # Intel's OpenMP: "disabled", "none" (its default) bind nothing
-    return bool(setting["OMP_PROC_BIND"] or setting["OMP_PLACES"] or setting["GOMP_CPU_AFFINITY"]) or \
-        bool(kmp) and not any(word in kmp for word in ("disabled", "none"))
+    return bool(kmp) and not any(word in kmp for word in ("disabled", "none"))
 
 
 def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:

@@ -135,10 +135,9 @@ class Trainer:
     def _resume(self, folder: Path) -> None:
         self.state, changed, saved_under = resume_run(folder, self.model, self.optimizer, self.config, self.inputs)
         st, now = self.state, {key: getattr(self.config.train, key) for key in BATCHING}
-        if st.batch_in_epoch and any(saved_under.get(key, value) != value for key, value in now.items()):
-            # its batches were made otherwise: the epoch goes on with the pairs it had still to see
-            st.epoch_rest = rest_of_epoch(self.split_lengths, st.epoch_rest, st.epoch, st.batch_in_epoch,
-                                          {**now, **{key: saved_under[key] for key in BATCHING if key in saved_under}})
+        made = {key: saved_under.get(key, value) for key, value in now.items()}  # how the epoch's batches were
+        if st.batch_in_epoch and made != now:  # made otherwise: it goes on with the pairs it had still to see
+            st.epoch_rest = rest_of_epoch(self.split_lengths, st.epoch_rest, st.epoch, st.batch_in_epoch, made)
             st.batch_in_epoch = 0
             log.info("epoch %d goes on with the %d pairs it had still to see, in batches made under the new settings",
                      st.epoch, len(st.epoch_rest))

@@ -80,7 +80,7 @@ def rest_of_epoch(split_lengths: tuple[np.ndarray, np.ndarray], rest: list | Non
     ``settings`` (the train settings ``BATCHING`` names): a run resumed under others goes on with
     these, so each pair is still seen once an epoch, where counting batches in a list made
     otherwise skipped some and repeated others."""
-    batches = epoch_batches(split_lengths, rest, epoch, **{key: settings[key] for key in BATCHING})
+    batches = epoch_batches(split_lengths, rest, epoch, **settings)
     return sorted(int(line) for batch in batches[done:] for line in batch)
 
 
