@@ -1,8 +1,9 @@
 """Reading parallel text into pairs, as written (``nmt.data`` normalises, filters and splits them).
 
-A local TSV/CSV/JSONL file with named columns, or a hub dataset name (online only), is loaded with
-Hugging Face ``datasets``; a pair of line-aligned text files is read here (``_load_text_pair``:
-datasets' text loader ends a line at a lone "\r" too). No torch here.
+A local TSV/CSV/JSONL/Parquet file with named columns, a hub dataset name (online, or offline from
+the cache), or a folder holding a dataset (a hub dataset's files downloaded, or one saved with
+``save_to_disk``) is loaded with Hugging Face ``datasets``; a pair of line-aligned text files is read
+here (``_load_text_pair``: datasets' text loader ends a line at a lone "\r" too). No torch here.
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ def _file_kind(path: Path) -> str:
         return "csv"
     if name.endswith((".jsonl", ".json")):
         return "json"
+    if name.endswith(".parquet"):
+        return "parquet"
     return "text"
 
 
-DATA_SUFFIXES = (".tsv", ".csv", ".json", ".jsonl", ".txt", ".gz", ".bz2", ".xz", ".zst")
+DATA_SUFFIXES = (".tsv", ".csv", ".json", ".jsonl", ".parquet", ".txt", ".gz", ".bz2", ".xz", ".zst")
 
 
 def _names_a_file(source: str) -> bool:
@@ -167,6 +170,9 @@ def _has_text(path: Path) -> bool:
 def _load_local_table(path: Path, config: DataConfig):
     import datasets
 
+    if _file_kind(path) == "parquet":  # the hub's own format: typed columns, read as they are
+        with _no_progress_bars():
+            return datasets.load_dataset("parquet", data_files=str(path), split="train")
     if not _has_text(path):  # the parsers' words for it: "No columns to parse", "StopIteration"
         raise DataError(f"{path} is empty: no pairs to read")
     kind = _file_kind(path)
@@ -220,8 +226,8 @@ def read_pairs(config: DataConfig) -> list[Pair]:
                                     f"for a table leave data.target empty (null)")
             return _load_text_pair(source, target)
         if source.is_dir():
-            raise DataError(f"{source} is a folder; data.source names a file (or a hub dataset)")
-        if source.exists():
+            table = _load_local_dataset(source, config)
+        elif source.exists():
             if _file_kind(source) == "text":  # one side of the text: the other is data.target
                 raise DataError(f"{source} is a plain text file, one side of the corpus: set data.target to the "
                                 f"other side's file, or give a TSV, CSV or JSONL file")
@@ -261,6 +267,28 @@ def read_pairs(config: DataConfig) -> list[Pair]:
     if source.is_file() and _file_kind(source) == "csv" and any(not pair.src or not pair.tgt for pair in pairs):
         _warn_short_rows(source, tuple(config.columns))  # (a second read only where a field is empty)
     return pairs
+
+
+def _load_local_dataset(folder: Path, config: DataConfig):
+    """Split ``data.hub_split`` of the dataset in ``folder``: one written by ``save_to_disk`` (its
+    ``state.json`` or ``dataset_dict.json`` says so), else the files of a hub dataset, downloaded
+    (``huggingface-cli download --repo-type dataset NAME --local-dir FOLDER``), which datasets reads
+    as it would the hub name, ``data.hub_config`` included, without a network."""
+    import datasets
+
+    with _no_progress_bars():
+        if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
+            table = datasets.load_from_disk(str(folder))
+            if not isinstance(table, datasets.DatasetDict):
+                return table
+            if config.hub_split not in table:
+                raise DataError(f"{folder}: no split {config.hub_split!r} for data.hub_split (splits: "
+                                f"{', '.join(table)})")
+            return table[config.hub_split]
+        if not any(not path.name.startswith(".") for path in folder.iterdir()):  # (.cache: a download's own)
+            raise DataError(f"{folder} is an empty folder; data.source names a data file, a folder holding a "
+                            f"dataset, or a hub dataset")
+        return datasets.load_dataset(str(folder), config.hub_config, split=config.hub_split)
 
 
 def _bad_json_line(path: Path) -> str | None:

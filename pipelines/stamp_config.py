@@ -60,14 +60,19 @@ def _stamps(config, folder: Path) -> dict[Path, str]:
 
 
 def _data_files(*given: str | None) -> dict[str, list[int]]:
-    """Size and modification time of each local data file (a hub name is none): what make's own
-    file prerequisites would compare, for paths a Makefile cannot parse out of YAML (quoted, with
-    spaces) and for data.target."""
+    """Size and modification time of each local data file (a hub name is none; a folder: each file
+    in it, hidden ones aside): what make's own file prerequisites would compare, for paths a
+    Makefile cannot parse out of YAML (quoted, with spaces) and for data.target."""
     files = {}
-    for name in given:
-        if name and Path(name).expanduser().is_file():
-            status = Path(name).expanduser().stat()
-            files[name] = [status.st_size, status.st_mtime_ns]
+    for name in filter(None, given):
+        path = Path(name).expanduser()
+        inside = {f"{name}/{file.relative_to(path)}": file for file in sorted(path.rglob("*"))
+                  if not any(part.startswith(".") for part in file.relative_to(path).parts)} if path.is_dir() else {
+                  name: path}
+        for key, file in inside.items():
+            if file.is_file():
+                status = file.stat()
+                files[key] = [status.st_size, status.st_mtime_ns]
     return files
 
 

@@ -356,9 +356,9 @@ def test_missing_file(source):
         read_pairs(DataConfig(source="/no/such.tsv"))
 
 
-def test_a_folder_or_one_sided_text_file_as_the_source_is_refused(tmp_path):
-    (tmp_path / "corpus").mkdir()
-    with pytest.raises(DataError, match="corpus is a folder; data.source names a file"):
+def test_an_empty_folder_or_one_sided_text_file_as_the_source_is_refused(tmp_path):
+    (tmp_path / "corpus" / ".cache").mkdir(parents=True)  # (what a download leaves beside the files)
+    with pytest.raises(DataError, match="corpus is an empty folder; data.source names a data file, a folder holding"):
         read_pairs(DataConfig(source=str(tmp_path / "corpus")))
     (tmp_path / "side.es").write_text("hola\n")
     with pytest.raises(DataError, match="side.es is a plain text file, one side of the corpus: set data.target"):
@@ -466,6 +466,94 @@ def test_hub_dataset_names_go_to_the_hub_loader(monkeypatch, name):
     pairs = read_pairs(config)
     assert calls == [(name, "de-en", "validation")]
     assert [(p.src, p.tgt) for p in pairs] == [("Hallo Welt", "Hello world"), ("Guten Tag", "Good day")]
+
+
+HUB_ROWS = [{"de": "Hallo Welt", "en": "Hello world"}, {"de": "Guten Tag", "en": "Good day"},
+            {"de": "Danke", "en": "Thanks"}]
+HUB_CONFIG = dict(src_field="translation.de", tgt_field="translation.en", id_field=None, dev_groups=(), test_groups=())
+
+
+def _parquet(path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def test_a_parquet_file_is_read_as_a_table(tmp_path):
+    """The hub's own format (what a dataset's files are when downloaded): columns by name, nested
+    translation records too, numbers as written, read without a network."""
+    _parquet(tmp_path / "c.parquet", [{"id": f"A.{i}", "es": s, "en": t, "n": i}
+                                       for i, (s, t) in enumerate([("hola", "hello"), ("adiós", "bye")], 1)])
+    pairs = read_pairs(DataConfig(source=str(tmp_path / "c.parquet")))
+    assert [(p.src, p.tgt, p.id) for p in pairs] == [("hola", "hello", "A.1"), ("adiós", "bye", "A.2")]
+    assert [p.id for p in read_pairs(DataConfig(source=str(tmp_path / "c.parquet"), id_field="n"))] == ["1", "2"]
+    _parquet(tmp_path / "t.parquet", [{"translation": row} for row in HUB_ROWS])
+    pairs = read_pairs(DataConfig(source=str(tmp_path / "t.parquet"), **HUB_CONFIG))
+    assert [(p.src, p.tgt) for p in pairs] == [(r["de"], r["en"]) for r in HUB_ROWS]
+    with pytest.raises(DataError, match="data file not found: .*missing.parquet"):
+        read_pairs(DataConfig(source=str(tmp_path / "missing.parquet")))
+    (tmp_path / "bad.parquet").write_text("id\tes\ten\n", encoding="utf-8")
+    with pytest.raises(DataError, match="cannot load .*bad.parquet: "):
+        read_pairs(DataConfig(source=str(tmp_path / "bad.parquet")))
+
+
+def test_a_hub_dataset_downloaded_to_a_folder_is_read_offline(tmp_path):
+    """A hub dataset's files, downloaded (huggingface-cli download --repo-type dataset NAME
+    --local-dir FOLDER): its README's configs and splits are read as the hub name's would be, with
+    data.hub_config and data.hub_split, under HF_DATASETS_OFFLINE=1 (set by the tests)."""
+    folder = tmp_path / "opus"
+    _parquet(folder / "de-en" / "train-00000-of-00001.parquet", [{"translation": row} for row in HUB_ROWS])
+    _parquet(folder / "de-en" / "test-00000-of-00001.parquet", [{"translation": HUB_ROWS[0]}])
+    _parquet(folder / "de-fr" / "train-00000-of-00001.parquet", [{"translation": {"de": "Ja", "fr": "Oui"}}])
+    (folder / ".cache").mkdir()
+    (folder / "README.md").write_text(
+        "---\nconfigs:\n"
+        "- config_name: de-en\n  data_files:\n  - split: train\n    path: de-en/train-*\n"
+        "  - split: test\n    path: de-en/test-*\n"
+        "- config_name: de-fr\n  data_files:\n  - split: train\n    path: de-fr/train-*\n---\n", encoding="utf-8")
+    pairs = read_pairs(DataConfig(source=str(folder), hub_config="de-en", **HUB_CONFIG))
+    assert [(p.src, p.tgt) for p in pairs] == [(r["de"], r["en"]) for r in HUB_ROWS]
+    test = read_pairs(DataConfig(source=str(folder), hub_config="de-en", hub_split="test", **HUB_CONFIG))
+    assert [(p.src, p.tgt) for p in test] == [("Hallo Welt", "Hello world")]
+    with pytest.raises(DataError, match=f"cannot load {folder}: .*de-it"):
+        read_pairs(DataConfig(source=str(folder), hub_config="de-it", **HUB_CONFIG))
+
+
+@pytest.mark.parametrize("splits", [False, True], ids=["dataset", "dataset-dict"])
+def test_a_dataset_saved_to_disk_is_read(tmp_path, splits):
+    """A folder written by datasets' save_to_disk (load_dataset refuses it); of a DatasetDict the
+    split data.hub_split, and a split it does not have is named with those it has."""
+    import datasets
+
+    table = datasets.Dataset.from_dict({"translation": HUB_ROWS})
+    saved = datasets.DatasetDict({"train": table, "validation": table.select([0])}) if splits else table
+    saved.save_to_disk(str(tmp_path / "saved"))
+    pairs = read_pairs(DataConfig(source=str(tmp_path / "saved"), **HUB_CONFIG))
+    assert [(p.src, p.tgt) for p in pairs] == [(r["de"], r["en"]) for r in HUB_ROWS]
+    if splits:
+        pairs = read_pairs(DataConfig(source=str(tmp_path / "saved"), hub_split="validation", **HUB_CONFIG))
+        assert len(pairs) == 1
+        with pytest.raises(DataError, match=r"saved: no split 'test' for data.hub_split \(splits: train, validation\)"):
+            read_pairs(DataConfig(source=str(tmp_path / "saved"), hub_split="test", **HUB_CONFIG))
+
+
+def test_a_data_folder_is_stamped_by_the_files_in_it(tmp_path, monkeypatch):
+    """make reruns data preparation when a file in a data.source folder changes, as when a file
+    does; a download's hidden cache is left out."""
+    import os
+
+    monkeypatch.syspath_prepend(str(ROOT / "pipelines"))
+    from stamp_config import _data_files
+
+    _parquet(tmp_path / "opus" / "de-en" / "train.parquet", [{"translation": HUB_ROWS[0]}])
+    (tmp_path / "opus" / ".cache" / "huggingface").mkdir(parents=True)
+    (tmp_path / "opus" / ".cache" / "huggingface" / "x.lock").write_text("")
+    before = _data_files(str(tmp_path / "opus"), None)
+    assert list(before) == [f"{tmp_path}/opus/de-en/train.parquet"]
+    os.utime(tmp_path / "opus" / "de-en" / "train.parquet", ns=(0, 10**9))
+    assert _data_files(str(tmp_path / "opus"), None) != before
 
 
 def test_hub_dataset_offline_is_a_clear_error():
