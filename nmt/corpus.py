@@ -230,7 +230,7 @@ def read_pairs(config: DataConfig) -> list[Pair]:
         elif source.exists():
             if _file_kind(source) == "text":  # one side of the text: the other is data.target
                 raise DataError(f"{source} is a plain text file, one side of the corpus: set data.target to the "
-                                f"other side's file, or give a TSV, CSV or JSONL file")
+                                f"other side's file, or give a TSV, CSV, JSONL or Parquet file")
             table = _load_local_table(source, config)
         elif _names_a_file(config.source):
             raise DataError(f"data file not found: {source}" + ("" if source.is_absolute() else

@@ -66,10 +66,11 @@ def _data_files(*given: str | None) -> dict[str, list[int]]:
     files = {}
     for name in filter(None, given):
         path = Path(name).expanduser()
-        inside = {f"{name}/{file.relative_to(path)}": file for file in sorted(path.rglob("*"))
-                  if not any(part.startswith(".") for part in file.relative_to(path).parts)} if path.is_dir() else {
-                  name: path}
-        for key, file in inside.items():
+        found = {name: path}
+        if path.is_dir():
+            inside = (file.relative_to(path) for file in sorted(path.rglob("*")))
+            found = {f"{name}/{file}": path / file for file in inside if not any(p.startswith(".") for p in file.parts)}
+        for key, file in found.items():
             if file.is_file():
                 status = file.stat()
                 files[key] = [status.st_size, status.st_mtime_ns]
