@@ -171,6 +171,10 @@ def _load_local_table(path: Path, config: DataConfig):
     import datasets
 
     if _file_kind(path) == "parquet":  # the hub's own format: typed columns, read as they are
+        import pyarrow.parquet as pq
+
+        if pq.read_metadata(path).num_rows == 0:  # datasets' words: "BatchSize must be greater than 0"
+            raise DataError(f"{path} is empty: no pairs to read")
         with _no_progress_bars():
             return datasets.load_dataset("parquet", data_files=str(path), split="train")
     if not _has_text(path):  # the parsers' words for it: "No columns to parse", "StopIteration"

@@ -539,6 +539,18 @@ def test_a_dataset_saved_to_disk_is_read(tmp_path, splits):
             read_pairs(DataConfig(source=str(tmp_path / "saved"), hub_split="test", **HUB_CONFIG))
 
 
+def test_an_empty_parquet_file_is_refused_in_one_line(tmp_path):
+    """A Parquet file without rows is empty, as a TSV file without lines is (datasets' reader
+    stopped at its one row group of none: "BatchSize must be greater than 0, got 0")."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"es": pa.array([], pa.string()), "en": pa.array([], pa.string())}),
+                   tmp_path / "c.parquet")
+    with pytest.raises(DataError, match=r"c.parquet is empty: no pairs to read"):
+        read_pairs(DataConfig(source=str(tmp_path / "c.parquet"), **HUB_CONFIG | dict(src_field="es", tgt_field="en")))
+
+
 def test_a_data_folder_is_stamped_by_the_files_in_it(tmp_path, monkeypatch):
     """make reruns data preparation when a file in a data.source folder changes, as when a file
     does; a download's hidden cache is left out."""
