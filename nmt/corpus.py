@@ -292,7 +292,10 @@ def _load_local_dataset(folder: Path, config: DataConfig):
         if not any(not path.name.startswith(".") for path in folder.iterdir()):  # (.cache: a download's own)
             raise DataError(f"{folder} is an empty folder; data.source names a data file, a folder holding a "
                             f"dataset, or a hub dataset")
-        return datasets.load_dataset(str(folder), config.hub_config, split=config.hub_split)
+        # A README without YAML front matter (a corpus's own notes): huggingface_hub logs "Repo card
+        # metadata block was not found", twice (its handler and the root's); the files are read by layout
+        with _quiet("huggingface_hub"):
+            return datasets.load_dataset(str(folder), config.hub_config, split=config.hub_split)
 
 
 def _bad_json_line(path: Path) -> str | None:

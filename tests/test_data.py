@@ -551,6 +551,18 @@ def test_an_empty_parquet_file_is_refused_in_one_line(tmp_path):
         read_pairs(DataConfig(source=str(tmp_path / "c.parquet"), **HUB_CONFIG | dict(src_field="es", tgt_field="en")))
 
 
+def test_a_folder_whose_readme_has_no_configs_is_read_without_log_lines(tmp_path, caplog):
+    """A README without YAML front matter (a corpus's own notes): the files are read by their layout,
+    and huggingface_hub's "Repo card metadata block was not found" (twice: its handler and the
+    root's) stays off stderr, where the command line prints its one-line errors."""
+    folder = tmp_path / "corpus"
+    _parquet(folder / "data" / "train-00000-of-00001.parquet", [{"translation": row} for row in HUB_ROWS])
+    (folder / "README.md").write_text("# A corpus\n", encoding="utf-8")
+    pairs = read_pairs(DataConfig(source=str(folder), **HUB_CONFIG))
+    assert [(p.src, p.tgt) for p in pairs] == [(r["de"], r["en"]) for r in HUB_ROWS]
+    assert [record.getMessage() for record in caplog.records if record.name.startswith("huggingface_hub")] == []
+
+
 def test_a_data_folder_is_stamped_by_the_files_in_it(tmp_path, monkeypatch):
     """make reruns data preparation when a file in a data.source folder changes, as when a file
     does; a download's hidden cache is left out."""
