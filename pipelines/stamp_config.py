@@ -13,6 +13,7 @@ the Makefile can tell make which stages an edit reruns, a dry run (make -n) incl
 """
 
 import json
+import os
 from pathlib import Path
 
 from nmt.atomic import atomic_write_text
@@ -68,12 +69,26 @@ def _data_files(*given: str | None) -> dict[str, list[int]]:
         path = Path(name).expanduser()
         found = {name: path}
         if path.is_dir():
-            inside = (file.relative_to(path) for file in sorted(path.rglob("*")))
-            found = {f"{name}/{file}": path / file for file in inside if not any(p.startswith(".") for p in file.parts)}
+            found = {f"{name}/{file.relative_to(path)}": file for file in _folder_files(path)}
         for key, file in found.items():
             if file.is_file():
                 status = file.stat()
                 files[key] = [status.st_size, status.st_mtime_ns]
+    return files
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The files in ``folder`` and its subfolders, hidden ones aside (a download's .cache), through
+    links to folders too, which datasets reads (``Path.rglob`` did not enter them, so a changed shard
+    there reran nothing); a folder reached twice, by a link back up, is listed once."""
+    files, seen = [], set()
+    for top, folders, names in os.walk(folder, followlinks=True):
+        if (real := os.path.realpath(top)) in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        files += [Path(top, name) for name in names if not name.startswith(".")]
     return files
 
 

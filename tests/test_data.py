@@ -580,6 +580,23 @@ def test_a_data_folder_is_stamped_by_the_files_in_it(tmp_path, monkeypatch):
     assert _data_files(str(tmp_path / "opus"), None) != before
 
 
+def test_a_data_folder_s_linked_folders_are_stamped_too(tmp_path, monkeypatch):
+    """A folder inside data.source that is a link to another (the shards kept on a bigger disk) is
+    read by datasets, so its files are in make's stamp: a changed shard reruns preparation."""
+    import os
+
+    monkeypatch.syspath_prepend(str(ROOT / "pipelines"))
+    from stamp_config import _data_files
+
+    _parquet(tmp_path / "disk" / "de-en" / "train.parquet", [{"translation": HUB_ROWS[0]}])
+    (tmp_path / "opus").mkdir()
+    (tmp_path / "opus" / "de-en").symlink_to(tmp_path / "disk" / "de-en")
+    before = _data_files(str(tmp_path / "opus"), None)
+    assert list(before) == [f"{tmp_path}/opus/de-en/train.parquet"]
+    os.utime(tmp_path / "disk" / "de-en" / "train.parquet", ns=(0, 10**9))
+    assert _data_files(str(tmp_path / "opus"), None) != before
+
+
 def test_hub_dataset_offline_is_a_clear_error():
     """With HF_DATASETS_OFFLINE=1 (set by the tests) a hub name fails with one line, no traceback."""
     with pytest.raises(DataError, match="cannot load no-such-user/no-such-corpus"):
