@@ -23,10 +23,15 @@ STAMPS := $(RUN)/config
 .PHONY: all venv train eval test bench FORCE
 all: train
 
+# TORCH_INDEX: where pip takes torch from. Unset, pip's own configuration decides (a CPU wheel where
+# one is served, as on our machines; from PyPI on Linux, the CUDA build and its several GB of CUDA
+# packages). make train TORCH_INDEX=https://download.pytorch.org/whl/cpu takes PyTorch's CPU build.
+TORCH_INDEX ?=
+
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) )torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 

@@ -64,16 +64,18 @@ def train(config: Config, paths: RunPaths, device: str | None = None, on_progres
 
 
 def report_folder(checkpoint: Path, run_dir: Path, src_path: Path | None, beam: int | None = None,
-                  alpha: float | None = None) -> Path:
+                  alpha: float | None = None, ref_path: Path | None = None) -> Path:
     """Where ``evaluate`` writes by default: the run folder for the run's best checkpoint on its
-    test split with its own beam and alpha (what make eval writes, and make then takes as done);
-    anything else a folder of its own, ``<run>/eval/<checkpoint>[-<source>][-beamK][-alphaA]``
-    (``<run>``: a checkpoint outside a run, its parent folder), so the run's report and
-    translations are not written over without a word (``<checkpoint>``: the folder's name, that
-    of the step ``last`` points to for it)."""
+    test split and references with its own beam and alpha (what make eval writes, and make then
+    takes as done); anything else a folder of its own,
+    ``<run>/eval/<checkpoint>[-<source>|-ref-<reference>][-beamK][-alphaA]`` (``<run>``: a
+    checkpoint outside a run, its parent folder), so the run's report and translations are not
+    written over without a word (``<checkpoint>``: the folder's name, that of the step ``last``
+    points to for it)."""
     folder = Path(checkpoint).resolve()  # best and last: the step they point to
-    asked = [f"-{Path(src_path).stem}" if src_path is not None else "", f"-beam{beam}" if beam is not None else "",
-             f"-alpha{alpha:g}" if alpha is not None else ""]
+    given = (f"-{Path(src_path).stem}" if src_path is not None else
+             f"-ref-{Path(ref_path).stem}" if ref_path is not None else "")
+    asked = [given, f"-beam{beam}" if beam is not None else "", f"-alpha{alpha:g}" if alpha is not None else ""]
     if not any(asked) and folder == (run_dir / "best").resolve():
         return run_dir
     return run_dir / "eval" / (folder.name + "".join(asked))
@@ -108,7 +110,7 @@ def evaluate(
     from nmt.translate import Translator
 
     run_dir = find_run_dir(checkpoint) or Path(checkpoint).parent  # runs/x/checkpoints/step-N → runs/x too
-    out_dir = Path(out_dir) if out_dir else report_folder(checkpoint, run_dir, src_path, beam, alpha)
+    out_dir = Path(out_dir) if out_dir else report_folder(checkpoint, run_dir, src_path, beam, alpha, ref_path)
     check_destination(out_dir, folder=True)  # before decoding, not after
     translator = Translator.from_checkpoint(checkpoint, device, decode)
     src_path, ref_path, sources, refs = read_test_pair(

@@ -54,7 +54,7 @@ def _preamble(report: dict) -> list[str]:
             f"{training['device']} ({training['threads']} thread{'s' * (training['threads'] != 1)}); "
             f"{training['stopped']}"
         )
-    made = [f"nmt {v['nmt']} (torch {v['torch']})" for v in [report.get("versions")] if v]
+    made = [f"nmt {v['nmt']} (torch {v['torch']}, Python {v['python']})" for v in [report.get("versions")] if v]
     if "created" in report:
         made.append(f"sacreBLEU {report['sacrebleu']}")
         lines.append(f"- made {report['created']} with {' and '.join(made)}")

@@ -444,7 +444,12 @@ def test_evaluate_writes_reports_for_greedy_and_beam(tiny_run, tmp_path):
         assert system["scores"]["bleu"]["signature"].startswith("nrefs:1|")
     assert "| greedy |" in (tmp_path / "report.md").read_text(encoding="utf-8")
     assert report["versions"] == versions()  # the code the numbers came from
-    assert f"- made with nmt {nmt.__version__} (torch " in (tmp_path / "report.md").read_text(encoding="utf-8")
+    import platform
+
+    import torch
+
+    made = f"- made with nmt {nmt.__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+    assert made in (tmp_path / "report.md").read_text(encoding="utf-8")  # the head says what made it too
     hyps = (tmp_path / "test.greedy.en").read_text(encoding="utf-8").split("\n")[:-1]
     assert len(hyps) == report["sentences"] == 34
 
@@ -485,6 +490,11 @@ def test_evaluate_writes_another_checkpoint_or_source_beside_the_runs_report_not
     beam = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best"), "--beam", "2", "--alpha", "1.5"])
     assert beam.exit_code == 0, beam.output  # make's report is of the checkpoint's own beam and alpha
     assert (run / "eval" / f"{step}-beam2-alpha1.5" / "test.beam2.en").is_file()
+    other = tmp_path / "other.en"  # other references for the test split: scores of their own (--ref alone wrote
+    other.write_text((run / "data" / "test.en").read_text().upper(), encoding="utf-8")  # over make's report)
+    ref = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best"), "--ref", str(other)])
+    assert ref.exit_code == 0, ref.output
+    assert json.loads((run / "eval" / f"{step}-ref-other" / "report.json").read_text())["reference"] == str(other)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 

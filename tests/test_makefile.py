@@ -92,3 +92,22 @@ def test_editing_decode_settings_re_evaluates_with_them_without_retraining(tmp_p
     config.write_text(text.replace("beam: 3", "beam: 1"), encoding="utf-8")
     assert "pipelines/evaluate.py" in _make(tmp_path, "eval")
     assert "pipelines/" not in _make(tmp_path, "-n", "train")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_torch_comes_from_the_index_given_else_from_pips_own_configuration(tmp_path):
+    """On a fresh Linux machine pip takes torch's CUDA build from PyPI (several GB): TORCH_INDEX
+    names PyTorch's CPU index instead. A dry run of the environment's rule, nothing installed."""
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+        shutil.copy(ROOT / name, tmp_path)
+
+    def install_line(*settings: str) -> str:
+        result = subprocess.run(["make", "-n", "venv", "VENV=fresh", *settings], cwd=tmp_path, capture_output=True,
+                                text=True)
+        assert result.returncode == 0, result.stderr
+        return next(line for line in result.stdout.splitlines() if "torch==" in line)
+
+    cpu = "https://download.pytorch.org/whl/cpu"
+    assert install_line(f"TORCH_INDEX={cpu}").endswith(f"-c constraints.txt --index-url {cpu} torch==2.13.0")
+    assert install_line().endswith("-c constraints.txt torch==2.13.0")
+    assert not (tmp_path / "fresh").exists()
