@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,20 +168,23 @@ def _has_text(path: Path) -> bool:
         return any(line.strip() for line in file)
 
 
+def _has_rows(path: Path) -> bool:
+    """Whether a Parquet file holds a row (datasets' reader took "BatchSize must be greater than 0"
+    from an empty one's row group)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(path).num_rows > 0
+
+
 def _load_local_table(path: Path, config: DataConfig):
     import datasets
 
-    if _file_kind(path) == "parquet":  # the hub's own format: typed columns, read as they are
-        import pyarrow.parquet as pq
-
-        if pq.read_metadata(path).num_rows == 0:  # datasets' words: "BatchSize must be greater than 0"
-            raise DataError(f"{path} is empty: no pairs to read")
-        with _no_progress_bars():
-            return datasets.load_dataset("parquet", data_files=str(path), split="train")
-    if not _has_text(path):  # the parsers' words for it: "No columns to parse", "StopIteration"
-        raise DataError(f"{path} is empty: no pairs to read")
     kind = _file_kind(path)
+    if path.stat().st_size == 0 or not (_has_rows(path) if kind == "parquet" else _has_text(path)):
+        raise DataError(f"{path} is empty: no pairs to read")  # the parsers' words: "No columns to parse" …
     with _no_progress_bars():
+        if kind == "parquet":  # the hub's own format: typed columns, read as they are
+            return datasets.load_dataset("parquet", data_files=str(path), split="train")
         if kind == "json":
             return datasets.load_dataset("json", data_files=str(path), split="train")
         # A row ends at "\n" only: the parser's default also ended one at a lone "\r" inside a sentence,
@@ -216,6 +220,54 @@ def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:
     return [Pair(s, t, str(i)) for i, (s, t) in enumerate(zip(*sides))]
 
 
+def _load_local_dataset(folder: Path, config: DataConfig):
+    """Split ``data.hub_split`` of the dataset in ``folder``: one written by ``save_to_disk`` (its
+    ``state.json`` or ``dataset_dict.json`` says so; it has no configs), else the files of a hub
+    dataset, downloaded (``hf download NAME --repo-type dataset --local-dir FOLDER``), which
+    datasets reads as it would the hub name, ``data.hub_config`` included, without a network."""
+    import datasets
+
+    with _no_progress_bars():
+        if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
+            if config.hub_config is not None:
+                raise DataError(f"{folder} is a dataset saved with save_to_disk, which has no configs; leave "
+                                f"data.hub_config empty (null)")
+            table = datasets.load_from_disk(str(folder))
+            if not isinstance(table, datasets.DatasetDict):
+                return table
+            if config.hub_split not in table:
+                raise DataError(f"{folder}: no split {config.hub_split!r} for data.hub_split (splits: "
+                                f"{', '.join(table)})")
+            return table[config.hub_split]
+        if not any(not path.name.startswith(".") for path in folder.iterdir()):  # (.cache: a download's own)
+            raise DataError(f"{folder} is an empty folder; data.source names a data file, a folder holding a "
+                            f"dataset, or a hub dataset")
+        if tables := sorted(path.name for path in folder.rglob("*") if _file_kind(path) == "csv"):
+            log.warning("%s: its TSV/CSV files (%s) are read by datasets' CSV rules, which guess types (id 01.10 "
+                        "reads as 1.1) and parse quotes; give one such file directly to have nmt's", folder,
+                        ", ".join(tables[:3]) + (", …" if len(tables) > 3 else ""))
+        # A README without YAML front matter (a corpus's own notes): huggingface_hub logs "Repo card
+        # metadata block was not found", twice (its handler and the root's); the files are read by layout
+        with _quiet("huggingface_hub"):
+            return _load_dataset(str(folder), config)
+
+
+def _load_dataset(name: str, config: DataConfig):
+    """``datasets.load_dataset`` of a hub name or a dataset folder, with data.hub_config and
+    data.hub_split. A dataset of several configs asked for none names them, in one line (its
+    error's first line, all the command line shows, said only "Config name is missing.")."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(name, config.hub_config, split=config.hub_split)
+    except ValueError as exc:
+        if config.hub_config is not None or not str(exc).startswith("Config name is missing"):
+            raise
+        names = re.search(r"available configs: (\[.*?\])", str(exc))
+        raise DataError(f"{name} holds several configs{' ' + names.group(1) if names else ''}: set data.hub_config "
+                        f"to one") from None
+
+
 def read_pairs(config: DataConfig) -> list[Pair]:
     """Load raw pairs as described by ``config`` (no normalisation yet)."""
     source = Path(config.source).expanduser()  # ~/corpora/x.tsv: a YAML value no shell has expanded
@@ -240,13 +292,11 @@ def read_pairs(config: DataConfig) -> list[Pair]:
             raise DataError(f"data file not found: {source}" + ("" if source.is_absolute() else
                                                                  f" (relative to the working folder, {Path.cwd()})"))
         else:  # a hub dataset name
-            import datasets
-
             # Without a network huggingface_hub logs each of its 5 retries, twice (its own handler and
             # the root's): 22 lines over 23 s before the one-line error. One line says what is tried.
             log.info("loading %s from the Hugging Face Hub", config.source)
             with _quiet("huggingface_hub"):
-                table = datasets.load_dataset(config.source, config.hub_config, split=config.hub_split)
+                table = _load_dataset(config.source, config)
     except UnicodeDecodeError as exc:
         raise DataError(f"{config.source}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
     except DataError:
@@ -271,31 +321,6 @@ def read_pairs(config: DataConfig) -> list[Pair]:
     if source.is_file() and _file_kind(source) == "csv" and any(not pair.src or not pair.tgt for pair in pairs):
         _warn_short_rows(source, tuple(config.columns))  # (a second read only where a field is empty)
     return pairs
-
-
-def _load_local_dataset(folder: Path, config: DataConfig):
-    """Split ``data.hub_split`` of the dataset in ``folder``: one written by ``save_to_disk`` (its
-    ``state.json`` or ``dataset_dict.json`` says so), else the files of a hub dataset, downloaded
-    (``huggingface-cli download --repo-type dataset NAME --local-dir FOLDER``), which datasets reads
-    as it would the hub name, ``data.hub_config`` included, without a network."""
-    import datasets
-
-    with _no_progress_bars():
-        if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
-            table = datasets.load_from_disk(str(folder))
-            if not isinstance(table, datasets.DatasetDict):
-                return table
-            if config.hub_split not in table:
-                raise DataError(f"{folder}: no split {config.hub_split!r} for data.hub_split (splits: "
-                                f"{', '.join(table)})")
-            return table[config.hub_split]
-        if not any(not path.name.startswith(".") for path in folder.iterdir()):  # (.cache: a download's own)
-            raise DataError(f"{folder} is an empty folder; data.source names a data file, a folder holding a "
-                            f"dataset, or a hub dataset")
-        # A README without YAML front matter (a corpus's own notes): huggingface_hub logs "Repo card
-        # metadata block was not found", twice (its handler and the root's); the files are read by layout
-        with _quiet("huggingface_hub"):
-            return datasets.load_dataset(str(folder), config.hub_config, split=config.hub_split)
 
 
 def _bad_json_line(path: Path) -> str | None:

@@ -494,14 +494,17 @@ def test_a_parquet_file_is_read_as_a_table(tmp_path):
     assert [(p.src, p.tgt) for p in pairs] == [(r["de"], r["en"]) for r in HUB_ROWS]
     with pytest.raises(DataError, match="data file not found: .*missing.parquet"):
         read_pairs(DataConfig(source=str(tmp_path / "missing.parquet")))
+    (tmp_path / "failed-download.parquet").touch()  # (pyarrow: "Parquet file size is 0 bytes")
+    with pytest.raises(DataError, match="failed-download.parquet is empty: no pairs to read"):
+        read_pairs(DataConfig(source=str(tmp_path / "failed-download.parquet")))
     (tmp_path / "bad.parquet").write_text("id\tes\ten\n", encoding="utf-8")
     with pytest.raises(DataError, match="cannot load .*bad.parquet: "):
         read_pairs(DataConfig(source=str(tmp_path / "bad.parquet")))
 
 
 def test_a_hub_dataset_downloaded_to_a_folder_is_read_offline(tmp_path):
-    """A hub dataset's files, downloaded (huggingface-cli download --repo-type dataset NAME
-    --local-dir FOLDER): its README's configs and splits are read as the hub name's would be, with
+    """A hub dataset's files, downloaded (hf download NAME --repo-type dataset --local-dir
+    FOLDER): its README's configs and splits are read as the hub name's would be, with
     data.hub_config and data.hub_split, under HF_DATASETS_OFFLINE=1 (set by the tests)."""
     folder = tmp_path / "opus"
     _parquet(folder / "de-en" / "train-00000-of-00001.parquet", [{"translation": row} for row in HUB_ROWS])
@@ -519,6 +522,24 @@ def test_a_hub_dataset_downloaded_to_a_folder_is_read_offline(tmp_path):
     assert [(p.src, p.tgt) for p in test] == [("Hallo Welt", "Hello world")]
     with pytest.raises(DataError, match=f"cannot load {folder}: .*de-it"):
         read_pairs(DataConfig(source=str(folder), hub_config="de-it", **HUB_CONFIG))
+    # none asked for: the configs are named (the error's first line alone said "Config name is missing.")
+    with pytest.raises(DataError, match=rf"opus holds several configs \['de-en', 'de-fr'\]: set data.hub_config to one$"):
+        read_pairs(DataConfig(source=str(folder), **HUB_CONFIG))
+
+
+def test_a_folder_of_tsv_files_is_read_with_a_warning_that_datasets_rules_apply(tmp_path, caplog):
+    """A folder's TSV files go through datasets' CSV reader, which guesses types (ids 01.10 and
+    01.1 both read as 1.1) and parses quotes: said, with the way to nmt's own reading."""
+    import logging
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "train.tsv").write_text("id\tes\ten\nA.1\thola\thello\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="nmt.corpus"):
+        pairs = read_pairs(DataConfig(source=str(tmp_path / "corpus"), columns=()))
+    assert [(p.src, p.tgt) for p in pairs] == [("hola", "hello")]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'corpus'}: its TSV/CSV files (train.tsv) are read by datasets' CSV rules, which guess types (id "
+        f"01.10 reads as 1.1) and parse quotes; give one such file directly to have nmt's"]
 
 
 @pytest.mark.parametrize("splits", [False, True], ids=["dataset", "dataset-dict"])
@@ -537,6 +558,9 @@ def test_a_dataset_saved_to_disk_is_read(tmp_path, splits):
         assert len(pairs) == 1
         with pytest.raises(DataError, match=r"saved: no split 'test' for data.hub_split \(splits: train, validation\)"):
             read_pairs(DataConfig(source=str(tmp_path / "saved"), hub_split="test", **HUB_CONFIG))
+    with pytest.raises(DataError, match="saved is a dataset saved with save_to_disk, which has no configs; leave "
+                                        r"data.hub_config empty \(null\)"):  # it was ignored without a word
+        read_pairs(DataConfig(source=str(tmp_path / "saved"), hub_config="de-en", **HUB_CONFIG))
 
 
 def test_an_empty_parquet_file_is_refused_in_one_line(tmp_path):
