@@ -68,14 +68,15 @@ def report_folder(checkpoint: Path, run_dir: Path, src_path: Path | None, beam: 
     """Where ``evaluate`` writes by default: the run folder for the run's best checkpoint on its
     test split and references with its own beam and alpha (what make eval writes, and make then
     takes as done); anything else a folder of its own,
-    ``<run>/eval/<checkpoint>[-<source>|-ref-<reference>][-beamK][-alphaA]`` (``<run>``: a
-    checkpoint outside a run, its parent folder), so the run's report and translations are not
-    written over without a word (``<checkpoint>``: the folder's name, that of the step ``last``
+    ``<run>/eval/<checkpoint>[-<source>][-ref-<reference>][-beamK][-alphaA]`` (``<run>``: a
+    checkpoint outside a run, its parent folder; ``-ref-``: references of another name than the
+    source's, as dev.es with other.en), so a report and its translations are not written over
+    by another's without a word (``<checkpoint>``: the folder's name, that of the step ``last``
     points to for it)."""
     folder = Path(checkpoint).resolve()  # best and last: the step they point to
-    given = (f"-{Path(src_path).stem}" if src_path is not None else
-             f"-ref-{Path(ref_path).stem}" if ref_path is not None else "")
-    asked = [given, f"-beam{beam}" if beam is not None else "", f"-alpha{alpha:g}" if alpha is not None else ""]
+    src, ref = (Path(path).stem if path is not None else None for path in (src_path, ref_path))
+    asked = [f"-{src}" if src else "", f"-ref-{ref}" if ref and ref != src else "",
+             f"-beam{beam}" if beam is not None else "", f"-alpha{alpha:g}" if alpha is not None else ""]
     if not any(asked) and folder == (run_dir / "best").resolve():
         return run_dir
     return run_dir / "eval" / (folder.name + "".join(asked))

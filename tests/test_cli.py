@@ -491,10 +491,19 @@ def test_evaluate_writes_another_checkpoint_or_source_beside_the_runs_report_not
     assert beam.exit_code == 0, beam.output  # make's report is of the checkpoint's own beam and alpha
     assert (run / "eval" / f"{step}-beam2-alpha1.5" / "test.beam2.en").is_file()
     other = tmp_path / "other.en"  # other references for the test split: scores of their own (--ref alone wrote
-    other.write_text((run / "data" / "test.en").read_text().upper(), encoding="utf-8")  # over make's report)
-    ref = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best"), "--ref", str(other)])
+    other.write_text((run / "data" / "test.en").read_text(encoding="utf-8").upper(), encoding="utf-8")  # over
+    ref = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best"), "--ref", str(other)])  # make's report)
     assert ref.exit_code == 0, ref.output
     assert json.loads((run / "eval" / f"{step}-ref-other" / "report.json").read_text())["reference"] == str(other)
+    other_dev = tmp_path / "other-dev.en"  # dev.es with other references: not over the dev.es/dev.en report above
+    other_dev.write_text((run / "data" / "dev.en").read_text(encoding="utf-8").upper(), encoding="utf-8")
+    both = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best"), "--beam", "1", "--ref", str(other_dev),
+                               "--src", str(run / "data" / "dev.es")])
+    assert both.exit_code == 0, both.output
+    assert json.loads((run / "eval" / f"{step}-dev-ref-other-dev-beam1" / "report.json").read_text())["reference"] \
+        == str(other_dev)
+    assert json.loads((run / "eval" / f"{step}-dev-beam1" / "report.json").read_text())["reference"] \
+        == str(run / "data" / "dev.en")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
