@@ -102,7 +102,7 @@ $(RUN)/report/report.html: $(RUN)/train_summary.json $(STAMPS)/decode.json | $(V
 # make bench-gpu: the same measurements on a CUDA GPU, in one process (benchmarks/gpu.py: training
 # levers, decoding at batch 64 and 1000, the GPU's matmul peak). It runs GPU_PYTHON (default
 # python3), an environment with a CUDA build of PyTorch and nmt installed, not .venv, whose
-# PyTorch is the pinned CPU wheel (README: "On a GPU").
+# PyTorch is the pinned wheel, a CPU build on our machines (README: "On a GPU").
 GPU_PYTHON ?= python3
 .PHONY: bench-peers bench-quality bench-decode bench-gpu
 MINUTES ?= 20
@@ -110,11 +110,11 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench.py
 
 bench-peers: $(VENV)/.installed
-	bash benchmarks/peers/setup.sh || echo "no peer could be installed; measuring nmt alone"
+	TORCH_INDEX=$(TORCH_INDEX) bash benchmarks/peers/setup.sh || echo "no peer could be installed; measuring nmt alone"
 	$(PY) benchmarks/bench.py --peers all --steps 50 --decode-sentences 100 --rounds 2
 
 bench-quality: $(VENV)/.installed
-	bash benchmarks/peers/setup.sh || echo "no peer could be installed; measuring nmt alone"
+	TORCH_INDEX=$(TORCH_INDEX) bash benchmarks/peers/setup.sh || echo "no peer could be installed; measuring nmt alone"
 	$(PY) benchmarks/quality.py --minutes $(MINUTES) --peers all
 
 bench-decode: $(VENV)/.installed

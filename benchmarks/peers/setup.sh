@@ -3,8 +3,8 @@
 #
 #   bash benchmarks/peers/setup.sh [fairseq|opennmt|joeynmt ...]     (default: all three)
 #
-# torch==2.13.0 (the local CPU wheel) goes in first and stays pinned by a constraints file, so no
-# peer can pull a CUDA build or another torch. Each peer's own torch pin is bypassed with
+# torch==2.13.0 (the local CPU wheel on our machines; from $TORCH_INDEX where set, as make passes it)
+# goes in first and stays pinned by a constraints file, so no peer can pull another torch. Each peer's own torch pin is bypassed with
 # --no-deps and its dependencies are listed here by hand. A stamp file per peer makes a second run
 # skip the install; delete benchmarks/.peers/<peer> to reinstall. A peer that fails to install is
 # reported and skipped; the others still install (exit status 0 if at least one installed).
@@ -23,7 +23,8 @@ venv_for() {  # venv_for PEER → creates the venv with torch first; prints noth
     local dir="$PEERS/$1"
     test -x "$dir/venv/bin/python" || "$PYTHON" -m venv "$dir/venv"
     ls "$dir"/venv/lib/python*/site-packages/torch-2.13.0*.dist-info > /dev/null 2>&1 ||
-        $NICE "$dir/venv/bin/python" -m pip install --quiet -c "$CONSTRAINTS" torch==2.13.0
+        $NICE "$dir/venv/bin/python" -m pip install --quiet -c "$CONSTRAINTS" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} \
+            torch==2.13.0
 }
 
 pipi() {  # pipi PEER ARGS… → pip install inside the peer's venv, torch pinned
