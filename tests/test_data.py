@@ -523,7 +523,7 @@ def test_a_hub_dataset_downloaded_to_a_folder_is_read_offline(tmp_path):
     with pytest.raises(DataError, match=f"cannot load {folder}: .*de-it"):
         read_pairs(DataConfig(source=str(folder), hub_config="de-it", **HUB_CONFIG))
     # none asked for: the configs are named (the error's first line alone said "Config name is missing.")
-    with pytest.raises(DataError, match=rf"opus holds several configs \['de-en', 'de-fr'\]: set data.hub_config to one$"):
+    with pytest.raises(DataError, match=r"opus holds several configs \['de-en', 'de-fr'\]: set data.hub_config to one$"):
         read_pairs(DataConfig(source=str(folder), **HUB_CONFIG))
 
 
