@@ -305,7 +305,9 @@ def report(
     src: Annotated[Optional[Path], typer.Option(help="Source file (default: the first run's test split).")] = None,
     ref: Annotated[Optional[Path], typer.Option(help="Reference file (default: the first run's test split).")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        help="Report folder (default: runs/<name>/report; a checkpoint outside a run: report/ beside it).")] = None,
+        help="Report folder (default: runs/<name>/report for the run's best on its own test split and settings, "
+             "else runs/<name>/eval/<checkpoint or names>[-…]/report; a checkpoint outside a run: its parent "
+             "folder for runs/<name>).")] = None,
     beam: Annotated[Optional[int], typer.Option(
         min=1, help="Beam of the beam systems (default: each checkpoint's decode.beam).")] = None,
     alpha: AlphaOpt = None,

@@ -269,6 +269,22 @@ def _figures(report: dict) -> dict[str, bytes]:
     return images
 
 
+def _report_dir(cands: list[Candidate], src: Path | None, ref: Path | None, options: ReportOptions) -> Path:
+    """Where a report goes by default: ``report/`` in the folder ``nmt evaluate`` would write to for
+    the same request (``nmt.pipeline.report_folder``): runs/<name>/report for the run's best alone on
+    its test split with its own settings, make report's folder, which make then takes as done;
+    runs/<name>/eval/<checkpoint>[-…]/report for any other, and <names joined by +>[-…] for several
+    checkpoints (in the first one's run), so a comparison does not replace the run's report."""
+    from nmt.pipeline import asked_suffix, report_folder
+
+    first = cands[0].path
+    run_dir = analysis.find_run_dir(first) or first.parent
+    if len(cands) == 1:
+        return report_folder(first, run_dir, src, options.beam, options.alpha, ref) / "report"
+    together = "+".join(_slug(cand.name) for cand in cands)
+    return run_dir / "eval" / (together + asked_suffix(src, ref, options.beam, options.alpha)) / "report"
+
+
 def build_report(
     checkpoints: list[Path],
     names: list[str] | None = None,
@@ -280,16 +296,16 @@ def build_report(
     decode: DecodeConfig | None = None,
 ) -> dict:
     """Write report.html, report.md, report.json, figures/ and hyps/ into ``out_dir`` (default:
-    runs/<name>/report of the first checkpoint); returns the report dict (report.json). Each
-    checkpoint decodes with the settings it was trained with, or with ``decode``."""
+    ``_report_dir``); returns the report dict (report.json). Each checkpoint decodes with the
+    settings it was trained with, or with ``decode``."""
     import sacrebleu
 
     if not checkpoints:
         raise NmtError("give at least one --checkpoint")
     t0 = time.perf_counter()
     cands = _load(checkpoints, names, options, device, decode)
+    out_dir = Path(out_dir or _report_dir(cands, src, ref, options))
     src, ref, sources, refs = _test_set(cands, src, ref)
-    out_dir = Path(out_dir or (analysis.find_run_dir(cands[0].path) or cands[0].path.parent) / "report")
     check_destination(out_dir, folder=True)  # before minutes of decoding, not after
     systems = _decode_systems(cands, sources)
     texts = {name: cand.decoded[beam].texts for name, (cand, beam) in systems.items()}

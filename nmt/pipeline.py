@@ -74,12 +74,18 @@ def report_folder(checkpoint: Path, run_dir: Path, src_path: Path | None, beam: 
     by another's without a word (``<checkpoint>``: the folder's name, that of the step ``last``
     points to for it)."""
     folder = Path(checkpoint).resolve()  # best and last: the step they point to
-    src, ref = (Path(path).stem if path is not None else None for path in (src_path, ref_path))
-    asked = [f"-{src}" if src else "", f"-ref-{ref}" if ref and ref != src else "",
-             f"-beam{beam}" if beam is not None else "", f"-alpha{alpha:g}" if alpha is not None else ""]
-    if not any(asked) and folder == (run_dir / "best").resolve():
+    asked = asked_suffix(src_path, ref_path, beam, alpha)
+    if not asked and folder == (run_dir / "best").resolve():
         return run_dir
-    return run_dir / "eval" / (folder.name + "".join(asked))
+    return run_dir / "eval" / (folder.name + asked)
+
+
+def asked_suffix(src_path: Path | None, ref_path: Path | None, beam: int | None, alpha: float | None) -> str:
+    """``[-<source>][-ref-<reference>][-beamK][-alphaA]``: what an evaluation was asked for beyond
+    the checkpoint's own test split and decoding settings, as ``report_folder`` names it."""
+    src, ref = (Path(path).stem if path is not None else None for path in (src_path, ref_path))
+    return "".join([f"-{src}" if src else "", f"-ref-{ref}" if ref and ref != src else "",
+                    f"-beam{beam}" if beam is not None else "", f"-alpha{alpha:g}" if alpha is not None else ""])
 
 
 def evaluate(

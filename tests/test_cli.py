@@ -507,6 +507,29 @@ def test_evaluate_writes_another_checkpoint_or_source_beside_the_runs_report_not
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
+def test_a_comparison_or_other_settings_report_beside_the_runs_report_not_over_it(tiny_run, tmp_path):
+    """nmt report of two checkpoints, or of the best with another beam, wrote runs/<name>/report,
+    make report's folder, which make then took as its own up-to-date report."""
+    import shutil
+
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run.root, run, symlinks=True)
+    shutil.copytree(run / "best", run / "average")
+    quick = ["--beams", "1", "--sweep-sentences", "1", "--search-sentences", "0", "--heatmaps", "0"]
+    own = runner.invoke(app, ["report", "--checkpoint", str(run / "best"), *quick])
+    assert own.exit_code == 0, own.output  # the run's best alone, as make report: its folder
+    made = (run / "report" / "report.json").read_bytes()
+    both = runner.invoke(app, ["report", "--checkpoint", str(run / "best"), "--checkpoint", str(run / "average"), *quick])
+    assert both.exit_code == 0, both.output
+    compared = json.loads((run / "eval" / "tiny+tiny_average" / "report" / "report.json").read_text(encoding="utf-8"))
+    assert len(compared["checkpoints"]) == 2
+    step = os.readlink(run / "best").rpartition("/")[2]
+    beam = runner.invoke(app, ["report", "--checkpoint", str(run / "best"), "--beam", "2", *quick])
+    assert beam.exit_code == 0, beam.output
+    assert (run / "eval" / f"{step}-beam2" / "report" / "report.html").is_file()
+    assert (run / "report" / "report.json").read_bytes() == made
+
+
 def test_evaluate_and_report_take_a_length_penalty_and_show_it(tiny_run, tmp_path):
     """A length-penalty sweep needed config edits or pipelines/evaluate.py with decode.alpha=…,
     and report.md's table showed the beam but not the alpha its scores were made with."""
