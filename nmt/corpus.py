@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -220,6 +221,22 @@ def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:
     return [Pair(s, t, str(i)) for i, (s, t) in enumerate(zip(*sides))]
 
 
+def dataset_files(folder: Path) -> list[Path]:
+    """The files of a dataset folder: those in ``folder`` and its subfolders, hidden ones aside (a
+    download's .cache), through links to folders too, which datasets reads (``Path.rglob`` did not
+    enter them, so make's stamp missed a changed shard there); a folder reached twice, by a link
+    back up, is listed once."""
+    files, seen = [], set()
+    for top, folders, names in os.walk(folder, followlinks=True):
+        if (real := os.path.realpath(top)) in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        files += [Path(top, name) for name in names if not name.startswith(".")]
+    return files
+
+
 def _load_local_dataset(folder: Path, config: DataConfig):
     """Split ``data.hub_split`` of the dataset in ``folder``: one written by ``save_to_disk`` (its
     ``state.json`` or ``dataset_dict.json`` says so; it has no configs), else the files of a hub
@@ -242,7 +259,7 @@ def _load_local_dataset(folder: Path, config: DataConfig):
         if not any(not path.name.startswith(".") for path in folder.iterdir()):  # (.cache: a download's own)
             raise DataError(f"{folder} is an empty folder; data.source names a data file, a folder holding a "
                             f"dataset, or a hub dataset")
-        if tables := sorted(path.name for path in folder.rglob("*") if _file_kind(path) == "csv"):
+        if tables := sorted(path.name for path in dataset_files(folder) if _file_kind(path) == "csv"):
             log.warning("%s: its TSV/CSV files (%s) are read by datasets' CSV rules, which guess types (id 01.10 "
                         "reads as 1.1) and parse quotes; give one such file directly to have nmt's", folder,
                         ", ".join(tables[:3]) + (", …" if len(tables) > 3 else ""))

@@ -13,11 +13,11 @@ the Makefile can tell make which stages an edit reruns, a dry run (make -n) incl
 """
 
 import json
-import os
 from pathlib import Path
 
 from nmt.atomic import atomic_write_text
 from nmt.config import load_config, run_paths
+from nmt.corpus import dataset_files
 from nmt.errors import NmtError
 from nmt.terminal import guarded, script_args
 
@@ -69,26 +69,11 @@ def _data_files(*given: str | None) -> dict[str, list[int]]:
         path = Path(name).expanduser()
         found = {name: path}
         if path.is_dir():
-            found = {f"{name}/{file.relative_to(path)}": file for file in _folder_files(path)}
+            found = {f"{name}/{file.relative_to(path)}": file for file in dataset_files(path)}
         for key, file in found.items():
             if file.is_file():
                 status = file.stat()
                 files[key] = [status.st_size, status.st_mtime_ns]
-    return files
-
-
-def _folder_files(folder: Path) -> list[Path]:
-    """The files in ``folder`` and its subfolders, hidden ones aside (a download's .cache), through
-    links to folders too, which datasets reads (``Path.rglob`` did not enter them, so a changed shard
-    there reran nothing); a folder reached twice, by a link back up, is listed once."""
-    files, seen = [], set()
-    for top, folders, names in os.walk(folder, followlinks=True):
-        if (real := os.path.realpath(top)) in seen:
-            folders[:] = []
-            continue
-        seen.add(real)
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        files += [Path(top, name) for name in names if not name.startswith(".")]
     return files
 
 
