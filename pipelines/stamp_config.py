@@ -69,7 +69,7 @@ def _data_files(*given: str | None) -> dict[str, list[int]]:
         path = Path(name).expanduser()
         found = {name: path}
         if path.is_dir():
-            found = {f"{name}/{file.relative_to(path)}": file for file in dataset_files(path)}
+            found = {f"{name.rstrip('/')}/{file.relative_to(path)}": file for file in dataset_files(path)}
         for key, file in found.items():
             if file.is_file():
                 status = file.stat()

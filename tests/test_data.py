@@ -600,6 +600,7 @@ def test_a_data_folder_is_stamped_by_the_files_in_it(tmp_path, monkeypatch):
     (tmp_path / "opus" / ".cache" / "huggingface" / "x.lock").write_text("")
     before = _data_files(str(tmp_path / "opus"), None)
     assert list(before) == [f"{tmp_path}/opus/de-en/train.parquet"]
+    assert _data_files(f"{tmp_path}/opus/", None) == before  # a trailing slash: the same keys (not opus//de-en)
     os.utime(tmp_path / "opus" / "de-en" / "train.parquet", ns=(0, 10**9))
     assert _data_files(str(tmp_path / "opus"), None) != before
 
