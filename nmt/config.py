@@ -41,7 +41,7 @@ def choice_error(setting: str, value: object, choices: Any) -> str | None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "data/bible.es-en.tsv.gz"  # TSV/CSV/JSONL/Parquet file, text file, hub name or dataset folder
+    source: str = "data/bible.es-en.tsv.gz"  # TSV/CSV/JSONL/Parquet/Arrow file, text file, hub name or dataset folder
     target: str | None = None  # second text file when `source` is the source side of a pair
     src_lang: str = "es"
     tgt_lang: str = "en"

@@ -1,6 +1,6 @@
 """Reading parallel text into pairs, as written (``nmt.data`` normalises, filters and splits them).
 
-A local TSV/CSV/JSONL/Parquet file with named columns, a hub dataset name (online, or offline from
+A local TSV/CSV/JSONL/Parquet/Arrow file with named columns, a hub dataset name (online, or offline from
 the cache), or a folder holding a dataset (a hub dataset's files downloaded, or one saved with
 ``save_to_disk``) is loaded with Hugging Face ``datasets``; a pair of line-aligned text files is read
 here (``_load_text_pair``: datasets' text loader ends a line at a lone "\r" too). No torch here.
@@ -48,10 +48,12 @@ def _file_kind(path: Path) -> str:
         return "json"
     if name.endswith(".parquet"):
         return "parquet"
+    if name.endswith(".arrow"):
+        return "arrow"
     return "text"
 
 
-DATA_SUFFIXES = (".tsv", ".csv", ".json", ".jsonl", ".parquet", ".txt", ".gz", ".bz2", ".xz", ".zst")
+DATA_SUFFIXES = (".tsv", ".csv", ".json", ".jsonl", ".parquet", ".arrow", ".txt", ".gz", ".bz2", ".xz", ".zst")
 
 
 def _names_a_file(source: str) -> bool:
@@ -170,22 +172,47 @@ def _has_text(path: Path) -> bool:
 
 
 def _has_rows(path: Path) -> bool:
-    """Whether a Parquet file holds a row (datasets' reader took "BatchSize must be greater than 0"
-    from an empty one's row group)."""
+    """Whether a Parquet or Arrow file holds a row (datasets' readers took "BatchSize must be greater
+    than 0" from an empty Parquet file's row group, "Instruction "train" corresponds to no data!"
+    from an empty Arrow file). An Arrow file is a stream (datasets' own) or an IPC file."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_metadata(path).num_rows > 0
+    if _file_kind(path) == "parquet":
+        return pq.read_metadata(path).num_rows > 0
+    with pa.memory_map(str(path)) as source:
+        try:
+            return any(batch.num_rows for batch in pa.ipc.open_stream(source))
+        except pa.ArrowInvalid:  # not a stream: an IPC file, whose footer lists its batches
+            reader = pa.ipc.open_file(source)
+            return any(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+
+
+def _empty_parquet(folder: Path) -> Path | None:
+    """The first Parquet file in a dataset folder without rows (an interrupted download's 0 bytes
+    too), None if none: datasets' error for one ("BatchSize must be greater than 0, got 0",
+    "Parquet file size is 0 bytes") names no file. One it cannot read as Parquet is not called empty."""
+    for path in sorted(dataset_files(folder)):
+        if _file_kind(path) == "parquet":
+            try:
+                if path.stat().st_size == 0 or not _has_rows(path):
+                    return path
+            except Exception:  # pyarrow's error for a file that is not Parquet: datasets' own names it
+                continue
+    return None
 
 
 def _load_local_table(path: Path, config: DataConfig):
     import datasets
 
     kind = _file_kind(path)
-    if path.stat().st_size == 0 or not (_has_rows(path) if kind == "parquet" else _has_text(path)):
+    if path.stat().st_size == 0 or not (_has_rows(path) if kind in ("parquet", "arrow") else _has_text(path)):
         raise DataError(f"{path} is empty: no pairs to read")  # the parsers' words: "No columns to parse" …
     with _no_progress_bars():
         if kind == "parquet":  # the hub's own format: typed columns, read as they are
             return datasets.load_dataset("parquet", data_files=str(path), split="train")
+        if kind == "arrow":  # datasets' own cache and save_to_disk files (Arrow streams), or an Arrow IPC file
+            return datasets.load_dataset("arrow", data_files=str(path), split="train")
         if kind == "json":
             return datasets.load_dataset("json", data_files=str(path), split="train")
         # A row ends at "\n" only: the parser's default also ended one at a lone "\r" inside a sentence,
@@ -303,7 +330,7 @@ def read_pairs(config: DataConfig) -> list[Pair]:
         elif source.exists():
             if _file_kind(source) == "text":  # one side of the text: the other is data.target
                 raise DataError(f"{source} is a plain text file, one side of the corpus: set data.target to the "
-                                f"other side's file, or give a TSV, CSV, JSONL or Parquet file")
+                                f"other side's file, or give a TSV, CSV, JSONL, Parquet or Arrow file")
             table = _load_local_table(source, config)
         elif _names_a_file(config.source):
             raise DataError(f"data file not found: {source}" + ("" if source.is_absolute() else
@@ -333,6 +360,8 @@ def read_pairs(config: DataConfig) -> list[Pair]:
         message = text.splitlines()[0] if text else type(shown).__name__
         if source.is_file() and (where := _bad_json_line(source)):  # the parser counts rows from 0, within a block
             message = where
+        elif source.is_dir() and (empty := _empty_parquet(source)) is not None:
+            message = f"{empty} is empty (no rows); remove it or download it again"
         raise DataError(f"cannot load {config.source}: {message}") from exc
     pairs = _pairs_from_table(table, config)
     if source.is_file() and _file_kind(source) == "csv" and any(not pair.src or not pair.tgt for pair in pairs):

@@ -575,6 +575,52 @@ def test_an_empty_parquet_file_is_refused_in_one_line(tmp_path):
         read_pairs(DataConfig(source=str(tmp_path / "c.parquet"), **HUB_CONFIG | dict(src_field="es", tgt_field="en")))
 
 
+@pytest.mark.parametrize("shard", ["no-rows", "0-bytes"])
+def test_an_empty_parquet_shard_in_a_folder_is_named(tmp_path, shard):
+    """One empty shard among a folder's files (an interrupted download leaves 0 bytes) fails the
+    load, and the error names the file (datasets' said "BatchSize must be greater than 0, got 0" or
+    "Parquet file size is 0 bytes", naming none)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "corpus"
+    _parquet(folder / "data" / "train-00000-of-00002.parquet", [{"translation": row} for row in HUB_ROWS])
+    empty = folder / "data" / "train-00001-of-00002.parquet"
+    if shard == "0-bytes":
+        empty.touch()
+    else:
+        pq.write_table(pa.table({"translation": pa.array([], pa.struct([("de", pa.string()), ("en", pa.string())]))}),
+                       empty)
+    with pytest.raises(DataError, match=f"^cannot load {re.escape(str(folder))}: {re.escape(str(empty))} is empty "
+                                        r"\(no rows\); remove it or download it again$"):
+        read_pairs(DataConfig(source=str(folder), **HUB_CONFIG))
+
+
+def test_an_arrow_file_is_read_as_a_table(tmp_path):
+    """An Arrow file: one of datasets' own (its cache, a save_to_disk folder's data file, Arrow
+    streams) or an Arrow IPC file written by pyarrow; it was called "a plain text file"."""
+    import datasets
+    import pyarrow as pa
+
+    datasets.Dataset.from_dict({"translation": HUB_ROWS}).save_to_disk(str(tmp_path / "saved"))
+    [stream] = (tmp_path / "saved").glob("*.arrow")
+    pairs = read_pairs(DataConfig(source=str(stream), **HUB_CONFIG))
+    assert [(p.src, p.tgt) for p in pairs] == [(r["de"], r["en"]) for r in HUB_ROWS]
+    table = pa.Table.from_pylist([{"id": "A.1", "es": "hola", "en": "hello"}])
+    with pa.OSFile(str(tmp_path / "c.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    assert [(p.src, p.tgt, p.id) for p in read_pairs(DataConfig(source=str(tmp_path / "c.arrow")))] == [
+        ("hola", "hello", "A.1")]
+    with pa.OSFile(str(tmp_path / "none.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.slice(0, 0))
+    (tmp_path / "failed.arrow").touch()
+    for empty in ("none.arrow", "failed.arrow"):
+        with pytest.raises(DataError, match=f"^{re.escape(str(tmp_path / empty))} is empty: no pairs to read$"):
+            read_pairs(DataConfig(source=str(tmp_path / empty)))
+    with pytest.raises(DataError, match="data file not found: .*missing.arrow"):
+        read_pairs(DataConfig(source=str(tmp_path / "missing.arrow")))
+
+
 def test_a_folder_whose_readme_has_no_configs_is_read_without_log_lines(tmp_path, caplog):
     """A README without YAML front matter (a corpus's own notes): the files are read by their layout,
     and huggingface_hub's "Repo card metadata block was not found" (twice: its handler and the
