@@ -2,25 +2,24 @@
 
 A local TSV/CSV/JSONL/Parquet/Arrow file with named columns, a hub dataset name (online, or offline from
 the cache), or a folder holding a dataset (a hub dataset's files downloaded, or one saved with
-``save_to_disk``) is loaded with Hugging Face ``datasets``; a pair of line-aligned text files is read
-here (``_load_text_pair``: datasets' text loader ends a line at a lone "\r" too). No torch here.
+``save_to_disk``) is loaded with Hugging Face ``datasets`` (a TSV or CSV file by nmt's own rules,
+``nmt.delimited``); a pair of line-aligned text files is read here (``_load_text_pair``: datasets'
+text loader ends a line at a lone "\r" too). No torch here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from nmt.config import DataConfig
+from nmt.delimited import has_text, load_delimited, plain_name, warn_short_rows
 from nmt.errors import DataError, path_error
-from nmt.lines import COMPRESSED, read_lines
+from nmt.lines import read_lines
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +31,8 @@ class Pair:
     id: str = ""
 
 
-def _plain_name(path: Path) -> str:
-    """The file's name in lower case, without a compression suffix: what kind of text it holds."""
-    name = path.name.lower()
-    for suffix in (".gz", ".bz2", ".xz", ".zst"):
-        name = name.removesuffix(suffix)
-    return name
-
-
 def _file_kind(path: Path) -> str:
-    name = _plain_name(path)
+    name = plain_name(path)
     if name.endswith((".tsv", ".csv")):
         return "csv"
     if name.endswith((".jsonl", ".json")):
@@ -98,79 +89,6 @@ def _no_progress_bars():
             datasets.enable_progress_bars()
 
 
-def _dialect(path: Path) -> tuple[str, int]:
-    """Delimiter and quoting of a TSV or CSV file. TSV: a quote is text (corpora quote speech);
-    CSV: a field with a comma is quoted, as CSV writers do."""
-    return ("\t", csv.QUOTE_NONE) if _plain_name(path).endswith(".tsv") else (",", csv.QUOTE_MINIMAL)
-
-
-def _open_text(path: Path) -> IO[str] | None:
-    """``path`` opened as UTF-8 text, decompressed by its suffix, lines ending at "\\n" only; None
-    for .zst (no zstd reader in the standard library: left to datasets)."""
-    suffix = path.suffix.lower()
-    if suffix == ".zst":
-        return None
-    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which named the first column "\ufeffid"
-    return COMPRESSED.get(suffix, open)(path, "rt", encoding="utf-8-sig", newline="\n")
-
-
-def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of each non-blank row of a TSV or CSV file, as the parser reads it: a
-    row ends at "\n" (csv's own reader also ends one at a lone "\r"); blank lines are skipped.
-    Nothing for .zst (``_open_text``)."""
-    if (opened := _open_text(path)) is None:
-        return
-    delimiter, quoting = _dialect(path)
-    # csv's default limit of 131,072 characters a field refused (or, read after the first rows, ended
-    # in a traceback) a file the loader reads whole: a long field is the length filter's to drop
-    csv.field_size_limit(2**31 - 1)
-    with opened as file:
-        lines = (line.rstrip("\r\n").replace("\r", " ") + "\n" for line in file)
-        reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
-        for row in reader:
-            if row:
-                yield reader.line_num, row
-
-
-def _names(rows: Iterator[tuple[int, list[str]]], columns: tuple[str, ...]) -> tuple[str, ...]:
-    """The column names: ``columns`` (data.columns), or the header row taken from ``rows``."""
-    return columns or tuple(next(rows, (0, ()))[1])
-
-
-def _check_first_row(path: Path, columns: tuple[str, ...]) -> None:
-    """Refuse a first data row with more fields than there are columns. The parser would take the
-    extra leading fields as row labels and shift every column silently (ids read as sentences);
-    a longer row further down it does refuse itself. ``columns``: () when the first row is a header."""
-    with contextlib.closing(_rows(path)) as rows:  # (closing: the file, after two rows)
-        names = _names(rows, columns)
-        line, first = next(rows, (0, []))
-    if names and len(first) > len(names):
-        named_by = "data.columns names" if columns else "the header names"
-        raise DataError(f"{path}: line {line} has {len(first)} fields, but {named_by} {len(names)} "
-                        f"({', '.join(names)}): every row needs one field per column")
-
-
-def _warn_short_rows(path: Path, columns: tuple[str, ...]) -> None:
-    """A warning naming the rows with fewer fields than columns: the parser reads their missing
-    fields as empty, so a missing tab looked like an empty sentence (the pair dropped as empty)."""
-    rows = _rows(path)
-    names = _names(rows, columns)
-    short = [line for line, row in rows if len(row) < len(names)]
-    if short:
-        log.warning("%s: %d row(s) with fewer fields than the %d columns (%s), the first at line %d: their "
-                    "missing fields read as empty, and such pairs are dropped", path, len(short), len(names),
-                    ", ".join(names), short[0])
-
-
-def _has_text(path: Path) -> bool:
-    """Whether the file holds anything but blank lines (read up to its first such line; a .zst
-    file is taken to, ``_open_text``)."""
-    if (opened := _open_text(path)) is None:
-        return True
-    with opened as file:
-        return any(line.strip() for line in file)
-
-
 def _has_rows(path: Path) -> bool:
     """Whether a Parquet or Arrow file holds a row (datasets' readers took "BatchSize must be greater
     than 0" from an empty Parquet file's row group, "Instruction "train" corresponds to no data!"
@@ -206,7 +124,7 @@ def _load_local_table(path: Path, config: DataConfig):
     import datasets
 
     kind = _file_kind(path)
-    if path.stat().st_size == 0 or not (_has_rows(path) if kind in ("parquet", "arrow") else _has_text(path)):
+    if path.stat().st_size == 0 or not (_has_rows(path) if kind in ("parquet", "arrow") else has_text(path)):
         raise DataError(f"{path} is empty: no pairs to read")  # the parsers' words: "No columns to parse" …
     with _no_progress_bars():
         if kind == "parquet":  # the hub's own format: typed columns, read as they are
@@ -215,24 +133,7 @@ def _load_local_table(path: Path, config: DataConfig):
             return datasets.load_dataset("arrow", data_files=str(path), split="train")
         if kind == "json":
             return datasets.load_dataset("json", data_files=str(path), split="train")
-        # A row ends at "\n" only: the parser's default also ended one at a lone "\r" inside a sentence,
-        # which split the row in two (both halves dropped, the second's text read as an id). A CRLF's
-        # "\r" stays at the end of the last field, where normalising removes it (and from names, below).
-        delimiter, quoting = _dialect(path)
-        options = dict(delimiter=delimiter, quoting=quoting, na_filter=False, lineterminator="\n")
-        _check_first_row(path, tuple(config.columns))
-        names = tuple(config.columns)
-        if not names:  # the header's names, as the checks read them (a CRLF's "\r" off the last), in its place
-            with contextlib.closing(_rows(path)) as rows:
-                names = _names(rows, ())
-            options["header"] = 0
-        if twice := sorted({name for name in names if names.count(name) > 1}):
-            named_by = "data.columns names" if config.columns else "the header names"
-            raise DataError(f"{path}: {named_by} {', '.join(twice)} twice; every column needs a name of its own")
-        # every column text, named: with types guessed, ids 01.10 and 01.1 were both read as 1.1
-        options["column_names"] = list(names)
-        options["features"] = datasets.Features({name: datasets.Value("string") for name in names})
-        return datasets.load_dataset("csv", data_files=str(path), split="train", **options)
+        return load_delimited(path, tuple(config.columns))
 
 
 def _load_text_pair(src: Path, tgt: Path) -> list[Pair]:
@@ -365,7 +266,7 @@ def read_pairs(config: DataConfig) -> list[Pair]:
         raise DataError(f"cannot load {config.source}: {message}") from exc
     pairs = _pairs_from_table(table, config)
     if source.is_file() and _file_kind(source) == "csv" and any(not pair.src or not pair.tgt for pair in pairs):
-        _warn_short_rows(source, tuple(config.columns))  # (a second read only where a field is empty)
+        warn_short_rows(source, tuple(config.columns))  # (a second read only where a field is empty)
     return pairs
 
 
@@ -374,7 +275,7 @@ def _bad_json_line(path: Path) -> str | None:
     another kind of file or none found."""
     import json
 
-    if not _plain_name(path).endswith(".jsonl"):
+    if not plain_name(path).endswith(".jsonl"):
         return None
     for number, line in enumerate(read_lines(path), 1):
         try:
