@@ -179,6 +179,9 @@ def _load_local_dataset(folder: Path, config: DataConfig):
                                 f"data.hub_config empty (null)")
             table = datasets.load_from_disk(str(folder))
             if not isinstance(table, datasets.DatasetDict):
+                if config.hub_split != DataConfig.hub_split:  # (the default, train, reads it whole)
+                    raise DataError(f"{folder} is a single dataset saved with save_to_disk, without splits; "
+                                    f"leave data.hub_split as {DataConfig.hub_split}, not {config.hub_split!r}")
                 return table
             if config.hub_split not in table:
                 raise DataError(f"{folder}: no split {config.hub_split!r} for data.hub_split (splits: "

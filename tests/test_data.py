@@ -558,6 +558,10 @@ def test_a_dataset_saved_to_disk_is_read(tmp_path, splits):
         assert len(pairs) == 1
         with pytest.raises(DataError, match=r"saved: no split 'test' for data.hub_split \(splits: train, validation\)"):
             read_pairs(DataConfig(source=str(tmp_path / "saved"), hub_split="test", **HUB_CONFIG))
+    else:  # one split only: another asked for was read whole, without a word
+        with pytest.raises(DataError, match=r"saved is a single dataset saved with save_to_disk, without splits; "
+                                            r"leave data.hub_split as train, not 'test'$"):
+            read_pairs(DataConfig(source=str(tmp_path / "saved"), hub_split="test", **HUB_CONFIG))
     with pytest.raises(DataError, match="saved is a dataset saved with save_to_disk, which has no configs; leave "
                                         r"data.hub_config empty \(null\)"):  # it was ignored without a word
         read_pairs(DataConfig(source=str(tmp_path / "saved"), hub_config="de-en", **HUB_CONFIG))
