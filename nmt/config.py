@@ -105,7 +105,7 @@ class TrainConfig:
     precision: Precision = "fp32"
     threads: int = 0  # 0 = choose automatically
     fused_rnn: bool = True  # LSTMs through nmt.recurrence (hand-written backward); false = autograd, op by op
-    trim_heap_every: int = 10  # steps between returning free heap pages to the OS (glibc); 0 = never
+    trim_heap_every: int = 100  # steps between returning free heap pages to the OS (glibc); 0 = never
     keep_checkpoints: int = 1  # the most recent checkpoints kept (besides best), for nmt average
 
 

@@ -48,10 +48,13 @@ def trim_heap() -> bool:
     Why: a training step allocates many buffers whose shapes change with every batch; glibc serves
     them from its heap once its (self-raising) mmap threshold has grown, and the heap fragments
     without bound. Measured on the default model: resident memory grew ~10 MiB a step (5.4 GiB
-    after a 20-minute run). Trimming every 10 steps (``train.trim_heap_every``, the default): peak
-    2.4 GiB against 3.6-3.7 over 200 steps, training time within noise. A fixed mmap threshold
-    below the buffers' sizes instead (``mallopt``) kept memory level too but halved the speed: a
-    page fault per buffer.
+    after a 20-minute run); trimming every 10 steps: peak 2.4 GiB against 3.6-3.7 over 200 steps.
+    A trim costs 0.14-0.18 s on the Zen 4 VM (Luong model, bf16): the call, and the next step's
+    buffers faulting their pages in again (``benchmarks/heap_trim.py --cost``), 2.5-3 % of the
+    time at every 10 steps; every 100 (``train.trim_heap_every``, the default) costs 0.3 % and
+    peaks 0.2-0.4 GiB higher (1.8-2.0 GiB against 1.6-1.7 over 200 steps), still level over a long
+    run. A fixed mmap threshold below the buffers' sizes instead (``mallopt``) kept memory level
+    too but halved the speed: a page fault per buffer.
     """
     libc = _glibc()
     return libc is not None and bool(libc.malloc_trim(0))
