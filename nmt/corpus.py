@@ -99,17 +99,22 @@ def _has_rows(path: Path) -> bool:
     if _file_kind(path) == "parquet":
         return pq.read_metadata(path).num_rows > 0
     with pa.memory_map(str(path)) as source:
-        try:
+        if source.read(6) != b"ARROW1":  # (an IPC file's magic; a stream read as one takes it for a length)
+            source.seek(0)
             return any(batch.num_rows for batch in pa.ipc.open_stream(source))
-        except pa.ArrowInvalid:  # not a stream: an IPC file, whose footer lists its batches
-            reader = pa.ipc.open_file(source)
-            return any(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+        reader = pa.ipc.open_file(source)  # its footer lists its batches
+        return any(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+
+
+# what datasets' Parquet reader says of an empty file, naming none (its row group of no rows; 0 bytes)
+EMPTY_PARQUET = re.compile(r"BatchSize must be greater than 0|Parquet file size is 0 bytes")
 
 
 def _empty_parquet(folder: Path) -> Path | None:
     """The first Parquet file in a dataset folder without rows (an interrupted download's 0 bytes
-    too), None if none: datasets' error for one ("BatchSize must be greater than 0, got 0",
-    "Parquet file size is 0 bytes") names no file. One it cannot read as Parquet is not called empty."""
+    too), None if none: asked only when the load failed as on such a file (``EMPTY_PARQUET``), so
+    an empty shard of a config not asked for is not blamed for another error. One it cannot read as
+    Parquet is not called empty."""
     for path in sorted(dataset_files(folder)):
         if _file_kind(path) == "parquet":
             try:
@@ -264,7 +269,7 @@ def read_pairs(config: DataConfig) -> list[Pair]:
         message = text.splitlines()[0] if text else type(shown).__name__
         if source.is_file() and (where := _bad_json_line(source)):  # the parser counts rows from 0, within a block
             message = where
-        elif source.is_dir() and (empty := _empty_parquet(source)) is not None:
+        elif source.is_dir() and EMPTY_PARQUET.search(text) and (empty := _empty_parquet(source)) is not None:
             message = f"{empty} is empty (no rows); remove it or download it again"
         raise DataError(f"cannot load {config.source}: {message}") from exc
     pairs = _pairs_from_table(table, config)

@@ -1,7 +1,8 @@
 """TSV and CSV files as nmt reads them: a TSV's quote is text, a CSV's quoted field may hold a
 comma; a row ends at "\n" only; every column is text; a byte-order mark is dropped; rows with more
 fields than columns are refused, rows with fewer named in a warning. ``nmt.corpus`` loads them
-through ``load_delimited``. No torch here."""
+through ``load_delimited``, and tells a file's kind by ``plain_name`` and an empty text file (a
+JSON Lines one too) by ``has_text``. No torch here."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def _dialect(path: Path) -> tuple[str, int]:
     return ("\t", csv.QUOTE_NONE) if plain_name(path).endswith(".tsv") else (",", csv.QUOTE_MINIMAL)
 
 
-def open_text(path: Path) -> IO[str] | None:
+def _open_text(path: Path) -> IO[str] | None:
     """``path`` opened as UTF-8 text, decompressed by its suffix, lines ending at "\\n" only; None
     for .zst (no zstd reader in the standard library: left to datasets)."""
     suffix = path.suffix.lower()
@@ -45,8 +46,8 @@ def open_text(path: Path) -> IO[str] | None:
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of each non-blank row of a TSV or CSV file, as the parser reads it: a
     row ends at "\n" (csv's own reader also ends one at a lone "\r"); blank lines are skipped.
-    Nothing for .zst (``open_text``)."""
-    if (opened := open_text(path)) is None:
+    Nothing for .zst (``_open_text``)."""
+    if (opened := _open_text(path)) is None:
         return
     delimiter, quoting = _dialect(path)
     # csv's default limit of 131,072 characters a field refused (or, read after the first rows, ended
@@ -92,8 +93,8 @@ def warn_short_rows(path: Path, columns: tuple[str, ...]) -> None:
 
 def has_text(path: Path) -> bool:
     """Whether the file holds anything but blank lines (read up to its first such line; a .zst
-    file is taken to, ``open_text``)."""
-    if (opened := open_text(path)) is None:
+    file is taken to, ``_open_text``)."""
+    if (opened := _open_text(path)) is None:
         return True
     with opened as file:
         return any(line.strip() for line in file)

@@ -598,6 +598,9 @@ def test_an_empty_parquet_shard_in_a_folder_is_named(tmp_path, shard):
     with pytest.raises(DataError, match=f"^cannot load {re.escape(str(folder))}: {re.escape(str(empty))} is empty "
                                         r"\(no rows\); remove it or download it again$"):
         read_pairs(DataConfig(source=str(folder), **HUB_CONFIG))
+    with pytest.raises(DataError) as failed:  # a load failing for another reason is not blamed on it
+        read_pairs(DataConfig(source=str(folder), hub_config="de-it", **HUB_CONFIG))
+    assert "de-it" in str(failed.value) and "is empty" not in str(failed.value)
 
 
 def test_an_arrow_file_is_read_as_a_table(tmp_path):
@@ -618,7 +621,9 @@ def test_an_arrow_file_is_read_as_a_table(tmp_path):
     with pa.OSFile(str(tmp_path / "none.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table.slice(0, 0))
     (tmp_path / "failed.arrow").touch()
-    for empty in ("none.arrow", "failed.arrow"):
+    with pa.OSFile(str(tmp_path / "none-stream.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.slice(0, 0))  # an Arrow stream, as datasets writes, of no rows
+    for empty in ("none.arrow", "failed.arrow", "none-stream.arrow"):
         with pytest.raises(DataError, match=f"^{re.escape(str(tmp_path / empty))} is empty: no pairs to read$"):
             read_pairs(DataConfig(source=str(tmp_path / empty)))
     with pytest.raises(DataError, match="data file not found: .*missing.arrow"):
@@ -690,7 +695,7 @@ def test_rows_with_fewer_fields_than_columns_are_named_in_a_warning(tmp_path, ca
 
     path = tmp_path / name
     path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
-    with caplog.at_level(logging.WARNING, logger="nmt.corpus"):
+    with caplog.at_level(logging.WARNING, logger="nmt.delimited"):
         read_pairs(DataConfig(source=str(path), columns=columns))
     assert [r.getMessage() for r in caplog.records] == [
         f"{path}: {short} row(s) with fewer fields than the 3 columns (id, es, en), the first at line {line}: their "
@@ -698,7 +703,7 @@ def test_rows_with_fewer_fields_than_columns_are_named_in_a_warning(tmp_path, ca
     caplog.clear()
     whole = tmp_path / "whole.tsv"
     whole.write_text("id\tes\ten\nA.1\thola\t\n", encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="nmt.corpus"):
+    with caplog.at_level(logging.WARNING, logger="nmt.delimited"):
         assert read_pairs(DataConfig(source=str(whole), columns=()))[0].tgt == ""
     assert caplog.records == []
 
