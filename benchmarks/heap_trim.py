@@ -4,8 +4,8 @@ heap held (``nmt.hardware.hold_heap``, the default) or left to glibc's defaults.
     python benchmarks/heap_trim.py 100   # train.trim_heap_every=100 (the default)
     python benchmarks/heap_trim.py 0     # never trim
     python benchmarks/heap_trim.py 10 --heap default --steps 600 --valid-every 200
-    python benchmarks/heap_trim.py 10 --step-times a.json --set train.precision=bf16 model.attention=luong
-    python benchmarks/heap_trim.py 0 --step-times b.json --set train.precision=bf16 model.attention=luong
+    python benchmarks/heap_trim.py 10 --step-times a.json --set train.precision=bf16 --set model.attention=luong
+    python benchmarks/heap_trim.py 0 --step-times b.json --set train.precision=bf16 --set model.attention=luong
     python benchmarks/heap_trim.py --cost a.json b.json    # what one trim costs: a trimmed, b not
 
 ``--steps`` steps (200 unless told) of ``Trainer.train`` on the benchmark's prepared Bible data
@@ -43,7 +43,8 @@ def main() -> None:
                         help="held: nmt.hardware.hold_heap (as nmt trains); default: glibc's own thresholds")
     parser.add_argument("--steps", type=at_least_one, default=200)
     parser.add_argument("--valid-every", type=int, default=100000)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override (repeat for more), as for nmt train")
     parser.add_argument("--step-times", type=Path, help="write each step's seconds here (JSON)")
     parser.add_argument("--cost", type=Path, nargs=2, metavar=("TRIMMED", "UNTRIMMED"),
                         help="two --step-times files: print what one trim costs, and stop")
@@ -66,7 +67,8 @@ def main() -> None:
         trainer.train(lambda progress: ends.append(time.perf_counter()))  # after the step's upkeep, trim included
         seconds = time.perf_counter() - t0
     if args.step_times:
-        args.step_times.write_text(json.dumps({"every": args.every, "seconds": [b - a for a, b in zip(ends, ends[1:])]}))
+        steps = [end - start for start, end in zip(ends, ends[1:])]
+        args.step_times.write_text(json.dumps({"every": args.every, "seconds": steps}))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"trim every {args.every}, heap {args.heap}: peak RSS {usage.ru_maxrss / 1024:,.0f} MiB, "
           f"{seconds:.0f} s for {args.steps} steps, {(usage.ru_minflt - faults) / args.steps:,.0f} page faults a step")
@@ -79,11 +81,12 @@ def trim_cost(trimmed: dict, untrimmed: dict) -> str:
     the warm-up (steps 1 to ``every`` + 1)."""
     import numpy as np
 
-    every = trimmed["every"]
-    if every < 2:  # (every step: no step between trims to compare with)
-        raise SystemExit(f"the first file needs a run that trims every 2 steps or more, not {every}")
-    n = min(len(trimmed["seconds"]), len(untrimmed["seconds"]))
-    extra = np.array(trimmed["seconds"][:n]) - np.array(untrimmed["seconds"][:n])
+    every, n = trimmed["every"], len(trimmed["seconds"])
+    if every < 3:  # (every step or every other: no step but a trim's or the next's to take the drift from)
+        raise SystemExit(f"the first file needs a run that trims every 3 steps or more, not {every}")
+    if untrimmed["every"] != 0 or len(untrimmed["seconds"]) != n:  # (else not the same batches, or trimmed too)
+        raise SystemExit("the second file needs a run that never trims (0), of as many steps as the first")
+    extra = np.array(trimmed["seconds"]) - np.array(untrimmed["seconds"])
     step = np.arange(1, n + 1)
     counted = step > every + 1
     at_trim, after = counted & (step % every == 0), counted & (step % every == 1)

@@ -502,16 +502,22 @@ def test_bench_help_gives_the_load_it_waits_for(capsys):
 
 
 def test_a_trim_s_cost_is_its_step_s_and_the_next_s_extra_time_less_the_drift(monkeypatch):
-    """heap_trim.py --cost: two runs on the same batches, one trimming every 5 steps; what the
-    trimmed run's steps take beyond the other's, with the machine's drift between them taken off.
-    The warm-up's trim, and a last trim without a step after it, are left out."""
+    """heap_trim.py --cost: two runs on the same batches, one trimming every 5 steps; the medians of
+    what the trimmed run's trimming steps and the steps after them take beyond the other's, less
+    the median of the rest (the machine's drift). The warm-up's trim (step 5, and step 6 after it)
+    and a last trim without a step after it are left out."""
     trim_cost = _benchmarks_module("heap_trim", monkeypatch).trim_cost
     untrimmed = [0.5 + 0.01 * (step % 3) for step in range(1, 31)]
-    drift = 0.02  # the trimmed run's machine a little slower throughout
-    trimmed = [s + drift + (0.1 if step % 5 == 0 and step < 30 else 0.3 if step % 5 == 1 and step > 1 else 0)
-               for step, s in enumerate(untrimmed, 1)]
-    trimmed[-1] += 5  # a last trim, with no step after it: not counted
+    extra = {5: 1.0, 6: 1.0, 8: 1.0, 9: 1.0,  # the warm-up's trim, and two outliers among the rest
+             10: 0.12, 15: 0.12, 20: 0.12, 25: 0.5, 30: 5.0,  # trims (the last, at step 30, has no next step)
+             11: 0.32, 16: 0.32, 21: 0.52, 26: 0.52}  # the steps after them
+    trimmed = [s + extra.get(step, 0.02) for step, s in enumerate(untrimmed, 1)]
     report = trim_cost({"every": 5, "seconds": trimmed}, {"every": 0, "seconds": untrimmed})
-    assert report.startswith("a trim costs 0.400 s: 0.100 in its step, 0.300 in the next (4 trims; drift +0.020 s")
+    assert report == ("a trim costs 0.500 s: 0.100 in its step, 0.400 in the next (4 trims; drift +0.020 s a step); "
+                      "every 5 steps of 0.510 s: 19.6%")
     with pytest.raises(SystemExit, match="run more than 60 steps"):
         trim_cost({"every": 30, "seconds": trimmed}, {"every": 0, "seconds": untrimmed})
+    with pytest.raises(SystemExit, match="never trims"):  # the files swapped
+        trim_cost({"every": 5, "seconds": trimmed}, {"every": 5, "seconds": untrimmed})
+    with pytest.raises(SystemExit, match="as many steps"):
+        trim_cost({"every": 5, "seconds": trimmed}, {"every": 0, "seconds": untrimmed[:-1]})
