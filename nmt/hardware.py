@@ -47,14 +47,16 @@ def trim_heap() -> bool:
 
     Why: a training step allocates many buffers whose shapes change with every batch; glibc serves
     them from its heap once its (self-raising) mmap threshold has grown, and the heap fragments
-    without bound. Measured on the default model: resident memory grew ~10 MiB a step (5.4 GiB
-    after a 20-minute run); trimming every 10 steps: peak 2.4 GiB against 3.6-3.7 over 200 steps.
-    A trim costs 0.14-0.18 s on the Zen 4 VM (Luong model, bf16): the call, and the next step's
-    buffers faulting their pages in again (``benchmarks/heap_trim.py --cost``), 2.5-3 % of the
-    time at every 10 steps; every 100 (``train.trim_heap_every``, the default) costs 0.3 % and
-    peaks 0.2-0.4 GiB higher (1.8-2.0 GiB against 1.6-1.7 over 200 steps), still level over a long
-    run. A fixed mmap threshold below the buffers' sizes instead (``mallopt``) kept memory level
-    too but halved the speed: a page fault per buffer.
+    without bound. Measured on the default model: resident memory grew ~10 MiB a step (5.4 GiB after
+    a 20-minute run); trimming every 10 steps: peak 2,426-2,438 MiB against 3,569-3,689 over 200
+    steps. A trim costs 0.11-0.18 s on the Zen 4 VM: the call, and the next step's buffers faulting
+    their pages in again (``benchmarks/heap_trim.py --cost``): 1.6 % of the default model's time at
+    every 10 steps, 2.5-3.1 % of the Luong model's. Every 100 (``train.trim_heap_every``, the
+    default) gets that back for a higher peak: the default model 2,831 MiB against 2,225 over 1,000
+    steps; memory still comes back to the same level at each trim
+    (``benchmarks/results/2026-12-07-amd-epyc-zen4-2c-trim-interval-ab.md``). A fixed mmap threshold
+    below the buffers' sizes instead (``mallopt``) kept memory level too but halved the speed: a
+    page fault per buffer.
     """
     libc = _glibc()
     return libc is not None and bool(libc.malloc_trim(0))
