@@ -221,6 +221,15 @@ def _load_dataset(name: str, config: DataConfig):
                         f"to one") from None
 
 
+def _no_hub_settings(source: Path, config: DataConfig) -> None:
+    """Refuse data.hub_config, or a data.hub_split other than the default, for a local file: it has
+    neither configs nor splits, and either was ignored without a word (hub_split: test read the
+    whole file as if it were the test split)."""
+    if config.hub_config is not None or config.hub_split != DataConfig.hub_split:
+        raise DataError(f"{source} is a file, without configs or splits: leave data.hub_config empty (null) and "
+                        f"data.hub_split as {DataConfig.hub_split} (they choose within a hub dataset or folder)")
+
+
 def read_pairs(config: DataConfig) -> list[Pair]:
     """Load raw pairs as described by ``config`` (no normalisation yet)."""
     source = Path(config.source).expanduser()  # ~/corpora/x.tsv: a YAML value no shell has expanded
@@ -233,6 +242,7 @@ def read_pairs(config: DataConfig) -> list[Pair]:
                 if _file_kind(path) != "text":  # its lines would be taken as sentences, columns and all
                     raise DataError(f"{path} is a table, but data.target pairs two plain text files; "
                                     f"for a table leave data.target empty (null)")
+            _no_hub_settings(source, config)
             return _load_text_pair(source, target)
         if source.is_dir():
             table = _load_local_dataset(source, config)
@@ -240,6 +250,7 @@ def read_pairs(config: DataConfig) -> list[Pair]:
             if _file_kind(source) == "text":  # one side of the text: the other is data.target
                 raise DataError(f"{source} is a plain text file, one side of the corpus: set data.target to the "
                                 f"other side's file, or give a TSV, CSV, JSONL, Parquet or Arrow file")
+            _no_hub_settings(source, config)
             table = _load_local_table(source, config)
         elif _names_a_file(config.source):
             raise DataError(f"data file not found: {source}" + ("" if source.is_absolute() else

@@ -603,6 +603,27 @@ def test_an_empty_parquet_shard_in_a_folder_is_named(tmp_path, shard):
     assert "de-it" in str(failed.value) and "is empty" not in str(failed.value)
 
 
+@pytest.mark.parametrize("setting", [dict(hub_split="test"), dict(hub_config="de-en")], ids=["split", "config"])
+@pytest.mark.parametrize("kind", ["parquet", "tsv", "text-pair"])
+def test_a_file_refuses_a_hub_config_or_split_it_would_ignore(tmp_path, setting, kind):
+    """A file has no configs or splits: data.hub_split: test read a whole file as if it were the
+    test split, without a word; the defaults read it as before."""
+    if kind == "parquet":
+        _parquet(tmp_path / "c.parquet", [{"translation": row} for row in HUB_ROWS])
+        config = dict(source=str(tmp_path / "c.parquet"), **HUB_CONFIG)
+    elif kind == "tsv":
+        (tmp_path / "c.tsv").write_text("A.1\thola\thello\n", encoding="utf-8")
+        config = dict(source=str(tmp_path / "c.tsv"), dev_groups=(), test_groups=())
+    else:
+        (tmp_path / "c.es").write_text("hola\n", encoding="utf-8")
+        (tmp_path / "c.en").write_text("hello\n", encoding="utf-8")
+        config = dict(source=str(tmp_path / "c.es"), target=str(tmp_path / "c.en"), dev_groups=(), test_groups=())
+    assert len(read_pairs(DataConfig(**config))) >= 1
+    with pytest.raises(DataError, match=r"c\.(parquet|tsv|es) is a file, without configs or splits: leave "
+                                        r"data.hub_config empty \(null\) and data.hub_split as train"):
+        read_pairs(DataConfig(**config, **setting))
+
+
 def test_an_arrow_file_is_read_as_a_table(tmp_path):
     """An Arrow file: one of datasets' own (its cache, a save_to_disk folder's data file, Arrow
     streams) or an Arrow IPC file written by pyarrow; it was called "a plain text file"."""
