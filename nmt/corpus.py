@@ -106,6 +106,13 @@ def _has_rows(path: Path) -> bool:
         return any(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
 
 
+def _holds_nothing(path: Path) -> bool:
+    """Whether a data file is empty: 0 bytes, a Parquet or Arrow file of no rows, a text file of
+    blank lines (the parsers' words for one: "No columns to parse" …)."""
+    kind = _file_kind(path)
+    return path.stat().st_size == 0 or not (_has_rows(path) if kind in ("parquet", "arrow") else has_text(path))
+
+
 # what datasets' Parquet reader says of an empty file, naming none (its row group of no rows; 0 bytes)
 EMPTY_PARQUET = re.compile(r"BatchSize must be greater than 0|Parquet file size is 0 bytes")
 
@@ -118,7 +125,7 @@ def _empty_parquet(folder: Path) -> Path | None:
     for path in sorted(dataset_files(folder)):
         if _file_kind(path) == "parquet":
             try:
-                if path.stat().st_size == 0 or not _has_rows(path):
+                if _holds_nothing(path):
                     return path
             except Exception:  # pyarrow's error for a file that is not Parquet: datasets' own names it
                 continue
@@ -128,9 +135,9 @@ def _empty_parquet(folder: Path) -> Path | None:
 def _load_local_table(path: Path, config: DataConfig):
     import datasets
 
+    if _holds_nothing(path):
+        raise DataError(f"{path} is empty: no pairs to read")
     kind = _file_kind(path)
-    if path.stat().st_size == 0 or not (_has_rows(path) if kind in ("parquet", "arrow") else has_text(path)):
-        raise DataError(f"{path} is empty: no pairs to read")  # the parsers' words: "No columns to parse" …
     with _no_progress_bars():
         if kind == "parquet":  # the hub's own format: typed columns, read as they are
             return datasets.load_dataset("parquet", data_files=str(path), split="train")
