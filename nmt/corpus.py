@@ -135,9 +135,14 @@ def _empty_parquet(folder: Path) -> Path | None:
 def _load_local_table(path: Path, config: DataConfig):
     import datasets
 
+    kind = _file_kind(path)
+    if kind in ("parquet", "arrow") and path.name.lower() != plain_name(path):
+        # (pyarrow reads a file by its footer or stream, not through a decompressor: "Parquet magic
+        # bytes not found in footer. Either the file is corrupted or this is not a parquet file.")
+        raise DataError(f"{path} is a compressed {kind.capitalize()} file, which cannot be read as it is: "
+                        f"decompress it first")
     if _holds_nothing(path):
         raise DataError(f"{path} is empty: no pairs to read")
-    kind = _file_kind(path)
     with _no_progress_bars():
         if kind == "parquet":  # the hub's own format: typed columns, read as they are
             return datasets.load_dataset("parquet", data_files=str(path), split="train")

@@ -803,3 +803,28 @@ def test_an_empty_corpus_file_is_named_empty(tmp_path, name, text):
     for columns in ((), ("id", "es", "en")):
         with pytest.raises(DataError, match=f"^{re.escape(str(path))} is empty: no pairs to read$"):
             read_pairs(DataConfig(source=str(path), columns=columns))
+
+
+@pytest.mark.parametrize("kind", ["parquet", "arrow"])
+def test_a_compressed_parquet_or_arrow_file_is_refused_by_name(tmp_path, kind):
+    """pyarrow reads these by their footer or stream, not through a decompressor: a gzipped
+    Parquet file was "corrupted or … not a parquet file", a gzipped Arrow file failed on its bytes."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist([{"id": "A.1", "es": "hola", "en": "hello"}])
+    plain = tmp_path / f"c.{kind}"
+    if kind == "parquet":
+        pq.write_table(table, plain)
+    else:
+        with pa.OSFile(str(plain), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    packed = tmp_path / f"c.{kind}.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert [(p.src, p.tgt) for p in read_pairs(DataConfig(source=str(plain)))] == [("hola", "hello")]
+    name = kind.capitalize()
+    with pytest.raises(DataError, match=f"^{re.escape(str(packed))} is a compressed {name} file, which cannot "
+                                        f"be read as it is: decompress it first$"):
+        read_pairs(DataConfig(source=str(packed)))
