@@ -274,7 +274,7 @@ def read_pairs(config: DataConfig) -> list[Pair]:
             with _quiet("huggingface_hub"):
                 table = _load_dataset(config.source, config)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{config.source}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        raise _not_utf8(source, config.source, exc.reason) from exc
     except DataError:
         raise
     except Exception as exc:  # datasets wraps parser errors in many types
@@ -282,7 +282,7 @@ def read_pairs(config: DataConfig) -> list[Pair]:
         while (inner := cause.__cause__ or cause.__context__) is not None:
             cause = inner
         if isinstance(cause, UnicodeDecodeError):
-            raise DataError(f"{config.source}: not valid UTF-8 ({cause.reason})") from exc
+            raise _not_utf8(source, config.source, cause.reason) from exc
         from datasets.exceptions import DatasetGenerationError
 
         shown = exc
@@ -299,6 +299,18 @@ def read_pairs(config: DataConfig) -> list[Pair]:
     if source.is_file() and _file_kind(source) == "csv" and any(not pair.src or not pair.tgt for pair in pairs):
         warn_short_rows(source, tuple(config.columns))  # (a second read only where a field is empty)
     return pairs
+
+
+def _not_utf8(source: Path, given: str, reason: str) -> DataError:
+    """The error for a data file that is not UTF-8, with the line and byte where it stops being
+    UTF-8 (``read_lines``' words): the parsers decode in blocks of a few KB, so their error's byte
+    counted from the block, and from under datasets came without one."""
+    if source.is_file() and source.suffix.lower() != ".zst":
+        try:
+            read_lines(source)
+        except DataError as exc:
+            return exc
+    return DataError(f"{given}: not valid UTF-8 ({reason})")
 
 
 def _bad_json_line(path: Path) -> str | None:

@@ -438,6 +438,25 @@ def test_invalid_utf8(tmp_path, name):
         read_pairs(config)
 
 
+@pytest.mark.parametrize("name", ["long.tsv", "long.csv", "long.tsv.gz"])
+def test_a_bad_byte_far_into_a_table_is_named_by_line_and_byte(tmp_path, name):
+    """The parsers decode in blocks of a few KB: a bad byte past the first block was reported as
+    "not valid UTF-8 (invalid start byte)", with nothing to find it by in a corpus of thousands of
+    lines (a byte counted from its block, or none)."""
+    import gzip
+
+    separator = b"," if ".csv" in name else b"\t"
+    rows = [separator.join([b"id", b"es", b"en"])]
+    rows += [separator.join([b"A.%d" % i, b"hola %d" % i, b"hello %d" % i]) for i in range(2000)]
+    data = b"\n".join(rows).replace(b"hola 1500", b"hol\xe9 1500") + b"\n"
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    bad = data.index(b"\xe9")
+    assert bad > 32_768 and data.count(b"\n", 0, bad) + 1 == 1502
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: not valid UTF-8 \(line 1502, byte {bad}\)$"):
+        read_pairs(DataConfig(source=str(path)))
+
+
 def test_empty_training_set_after_filtering_names_the_filter(tmp_path):
     """It said how many pairs were read, not which setting dropped them."""
     config = DataConfig(source=str(TINY_TSV), min_words=500, max_words=1000)
