@@ -253,6 +253,25 @@ def test_a_value_that_contains_itself_is_named_in_one_line(tmp_path):
         load_config(TINY_CONFIG, ["data.columns=&c [*c]"])
 
 
+def test_aliases_that_expand_past_any_config_are_refused_before_they_fill_memory(tmp_path):
+    """Nine lines of aliases of aliases ("billion laughs") are a small object as PyYAML builds it;
+    the overrides' copy expanded them: 4.5 GB for eight such lines before the unknown-key error,
+    and nine were killed for memory at 24 GB."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("name: tiny\n" + "\n".join(lines) + "\n")
+    # the mapping, its 10 keys, "tiny", and a0 … a8: 10 values, then 1 + 9 × the one before
+    with pytest.raises(ConfigError, match=rf"^{path}: holds 490,329,066 values once its aliases are expanded "
+                                          rf"\(\*name repeats &name's value\), more than the 100,000 a config may hold$"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^override value .*: holds 1,000,001 values"):  # 1 + 1,000 × 1,000
+        load_config(TINY_CONFIG, ["data.columns=[" + ", ".join(["&x [" + ", ".join(["a"] * 999) + "]"]
+                                                                + ["*x"] * 999) + "]"])
+    path.write_text("name: tiny\ndata:\n  src_lang: &s es\n  columns: [id, *s, en]\n")  # an alias as configs use them
+    assert load_config(path).data.columns == ("id", "es", "en")
+
+
 def test_a_config_without_a_name_names_its_run_after_its_file(tmp_path):
     """It was bible-es-en: a trimmed config, or an empty file, prepared its splits over the default
     run's. make NAME=x expects configs/x.yaml, so the file's name is the run's."""
