@@ -124,6 +124,7 @@ def evaluate(
         run_dir / "data", translator.config.data, src_path, ref_path,
         lambda: trained_on(checkpoint, run_dir, translator.config))
     beam = beam or translator.config.decode.beam
+    translator.check_beam(beam)  # before the greedy pass writes its translations
     alpha = translator.config.decode.alpha if alpha is None else alpha
     systems = _systems(translator, sources, refs, beam, alpha, out_dir / src_path.stem)
     report = {

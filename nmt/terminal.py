@@ -13,6 +13,7 @@ import functools
 import io
 import logging
 import os
+import re
 import signal
 import stat
 import sys
@@ -53,6 +54,11 @@ def guarded(command):
             fail(exc.strerror + (f": {exc.filename}" if exc.filename is not None else ""))
         except UnicodeDecodeError as exc:
             fail(f"input is not valid UTF-8 ({utf8_where(exc)})")
+        except (MemoryError, RuntimeError) as exc:  # torch's CPU allocator raises a RuntimeError
+            if (asked := _memory_asked(exc)) is None:
+                raise
+            fail(f"out of memory{asked}: smaller batches need less (train.batch_tokens, decode.batch_size), "
+                 f"and so does a smaller beam")
         except KeyboardInterrupt as exc:  # training has logged where it resumes; translate says what was written
             # SIGTERM always gets a line: no one saw it come, as one sees a ^C, and a log should say
             # why the command stopped. 130 for both, as `nmt train` exits after either: "stopped on
@@ -66,6 +72,22 @@ def guarded(command):
             raise SystemExit(130) from None
 
     return wrapper
+
+
+def _memory_asked(exc: BaseException) -> str | None:
+    """For running out of memory, what was asked for (" (20.00 GiB more asked for)", or ""); None
+    for any other error. Python's MemoryError; torch's "DefaultCPUAllocator: can't allocate memory:
+    you tried to allocate N bytes …" (a RuntimeError, with a C++ source line first) and CUDA's
+    OutOfMemoryError ("… Tried to allocate 20.00 GiB …"), which a traceback of 200 lines said."""
+    text = str(exc)
+    if not (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in text):
+        return None
+    if found := re.search(r"allocate (\d+) bytes", text):
+        return f" ({int(found[1]) / 2**30:,.2f} GiB more asked for)"
+    if found := re.search(r"allocate ([\d.]+ [KMGT]iB)", text):
+        return f" ({found[1]} more asked for)"
+    return ""
 
 
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)  # a write's errors, which name no file

@@ -18,6 +18,7 @@ import torch
 from nmt.batching import Sequences, make_batch, sentence_batches
 from nmt.beam import beam_stream
 from nmt.config import Config, DecodeConfig, DecodePrecision, StoppingRule, choice_error
+from nmt.errors import ConfigError
 from nmt.hardware import ThreadGovernor, hold_heap, pick_device, resolve_decode_precision
 from nmt.linear import bf16_products
 from nmt.model import Seq2Seq
@@ -99,7 +100,8 @@ class Translator:
     def _settings(self, beam: int | None, alpha: float | None, precision: str | None, stopping: str | None,
                   nbest: int) -> tuple[int, float, str, str]:
         """beam, alpha, precision (resolved: auto → fp32 or bf16) and stopping rule, each the
-        config's where None; a ValueError for a value out of its choices."""
+        config's where None; a ValueError for a value out of its choices (``check_beam``'s
+        ConfigError is one)."""
         cfg = self.config.decode
         beam = cfg.beam if beam is None else beam
         alpha = cfg.alpha if alpha is None else alpha
@@ -112,7 +114,15 @@ class Translator:
             raise ValueError(error)
         if nbest > beam:
             raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
+        self.check_beam(beam)
         return beam, alpha, precision, stopping
+
+    def check_beam(self, beam: int) -> None:
+        """A ConfigError for a beam wider than the target vocabulary: the first step cannot fill
+        it, and ``--beam 100000`` took 8 GB and 28 s for one line."""
+        if beam > (pieces := self.model.generator.out_features):
+            raise ConfigError(f"a beam of {beam} is wider than the {pieces:,} target pieces the model "
+                              f"chooses from: give a beam of at most {pieces:,} (5–10 is usual)")
 
     def _encoded(self, lines: list[str]) -> list[list[int] | None]:
         """Each line's source ids (</s> included), None for a line with nothing to translate:

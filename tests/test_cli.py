@@ -920,6 +920,51 @@ def test_nbest_larger_than_beam(tiny_run):
     assert "--nbest 3 needs --beam" in _error(result)
 
 
+def test_a_beam_wider_than_the_target_vocabulary_is_refused_in_one_line(tiny_run, tmp_path):
+    """--beam 100000 on a 6,000-piece model took 8 GB and 28 s for one line; eight lines ran out
+    of memory, in a traceback of 205 lines."""
+    from nmt.translate import Translator
+
+    pieces = Translator.from_checkpoint(tiny_run.root / "best").model.generator.out_features
+    for beam in (pieces + 1, 100_000):
+        result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--beam", str(beam)],
+                               input="hola\n")
+        assert _error(result) == (f"error: a beam of {beam} is wider than the {pieces:,} target pieces the model "
+                                  f"chooses from: give a beam of at most {pieces:,} (5–10 is usual)")
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(tiny_run.root / "best"), "--beam", str(pieces + 1),
+                                 "--out", str(out)])
+    assert _error(result).startswith(f"error: a beam of {pieces + 1} is wider than")
+    assert not out.exists()
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--beam", str(pieces)],
+                           input="hola\n")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1
+
+
+def test_running_out_of_memory_is_one_line_and_leaves_the_output_as_it_was(tiny_run, tmp_path, monkeypatch):
+    """torch's CPU allocator raises a RuntimeError ("[enforce fail at alloc_cpu.cpp:127] … can't
+    allocate memory: you tried to allocate N bytes"), which came out as a traceback."""
+    import torch
+
+    from nmt.translate import Translator
+
+    monkeypatch.setattr(Translator, "translate", lambda *args, **kwargs: torch.empty(2**60, dtype=torch.uint8))
+    out = tmp_path / "out.en"
+    out.write_text("earlier\n")
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "-o", str(out)],
+                           input="hola\n")
+    assert _error(result) == ("error: out of memory (1,073,741,824.00 GiB more asked for): smaller batches need "
+                              "less (train.batch_tokens, decode.batch_size), and so does a smaller beam")
+    assert out.read_text() == "earlier\n" and list(tmp_path.iterdir()) == [out]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape mismatch")  # not memory: a bug's traceback stays
+
+    monkeypatch.setattr(Translator, "translate", broken)
+    result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best")], input="hola\n")
+    assert isinstance(result.exception, RuntimeError) and str(result.exception) == "shape mismatch"
+
+
 @pytest.mark.parametrize("argv, words", [
     (["prepare", "-c", "{tmp}"], "{tmp} is a folder, not a config file"),
     (["translate", "--checkpoint", "{best}", "-i", "{tmp}"], "{tmp} is a folder, not a file"),
