@@ -16,7 +16,10 @@ Why half: parts of every clause scored 31.3 / 37.0, of up to the full length 25.
 to a quarter 31.9 / 38.2; at 4, 8 and 16 verses a line half the length was the best of the four
 too (benchmarks/long_lines.py; results/2026-12-06-intel-xeon-amx-m207-2c-long-lines{,-default}.md).
 A line within the length is never cut. A clause still longer than the part size (no marks) is
-cut between words.
+cut between words, and a word longer than the model's length (no space: a run-together string,
+Thai or Chinese without marks) between characters into parts of up to half the length: decoded
+whole, a line of 100,000 such characters ran for most of an hour (attention over every source
+piece at each of as many steps).
 """
 
 from __future__ import annotations
@@ -70,11 +73,43 @@ def _gathered(units: list[tuple[str, int]], most: int) -> list[str]:
     return parts
 
 
+def _between_characters(word: str, count: Pieces, most: int) -> list[str]:
+    """``word`` cut between characters into parts of at most ``most`` pieces (each with its </s>),
+    in order; a single character is never cut, whatever it counts."""
+    parts = [word]
+    while True:
+        counts = count([part.strip() for part in parts])
+        if all(n <= most or len(part.strip()) < 2 for part, n in zip(parts, counts)):
+            return parts
+        cut = []
+        for part, n in zip(parts, counts):
+            pieces = max(2, -(-(n - 1) // max(1, most - 1)))  # parts needed, were pieces spread evenly
+            size = -(-len(part) // pieces)
+            cut += [part] if n <= most or len(part.strip()) < 2 else [part[i:i + size] for i in range(0, len(part), size)]
+        parts = cut
+
+
+def _words(span: str, count: Pieces, longest: int, most: int) -> list[tuple[str, int]]:
+    """A clause's words with their piece counts, a word of more than ``longest`` pieces cut into
+    parts of at most ``most`` (``_between_characters``)."""
+    words = []
+    for word, n in _counted(_WORD.findall(span), count):
+        words += [(word, n)] if n <= longest else _counted(_between_characters(word, count, most), count)
+    return words
+
+
+def glued(line: str, count: Pieces, longest: int) -> bool:
+    """Whether ``split_long`` cuts ``line`` between characters somewhere: it holds a stretch of more
+    than ``longest`` pieces with no sentence mark or space."""
+    words = [word for span in _spans(line) for word in _WORD.findall(span)]
+    return any(n > longest for n in count([word.strip() for word in words]))
+
+
 def split_long(line: str, count: Pieces, longest: int, part: int | None = None) -> list[str]:
     """``line`` alone when it has at most ``longest`` source pieces; else its clauses, a clause
-    longer than ``longest`` cut between words, joined again in order into parts of at most
-    ``part`` pieces (default ``longest // 2``; a clause longer than that stands alone), spaces at
-    their ends dropped."""
+    longer than ``longest`` cut between words (a word longer than that between characters), joined
+    again in order into parts of at most ``part`` pieces (default ``longest // 2``; a clause longer
+    than that stands alone), spaces at their ends dropped."""
     if count([line])[0] <= longest:
         return [line]
     target = max(1, part or longest // 2)
@@ -83,7 +118,7 @@ def split_long(line: str, count: Pieces, longest: int, part: int | None = None) 
         if n <= longest:
             units.append((span, n))
         else:  # no mark to cut at: between words, as full as the part size allows
-            units.extend(_counted(_gathered(_counted(_WORD.findall(span), count), target), count))
+            units.extend(_counted(_gathered(_words(span, count, longest, target), target), count))
     return [text.strip() for text in _gathered(units, target)]
 
 

@@ -24,7 +24,7 @@ from nmt.linear import bf16_products
 from nmt.model import Seq2Seq
 from nmt.quantize import int8_products
 from nmt.search import Hypothesis, greedy_stream, max_lengths
-from nmt.segment import join_parts, split_long
+from nmt.segment import glued, join_parts, split_long
 from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -223,23 +223,23 @@ class Translator:
         if not split:
             _warn_long([len(ids) for ids in encoded if ids], longest)
             return encoded, [1] * len(lines)
-        parts, counts, uncut = [], [], 0
+        parts, counts, glued_lines = [], [], 0
         for line, ids in zip(lines, encoded):
             cut = split_long(line, self.tokenizer.src_lengths, longest) if ids and len(ids) > longest else None
             # a part of only invisible characters (a zero-width space after the last mark) is
             # </s> alone, which the model would make a sentence up from: left out, as such a line is
             found = [ids] if cut is None else [part for part in self.tokenizer.encode_src(cut) if len(part) > 1]
-            uncut += cut is not None and any(len(part) > longest for part in found)
+            glued_lines += cut is not None and glued(line, self.tokenizer.src_lengths, longest)
             parts += found
             counts.append(len(found))
         if len(parts) > len(lines):
             log.info("%d line(s) longer than the %d source pieces the model was trained on: translated in %d "
-                     "parts, cut where sentences end (decode.split_long)",
+                     "parts, cut where sentences end, else between words (decode.split_long)",
                      sum(n > 1 for n in counts), longest, sum(n for n in counts if n > 1))
-        if uncut:
+        if glued_lines:
             log.warning("%d line(s) hold a stretch longer than the %d source pieces the model was trained on "
-                        "with no sentence mark or space to cut it at, decoded as it is: its translation may "
-                        "stop early", uncut, longest)
+                        "with no sentence mark or space to cut it at: cut between characters, which may split "
+                        "a word", glued_lines, longest)
         return parts, counts
 
 

@@ -87,6 +87,24 @@ def test_cutting_keeps_every_word_in_order_and_parts_within_their_size():
                        for part, n in zip(parts, pieces(parts)))
 
 
+def test_a_word_longer_than_the_model_s_length_is_cut_between_characters_into_parts_of_half_of_it():
+    """A stretch with no mark or space (a run-together string; Thai, or Chinese without marks) was
+    decoded whole: 100,000 such characters ran for most of an hour."""
+    def characters(texts: list[str]) -> list[int]:
+        return [len(text) + 1 for text in texts]
+
+    glued = "x" * 1_000
+    parts = split_long(f"Dijo: {glued} y fué.", characters, 100)
+    assert parts[0] == "Dijo:" and parts[-1].endswith(" y fué.")
+    assert "".join(part for part in parts if part != "Dijo:").replace(" y fué.", "") == glued
+    assert all(n <= 50 for n in characters(parts)) and len(parts) == 2 + 20
+    for longest in (2, 3, 7, 64):  # parts of half the length, however the characters divide
+        parts = split_long("神说要有光就有了光" * 30, characters, longest)
+        assert "".join(parts) == "神说要有光就有了光" * 30 and max(characters(parts)) <= max(2, longest // 2)
+    assert split_long("pan " + "y" * 9 + " vino", characters, 10) == ["pan", "yyyyyyyyy", "vino"]  # 10 pieces: a word
+    assert split_long("pan " + "y" * 10 + " vino", characters, 10) == ["pan", "yyyy", "yyyy", "yy", "vino"]
+
+
 def _translator(tmp_path, **decode):
     """An untrained model (its translations run on, unlike the tiny run's, which stop at once)
     that has seen 12 source pieces at most."""
@@ -127,16 +145,21 @@ def test_decode_split_long_false_translates_the_whole_line_and_warns(tmp_path, c
 
 
 def test_a_long_line_with_nowhere_to_cut_is_named_as_such_and_lines_are_counted_as_lines(tmp_path, caplog):
-    """A stretch with no mark or space (a run-together string) cannot be cut; the warning said it
+    """A stretch with no mark or space (a run-together string) is cut between characters, and said
+    to be (it was decoded whole, with no end in sight for a long one); the warning had said it
     was decoded whole for want of decode.split_long, which was on, and counted parts as lines."""
     translator = _translator(tmp_path)
     glued = "Yfuélatarde" * 8  # no space, no mark: longer than 12 pieces whatever is done
+    assert translator.tokenizer.src_lengths([glued])[0] > 12
     with caplog.at_level(logging.INFO, logger="nmt.translate"):
         out = translator.translate([LONG, glued, "Y fué la tarde"], beam=1)
     assert len(out) == 3
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "nmt.translate"]
-    assert len(warnings) == 1 and warnings[0].startswith("1 line(s) hold a stretch longer than the 12 source pieces")
+    assert warnings == ["1 line(s) hold a stretch longer than the 12 source pieces the model was trained on with "
+                        "no sentence mark or space to cut it at: cut between characters, which may split a word"]
     assert "decode.split_long, one" not in caplog.text
+    parts, counts = translator._parts([glued], split=True)
+    assert counts[0] > 1 and max(len(part) for part in parts) <= 12
 
 
 def test_a_long_line_ending_in_characters_the_tokenizer_drops_gets_nothing_made_up_after_it(tmp_path):
