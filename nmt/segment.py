@@ -18,8 +18,8 @@ too (benchmarks/long_lines.py; results/2026-12-06-intel-xeon-amx-m207-2c-long-li
 A line within the length is never cut. A clause still longer than the part size (no marks) is
 cut between words, and a word longer than the model's length (no space: a run-together string,
 Thai or Chinese without marks) between characters into parts of up to half the length: decoded
-whole, a line of 100,000 such characters ran for most of an hour (attention over every source
-piece at each of as many steps).
+whole, a line of 100,000 such characters was still running after 11 minutes on the tiny model
+(attention over every source piece at each of as many steps); cut, it took 14 s.
 """
 
 from __future__ import annotations

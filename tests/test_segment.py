@@ -89,7 +89,7 @@ def test_cutting_keeps_every_word_in_order_and_parts_within_their_size():
 
 def test_a_word_longer_than_the_model_s_length_is_cut_between_characters_into_parts_of_half_of_it():
     """A stretch with no mark or space (a run-together string; Thai, or Chinese without marks) was
-    decoded whole: 100,000 such characters ran for most of an hour."""
+    decoded whole: 100,000 such characters were still running after 11 minutes."""
     def characters(texts: list[str]) -> list[int]:
         return [len(text) + 1 for text in texts]
 
