@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nmt.terminal import ProgressBar, fail, guarded, same_file, stdin_lines, write_in_chunks
+from nmt.terminal import ProgressBar, fail, guarded, is_stdout, same_file, stdin_lines, write_in_chunks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Neural machine translation with LSTMs.")
 
@@ -202,6 +202,8 @@ def translate(
             logging.getLogger(__name__).warning("%s is beam search's; greedy search (--beam 1, the default) "
                                                 "ignores it", option)
     input, output = (None if name in (None, "-") else Path(name) for name in (input, output))  # -: stdin, stdout
+    if output is not None and is_stdout(output):  # -o /dev/stdout: as -o -
+        output = None
     if output is not None:  # found out before decoding, not after
         if output.suffix.lower() == ".zst":  # written plain under that name, it would not read back
             fail(f"--output {output}: zstd is not supported; name it .gz, .bz2 or .xz to compress, or plain")

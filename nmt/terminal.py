@@ -202,6 +202,18 @@ def same_file(input: Path, output: Path) -> bool:
     return (read.st_dev, read.st_ino) == (write.st_dev, write.st_ino) and stat.S_ISREG(read.st_mode)
 
 
+def is_stdout(path: Path) -> bool:
+    """Whether ``path`` is this process's stdout (/dev/stdout, /dev/fd/1, or the file stdout was
+    sent to): written through stdout, not replaced atomically, which put the translation in a new
+    file in the place of the shell's (``{ echo a; nmt translate -o /dev/stdout; echo b; } > f``
+    lost the translation) or failed on a device."""
+    try:
+        named, ours = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no such file; no descriptor (a test's)
+        return False
+    return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 def lines_bar(total: int):
     """Lines translated so far, on stderr, while a file or a pipe is translated: a long file no
     longer looks hung. Only where stderr is a terminal (tqdm's disable=None), so a log or a pipe

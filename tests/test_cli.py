@@ -166,6 +166,21 @@ def test_a_dash_for_input_or_output_is_stdin_or_stdout(tiny_run, tmp_path, monke
     assert (tmp_path / "-.en").read_text() == plain
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="/dev/stdout")
+def test_output_to_dev_stdout_goes_where_the_shell_sends_stdout(tiny_run, tmp_path):
+    """{ echo header; nmt translate -o /dev/stdout; echo footer; } > f: the translation was
+    written to a new file put in f's place (atomically), which the shell's footer then wrote
+    over, leaving "header, footer" and the rest of a line."""
+    with open(tmp_path / "f", "w") as out:
+        out.write("header\n")
+        out.flush()
+        process = _translate_into(tiny_run, tmp_path, "-o", "/dev/stdout", stdout=out)
+        assert process.communicate(timeout=120)[1] == "" and process.returncode == 0
+        out.write("footer\n")
+    piped = _translate_into(tiny_run, tmp_path).communicate(timeout=120)[0]  # as -o - writes it
+    assert piped.count("\n") == 50 and (tmp_path / "f").read_text() == "header\n" + piped + "footer\n"
+
+
 def test_translate_decodes_a_long_input_in_chunks_and_writes_the_same_lines(tiny_run, tmp_path, monkeypatch):
     """Memory stays bounded on a file of millions of lines: at most TRANSLATE_CHUNK lines are
     decoded at a time, each chunk's lines written before the next; the output is what one call
