@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nmt.config import Config, DecodeConfig, RunPaths
+from nmt.errors import DataError
 
 if TYPE_CHECKING:  # imported where used: the command line's --help stays light
     from nmt.translate import Translator
@@ -126,7 +127,10 @@ def evaluate(
     beam = beam or translator.config.decode.beam
     translator.check_beam(beam)  # before the greedy pass writes its translations
     alpha = translator.config.decode.alpha if alpha is None else alpha
-    systems = _systems(translator, sources, refs, beam, alpha, out_dir / src_path.stem)
+    outputs = _outputs(out_dir / src_path.stem, translator.config.data.tgt_lang, beam)
+    _check_not_inputs([path for _, path in outputs.values()] + [out_dir / "report.json", out_dir / "report.md"],
+                      {"source": src_path, "reference": ref_path})
+    systems = _systems(translator, sources, refs, alpha, outputs)
     report = {
         "checkpoint": str(checkpoint),
         **step_info(checkpoint),
@@ -146,21 +150,41 @@ def evaluate(
     return report
 
 
-def _systems(translator: Translator, sources: list[str], refs: list[str], beam: int, alpha: float,
-             stem: Path) -> dict[str, dict]:
-    """Greedy and beam-``beam`` translations of ``sources`` (greedy alone at beam 1), each written
-    to ``<stem>.<system>.<lang>`` and scored against ``refs``, with its speed."""
+def _outputs(stem: Path, lang: str, beam: int) -> dict[str, tuple[int, Path]]:
+    """Each system evaluate runs, greedy and beam-``beam`` (greedy alone at beam 1), with its beam
+    and the file its translations go to, ``<stem>.<system>.<lang>``."""
+    systems = {"greedy": 1} | ({f"beam{beam}": beam} if beam > 1 else {})
+    return {name: (k, stem.parent / f"{stem.name}.{name}.{lang}") for name, k in systems.items()}
+
+
+def _check_not_inputs(outputs: list[Path], inputs: dict[str, Path]) -> None:
+    """A DataError where a file evaluate writes is one it reads (--out the folder of a reference
+    called test.greedy.en): the reference was replaced by the greedy translation, and the next
+    evaluation scored 100."""
+    from nmt.terminal import same_file
+
+    for path in outputs:
+        for role, given in inputs.items():
+            if same_file(given, path):
+                raise DataError(f"{path} would be written over the {role} file {given}; "
+                                f"give another --out, or rename the {role} file")
+
+
+def _systems(translator: Translator, sources: list[str], refs: list[str], alpha: float,
+             outputs: dict[str, tuple[int, Path]]) -> dict[str, dict]:
+    """The translations of ``sources`` by each system of ``outputs`` (``_outputs``), each written
+    to its file and scored against ``refs``, with its speed."""
     import time
 
     from nmt.atomic import atomic_write_text
     from nmt.metrics import corpus_scores
 
     systems, lang = {}, translator.config.data.tgt_lang
-    for name, k in [("greedy", 1)] + ([(f"beam{beam}", beam)] if beam > 1 else []):  # beam 1 is greedy
+    for name, (k, path) in outputs.items():
         t0 = time.perf_counter()
         hyps = translator.translate(sources, beam=k, alpha=alpha)
         seconds = time.perf_counter() - t0
-        atomic_write_text(stem.parent / f"{stem.name}.{name}.{lang}", "".join(h + "\n" for h in hyps))
+        atomic_write_text(path, "".join(h + "\n" for h in hyps))
         systems[name] = {
             "beam": k,
             "alpha": alpha if k > 1 else 0.0,

@@ -469,6 +469,28 @@ def test_evaluate_writes_reports_for_greedy_and_beam(tiny_run, tmp_path):
     assert len(hyps) == report["sentences"] == 34
 
 
+def test_evaluate_refuses_to_write_a_translation_over_its_own_reference_or_source(tiny_run, tmp_path):
+    """--out the folder of a reference called a.greedy.en replaced the reference with the greedy
+    translation, and the next evaluation scored BLEU 100."""
+    source = tiny_run.data.joinpath("test.es").read_text(encoding="utf-8")
+    reference = tiny_run.data.joinpath("test.en").read_text(encoding="utf-8")
+    for src, ref, role, over in (("a.es", "a.greedy.en", "reference", "a.greedy.en"),
+                                 ("a.es", "a.beam3.en", "reference", "a.beam3.en"),
+                                 ("a.es", "report.md", "reference", "report.md"),
+                                 ("report.json", "b.en", "source", "report.json")):
+        (tmp_path / src).write_text(source, encoding="utf-8")
+        (tmp_path / ref).write_text(reference, encoding="utf-8")
+        result = runner.invoke(app, ["evaluate", "--checkpoint", str(tiny_run.root / "best"), "--src",
+                                     str(tmp_path / src), "--ref", str(tmp_path / ref), "--out", str(tmp_path)])
+        assert _error(result) == (f"error: {tmp_path / over} would be written over the {role} file "
+                                  f"{tmp_path / over}; give another --out, or rename the {role} file")
+        assert (tmp_path / src).read_text(encoding="utf-8") == source
+        assert (tmp_path / ref).read_text(encoding="utf-8") == reference
+        (tmp_path / src).unlink()
+        (tmp_path / ref).unlink()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_evaluate_finds_the_run_of_a_checkpoint_in_its_checkpoints_folder(tiny_run, tmp_path):
     """runs/x/checkpoints/step-N (nmt report found its run; evaluate looked for runs/x/checkpoints/data)."""
     import shutil
