@@ -30,6 +30,13 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def usual_permissions(path: str | Path) -> None:
+    """Give a file just written the permissions a new file gets under the umask (0644 under 022):
+    safetensors 0.8 writes its files 0600, so a checkpoint shared with a group or copied for
+    another user could not be read."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 def check_destination(path: str | Path, folder: bool = False) -> None:
     """Raise now the error that writing to ``path`` (a file; a folder where ``folder``) would meet
     only after the work: ``path`` is a folder where a file is wanted or the other way round, or the

@@ -33,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_file
 
 from nmt import __version__
-from nmt.atomic import atomic_write_text, check_destination
+from nmt.atomic import atomic_write_text, check_destination, usual_permissions
 from nmt.config import DECODING, SECTIONS, Config, ConfigError, from_dict
 from nmt.errors import NmtError, path_error
 from nmt.model import Seq2Seq, build_model
@@ -76,10 +76,12 @@ def save_checkpoint(
     tmp.mkdir(parents=True)
     try:
         save_file(_model_tensors(model), str(tmp / "model.safetensors"))
+        usual_permissions(tmp / "model.safetensors")
         tokenizer.save(tmp)
         files = list(REQUIRED)
         if trainer_tensors is not None:
             save_file({k: v.contiguous().cpu() for k, v in trainer_tensors.items()}, str(tmp / "trainer.safetensors"))
+            usual_permissions(tmp / "trainer.safetensors")
             atomic_write_text(tmp / "trainer.json", json.dumps(trainer_state or {}, indent=2))
             files += list(TRAINER_FILES)
         manifest = {"format_version": FORMAT_VERSION, "nmt_version": __version__, "step": step, "files": files,

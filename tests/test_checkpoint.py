@@ -66,6 +66,24 @@ def test_checkpoint_holds_no_pickle(tmp_path):
     )
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
+def test_every_checkpoint_file_gets_the_permissions_the_umask_gives_a_new_file(tmp_path):
+    """safetensors 0.8 writes its files 0600: the weights of a checkpoint shared with a group, or
+    copied for another user, could not be read, while its other files could."""
+    import stat
+
+    from nmt.checkpoint import save_checkpoint
+
+    umask = os.umask(0)
+    os.umask(umask)
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path)
+    folder = save_checkpoint(tmp_path / "shared", model, config, tokenizer, step=3,
+                             trainer_tensors={"m": torch.zeros(2)}, trainer_state={"step": 3})
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
+    assert {"model.safetensors", "trainer.safetensors", "checkpoint.json", "src.model"} <= set(modes)
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
 def test_incomplete_checkpoint(tmp_path):
     *_, folder = saved_tiny_model(tmp_path)
     (folder / "model.safetensors").unlink()
