@@ -115,7 +115,10 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     # the temporary's name within a file system's 255 bytes where the output's own nearly fills them
     # (".name.XXXXXXXX.tmp" is 14 bytes longer): its first 200 bytes name it enough
     stem = target.name.encode()[:200].decode(errors="ignore")
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # a read-only or full folder: named by the file asked for, not the temporary
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     try:
         os.chmod(tmp, permissions)
         with naming(path), os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:

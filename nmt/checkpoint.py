@@ -73,7 +73,10 @@ def save_checkpoint(
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
     check_destination(folder, folder=True)  # an error naming the path, not the temporary
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:  # a read-only folder: named by the checkpoint asked for, not the temporary
+        raise type(exc)(exc.errno, exc.strerror, str(folder)) from None
     try:
         save_file(_model_tensors(model), str(tmp / "model.safetensors"))
         usual_permissions(tmp / "model.safetensors")

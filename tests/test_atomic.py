@@ -22,6 +22,22 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
     assert path.read_text() == "new\n"
 
 
+def test_a_folder_that_takes_no_new_file_is_named_by_the_file_asked_for(tmp_path, monkeypatch):
+    """A read-only folder: the error named the temporary ("Read-only file system:
+    /tmp/ro/.x.txt.l1xqrjtn.tmp"), a file the user never asked for."""
+    import errno
+    import tempfile
+
+    def read_only(prefix, suffix, dir):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.path.join(dir, f"{prefix}l1xqrjtn{suffix}"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as raised:
+        atomic_write_text(tmp_path / "x.txt", "new\n")
+    assert (raised.value.errno, raised.value.filename) == (errno.EROFS, str(tmp_path / "x.txt"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_folder_as_the_destination_is_refused_by_its_own_name(tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(IsADirectoryError) as refused:

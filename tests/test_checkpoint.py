@@ -84,6 +84,21 @@ def test_every_checkpoint_file_gets_the_permissions_the_umask_gives_a_new_file(t
     assert set(modes.values()) == {0o666 & ~umask}, modes
 
 
+def test_a_checkpoint_that_cannot_be_written_is_named_not_its_temporary(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path)
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(OSError) as raised:
+        save_checkpoint(tmp_path / "avg", model, config, tokenizer, step=3)
+    assert (raised.value.errno, raised.value.filename) == (errno.EROFS, str(tmp_path / "avg"))
+
+
 def test_incomplete_checkpoint(tmp_path):
     *_, folder = saved_tiny_model(tmp_path)
     (folder / "model.safetensors").unlink()
