@@ -69,10 +69,14 @@ def _names(rows: Iterator[tuple[int, list[str]]], columns: tuple[str, ...]) -> t
 def _check_first_row(path: Path, columns: tuple[str, ...]) -> None:
     """Refuse a first data row with more fields than there are columns. The parser would take the
     extra leading fields as row labels and shift every column silently (ids read as sentences);
-    a longer row further down it does refuse itself. ``columns``: () when the first row is a header."""
+    a longer row further down it does refuse itself. And a header with no row under it, which
+    datasets called "Instruction "train" corresponds to no data!". ``columns``: () when the first
+    row is a header."""
     with contextlib.closing(_rows(path)) as rows:  # (closing: the file, after two rows)
         names = _names(rows, columns)
         line, first = next(rows, (0, []))
+    if names and not columns and not first:
+        raise DataError(f"{path} has a header row ({', '.join(names)}) and no rows under it: no pairs to read")
     if names and len(first) > len(names):
         named_by = "data.columns names" if columns else "the header names"
         raise DataError(f"{path}: line {line} has {len(first)} fields, but {named_by} {len(names)} "

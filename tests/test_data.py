@@ -824,6 +824,16 @@ def test_an_empty_corpus_file_is_named_empty(tmp_path, name, text):
             read_pairs(DataConfig(source=str(path), columns=columns))
 
 
+@pytest.mark.parametrize("name, text", [("h.tsv", "id\tes\ten\n"), ("h.csv", "id,es,en\r\n\n")])
+def test_a_header_with_no_rows_under_it_is_named_as_such(tmp_path, name, text):
+    """datasets said 'Instruction "train" corresponds to no data!'."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8", newline="")
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))} has a header row \\(id, es, en\\) and no rows "
+                                        f"under it: no pairs to read$"):
+        read_pairs(DataConfig(source=str(path), columns=()))
+
+
 @pytest.mark.parametrize("kind", ["parquet", "arrow"])
 def test_a_compressed_parquet_or_arrow_file_is_refused_by_name(tmp_path, kind):
     """pyarrow reads these by their footer or stream, not through a decompressor: a gzipped
