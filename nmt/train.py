@@ -318,8 +318,9 @@ class Trainer:
         under the current train.patience (a finished run run again trained on: its stop was not
         in the checkpoint)."""
         cfg, st = self.config.train, self.state
-        if st.step >= cfg.max_steps:
-            st.stopped = f"reached train.max_steps={cfg.max_steps}"
+        if st.step >= cfg.max_steps:  # past it: a run resumed under a smaller budget trains no step
+            st.stopped = (f"reached train.max_steps={cfg.max_steps}" if st.step == cfg.max_steps
+                          else f"already past train.max_steps={cfg.max_steps}: at step {st.step}")
         elif st.elapsed_s >= cfg.max_minutes * 60:
             st.stopped = f"reached train.max_minutes={cfg.max_minutes:g}"
         elif st.bad_validations >= cfg.patience:

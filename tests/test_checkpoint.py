@@ -635,6 +635,15 @@ def test_a_finished_run_resumed_and_interrupted_keeps_no_summary_of_its_earlier_
     assert json.loads(summary.read_text())["steps"] == 24
 
 
+def test_a_run_resumed_under_a_smaller_step_budget_says_it_is_past_it(tmp_path):
+    """It said "reached train.max_steps=3" of a run at step 8, which had reached 8."""
+    _train(tmp_path, "train.max_steps=8")
+    summary, _ = _train(tmp_path, "train.max_steps=3")
+    assert (summary["steps"], summary["stopped"]) == (8, "already past train.max_steps=3: at step 8")
+    summary, _ = _train(tmp_path, "train.max_steps=8")
+    assert summary["stopped"] == "reached train.max_steps=8"
+
+
 def test_training_says_how_many_pairs_max_train_len_leaves_out(tmp_path, caplog):
     from nmt.lines import read_lines
     from nmt.tokenizer import Tokenizer
