@@ -44,6 +44,14 @@ venv: $(VENV)/.installed
 # when the config has an error (said by the rule), every stamp is remade, and a dry run lists
 # every stage after them.
 PIPELINE_GOALS := all train eval report $(RUN)/%
+ifneq ($(filter $(PIPELINE_GOALS),$(or $(MAKECMDGOALS),all)),)
+ifneq ($(words $(NAME)),1)
+$(error NAME="$(NAME)": make NAME=x needs one name, without spaces (configs/x.yaml))
+endif
+ifeq ($(wildcard $(CONFIG)),)
+$(error $(CONFIG) not found: make NAME=x reads configs/x.yaml (here: $(sort $(basename $(notdir $(wildcard configs/*.yaml))))))
+endif
+endif
 ifneq ($(and $(wildcard $(VENV)/.installed),$(filter $(PIPELINE_GOALS),$(or $(MAKECMDGOALS),all))),)
 CHECK := $(shell $(PY) pipelines/stamp_config.py --run $(RUN) --check $(CONFIG) 2>/dev/null && echo checked)
 endif

@@ -111,3 +111,25 @@ def test_torch_comes_from_the_index_given_else_from_pips_own_configuration(tmp_p
     assert install_line(f"TORCH_INDEX={cpu}").endswith(f"-c constraints.txt --index-url {cpu} torch==2.13.0")
     assert install_line().endswith("-c constraints.txt torch==2.13.0")
     assert not (tmp_path / "fresh").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("name, says", [
+    ("doesnotexist", "configs/doesnotexist.yaml not found: make NAME=x reads configs/x.yaml (here: "),
+    ("", 'NAME="": make NAME=x needs one name, without spaces (configs/x.yaml)'),
+    ("two words", 'NAME="two words": make NAME=x needs one name, without spaces (configs/x.yaml)'),
+])
+def test_a_name_without_a_config_is_one_line_before_anything_runs(tmp_path, name, says):
+    """make's own "No rule to make target 'configs/doesnotexist.yaml', needed by …" (or some
+    twenty lines of warnings for a name with a space) said nothing of NAME; make test needs none."""
+    for file in ("Makefile", "pyproject.toml", "constraints.txt"):
+        shutil.copy(ROOT / file, tmp_path)
+    (tmp_path / "configs").mkdir()
+    shutil.copy(TINY_CONFIG, tmp_path / "configs")
+    result = subprocess.run(["make", "-n", "train", f"NAME={name}"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and says in result.stderr
+    if name == "doesnotexist":
+        assert result.stderr.endswith("(here: tiny).  Stop.\n")
+    result = subprocess.run(["make", "-n", "test", f"NAME={name}"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0 and "pytest" in result.stdout
