@@ -49,6 +49,7 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
         if (other.tokenizer.src_model, other.tokenizer.tgt_model) != (first.tokenizer.src_model,
                                                                        first.tokenizer.tgt_model):
             raise CheckpointError(f"{other.path} and {first.path} have different SentencePiece models")
+    _check_not_averaged(loaded)
     states = [c.model.state_dict() for c in loaded]
     mean = {name: torch.stack([s[name].double() for s in states]).mean(0).to(tensor.dtype)
             for name, tensor in states[0].items()}
@@ -57,6 +58,18 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
     sources = [{"path": str(c.path), "step": c.step} for c in loaded]
     return save_checkpoint(Path(out), latest.model, latest.config, latest.tokenizer, latest.step,
                            provenance={"averaged": sources})
+
+
+def _check_not_averaged(loaded: list) -> None:
+    """A CheckpointError for an average among the checkpoints to average: given beside one of its
+    own steps it counts that step twice (the mean of steps 300 and 400 with step 400 weighted 400
+    at 3/4), and in any case its steps weigh less than the others, while checkpoint.json listed it
+    as its latest step alone."""
+    for checkpoint in loaded:
+        if averaged := read_manifest(checkpoint.path).get("averaged"):
+            steps = ", ".join(str(source["step"]) for source in averaged)
+            raise CheckpointError(f"{checkpoint.path} is itself an average (of steps {steps}); average the "
+                                  f"checkpoints it was made from, with the others, each once")
 
 
 def _averaged_before(folder: Path) -> bool:

@@ -975,6 +975,23 @@ def test_average_refuses_what_is_not_one_model(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_average_refuses_an_average_among_its_checkpoints(tmp_path):
+    """An average given again beside one of its own checkpoints made the mean of steps 7 and 9
+    with step 9 weighted 9 at 3/4, and checkpoint.json listed the average as step 9 alone."""
+    from nmt.average import average_checkpoints
+
+    config, tokenizer, model, seven = saved_tiny_model(tmp_path)
+    nine = save_checkpoint(tmp_path / "nine", model, config, tokenizer, step=9)
+    eleven = save_checkpoint(tmp_path / "eleven", model, config, tokenizer, step=11)
+    mean = average_checkpoints([seven, nine], tmp_path / "mean")
+    for given in ([mean, nine], [seven, mean], [mean, eleven]):
+        with pytest.raises(CheckpointError, match=f"^{re.escape(str(mean))} is itself an average \\(of steps 7, 9\\); "
+                                                  f"average the checkpoints it was made from, with the others, each once$"):
+            average_checkpoints(given, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+    average_checkpoints([seven, nine, eleven], tmp_path / "again")
+
+
 def test_a_checkpoint_of_a_higher_step_never_costs_the_one_just_saved(tmp_path):
     """An average written as checkpoints/step-0999999 sorts after every step: saving the next
     checkpoint kept it and pruned the one just saved, leaving `last` pointing at nothing."""
