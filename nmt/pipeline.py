@@ -6,15 +6,16 @@ the same whichever way it is run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nmt.config import Config, DecodeConfig, RunPaths
-from nmt.errors import DataError
+from nmt.errors import DataError, NmtError
 
 if TYPE_CHECKING:  # imported where used: the command line's --help stays light
     from nmt.translate import Translator
@@ -22,19 +23,32 @@ if TYPE_CHECKING:  # imported where used: the command line's --help stays light
 log = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def _run_held(paths: RunPaths, stage: str) -> Iterator[None]:
+    """The run folder's lock, which training holds (``Trainer``), held while ``stage`` rewrites
+    the files training reads: ``nmt prepare`` rewrote a run's splits while it trained."""
+    from nmt.atomic import FolderBusy, folder_lock
+
+    try:
+        with folder_lock(paths.root):
+            yield
+    except FolderBusy as exc:
+        raise NmtError(f"{paths.root} is in use by another process ({exc.strerror}): {stage} would rewrite the "
+                       f"files it reads; wait for it or stop it") from None
+
+
 def prepare(config: Config, paths: RunPaths) -> Path:
     """Load, normalise, filter and split the parallel text; returns ``data/stats.json``."""
     from nmt import data
 
     prepared = data.prepare(config.data)
-    return data.write_splits(prepared, paths.data, config.data)
+    with _run_held(paths, "nmt prepare"):
+        return data.write_splits(prepared, paths.data, config.data)
 
 
 def _after(*stages: tuple[Path, str]) -> None:
     """Each stage before this one has finished: its last file (``marker``) is there. Else one line
     that names the stage to run, not the first file it would have written."""
-    from nmt.errors import NmtError
-
     for marker, stage in stages:
         if not marker.is_file():
             raise NmtError(f"{marker.parent} is not ready ({marker.name} missing): run `{stage}` first with this "
@@ -52,7 +66,8 @@ def tokenize(config: Config, paths: RunPaths) -> Path:
     check_made_with(paths.data / "stats.json", "data", settings_json(config.data), "nmt prepare")
     src = read_lines(split_path(paths.data, "train", config.data.src_lang))
     tgt = read_lines(split_path(paths.data, "train", config.data.tgt_lang))
-    return train_tokenizer(src, tgt, config.tokenizer, paths.tokenizer)
+    with _run_held(paths, "nmt tokenize"):
+        return train_tokenizer(src, tgt, config.tokenizer, paths.tokenizer)
 
 
 def train(config: Config, paths: RunPaths, device: str | None = None, on_progress: Callable | None = None) -> dict:

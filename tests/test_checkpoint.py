@@ -695,6 +695,25 @@ def test_a_run_another_process_trains_is_refused_and_left_as_it_was(tmp_path, mo
     assert _train(tmp_path, "train.max_steps=16")[0]["steps"] == 16  # the lock goes with its holder
 
 
+def test_preparing_or_tokenizing_a_run_another_process_trains_is_refused(tmp_path):
+    """The training lock did not stop nmt prepare: it rewrote a run's splits (data.min_words=3)
+    while the run trained."""
+    from nmt.atomic import folder_lock
+
+    _, paths = _train(tmp_path, "train.max_steps=4")
+    before = {path.name: path.read_bytes() for path in (*paths.data.iterdir(), *paths.tokenizer.iterdir())}
+    with folder_lock(paths.root):  # as a training process holds it
+        for stage, run in (("nmt prepare", pipeline.prepare), ("nmt tokenize", pipeline.tokenize)):
+            config = tiny_config(tmp_path, "train.valid_every=8", *(["data.min_words=3"] if "prepare" in stage else []))
+            with pytest.raises(NmtError, match=rf"^{re.escape(str(paths.root))} is in use by another process \(held by "
+                                               rf"process {os.getpid()}\): {stage} would rewrite the files it reads; "
+                                               rf"wait for it or stop it$"):
+                run(config, paths)
+    assert {path.name: path.read_bytes() for path in (*paths.data.iterdir(), *paths.tokenizer.iterdir())} == before
+    pipeline.prepare(tiny_config(tmp_path, "data.min_words=3"), paths)  # the lock goes with its holder
+    assert (paths.data / "stats.json").read_bytes() != before["stats.json"]
+
+
 def _poisoned(monkeypatch, bad_calls):
     """batch_loss whose loss is NaN at the given calls (1, 2, …), as an overflow would make it."""
     import nmt.train
