@@ -1,6 +1,7 @@
 """Text files of one sentence a line, as nmt reads them everywhere (prepared splits, nmt
-translate's input, evaluation's source and references): lines counted as ``wc -l`` and sacreBLEU
-count them, UTF-8, plain or compressed by the file's suffix (.gz, .bz2, .xz). No torch here."""
+translate's input, evaluation's source and references): lines counted as sacreBLEU counts them
+(ended by "\\n" only; a last line without one counts, which ``wc -l`` leaves out), UTF-8, plain or
+compressed by the file's suffix (.gz, .bz2, .xz). No torch here."""
 
 from __future__ import annotations
 
@@ -47,11 +48,12 @@ def utf8_where(exc: UnicodeDecodeError) -> str:
 
 
 def split_lines(text: str) -> list[str]:
-    """Lines as ``wc -l`` and sacreBLEU count them: ended by "\\n" (a CRLF's "\\r" dropped). Not
-    str.splitlines(), which also ends a line at U+2028, NEL, a form feed and five more characters
-    that a sentence may hold: translating such a file gave more lines than it had. A byte-order
-    mark at the start is the file's encoding mark (Windows editors write one), not text: kept, it
-    was part of the first sentence, and of a reference's first word for sacreBLEU."""
+    """Lines as sacreBLEU counts them: ended by "\\n" (a CRLF's "\\r" dropped; a last line without
+    one counts, where ``wc -l`` leaves it out). Not str.splitlines(), which also ends a line at
+    U+2028, NEL, a form feed and five more characters that a sentence may hold: translating such a
+    file gave more lines than it had. A byte-order mark at the start is the file's encoding mark
+    (Windows editors write one), not text: kept, it was part of the first sentence, and of a
+    reference's first word for sacreBLEU."""
     lines = text.removeprefix("\ufeff").split("\n")
     if lines[-1] == "":  # the last line's end, or an empty text
         lines.pop()
