@@ -69,6 +69,9 @@ def guarded(command):
             # the command has stopped: a second Ctrl-C while Python shuts down (torch's exit handlers)
             # printed a traceback. Registered last, this runs first of the exit handlers.
             atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
+            # stopped while torch was being imported, before it set its loggers to warnings only, its
+            # exit handler's "FakeTensor cache stats:" lines came out under the root logger's INFO
+            logging.getLogger("torch").setLevel(max(logging.getLogger("torch").level, logging.WARNING))
             raise SystemExit(130) from None
 
     return wrapper

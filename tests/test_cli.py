@@ -846,6 +846,18 @@ def test_a_second_ctrl_c_while_python_shuts_down_prints_no_traceback():
     assert (ended.returncode, ended.stderr) == (130, "")
 
 
+def test_ctrl_c_while_torch_is_imported_prints_none_of_its_log_lines():
+    """Ctrl-C in a command's first second or two (torch being imported) printed three lines of
+    "torch._subclasses.fake_tensor: FakeTensor cache stats: …" from torch's exit handler: torch had
+    not yet set its loggers to warnings only, and they took the root logger's INFO. Here the torch
+    logger is put back to that state by hand."""
+    code = ("import logging\nfrom nmt.terminal import guarded\n"
+            "@guarded\ndef command():\n    import torch._subclasses.fake_tensor\n"
+            "    logging.getLogger('torch').setLevel(logging.NOTSET)\n    raise KeyboardInterrupt\ncommand()\n")
+    ended = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (ended.returncode, ended.stderr) == (130, "")
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
 def test_sigterm_while_translating_to_a_file_leaves_it_as_it_was(tiny_run, tmp_path):
     source, out = tmp_path / "in.es", tmp_path / "out.en"
