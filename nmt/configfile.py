@@ -182,28 +182,32 @@ _UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:int",
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
 
 
-# far more values than any config holds (the default: about 100): what aliases may expand to
-MOST_VALUES = 100_000
+# far more than any config holds (the default: about 100 values of a few characters each): what
+# aliases may expand to, counting each value and each string's characters
+MOST_ITEMS = 1_000_000
 
 
 def load_yaml(text: str) -> Any:
     """``text`` as YAML 1.2 with unique keys (``_UniqueKeyLoader``); yaml.YAMLError or
-    ConfigError (a key given twice, more than ``MOST_VALUES`` values) where it is not."""
+    ConfigError (a key given twice, more than ``MOST_ITEMS`` items) where it is not."""
     value = yaml.load(text, Loader=_UniqueKeyLoader)
-    if (count := _values(value, {})) > MOST_VALUES:
-        raise ConfigError(f"holds {count:,} values once its aliases are expanded (*name repeats &name's value), "
-                          f"more than the {MOST_VALUES:,} a config may hold")
+    if (count := _items(value, {})) > MOST_ITEMS:
+        raise ConfigError(f"grows to {count:,} items (values, and the characters of strings) once its aliases are "
+                          f"expanded (*name repeats &name's value), more than the {MOST_ITEMS:,} a config may hold")
     return value
 
 
-def _values(value: Any, counted: dict[int, int]) -> int:
-    """How many values ``value`` holds once expanded: keys, items and the lists and mappings
-    themselves. PyYAML builds an alias as the anchor's own object, so a few lines of aliases of
-    aliases ("billion laughs") were one small object here, and the overrides' copy expanded them
-    until memory ran out; each object is counted once (``counted``: by id), so this stays small."""
+def _items(value: Any, counted: dict[int, int]) -> int:
+    """How big ``value`` is once expanded: each value (the lists and mappings themselves, their keys
+    and items) and each string's characters. PyYAML builds an alias as the anchor's own object, so
+    a few lines of aliases of aliases ("billion laughs"), or a long string repeated by an alias, were
+    one small object here, and the overrides' copy expanded them until memory ran out; each object
+    is counted once (``counted``: by id), so this stays small."""
+    if isinstance(value, str):
+        return 1 + len(value)
     if not isinstance(value, (list, dict)):
         return 1
     if id(value) not in counted:
         items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
-        counted[id(value)] = 1 + sum(_values(item, counted) for item in items)
+        counted[id(value)] = 1 + sum(_items(item, counted) for item in items)
     return counted[id(value)]

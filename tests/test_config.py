@@ -254,18 +254,27 @@ def test_a_value_that_contains_itself_is_named_in_one_line(tmp_path):
 
 
 def test_aliases_that_expand_past_any_config_are_refused_before_they_fill_memory(tmp_path):
-    """Nine lines of aliases of aliases ("billion laughs") are a small object as PyYAML builds it;
-    the overrides' copy expanded them: 4.5 GB for eight such lines before the unknown-key error,
-    and nine were killed for memory at 24 GB."""
+    """Nine lines of aliases of aliases ("billion laughs"), or a long string repeated by aliases,
+    are a small object as PyYAML builds it; the overrides' copy expanded them: 4.5 GB for eight
+    such lines before the unknown-key error, and nine were killed for memory at 24 GB."""
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
     path = tmp_path / "laughs.yaml"
     path.write_text("name: tiny\n" + "\n".join(lines) + "\n")
-    # the mapping, its 10 keys, "tiny", and a0 … a8: 10 values, then 1 + 9 × the one before
-    with pytest.raises(ConfigError, match=rf"^{path}: holds 490,329,066 values once its aliases are expanded "
-                                          rf"\(\*name repeats &name's value\), more than the 100,000 a config may hold$"):
+    # a string: itself and its characters. a0: 1 + 9 × 4; a1 … a8: 1 + 9 × the one before; the
+    # mapping 1, its keys 5 + 9 × 3, "tiny" 5
+    a = [37]
+    for _ in range(8):
+        a.append(1 + 9 * a[-1])
+    assert 1 + 32 + 5 + sum(a) == 1_797_873_239
+    with pytest.raises(ConfigError, match=rf"^{path}: grows to 1,797,873,239 items \(values, and the characters of "
+                                          rf"strings\) once its aliases are expanded \(\*name repeats &name's "
+                                          rf"value\), more than the 1,000,000 a config may hold$"):
         load_config(path)
-    with pytest.raises(ConfigError, match=r"^override value .*: holds 1,000,001 values"):  # 1 + 1,000 × 1,000
+    path.write_text("name: tiny\nx: &s " + "x" * 100_000 + "\ny: [" + ", ".join(["*s"] * 10) + "]\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: grows to 1,100,0\d\d items"):  # a long string, repeated
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^override value .*: grows to 1,999,001 items"):  # 1 + 1,000 × 1,999
         load_config(TINY_CONFIG, ["data.columns=[" + ", ".join(["&x [" + ", ".join(["a"] * 999) + "]"]
                                                                 + ["*x"] * 999) + "]"])
     path.write_text("name: tiny\ndata:\n  src_lang: &s es\n  columns: [id, *s, en]\n")  # an alias as configs use them
