@@ -25,7 +25,7 @@ from nmt.model import Seq2Seq
 from nmt.quantize import int8_products
 from nmt.search import Hypothesis, greedy_stream, max_lengths
 from nmt.segment import glued, join_parts, split_long
-from nmt.tokenizer import Tokenizer
+from nmt.tokenizer import BOS, PAD, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,10 @@ class Translator:
         return beam, alpha, precision, stopping
 
     def check_beam(self, beam: int) -> None:
-        """A ConfigError for a beam wider than the target vocabulary: the first step cannot fill
-        it, and ``--beam 100000`` took 8 GB and 28 s for one line."""
-        if beam > (pieces := self.model.generator.out_features):
+        """A ConfigError for a beam wider than the pieces a step chooses from (the target
+        vocabulary less <pad> and <s>, never produced: ``nmt.search.forbid_specials``): the first
+        step cannot fill it, and ``--beam 100000`` took 8 GB and 28 s for one line."""
+        if beam > (pieces := self.model.generator.out_features - len({PAD, BOS})):
             raise ConfigError(f"a beam of {beam} is wider than the {pieces:,} target pieces the model "
                               f"chooses from: give a beam of at most {pieces:,} (5–10 is usual)")
 

@@ -974,7 +974,7 @@ def test_a_beam_wider_than_the_target_vocabulary_is_refused_in_one_line(tiny_run
     of memory, in a traceback of 205 lines."""
     from nmt.translate import Translator
 
-    pieces = Translator.from_checkpoint(tiny_run.root / "best").model.generator.out_features
+    pieces = Translator.from_checkpoint(tiny_run.root / "best").model.generator.out_features - 2  # <pad>, <s>
     for beam in (pieces + 1, 100_000):
         result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--beam", str(beam)],
                                input="hola\n")
