@@ -18,8 +18,9 @@ too (benchmarks/long_lines.py; results/2026-12-06-intel-xeon-amx-m207-2c-long-li
 A line within the length is never cut. A clause still longer than the part size (no marks) is
 cut between words, and a word longer than the model's length (no space: a run-together string,
 Thai or Chinese without marks) between characters into parts of up to half the length: decoded
-whole, a line of 100,000 such characters was still running after 11 minutes on the tiny model
-(attention over every source piece at each of as many steps); cut, it took 14 s.
+whole, a line of 100,000 such characters was still running after 11 minutes (a tiny model, the Zen
+4 VM; attention over every source piece at each of as many steps); cut, it took 14 s. A cut never
+splits a letter (a combining mark stays with its base).
 """
 
 from __future__ import annotations
@@ -73,9 +74,32 @@ def _gathered(units: list[tuple[str, int]], most: int) -> list[str]:
     return parts
 
 
+def _joined_to_the_one_before(character: str) -> bool:
+    """Whether a cut before ``character`` would split a letter: a combining mark (Thai vowels and
+    tone marks, Devanagari vowel signs, accents written apart), a zero-width joiner, a variation
+    selector."""
+    return unicodedata.category(character) in ("Mn", "Mc", "Me") or character == "\u200d"
+
+
+def _even(text: str, parts: int) -> list[str]:
+    """``text`` cut into ``parts`` parts of as even a length as the letters allow: a cut never goes
+    before a character joined to the one before it (``_joined_to_the_one_before``) or after a
+    zero-width joiner, unless the text is nothing but such characters (then as even as it comes)."""
+    size, extra = divmod(len(text), parts)
+    cuts = [0]
+    for k in range(parts - 1):
+        at = min(len(text), max(cuts[-1] + size + (k < extra), cuts[-1] + 1))
+        while at < len(text) and (_joined_to_the_one_before(text[at]) or text[at - 1] == "\u200d"):
+            at += 1
+        if at < len(text):
+            cuts.append(at)
+    cut = [text[a:b] for a, b in zip(cuts, cuts[1:] + [len(text)])]
+    return cut if len(cut) > 1 else [text[a:a + size + 1] for a in range(0, len(text), size + 1)]
+
+
 def _between_characters(word: str, count: Pieces, most: int) -> list[str]:
     """``word`` cut between characters into parts of at most ``most`` pieces (each with its </s>),
-    in order; a single character is never cut, whatever it counts."""
+    in order (``_even``); a single character is never cut, whatever it counts."""
     parts = [word]
     while True:
         counts = count([part.strip() for part in parts])
@@ -83,9 +107,10 @@ def _between_characters(word: str, count: Pieces, most: int) -> list[str]:
             return parts
         cut = []
         for part, n in zip(parts, counts):
-            pieces = max(2, -(-(n - 1) // max(1, most - 1)))  # parts needed, were pieces spread evenly
-            size = -(-len(part) // pieces)
-            cut += [part] if n <= most or len(part.strip()) < 2 else [part[i:i + size] for i in range(0, len(part), size)]
+            if n <= most or len(part.strip()) < 2:
+                cut.append(part)
+            else:  # as many parts as needed were the pieces spread evenly; more if they were not
+                cut += _even(part, max(2, -(-(n - 1) // max(1, most - 1))))
         parts = cut
 
 

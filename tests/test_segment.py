@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import unicodedata
 
 from nmt.segment import clauses, join_parts, split_long
 
@@ -95,12 +96,16 @@ def test_a_word_longer_than_the_model_s_length_is_cut_between_characters_into_pa
 
     glued = "x" * 1_000
     parts = split_long(f"Dijo: {glued} y fué.", characters, 100)
-    assert parts[0] == "Dijo:" and parts[-1].endswith(" y fué.")
-    assert "".join(part for part in parts if part != "Dijo:").replace(" y fué.", "") == glued
-    assert all(n <= 50 for n in characters(parts)) and len(parts) == 2 + 20
+    assert parts[0] == "Dijo:" and "".join(parts).replace(" ", "") == f"Dijo:{glued}yfué."
+    assert all(n <= 50 for n in characters(parts)) and len(parts) <= 2 + 22  # 1,000 x at ≤ 49 a part: 21
     for longest in (2, 3, 7, 64):  # parts of half the length, however the characters divide
         parts = split_long("神说要有光就有了光" * 30, characters, longest)
         assert "".join(parts) == "神说要有光就有了光" * 30 and max(characters(parts)) <= max(2, longest // 2)
+    assert split_long("c" * 13, characters, 8) == ["ccc", "ccc", "ccc", "cc", "cc"]  # ≤ 4 pieces, as even as can be
+    thai = "ที่นี่" * 20  # each letter a consonant and two combining marks (a vowel, a tone)
+    parts = split_long(thai, characters, 10)
+    assert "".join(parts) == thai and max(characters(parts)) <= 5
+    assert all(unicodedata.category(part[0]) == "Lo" for part in parts)  # no part starts with a mark
     assert split_long("pan " + "y" * 9 + " vino", characters, 10) == ["pan", "yyyyyyyyy", "vino"]  # 10 pieces: a word
     assert split_long("pan " + "y" * 10 + " vino", characters, 10) == ["pan", "yyyy", "yyyy", "yy", "vino"]
 
