@@ -25,24 +25,28 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def _run_held(paths: RunPaths, stage: str) -> Iterator[None]:
-    """The run folder's lock, which training holds (``Trainer``), held while ``stage`` rewrites
-    the files training reads: ``nmt prepare`` rewrote a run's splits while it trained."""
+    """The run folder's lock, which training holds (``Trainer``), held while ``stage`` runs: it
+    rewrites files training reads (``nmt prepare`` rewrote a run's splits while it trained).
+    Taken first, so a busy run is refused before the stage's work, not after; none where the run
+    folder is not there yet (nothing can be training in it), so a stage that fails leaves none."""
     from nmt.atomic import FolderBusy, folder_lock
 
-    try:
-        with folder_lock(paths.root):
-            yield
-    except FolderBusy as exc:
-        raise NmtError(f"{paths.root} is in use by another process ({exc.strerror}): {stage} would rewrite the "
-                       f"files it reads; wait for it or stop it") from None
+    with contextlib.ExitStack() as held:
+        try:
+            if paths.root.is_dir():
+                held.enter_context(folder_lock(paths.root))
+        except FolderBusy as exc:
+            raise NmtError(f"{paths.root} is in use by another process ({exc.strerror}): {stage} would rewrite "
+                           f"the files it reads; wait for it or stop it") from None
+        yield
 
 
 def prepare(config: Config, paths: RunPaths) -> Path:
     """Load, normalise, filter and split the parallel text; returns ``data/stats.json``."""
     from nmt import data
 
-    prepared = data.prepare(config.data)
     with _run_held(paths, "nmt prepare"):
+        prepared = data.prepare(config.data)
         return data.write_splits(prepared, paths.data, config.data)
 
 
@@ -64,9 +68,9 @@ def tokenize(config: Config, paths: RunPaths) -> Path:
 
     _after((paths.data / "stats.json", "nmt prepare"))
     check_made_with(paths.data / "stats.json", "data", settings_json(config.data), "nmt prepare")
-    src = read_lines(split_path(paths.data, "train", config.data.src_lang))
-    tgt = read_lines(split_path(paths.data, "train", config.data.tgt_lang))
     with _run_held(paths, "nmt tokenize"):
+        src = read_lines(split_path(paths.data, "train", config.data.src_lang))
+        tgt = read_lines(split_path(paths.data, "train", config.data.tgt_lang))
         return train_tokenizer(src, tgt, config.tokenizer, paths.tokenizer)
 
 

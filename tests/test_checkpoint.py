@@ -712,6 +712,10 @@ def test_preparing_or_tokenizing_a_run_another_process_trains_is_refused(tmp_pat
     assert {path.name: path.read_bytes() for path in (*paths.data.iterdir(), *paths.tokenizer.iterdir())} == before
     pipeline.prepare(tiny_config(tmp_path, "data.min_words=3"), paths)  # the lock goes with its holder
     assert (paths.data / "stats.json").read_bytes() != before["stats.json"]
+    fresh = tiny_config(tmp_path / "fresh", "data.source=nowhere.tsv")
+    with pytest.raises(NmtError, match="data file not found"):
+        pipeline.prepare(fresh, run_paths(fresh, tmp_path / "fresh"))
+    assert not (tmp_path / "fresh").exists()  # a failed stage leaves no run folder (nor a lock in one)
 
 
 def _poisoned(monkeypatch, bad_calls):
