@@ -44,11 +44,13 @@ venv: $(VENV)/.installed
 # when the config has an error (said by the rule), every stamp is remade, and a dry run lists
 # every stage after them.
 PIPELINE_GOALS := all train eval report $(RUN)/%
+# The pipeline's goals need configs/$(NAME).yaml: said in one line while this Makefile is read (make's
+# own words were "No rule to make target"); a name with a wildcard matches no file of that name.
 ifneq ($(filter $(PIPELINE_GOALS),$(or $(MAKECMDGOALS),all)),)
 ifneq ($(words $(NAME)),1)
 $(error NAME="$(NAME)": make NAME=x needs one name, without spaces (configs/x.yaml))
 endif
-ifeq ($(wildcard $(CONFIG)),)
+ifneq ($(wildcard $(CONFIG)),$(CONFIG))
 $(error $(CONFIG) not found: make NAME=x reads configs/x.yaml (here: $(sort $(basename $(notdir $(wildcard configs/*.yaml))))))
 endif
 endif

@@ -118,6 +118,7 @@ def test_torch_comes_from_the_index_given_else_from_pips_own_configuration(tmp_p
     ("doesnotexist", "configs/doesnotexist.yaml not found: make NAME=x reads configs/x.yaml (here: "),
     ("", 'NAME="": make NAME=x needs one name, without spaces (configs/x.yaml)'),
     ("two words", 'NAME="two words": make NAME=x needs one name, without spaces (configs/x.yaml)'),
+    ("*", "configs/*.yaml not found: make NAME=x reads configs/x.yaml (here: "),  # not every config there
 ])
 def test_a_name_without_a_config_is_one_line_before_anything_runs(tmp_path, name, says):
     """make's own "No rule to make target 'configs/doesnotexist.yaml', needed by …" (or some
@@ -129,7 +130,7 @@ def test_a_name_without_a_config_is_one_line_before_anything_runs(tmp_path, name
     result = subprocess.run(["make", "-n", "train", f"NAME={name}"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and says in result.stderr
-    if name == "doesnotexist":
+    if name in ("doesnotexist", "*"):
         assert result.stderr.endswith("(here: tiny).  Stop.\n")
     result = subprocess.run(["make", "-n", "test", f"NAME={name}"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0 and "pytest" in result.stdout
