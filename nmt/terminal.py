@@ -79,18 +79,28 @@ def guarded(command):
 
 def _memory_asked(exc: BaseException) -> str | None:
     """For running out of memory, what was asked for (" (20.00 GiB more asked for)", or ""); None
-    for any other error. Python's MemoryError; torch's "DefaultCPUAllocator: can't allocate memory:
-    you tried to allocate N bytes …" (a RuntimeError, with a C++ source line first) and CUDA's
-    OutOfMemoryError ("… Tried to allocate 20.00 GiB …"), which a traceback of 200 lines said."""
+    for any other error. Python's MemoryError; torch's CPU allocator ("DefaultCPUAllocator: can't
+    allocate memory: you tried to allocate N bytes", "not enough memory" on Windows: a
+    RuntimeError with a C++ source line first), CUDA's OutOfMemoryError ("… Tried to allocate
+    20.00 GiB …") and "CUDA error: out of memory", MPS's "MPS backend out of memory". A traceback of
+    200 lines said it before."""
     text = str(exc)
     if not (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
-            or "can't allocate memory" in text):
+            or re.search(r"can't allocate memory|not enough memory|out of memory", text, re.IGNORECASE)):
         return None
     if found := re.search(r"allocate (\d+) bytes", text):
-        return f" ({int(found[1]) / 2**30:,.2f} GiB more asked for)"
+        return f" ({_size(int(found[1]))} more asked for)"
     if found := re.search(r"allocate ([\d.]+ [KMGT]iB)", text):
         return f" ({found[1]} more asked for)"
     return ""
+
+
+def _size(count: int) -> str:
+    """A number of bytes as people read it: 512 bytes, 1.50 MiB, 20.00 GiB."""
+    for unit, power in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if count >= 2**power:
+            return f"{count / 2**power:,.2f} {unit}"
+    return f"{count:,} bytes"
 
 
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)  # a write's errors, which name no file

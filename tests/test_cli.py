@@ -990,6 +990,27 @@ def test_a_beam_wider_than_the_target_vocabulary_is_refused_in_one_line(tiny_run
     assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1
 
 
+@pytest.mark.parametrize("error, asked", [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 400000000000000 bytes. Error code 12 (Cannot allocate memory)"), " (363.80 TiB"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:114] data. DefaultCPUAllocator: not enough memory: you tried to "
+                  "allocate 1610612736 bytes."), " (1.50 GiB"),
+    (type("OutOfMemoryError", (RuntimeError,), {})(
+        "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which 3.06 GiB "
+        "is free."), " (20.00 GiB"),
+    (type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate 512 bytes."), " (512 bytes"),
+    (RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported"), ""),
+    (RuntimeError("MPS backend out of memory (MPS allocated: 1.2 GB, other allocations: 3 MB)."), ""),
+    (MemoryError(), ""),
+    (RuntimeError("shape '[3, 4]' is invalid for input of size 10"), None),
+])
+def test_out_of_memory_errors_are_told_from_others_with_what_was_asked_for(error, asked):
+    from nmt.terminal import _memory_asked
+
+    said = _memory_asked(error)
+    assert said == asked if asked in ("", None) else said == asked + " more asked for)"
+
+
 def test_running_out_of_memory_is_one_line_and_leaves_the_output_as_it_was(tiny_run, tmp_path, monkeypatch):
     """torch's CPU allocator raises a RuntimeError ("[enforce fail at alloc_cpu.cpp:127] … can't
     allocate memory: you tried to allocate N bytes"), which came out as a traceback."""
@@ -1002,7 +1023,7 @@ def test_running_out_of_memory_is_one_line_and_leaves_the_output_as_it_was(tiny_
     out.write_text("earlier\n")
     result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "-o", str(out)],
                            input="hola\n")
-    assert _error(result) == ("error: out of memory (1,073,741,824.00 GiB more asked for): smaller batches need "
+    assert _error(result) == ("error: out of memory (1,048,576.00 TiB more asked for): smaller batches need "
                               "less (train.batch_tokens, decode.batch_size), and so does a smaller beam")
     assert out.read_text() == "earlier\n" and list(tmp_path.iterdir()) == [out]
 
