@@ -35,6 +35,7 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
         raise CheckpointError(f"{out} is one of the checkpoints to average; write the mean to a new folder")
     if os.path.lexists(out) and not _averaged_before(Path(out)):  # it would be deleted and replaced
         raise CheckpointError(f"{out} exists and is not an earlier average; write the mean to a new folder")
+    _check_not_averaged(folders)
     loaded = [load_checkpoint(folder) for folder in folders]
     first = loaded[0]
     for other in loaded[1:]:
@@ -49,7 +50,6 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
         if (other.tokenizer.src_model, other.tokenizer.tgt_model) != (first.tokenizer.src_model,
                                                                        first.tokenizer.tgt_model):
             raise CheckpointError(f"{other.path} and {first.path} have different SentencePiece models")
-    _check_not_averaged(loaded)
     states = [c.model.state_dict() for c in loaded]
     mean = {name: torch.stack([s[name].double() for s in states]).mean(0).to(tensor.dtype)
             for name, tensor in states[0].items()}
@@ -60,15 +60,16 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
                            provenance={"averaged": sources})
 
 
-def _check_not_averaged(loaded: list) -> None:
-    """A CheckpointError for an average among the checkpoints to average: given beside one of its
-    own steps it counts that step twice (the mean of steps 300 and 400 with step 400 weighted 400
-    at 3/4), and in any case its steps weigh less than the others, while checkpoint.json listed it
-    as its latest step alone."""
-    for checkpoint in loaded:
-        if averaged := read_manifest(checkpoint.path).get("averaged"):
+def _check_not_averaged(folders: list[Path]) -> None:
+    """A CheckpointError for an average among the checkpoints to average, read from their
+    checkpoint.json before any weights are loaded: given beside one of its own steps it counts
+    that step twice (the mean of steps 300 and 400, averaged again with step 400, weighs 300 at 1/4
+    and 400 at 3/4), and in any case its steps weigh less than the others, while checkpoint.json
+    listed it as its latest step alone."""
+    for folder in folders:
+        if averaged := read_manifest(folder).get("averaged"):
             steps = ", ".join(str(source["step"]) for source in averaged)
-            raise CheckpointError(f"{checkpoint.path} is itself an average (of steps {steps}); average the "
+            raise CheckpointError(f"{folder} is itself an average (of steps {steps}); average the "
                                   f"checkpoints it was made from, with the others, each once")
 
 
