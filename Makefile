@@ -50,8 +50,9 @@ ifneq ($(filter $(PIPELINE_GOALS),$(or $(MAKECMDGOALS),all)),)
 ifneq ($(words $(NAME)),1)
 $(error NAME="$(NAME)": make NAME=x needs one name, without spaces (configs/x.yaml))
 endif
+CONFIGS := $(sort $(basename $(notdir $(wildcard configs/*.yaml))))
 ifneq ($(wildcard $(CONFIG)),$(CONFIG))
-$(error $(CONFIG) not found: make NAME=x reads configs/x.yaml (here: $(sort $(basename $(notdir $(wildcard configs/*.yaml))))))
+$(error $(CONFIG) not found: make NAME=x reads configs/x.yaml (here: $(CONFIGS)))
 endif
 endif
 ifneq ($(and $(wildcard $(VENV)/.installed),$(filter $(PIPELINE_GOALS),$(or $(MAKECMDGOALS),all))),)
