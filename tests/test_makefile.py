@@ -1,6 +1,7 @@
 """make as a user runs it: each stage a file target, so a changed setting reruns only what follows."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -127,10 +128,14 @@ def test_a_name_without_a_config_is_one_line_before_anything_runs(tmp_path, name
         shutil.copy(ROOT / file, tmp_path)
     (tmp_path / "configs").mkdir()
     shutil.copy(TINY_CONFIG, tmp_path / "configs")
-    result = subprocess.run(["make", "-n", "train", f"NAME={name}"], cwd=tmp_path, capture_output=True, text=True)
+    # as a user's shell runs make, not as a make within `make test` (which says "Entering directory")
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    result = subprocess.run(["make", "-n", "train", f"NAME={name}"], cwd=tmp_path, capture_output=True, text=True,
+                            env=env)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and says in result.stderr
     if name in ("doesnotexist", "*"):
         assert result.stderr.endswith("(here: tiny).  Stop.\n")
-    result = subprocess.run(["make", "-n", "test", f"NAME={name}"], cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(["make", "-n", "test", f"NAME={name}"], cwd=tmp_path, capture_output=True, text=True,
+                            env=env)
     assert result.returncode == 0 and "pytest" in result.stdout
