@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# The suite started in the background (`make test &`, nohup) inherits SIGINT ignored, so the tests
+# that stop training with a Ctrl-C got none. Ctrl-C as at a terminal (children get the default).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_TSV = ROOT / "tests" / "data" / "tiny.es-en.tsv"
