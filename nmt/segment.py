@@ -84,7 +84,7 @@ def _joined_to_the_one_before(character: str) -> bool:
 def _even(text: str, parts: int) -> list[str]:
     """``text`` cut into ``parts`` parts of as even a length as the letters allow: a cut never goes
     before a character joined to the one before it (``_joined_to_the_one_before``) or after a
-    zero-width joiner, unless the text is nothing but such characters (then as even as it comes)."""
+    zero-width joiner, so one letter is not cut at all ([text])."""
     size, extra = divmod(len(text), parts)
     cuts = [0]
     for k in range(parts - 1):
@@ -93,13 +93,12 @@ def _even(text: str, parts: int) -> list[str]:
             at += 1
         if at < len(text):
             cuts.append(at)
-    cut = [text[a:b] for a, b in zip(cuts, cuts[1:] + [len(text)])]
-    return cut if len(cut) > 1 else [text[a:a + size + 1] for a in range(0, len(text), size + 1)]
+    return [text[a:b] for a, b in zip(cuts, cuts[1:] + [len(text)])]
 
 
 def _between_characters(word: str, count: Pieces, most: int) -> list[str]:
     """``word`` cut between characters into parts of at most ``most`` pieces (each with its </s>),
-    in order (``_even``); a single character is never cut, whatever it counts."""
+    in order (``_even``); a single letter is never cut, whatever it counts."""
     parts = [word]
     while True:
         counts = count([part.strip() for part in parts])
@@ -111,6 +110,8 @@ def _between_characters(word: str, count: Pieces, most: int) -> list[str]:
                 cut.append(part)
             else:  # as many parts as needed were the pieces spread evenly; more if they were not
                 cut += _even(part, max(2, -(-(n - 1) // max(1, most - 1))))
+        if len(cut) == len(parts):  # what is still too long is one letter each (a base and its marks)
+            return parts
         parts = cut
 
 

@@ -106,6 +106,9 @@ def test_a_word_longer_than_the_model_s_length_is_cut_between_characters_into_pa
     parts = split_long(thai, characters, 10)
     assert "".join(parts) == thai and max(characters(parts)) <= 5
     assert all(unicodedata.category(part[0]) == "Lo" for part in parts)  # no part starts with a mark
+    # letters each longer than a part stay whole (this cut nothing and tried again forever)
+    assert split_long("x\u0301" * 2, characters, 4) == ["x\u0301", "x\u0301"]
+    assert split_long("x" + "\u0301" * 9, characters, 4) == ["x" + "\u0301" * 9]
     assert split_long("pan " + "y" * 9 + " vino", characters, 10) == ["pan", "yyyyyyyyy", "vino"]  # 10 pieces: a word
     assert split_long("pan " + "y" * 10 + " vino", characters, 10) == ["pan", "yyyy", "yyyy", "yy", "vino"]
 
