@@ -96,56 +96,45 @@ def _even(text: str, parts: int) -> list[str]:
     return [text[a:b] for a, b in zip(cuts, cuts[1:] + [len(text)])]
 
 
-def _between_characters(word: str, count: Pieces, most: int) -> list[str]:
-    """``word`` cut between characters into parts of at most ``most`` pieces (each with its </s>),
-    in order (``_even``); a single letter is never cut, whatever it counts."""
-    parts = [word]
-    while True:
-        counts = count([part.strip() for part in parts])
-        if all(n <= most or len(part.strip()) < 2 for part, n in zip(parts, counts)):
-            return parts
-        cut = []
-        for part, n in zip(parts, counts):
-            if n <= most or len(part.strip()) < 2:
-                cut.append(part)
-            else:  # as many parts as needed were the pieces spread evenly; more if they were not
-                cut += _even(part, max(2, -(-(n - 1) // max(1, most - 1))))
-        if len(cut) == len(parts):  # what is still too long is one letter each (a base and its marks)
-            return parts
-        parts = cut
+def _between_characters(word: str, n: int, count: Pieces, most: int) -> list[tuple[str, int]]:
+    """``word`` of ``n`` pieces cut between characters (``_even``) into parts of at most ``most``
+    pieces (each with its </s>), in order, with their piece counts; only new parts are counted. A
+    single letter is never cut, whatever it counts."""
+    if n <= most or len(word.strip()) < 2:
+        return [(word, n)]
+    # as many parts as needed were the pieces spread evenly; a part still too long is cut again
+    parts = _even(word, max(2, -(-(n - 1) // max(1, most - 1))))
+    if len(parts) == 1:  # one letter (a base and its marks)
+        return [(word, n)]
+    return [unit for part, m in _counted(parts, count) for unit in _between_characters(part, m, count, most)]
 
 
-def _words(span: str, count: Pieces, longest: int, most: int) -> list[tuple[str, int]]:
-    """A clause's words with their piece counts, a word of more than ``longest`` pieces cut into
-    parts of at most ``most`` (``_between_characters``)."""
-    words = []
-    for word, n in _counted(_WORD.findall(span), count):
-        words += [(word, n)] if n <= longest else _counted(_between_characters(word, count, most), count)
-    return words
-
-
-def glued(line: str, count: Pieces, longest: int) -> bool:
-    """Whether ``split_long`` cuts ``line`` between characters somewhere: it holds a stretch of more
-    than ``longest`` pieces with no sentence mark or space."""
-    words = [word for span in _spans(line) for word in _WORD.findall(span)]
-    return any(n > longest for n in count([word.strip() for word in words]))
+def cut_long(line: str, count: Pieces, longest: int, part: int | None = None) -> tuple[list[str], bool]:
+    """``split_long``'s parts of ``line``, and whether a stretch of more than ``longest`` pieces
+    with no sentence mark or space was cut between characters (which may split a word)."""
+    if count([line])[0] <= longest:
+        return [line], False
+    target = max(1, part or longest // 2)
+    units: list[tuple[str, int]] = []
+    glued = False
+    for span, n in _counted(_spans(line), count):
+        if n <= longest:
+            units.append((span, n))
+            continue
+        words: list[tuple[str, int]] = []  # no mark to cut at: between words, as full as the part size allows
+        for word, m in _counted(_WORD.findall(span), count):
+            glued |= m > longest
+            words += _between_characters(word, m, count, target) if m > longest else [(word, m)]
+        units.extend(_counted(_gathered(words, target), count))
+    return [text.strip() for text in _gathered(units, target)], glued
 
 
 def split_long(line: str, count: Pieces, longest: int, part: int | None = None) -> list[str]:
     """``line`` alone when it has at most ``longest`` source pieces; else its clauses, a clause
     longer than ``longest`` cut between words (a word longer than that between characters), joined
     again in order into parts of at most ``part`` pieces (default ``longest // 2``; a clause longer
-    than that stands alone), spaces at their ends dropped."""
-    if count([line])[0] <= longest:
-        return [line]
-    target = max(1, part or longest // 2)
-    units: list[tuple[str, int]] = []
-    for span, n in _counted(_spans(line), count):
-        if n <= longest:
-            units.append((span, n))
-        else:  # no mark to cut at: between words, as full as the part size allows
-            units.extend(_counted(_gathered(_words(span, count, longest, target), target), count))
-    return [text.strip() for text in _gathered(units, target)]
+    than that stands alone), spaces at their ends dropped (``cut_long``)."""
+    return cut_long(line, count, longest, part)[0]
 
 
 def join_parts(texts: list[str]) -> str:

@@ -24,7 +24,7 @@ from nmt.linear import bf16_products
 from nmt.model import Seq2Seq
 from nmt.quantize import int8_products
 from nmt.search import Hypothesis, greedy_stream, max_lengths
-from nmt.segment import glued, join_parts, split_long
+from nmt.segment import cut_long, join_parts
 from nmt.tokenizer import BOS, PAD, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -226,11 +226,12 @@ class Translator:
             return encoded, [1] * len(lines)
         parts, counts, glued_lines = [], [], 0
         for line, ids in zip(lines, encoded):
-            cut = split_long(line, self.tokenizer.src_lengths, longest) if ids and len(ids) > longest else None
+            cut, glued = (cut_long(line, self.tokenizer.src_lengths, longest) if ids and len(ids) > longest
+                          else (None, False))
             # a part of only invisible characters (a zero-width space after the last mark) is
             # </s> alone, which the model would make a sentence up from: left out, as such a line is
             found = [ids] if cut is None else [part for part in self.tokenizer.encode_src(cut) if len(part) > 1]
-            glued_lines += cut is not None and glued(line, self.tokenizer.src_lengths, longest)
+            glued_lines += glued
             parts += found
             counts.append(len(found))
         if len(parts) > len(lines):
