@@ -28,13 +28,14 @@ log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_NEW_FILE_MODE = 0o666 & ~_UMASK  # what open() gives a new file under the umask (0644 under 022)
 
 
 def usual_permissions(path: str | Path) -> None:
-    """Give a file just written the permissions a new file gets under the umask (0644 under 022):
+    """Give a file just written the permissions a new file gets under the umask (``_NEW_FILE_MODE``):
     safetensors 0.8 writes its files 0600, so a checkpoint shared with a group or copied for
     another user could not be read."""
-    os.chmod(path, 0o666 & ~_UMASK)
+    os.chmod(path, _NEW_FILE_MODE)
 
 
 def check_destination(path: str | Path, folder: bool = False) -> None:
@@ -110,7 +111,7 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     try:
         permissions = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
-        permissions = 0o666 & ~_UMASK  # mkstemp makes 0600; give a new file the usual permissions
+        permissions = _NEW_FILE_MODE  # mkstemp makes 0600; give a new file the usual permissions
     target.parent.mkdir(parents=True, exist_ok=True)
     # the temporary's name within a file system's 255 bytes where the output's own nearly fills them
     # (".name.XXXXXXXX.tmp" is 14 bytes longer): its first 200 bytes name it enough
