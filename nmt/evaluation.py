@@ -304,8 +304,13 @@ def build_report(
         raise NmtError("give at least one --checkpoint")
     t0 = time.perf_counter()
     cands = _load(checkpoints, names, options, device, decode)
+    given_out = out_dir is not None
     out_dir = Path(out_dir or _report_dir(cands, src, ref, options))
     src, ref, sources, refs = _test_set(cands, src, ref)
+    if not given_out:
+        from nmt.pipeline import check_folder_inputs
+
+        check_folder_inputs(out_dir, {"source": src, "reference": ref})
     check_destination(out_dir, folder=True)  # before minutes of decoding, not after
     systems = _decode_systems(cands, sources)
     texts = {name: cand.decoded[beam].texts for name, (cand, beam) in systems.items()}

@@ -100,6 +100,25 @@ def report_folder(checkpoint: Path, run_dir: Path, src_path: Path | None, beam: 
     return run_dir / "eval" / (folder.name + asked)
 
 
+def check_folder_inputs(folder: Path, inputs: dict[str, Path]) -> None:
+    """A DataError where a default report folder (``report_folder``) holds the report of another
+    source or reference file of the same name: the folder is named by the file's stem, so
+    ``--src /tmp/a/x.es``, then ``--src /tmp/b/x.es``, wrote the second report over the first. An
+    earlier report whose file is not there now (moved, or named relative to another folder) cannot
+    be told apart from this one, and is written over as before."""
+    from nmt.terminal import same_file
+
+    try:
+        before = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    for role, given in inputs.items():
+        was = before.get(role) if isinstance(before, dict) else None
+        if isinstance(was, str) and Path(was).is_file() and not same_file(Path(was), given):
+            raise DataError(f"{folder} holds the report of the {role} file {was}, not of {given}; "
+                            f"give --out to keep both")
+
+
 def asked_suffix(src_path: Path | None, ref_path: Path | None, beam: int | None, alpha: float | None) -> str:
     """``[-<source>][-ref-<reference>][-beamK][-alphaA]``: what an evaluation was asked for beyond
     the checkpoint's own test split and decoding settings, as ``report_folder`` names it."""
@@ -137,6 +156,7 @@ def evaluate(
     from nmt.translate import Translator
 
     run_dir = find_run_dir(checkpoint) or Path(checkpoint).parent  # runs/x/checkpoints/step-N → runs/x too
+    given_out = out_dir is not None
     out_dir = Path(out_dir) if out_dir else report_folder(checkpoint, run_dir, src_path, beam, alpha, ref_path)
     check_destination(out_dir, folder=True)  # before decoding, not after
     translator = Translator.from_checkpoint(checkpoint, device, decode)
@@ -145,6 +165,8 @@ def evaluate(
         lambda: trained_on(checkpoint, run_dir, translator.config))
     beam = beam or translator.config.decode.beam
     translator.check_beam(beam)  # before the greedy pass writes its translations
+    if not given_out:
+        check_folder_inputs(out_dir, {"source": src_path, "reference": ref_path})
     alpha = translator.config.decode.alpha if alpha is None else alpha
     outputs = _outputs(out_dir / src_path.stem, translator.config.data.tgt_lang, beam)
     _check_not_inputs([path for _, path in outputs.values()] + [out_dir / "report.json", out_dir / "report.md"],

@@ -545,6 +545,45 @@ def test_evaluate_writes_another_checkpoint_or_source_beside_the_runs_report_not
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_a_source_of_the_same_name_in_another_folder_does_not_replace_the_first_report(command, tiny_run, tmp_path):
+    """--src /tmp/a/x.es, then --src /tmp/b/x.es: the default folder is named by the stem, and the
+    second report replaced the first without a word."""
+    import shutil
+
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run.root, run, symlinks=True)
+    for folder, text in (("a", str.lower), ("b", str.upper)):
+        (tmp_path / folder).mkdir()
+        for lang in ("es", "en"):
+            lines = (run / "data" / f"test.{lang}").read_text(encoding="utf-8")
+            (tmp_path / folder / f"x.{lang}").write_text(text(lines), encoding="utf-8")
+    quick = ["--beam", "1"] if command == "evaluate" else \
+        ["--beams", "1", "--sweep-sentences", "1", "--search-sentences", "0", "--heatmaps", "0"]
+    ask = lambda folder, *more: runner.invoke(app, [  # noqa: E731
+        command, "--checkpoint", str(run / "best"), "--src", str(tmp_path / folder / "x.es"),
+        "--ref", str(tmp_path / folder / "x.en"), *quick, *more])
+    first = ask("a")
+    assert first.exit_code == 0, first.output
+    step = os.readlink(run / "best").rpartition("/")[2]
+    folder = run / "eval" / (f"{step}-x-beam1" if command == "evaluate" else f"{step}-x") / \
+        ("report" if command == "report" else "")
+    made = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert json.loads(made["report.json"])["source"] == str(tmp_path / "a" / "x.es")
+    assert _error(ask("b")) == (f"error: {folder} holds the report of the source file {tmp_path / 'a' / 'x.es'}, "
+                                f"not of {tmp_path / 'b' / 'x.es'}; give --out to keep both")
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == made
+    again = ask("a")  # the same files again: the report is made anew, in its place
+    assert again.exit_code == 0, again.output
+    elsewhere = ask("b", "--out", str(tmp_path / "b-report"))
+    assert elsewhere.exit_code == 0, elsewhere.output
+    assert json.loads((tmp_path / "b-report" / "report.json").read_text())["source"] == str(tmp_path / "b" / "x.es")
+    shutil.move(tmp_path / "a", tmp_path / "a-moved")  # the first report's files gone: nothing to tell apart
+    moved = ask("b")
+    assert moved.exit_code == 0, moved.output
+    assert json.loads((folder / "report.json").read_text())["source"] == str(tmp_path / "b" / "x.es")
+
+
 def test_a_comparison_or_other_settings_report_beside_the_runs_report_not_over_it(tiny_run, tmp_path):
     """nmt report of two checkpoints, or of the best with another beam, wrote runs/<name>/report,
     make report's folder, which make then took as its own up-to-date report."""
