@@ -226,6 +226,11 @@ def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu") -> L
 _FLOATS = ("F64", "F32", "F16", "BF16")  # safetensors' names of the dtypes weights may be stored in
 
 
+# the tensors with a row per piece of the vocabulary: a tokenizer of another size than the weights'
+_PIECES = {"encoder.embed.weight": "source", "decoder.embed.weight": "target", "generator.weight": "target",
+           "generator.bias": "target"}
+
+
 def _check_fit(model: Seq2Seq, folder: Path) -> None:
     """The stored tensors' shapes and kinds (floating point) against ``model``'s. A model on the
     meta device will do, so that a config that does not fit its weights (edited by hand, copied
@@ -242,6 +247,10 @@ def _check_fit(model: Seq2Seq, folder: Path) -> None:
         if name not in stored:
             continue
         shape, dtype = stored[name]
+        side = _PIECES.get(name)
+        if side and shape != tuple(tensor.shape) and shape[1:] == tuple(tensor.shape)[1:]:  # a swapped tokenizer
+            raise CheckpointError(f"{folder}: model weights do not fit the tokenizer ({name} has {shape[0]:,} rows "
+                                  f"in model.safetensors, for {tensor.size(0):,} {side} pieces in the tokenizer)")
         if shape != tuple(tensor.shape):
             raise CheckpointError(f"{folder}: model weights do not fit the config ({name} is {list(shape)} "
                                   f"in model.safetensors, {list(tensor.shape)} by the config)")

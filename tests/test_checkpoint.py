@@ -250,6 +250,25 @@ def test_resuming_from_weights_of_another_shape_names_the_tensor(tmp_path):
         _train(tmp_path, "train.max_steps=16")
 
 
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_a_tokenizer_of_another_size_than_the_weights_is_named(side, tmp_path):
+    """A tokenizer.model swapped in from another run was refused as weights that "do not fit the
+    config", which sent the user to a config that was right."""
+    from safetensors.torch import save_model
+
+    from nmt.model import build_model
+
+    config, tokenizer, _, folder = saved_tiny_model(tmp_path)
+    sizes = {"source": tokenizer.src_vocab, "target": tokenizer.tgt_vocab}
+    other = build_model(config.model, *(n + 3 if s == side else n for s, n in sizes.items()))
+    save_model(other, str(folder / "model.safetensors"))
+    name = "encoder.embed.weight" if side == "source" else "decoder.embed.weight"
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(folder))}: model weights do not fit the tokenizer "
+                                              rf"\({name} has {sizes[side] + 3:,} rows in model.safetensors, for "
+                                              rf"{sizes[side]:,} {side} pieces in the tokenizer\)$"):
+        load_checkpoint(folder)
+
+
 def test_a_config_asking_for_more_memory_than_there_is_is_refused_before_building(tmp_path):
     """enc_hidden 200,000 in a hand-edited checkpoint.json: building the model asked the allocator
     for terabytes, and its failure came out as a traceback."""
