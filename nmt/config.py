@@ -67,7 +67,7 @@ class TokenizerConfig:
     vocab_size: int = 8000
     joint: bool = True  # one model for both languages (lets target embeddings be tied)
     character_coverage: float = 1.0
-    max_sentences: int = 2_000_000  # SentencePiece input_sentence_size; 0 = every sentence
+    max_sentences: int = 2_000_000  # lines SentencePiece trains on, a seeded sample where there are more; 0 = all
 
 
 @dataclass(frozen=True)

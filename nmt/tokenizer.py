@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import random
 from pathlib import Path
 
 import sentencepiece as spm
@@ -28,12 +29,26 @@ class TokenizerError(NmtError, ValueError):
     """A tokenizer that cannot be trained or loaded; one line for the user."""
 
 
+SAMPLE_SEED = 1  # which lines a tokenizer trains on where there are more than tokenizer.max_sentences
+
+
+def sample_lines(lines: list[str], most: int) -> list[str]:
+    """At most ``most`` of ``lines`` (0: all of them), a uniform sample kept in its order, the same
+    in every run. SentencePiece's own sampling (``input_sentence_size``) drew another sample in
+    every process, and its seed (``set_random_generator_seed``, sentencepiece 0.2) did not fix it,
+    so on a corpus above the limit the pieces, and every weight and score after them, changed
+    from one run to the next."""
+    if not most or len(lines) <= most:
+        return lines
+    return [lines[i] for i in sorted(random.Random(SAMPLE_SEED).sample(range(len(lines)), most))]
+
+
 def _train_model(lines: list[str], config: TokenizerConfig, side: str) -> bytes:
     if not lines:
         raise TokenizerError("cannot train SentencePiece on an empty training split")
     model = io.BytesIO()
     try:
-        _run_trainer(lines, config, model)
+        _run_trainer(sample_lines(lines, config.max_sentences), config, model)
     except (RuntimeError, ValueError) as exc:  # SentencePiece's check (C++ file and condition first), or a
         # value it cannot parse (ValueError: tokenizer.vocab_size 2**31 or more)
         reason = " ".join(str(exc).split()).rsplit("] ", 1)[-1]
@@ -50,8 +65,7 @@ def _run_trainer(lines: list[str], config: TokenizerConfig, model: io.BytesIO) -
         model_type=config.model_type,
         vocab_size=config.vocab_size,
         character_coverage=config.character_coverage,
-        input_sentence_size=config.max_sentences,
-        shuffle_input_sentence=True,
+        input_sentence_size=0,  # every line given: sample_lines sampled them
         pad_id=PAD,
         unk_id=UNK,
         bos_id=BOS,

@@ -126,3 +126,34 @@ def test_a_vocabulary_larger_than_the_text_supports_is_said(tmp_path, sides, cap
         train_tokenizer(*sides, TokenizerConfig(vocab_size=150), tmp_path / "fits")
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(said) == 1 and said[0].startswith("tokenizer.vocab_size=5000 is more pieces than the training text")
+
+
+def test_a_sampled_training_text_gives_the_same_tokenizer_in_every_run(tmp_path):
+    """tokenizer.max_sentences below the training split's lines: SentencePiece's own sampling drew
+    another sample in every process, so the pieces (and every weight and score after them)
+    changed from run to run. Each run is its own process, as two runs of `nmt tokenize` are."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from nmt.config import DataConfig, TokenizerConfig; from nmt.corpus import read_pairs; "
+              "from nmt.tokenizer import train_tokenizer; "
+              f"pairs = read_pairs(DataConfig(source={str(TINY_TSV)!r})) * 4; "
+              "train_tokenizer([p.src for p in pairs], [p.tgt for p in pairs], "
+              "TokenizerConfig(vocab_size=150, max_sentences=200), sys.argv[1])")
+    made = []
+    for run in ("a", "b", "c"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / run)], check=True, capture_output=True)
+        made.append((tmp_path / run / "src.model").read_bytes())
+    assert made[0] == made[1] == made[2]
+    whole = Tokenizer.from_folder(tmp_path / "a")
+    assert whole.src_vocab == 150
+
+
+def test_a_sample_is_of_the_lines_given_in_their_order_and_all_of_them_below_the_limit():
+    from nmt.tokenizer import sample_lines
+
+    lines = [f"line {i}" for i in range(1000)]
+    kept = sample_lines(lines, 300)
+    assert len(kept) == len(set(kept)) == 300 and kept == sorted(kept, key=lines.index)
+    assert kept == sample_lines(lines, 300) and kept != lines[:300]
+    assert sample_lines(lines, 0) == sample_lines(lines, 1000) == lines
