@@ -73,14 +73,27 @@ def save_run(run_dir: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, co
     if is_best:
         point(run_dir / "best", folder)
     point(run_dir / "last", folder)
-    saved = run_checkpoints(run_dir)  # in step order
     # best, this one (a folder of a higher step, an average written there or an earlier run's, may
-    # sort after it) and the latest others
+    # sort after it) and the latest others saved at a validation: a checkpoint a stop saved, between
+    # two validations, goes once a later one is saved, so an interrupted and resumed run keeps the
+    # checkpoints an uninterrupted one keeps (and nmt average means the same weights)
+    saved = [p for p in run_checkpoints(run_dir) if p.resolve() == folder.resolve() or _at_validation(p)]
     keep = {(run_dir / "best").resolve(), folder.resolve(),
             *(p.resolve() for p in saved[-config.train.keep_checkpoints:])}
-    for old in saved:
+    for old in run_checkpoints(run_dir):
         if old.resolve() not in keep:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _at_validation(folder: Path) -> bool:
+    """Whether a run's checkpoint was saved at a validation (its trainer state says the step was
+    validated), not by a stop between two. One whose state is not there or unreadable (an
+    average, an older run's) counts as one, as every checkpoint did before."""
+    try:
+        state = json.loads((folder / "trainer.json").read_text(encoding="utf-8"))["trainer"]
+        return state["validated_step"] == state["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
 
 
 def resume_run(folder: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, config: Config,

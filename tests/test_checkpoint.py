@@ -886,6 +886,38 @@ def test_keep_checkpoints_keeps_the_latest_and_the_best(tmp_path):
     assert (paths.root / "last").resolve().name == "step-0000040"
 
 
+def test_an_interrupted_run_keeps_the_checkpoints_an_uninterrupted_one_keeps(tmp_path):
+    """The checkpoint a Ctrl-C saves (step 29, between the validations of 24 and 32) counted among
+    the latest kept: resumed, the run kept 29, 32 and 40 where an uninterrupted run keeps 24, 32
+    and 40, so nmt average of the same run meant other weights."""
+    import signal
+
+    from typer.testing import CliRunner
+
+    from nmt.cli import app
+
+    settings = ("train.max_steps=40", "train.keep_checkpoints=3")
+    _, straight = _train(tmp_path / "a", *settings)
+
+    def stop_at_29(progress):
+        if progress.step == 29:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "b", *settings, on_progress=stop_at_29)
+    stopped = tmp_path / "b" / "tiny"
+    assert (stopped / "last").resolve().name == "step-0000029"  # while stopped, the latest is the stop's
+    _, resumed = _train(tmp_path / "b", *settings)
+    names = lambda run: sorted(p.name for p in (run / "checkpoints").iterdir())  # noqa: E731
+    assert names(resumed.root) == names(straight.root)
+    for run in (straight.root, resumed.root):
+        result = CliRunner().invoke(app, ["average", str(run), "--last", "3", "-o", str(run / "mean")])
+        assert result.exit_code == 0, result.output
+    a, b = (load_file(run / "mean" / "model.safetensors") for run in (straight.root, resumed.root))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
 def test_average_is_the_mean_of_the_weights_and_translates(tmp_path):
     from typer.testing import CliRunner
 
