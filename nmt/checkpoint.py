@@ -37,6 +37,7 @@ from nmt.atomic import atomic_write_text, check_destination, usual_permissions
 from nmt.config import DECODING, SECTIONS, Config, ConfigError, from_dict
 from nmt.errors import NmtError, path_error
 from nmt.model import Seq2Seq, build_model
+from nmt.provenance import source_commit
 from nmt.tokenizer import Tokenizer, TokenizerError
 
 FORMAT_VERSION = 1
@@ -87,8 +88,9 @@ def save_checkpoint(
             usual_permissions(tmp / "trainer.safetensors")
             atomic_write_text(tmp / "trainer.json", json.dumps(trainer_state or {}, indent=2))
             files += list(TRAINER_FILES)
-        manifest = {"format_version": FORMAT_VERSION, "nmt_version": __version__, "step": step, "files": files,
-                    "config": config.to_dict(), **(provenance or {})}
+        commit = {"nmt_commit": source_commit()} if source_commit() else {}  # the code that made it
+        manifest = {"format_version": FORMAT_VERSION, "nmt_version": __version__, **commit, "step": step,
+                    "files": files, "config": config.to_dict(), **(provenance or {})}
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2))
         if folder.exists():
             shutil.rmtree(folder)

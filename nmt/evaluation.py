@@ -25,7 +25,7 @@ from nmt.config import DecodeConfig
 from nmt.data import check_test_split, read_test_pair
 from nmt.diagnostics import Decoded
 from nmt.errors import NmtError
-from nmt.hardware import versions
+from nmt.provenance import versions
 from nmt.metrics import cli_options
 from nmt.trainstate import trained_on
 from nmt.translate import Translator

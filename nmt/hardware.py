@@ -1,6 +1,5 @@
-"""Which device to run on, how many CPU threads to use, whether bf16 pays here, the C heap kept
-from growing and from handing back memory it is about to reuse, and the software versions a result
-was made with."""
+"""Which device to run on, how many CPU threads to use, whether bf16 pays here, and the C heap kept
+from growing and from handing back memory it is about to reuse."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import functools
 import logging
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -17,17 +15,10 @@ from pathlib import Path
 
 import torch
 
-from nmt import __version__
 from nmt.config import Precision, choice_error
 from nmt.errors import NmtError
 
 log = logging.getLogger(__name__)
-
-
-def versions() -> dict[str, str]:
-    """nmt's, torch's and Python's versions: what train_summary.json and the reports record, so a
-    number can be traced to the code that made it."""
-    return {"nmt": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
 @functools.cache

@@ -150,7 +150,7 @@ def evaluate(
     from nmt.atomic import atomic_write_text, check_destination
     from nmt.checkpoint import step_info
     from nmt.data import read_test_pair
-    from nmt.hardware import versions
+    from nmt.provenance import versions
     from nmt.report import render_markdown
     from nmt.trainstate import trained_on
     from nmt.translate import Translator

@@ -9,6 +9,7 @@ present, with a one-line "how to read this" note; figures are named in ``report[
 from __future__ import annotations
 
 from nmt.document import Image, Paragraph, Section, Subheading, Table, Verbatim, to_html, to_markdown
+from nmt.provenance import CHANGED
 
 SECTION_IDS = ("scores", "significance", "lengths", "beam-sweep", "search-errors", "training", "attention",
                "examples")
@@ -54,13 +55,21 @@ def _preamble(report: dict) -> list[str]:
             f"{training['device']} ({training['threads']} thread{'s' * (training['threads'] != 1)}); "
             f"{training['stopped']}"
         )
-    made = [f"nmt {v['nmt']} (torch {v['torch']}, Python {v['python']})" for v in [report.get("versions")] if v]
+    made = [f"nmt {v['nmt']}{_commit(v)} (torch {v['torch']}, Python {v['python']})"
+            for v in [report.get("versions")] if v]
     if "created" in report:
         made.append(f"sacreBLEU {report['sacrebleu']}")
         lines.append(f"- made {report['created']} with {' and '.join(made)}")
     elif made:
         lines.append(f"- made with {made[0]}")
     return lines
+
+
+def _commit(versions: dict) -> str:
+    """" at 1a2b3c4d5e6f" (with "+changes" where tracked files differed from it), or "" where the
+    report has no commit (nmt not run from a git checkout, or a report from before it was kept)."""
+    commit = versions.get("commit")
+    return f" at {commit[:12]}{CHANGED if commit.endswith(CHANGED) else ''}" if isinstance(commit, str) else ""
 
 
 def _scores_section(report: dict) -> Section:

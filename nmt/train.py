@@ -30,10 +30,11 @@ from nmt.checkpoint import run_checkpoints
 from nmt.config import Config
 from nmt.errors import NmtError
 from nmt.hardware import (ThreadGovernor, choose_threads, hold_heap, pick_device, resolve_decode_precision,
-                          resolve_precision, thread_ceiling, trim_heap, versions)
+                          resolve_precision, thread_ceiling, trim_heap)
 from nmt.interrupt import StopRequest, stop_requests
 from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
+from nmt.provenance import versions
 from nmt.quantize import int8_levels_on
 from nmt.tokenizer import PAD, Tokenizer
 from nmt.trainlog import MetricsWindow, append_record, truncate_after

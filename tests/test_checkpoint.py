@@ -18,7 +18,7 @@ from nmt import pipeline
 from nmt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nmt.config import run_paths
 from nmt.errors import NmtError
-from nmt.hardware import versions
+from nmt.provenance import versions
 from nmt.translate import Translator
 
 LINES = ["Y dijo Dios: Sea la luz.", "", "Y vió Dios que la luz era buena.", "En el principio"]
@@ -130,6 +130,7 @@ def test_incompatible_version(tmp_path):
     *_, folder = saved_tiny_model(tmp_path)
     manifest = json.loads((folder / "checkpoint.json").read_text())
     assert manifest["nmt_version"] == nmt.__version__
+    assert manifest["nmt_commit"] == versions()["commit"]  # the tests run from a git checkout: the code that wrote it
     manifest["format_version"], manifest["nmt_version"] = 99, "7.0.0"
     (folder / "checkpoint.json").write_text(json.dumps(manifest))
     expected = rf"format version 99 \(written by nmt 7\.0\.0\); this nmt \({re.escape(nmt.__version__)}\) reads version 1"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import nmt
 from conftest import ROOT, TINY_CONFIG, TINY_TSV
 from nmt.cli import app
-from nmt.hardware import versions
+from nmt.provenance import versions
 
 runner = CliRunner()
 
@@ -464,7 +464,9 @@ def test_evaluate_writes_reports_for_greedy_and_beam(tiny_run, tmp_path):
 
     import torch
 
-    made = f"- made with nmt {nmt.__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+    commit = report["versions"]["commit"]  # the tests run from a git checkout
+    at = f" at {commit[:12]}{'+changes' if commit.endswith('+changes') else ''}"
+    made = f"- made with nmt {nmt.__version__}{at} (torch {torch.__version__}, Python {platform.python_version()})"
     assert made in (tmp_path / "report.md").read_text(encoding="utf-8")  # the head says what made it too
     hyps = (tmp_path / "test.greedy.en").read_text(encoding="utf-8").split("\n")[:-1]
     assert len(hyps) == report["sentences"] == 34
