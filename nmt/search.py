@@ -58,7 +58,9 @@ def length_penalty(length: int | torch.Tensor, alpha: float):
 
 def max_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> torch.Tensor:
     """Most target tokens (</s> included) allowed per sentence: ratio * source length + offset, the
-    product rounded down as written in decimals (1.3 * 90 is 117, though 116.99999 in float32)."""
+    product rounded down as written in decimals (1.3 * 90 is 117, though 116.99999 in float32). A
+    hypothesis ends in </s> within that many tokens, or is cut at that many pieces without one (its
+    length penalty then counts an </s> as a finished one's does: lp(pieces + 1))."""
     return (src_lengths.double() * ratio + 1e-9).long() + offset
 
 
