@@ -25,7 +25,7 @@ from nmt.config import DecodeConfig
 from nmt.data import check_test_split, read_test_pair
 from nmt.diagnostics import Decoded
 from nmt.errors import NmtError
-from nmt.provenance import versions
+from nmt.provenance import file_sha256, versions
 from nmt.metrics import cli_options
 from nmt.trainstate import trained_on
 from nmt.translate import Translator
@@ -321,7 +321,8 @@ def build_report(
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "sacrebleu": sacrebleu.__version__,
         "versions": versions(),
-        "output": str(out_dir), "source": str(src), "reference": str(ref), "sentences": len(sources),
+        "output": str(out_dir), "source": str(src), "reference": str(ref),
+        "sha256": {"source": file_sha256(src), "reference": file_sha256(ref)}, "sentences": len(sources),
         "checkpoints": [_checkpoint_info(c) for c in cands],
         "options": asdict(options),
         "bootstrap": {

@@ -150,7 +150,7 @@ def evaluate(
     from nmt.atomic import atomic_write_text, check_destination
     from nmt.checkpoint import step_info
     from nmt.data import read_test_pair
-    from nmt.provenance import versions
+    from nmt.provenance import file_sha256, versions
     from nmt.report import render_markdown
     from nmt.trainstate import trained_on
     from nmt.translate import Translator
@@ -177,6 +177,7 @@ def evaluate(
         **step_info(checkpoint),
         "source": str(src_path),
         "reference": str(ref_path),
+        "sha256": {"source": file_sha256(src_path), "reference": file_sha256(ref_path)},
         "sentences": len(sources),
         "decode": {**asdict(translator.config.decode), "beam": beam, "alpha": alpha},  # as used: --beam, --alpha
         "systems": {name: {k: v for k, v in s.items() if k != "hypotheses"} for name, s in systems.items()},

@@ -4,6 +4,7 @@ reports record, so a result can be traced to the code that made it."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -48,3 +49,13 @@ def source_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head + (CHANGED if changed else "") if head else None
+
+
+def file_sha256(path: Path) -> str | None:
+    """The sha256 of a file's bytes (what ``sha256sum`` prints): a report's test source and
+    references, so a score can be checked to be of the same text. None for what is not a regular
+    file (``<(…)``, a pipe: read once already, opening it again would wait for a writer)."""
+    if not Path(path).is_file():
+        return None
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

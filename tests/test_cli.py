@@ -460,6 +460,10 @@ def test_evaluate_writes_reports_for_greedy_and_beam(tiny_run, tmp_path):
         assert system["scores"]["bleu"]["signature"].startswith("nrefs:1|")
     assert "| greedy |" in (tmp_path / "report.md").read_text(encoding="utf-8")
     assert report["versions"] == versions()  # the code the numbers came from
+    import hashlib
+
+    assert report["sha256"] == {side: hashlib.sha256((tiny_run.data / f"test.{lang}").read_bytes()).hexdigest()
+                                for side, lang in (("source", "es"), ("reference", "en"))}  # and the text scored
     import platform
 
     import torch
@@ -1113,7 +1117,9 @@ def test_translate_and_evaluate_read_a_pipe_given_for_a_file(tiny_run, tmp_path)
         result = runner.invoke(app, ["evaluate", "--checkpoint", best, "--src", pipe(text), "--ref",
                                      pipe("And God said\n\nIn the beginning\n"), "--out", str(tmp_path), "--beam", "1"])
         assert result.exit_code == 0, result.output
-        assert json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))["sentences"] == 3
+        report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+        assert report["sentences"] == 3  # a pipe is read once: not opened again to hash it
+        assert report["sha256"] == {"source": None, "reference": None}
     finally:
         for fd in opened:
             os.close(fd)

@@ -89,7 +89,11 @@ def test_html_is_self_contained_and_every_image_decodes(report_dir, report):
 
 
 def test_scores_equal_the_sacrebleu_command_line(report_dir, report):
+    import hashlib
+
     ref = Path(report["reference"])
+    assert report["sha256"] == {"source": hashlib.sha256(Path(report["source"]).read_bytes()).hexdigest(),
+                                "reference": hashlib.sha256(ref.read_bytes()).hexdigest()}  # of the text scored
     for name, system in report["systems"].items():
         cli = _sacrebleu(ref, report_dir / system["hypotheses"])
         ours = system["scores"]
