@@ -14,10 +14,32 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from nmt.terminal import ProgressBar, fail, guarded, is_stdout, same_file, stdin_lines, write_in_chunks
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Neural machine translation with LSTMs.")
+
+class _PlainHelp:
+    """--help shown as the switch it is: with click 8.2 and later, Typer's help table showed it as
+    "--help <bool>", as if it took a value (as --version did before its metavar "")."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Command(_PlainHelp, TyperCommand):
+    pass
+
+
+class _Group(_PlainHelp, TyperGroup):
+    pass
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Neural machine translation with LSTMs.",
+                  cls=_Group)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML file.")]
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Config overrides: section.key=value …")]
@@ -83,7 +105,7 @@ def _load(config: Path, overrides: list[str] | None):
     return load_config(config, overrides or [])
 
 
-@app.command()
+@app.command(cls=_Command)
 @guarded
 def prepare(config: ConfigOpt, overrides: Overrides = None, runs: RunsOpt = Path("runs")) -> None:
     """Load, normalise, filter and split the parallel text into runs/<name>/data/."""
@@ -94,7 +116,7 @@ def prepare(config: ConfigOpt, overrides: Overrides = None, runs: RunsOpt = Path
     typer.echo(pipeline.prepare(cfg, run_paths(cfg, runs)))
 
 
-@app.command()
+@app.command(cls=_Command)
 @guarded
 def tokenize(config: ConfigOpt, overrides: Overrides = None, runs: RunsOpt = Path("runs")) -> None:
     """Train SentencePiece on the training split into runs/<name>/tokenizer/."""
@@ -105,7 +127,7 @@ def tokenize(config: ConfigOpt, overrides: Overrides = None, runs: RunsOpt = Pat
     typer.echo(pipeline.tokenize(cfg, run_paths(cfg, runs)))
 
 
-@app.command()
+@app.command(cls=_Command)
 @guarded
 def train(
     config: ConfigOpt, overrides: Overrides = None, runs: RunsOpt = Path("runs"), device: DeviceOpt = None
@@ -154,7 +176,7 @@ def _one_of(choices: str):
 
 
 # short_help: the command list in nmt --help would keep the docstring's line breaks
-@app.command(short_help="Translate one sentence per line; as many lines out as in.")
+@app.command(cls=_Command, short_help="Translate one sentence per line; as many lines out as in.")
 @guarded
 def translate(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder, e.g. runs/<name>/best.")],
@@ -241,7 +263,7 @@ def translate(
     write_in_chunks(lines, rendered, output, TRANSLATE_CHUNK)
 
 
-@app.command()
+@app.command(cls=_Command)
 @guarded
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder, e.g. runs/<name>/best.")],
@@ -271,7 +293,7 @@ def score_lines(report: dict) -> str:
 
 
 # short_help: the command list in nmt --help would keep the docstring's line breaks
-@app.command(short_help="Average checkpoints' weights into a new checkpoint.")
+@app.command(cls=_Command, short_help="Average checkpoints' weights into a new checkpoint.")
 @guarded
 def average(
     checkpoints: Annotated[list[Path], typer.Argument(
@@ -299,7 +321,7 @@ def average(
     typer.echo(average_checkpoints(folders, output))
 
 
-@app.command(short_help="Evaluation report: report.html, report.md and report.json.")
+@app.command(cls=_Command, short_help="Evaluation report: report.html, report.md and report.json.")
 @guarded
 def report(
     checkpoint: Annotated[list[Path], typer.Option(help="Checkpoint folder; repeat to compare runs or cells.")],

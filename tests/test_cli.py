@@ -442,6 +442,14 @@ def test_help_and_python_dash_m():
     assert bare.returncode == 2 and "translate" in bare.stdout + bare.stderr
 
 
+@pytest.mark.parametrize("command", ["", "prepare", "tokenize", "train", "translate", "evaluate", "average", "report"])
+def test_help_shows_switches_without_a_value(command):
+    """With click 8.2 and later, Typer's help table showed "--help <bool>", as if it took a value."""
+    shown = runner.invoke(app, [*filter(None, [command]), "--help"], env={"COLUMNS": "120"})
+    assert shown.exit_code == 0 and "Show this message and exit." in shown.stdout
+    assert "<bool>" not in shown.stdout
+
+
 def test_translate_nbest(tiny_run):
     result = runner.invoke(app, ["translate", "--checkpoint", str(tiny_run.root / "best"), "--beam", "4",
                                  "--nbest", "2"], input="Y dijo Dios\n")
