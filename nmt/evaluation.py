@@ -272,15 +272,19 @@ def _figures(report: dict) -> dict[str, bytes]:
 def _report_dir(cands: list[Candidate], src: Path | None, ref: Path | None, options: ReportOptions) -> Path:
     """Where a report goes by default: ``report/`` in the folder ``nmt evaluate`` would write to for
     the same request (``nmt.pipeline.report_folder``): runs/<name>/report for the run's best alone on
-    its test split with its own settings, make report's folder, which make then takes as done;
-    runs/<name>/eval/<checkpoint>[-…]/report for any other, and <names joined by +>[-…] for several
-    checkpoints (in the first one's run), so a comparison does not replace the run's report."""
+    its test split with its own settings and make report's knobs (the defaults), make report's
+    folder, which make then takes as done; runs/<name>/eval/<checkpoint>[-…]/report for any other
+    (other knobs too: a quick report with --sweep-sentences 3 was taken by make as its own), and
+    <names joined by +>[-…] for several checkpoints (in the first one's run), so a comparison does
+    not replace the run's report."""
     from nmt.pipeline import asked_suffix, report_folder
 
     first = cands[0].path
     run_dir = analysis.find_run_dir(first) or first.parent
     if len(cands) == 1:
-        return report_folder(first, run_dir, src, options.beam, options.alpha, ref) / "report"
+        knobs = lambda o: {k: v for k, v in asdict(o).items() if k not in ("beam", "alpha")}  # noqa: E731  (named)
+        as_make = knobs(options) == knobs(ReportOptions())
+        return report_folder(first, run_dir, src, options.beam, options.alpha, ref, as_make) / "report"
     together = "+".join(_slug(cand.name) for cand in cands)
     return run_dir / "eval" / (together + asked_suffix(src, ref, options.beam, options.alpha)) / "report"
 

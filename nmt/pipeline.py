@@ -84,10 +84,11 @@ def train(config: Config, paths: RunPaths, device: str | None = None, on_progres
 
 
 def report_folder(checkpoint: Path, run_dir: Path, src_path: Path | None, beam: int | None = None,
-                  alpha: float | None = None, ref_path: Path | None = None) -> Path:
+                  alpha: float | None = None, ref_path: Path | None = None, as_make: bool = True) -> Path:
     """Where ``evaluate`` writes by default: the run folder for the run's best checkpoint on its
     test split and references with its own beam and alpha (what make eval writes, and make then
-    takes as done); anything else a folder of its own,
+    takes as done), unless ``as_make`` is False (other settings than make's, not named here: a
+    report's knobs); anything else a folder of its own,
     ``<run>/eval/<checkpoint>[-<source>][-ref-<reference>][-beamK][-alphaA]`` (``<run>``: a
     checkpoint outside a run, its parent folder; ``-ref-``: references of another name than the
     source's, as dev.es with other.en), so a report and its translations are not written over
@@ -95,7 +96,7 @@ def report_folder(checkpoint: Path, run_dir: Path, src_path: Path | None, beam: 
     points to for it)."""
     folder = Path(checkpoint).resolve()  # best and last: the step they point to
     asked = asked_suffix(src_path, ref_path, beam, alpha)
-    if not asked and folder == (run_dir / "best").resolve():
+    if as_make and not asked and folder == (run_dir / "best").resolve():
         return run_dir
     return run_dir / "eval" / (folder.name + asked)
 

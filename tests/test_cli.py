@@ -607,18 +607,41 @@ def test_a_comparison_or_other_settings_report_beside_the_runs_report_not_over_i
     shutil.copytree(tiny_run.root, run, symlinks=True)
     shutil.copytree(run / "best", run / "average")
     quick = ["--beams", "1", "--sweep-sentences", "1", "--search-sentences", "0", "--heatmaps", "0"]
+    (run / "report").mkdir()
+    (run / "report" / "report.json").write_text("{}")  # make report's (the default knobs: its folder, below)
     own = runner.invoke(app, ["report", "--checkpoint", str(run / "best"), *quick])
-    assert own.exit_code == 0, own.output  # the run's best alone, as make report: its folder
-    made = (run / "report" / "report.json").read_bytes()
+    assert own.exit_code == 0, own.output  # the run's best alone, with other knobs than make report's
+    step = os.readlink(run / "best").rpartition("/")[2]
+    assert json.loads((run / "eval" / step / "report" / "report.json").read_text())["options"]["sweep_sentences"] == 1
     both = runner.invoke(app, ["report", "--checkpoint", str(run / "best"), "--checkpoint", str(run / "average"), *quick])
     assert both.exit_code == 0, both.output
     compared = json.loads((run / "eval" / "tiny+tiny_average" / "report" / "report.json").read_text(encoding="utf-8"))
     assert len(compared["checkpoints"]) == 2
-    step = os.readlink(run / "best").rpartition("/")[2]
     beam = runner.invoke(app, ["report", "--checkpoint", str(run / "best"), "--beam", "2", *quick])
     assert beam.exit_code == 0, beam.output
     assert (run / "eval" / f"{step}-beam2" / "report" / "report.html").is_file()
-    assert (run / "report" / "report.json").read_bytes() == made
+    assert (run / "report" / "report.json").read_text() == "{}"
+    assert sorted(p.name for p in (run / "report").iterdir()) == ["report.json"]
+
+
+def test_the_runs_report_folder_is_make_reports_only_with_its_knobs(tiny_run, tmp_path):
+    """nmt report of the run's best with make report's knobs (the defaults) writes make report's
+    folder; a quick one (--sweep-sentences 3) was taken by make as the run's report too."""
+    import dataclasses
+    import shutil
+
+    from nmt.evaluation import Candidate, ReportOptions, _report_dir
+
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run.root, run, symlinks=True)
+    step = os.readlink(run / "best").rpartition("/")[2]
+    best = [Candidate("tiny", run / "best", None, 3, 0.6)]
+    assert _report_dir(best, None, None, ReportOptions()) == run / "report"
+    assert _report_dir(best, None, None, dataclasses.replace(ReportOptions(), beam=2)) == \
+        run / "eval" / f"{step}-beam2" / "report"
+    for knob, value in (("sweep_sentences", 3), ("heatmaps", 0), ("sweep_beams", (1, 2)), ("bootstrap", 10)):
+        custom = dataclasses.replace(ReportOptions(), **{knob: value})
+        assert _report_dir(best, None, None, custom) == run / "eval" / step / "report", knob
 
 
 def test_evaluate_and_report_take_a_length_penalty_and_show_it(tiny_run, tmp_path):
