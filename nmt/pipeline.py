@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -172,6 +173,8 @@ def evaluate(
     outputs = _outputs(out_dir / src_path.stem, translator.config.data.tgt_lang, beam)
     _check_not_inputs([path for _, path in outputs.values()] + [out_dir / "report.json", out_dir / "report.md"],
                       {"source": src_path, "reference": ref_path})
+    stale = _stale_outputs(out_dir, src_path.stem, translator.config.data.tgt_lang, set(outputs),
+                           {"source": src_path, "reference": ref_path})  # read before the report is replaced
     systems = _systems(translator, sources, refs, alpha, outputs)
     report = {
         "checkpoint": str(checkpoint),
@@ -190,7 +193,27 @@ def evaluate(
         report["training"] = json.loads(summary_path.read_text(encoding="utf-8"))
     atomic_write_text(Path(out_dir) / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(Path(out_dir) / "report.md", render_markdown(report))
+    for path in stale:
+        path.unlink(missing_ok=True)
     return report
+
+
+def _stale_outputs(out_dir: Path, stem: str, lang: str, systems: set[str], inputs: dict[str, Path]) -> list[Path]:
+    """The translations the report in ``out_dir`` names (of a source called ``stem``) that this
+    evaluation will not write again: ``decode.beam=1`` after a beam-3 evaluation left test.beam3.en
+    beside a report that no longer scored it, an output that read as current. Not the files
+    evaluate reads, and nothing of another source's report."""
+    from nmt.terminal import same_file
+
+    try:
+        before = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
+        if Path(before["source"]).stem != stem:
+            return []
+        names = [name for name in before["systems"] if re.fullmatch(r"greedy|beam[0-9]+", name)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    paths = [out_dir / f"{stem}.{name}.{lang}" for name in names if name not in systems]
+    return [path for path in paths if not any(same_file(given, path) for given in inputs.values())]
 
 
 def _outputs(stem: Path, lang: str, beam: int) -> dict[str, tuple[int, Path]]:

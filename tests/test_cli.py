@@ -711,6 +711,29 @@ def test_evaluate_with_beam_1_decodes_greedy_once(tiny_run, tmp_path):
     assert sorted(p.name for p in tmp_path.glob("test.*")) == ["test.greedy.en"]
 
 
+def test_evaluate_again_with_another_beam_removes_the_translations_its_report_no_longer_scores(tiny_run, tmp_path):
+    """decode.beam=1 after a beam-3 evaluation left test.beam3.en beside a report that no longer
+    scored it: an output that read as current. Files of another source's report, and files nmt
+    did not write, stay."""
+    best = str(tiny_run.root / "best")
+    first = runner.invoke(app, ["evaluate", "--checkpoint", best, "--out", str(tmp_path), "--beam", "2"])
+    assert first.exit_code == 0, first.output
+    assert sorted(p.name for p in tmp_path.glob("test.*")) == ["test.beam2.en", "test.greedy.en"]
+    (tmp_path / "test.beam7.en").write_text("mine\n")  # not in the report: the user's
+    again = runner.invoke(app, ["evaluate", "--checkpoint", best, "--out", str(tmp_path), "--beam", "1"])
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in tmp_path.glob("test.*")) == ["test.beam7.en", "test.greedy.en"]
+    wider = runner.invoke(app, ["evaluate", "--checkpoint", best, "--out", str(tmp_path), "--beam", "2"])
+    assert wider.exit_code == 0, wider.output
+    other = tmp_path / "other.es"  # another source's report in the same folder: the test.* files are not its
+    other.write_text((tiny_run.data / "test.es").read_text(encoding="utf-8"), encoding="utf-8")
+    third = runner.invoke(app, ["evaluate", "--checkpoint", best, "--out", str(tmp_path), "--beam", "1",
+                                "--src", str(other), "--ref", str(tiny_run.data / "test.en")])
+    assert third.exit_code == 0, third.output
+    assert sorted(p.name for p in tmp_path.glob("*.en")) == ["other.greedy.en", "test.beam2.en", "test.beam7.en",
+                                                             "test.greedy.en"]
+
+
 def _error(result):
     assert result.exit_code == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
