@@ -25,8 +25,8 @@ from nmt.config import DecodeConfig
 from nmt.data import check_test_split, read_test_pair
 from nmt.diagnostics import Decoded
 from nmt.errors import NmtError
-from nmt.provenance import file_sha256, versions
 from nmt.metrics import cli_options
+from nmt.provenance import file_sha256, versions
 from nmt.trainstate import trained_on
 from nmt.translate import Translator
 
@@ -269,6 +269,11 @@ def _figures(report: dict) -> dict[str, bytes]:
     return images
 
 
+def _knobs(options: ReportOptions) -> dict:
+    """A report's options but its beam and alpha (which the folder's name says)."""
+    return {k: v for k, v in asdict(options).items() if k not in ("beam", "alpha")}
+
+
 def _report_dir(cands: list[Candidate], src: Path | None, ref: Path | None, options: ReportOptions) -> Path:
     """Where a report goes by default: ``report/`` in the folder ``nmt evaluate`` would write to for
     the same request (``nmt.pipeline.report_folder``): runs/<name>/report for the run's best alone on
@@ -282,8 +287,7 @@ def _report_dir(cands: list[Candidate], src: Path | None, ref: Path | None, opti
     first = cands[0].path
     run_dir = analysis.find_run_dir(first) or first.parent
     if len(cands) == 1:
-        knobs = lambda o: {k: v for k, v in asdict(o).items() if k not in ("beam", "alpha")}  # noqa: E731  (named)
-        as_make = knobs(options) == knobs(ReportOptions())
+        as_make = _knobs(options) == _knobs(ReportOptions())
         return report_folder(first, run_dir, src, options.beam, options.alpha, ref, as_make) / "report"
     together = "+".join(_slug(cand.name) for cand in cands)
     return run_dir / "eval" / (together + asked_suffix(src, ref, options.beam, options.alpha)) / "report"
