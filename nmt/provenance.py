@@ -44,8 +44,9 @@ def source_commit() -> str | None:
         return None
     try:
         ask = functools.partial(subprocess.run, capture_output=True, text=True, timeout=30, check=True)
-        head = ask(["git", "-C", str(root), "rev-parse", "HEAD"]).stdout.strip()
-        changed = ask(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
+        git = ["git", "--no-optional-locks", "-C", str(root)]  # status would refresh (write) the index
+        head = ask([*git, "rev-parse", "HEAD"]).stdout.strip()
+        changed = ask([*git, "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + (CHANGED if changed else "") if head else None
