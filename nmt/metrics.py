@@ -12,16 +12,30 @@ from nmt.errors import NmtError
 METRICS = {"bleu": BLEU, "chrf": CHRF, "ter": TER}
 
 
+# ISO 639-2/3 codes (and Chinese's macrolanguage members, which hub datasets use: FLORES-200's
+# zho_Hans, cmn) of the languages whose BLEU is not 13a's, to the two-letter code
+_SAME = {"zho": "zh", "chi": "zh", "cmn": "zh", "yue": "zh", "wuu": "zh", "hak": "zh", "nan": "zh", "gan": "zh",
+         "hsn": "zh", "lzh": "zh", "jpn": "ja", "kor": "ko", "tha": "th", "lao": "lo", "khm": "km", "mya": "my",
+         "bur": "my", "bod": "bo", "tib": "bo", "dzo": "dz"}
+# written without spaces between words, and no sacreBLEU tokeniser of their own that needs no download
+# (flores200's is a SentencePiece model fetched at first use): BLEU over characters
+_UNSPACED = ("th", "lo", "km", "my", "bo", "dz")
+
+
 def _base(lang: str) -> str:
-    """The language of a code: zh of zh-TW, pt of pt_BR."""
-    return lang.replace("_", "-").split("-")[0].lower()
+    """The language of a code: zh of zh-TW, pt of pt_BR, zh of zho_Hans, th of tha."""
+    base = lang.replace("_", "-").split("-")[0].lower()
+    return _SAME.get(base, base)
 
 
 def bleu_tokenizer(lang: str) -> str:
     """BLEU's tokeniser for target language ``lang``, as sacreBLEU's command line picks it (-l):
     ``zh`` for Chinese, ``ja-mecab`` / ``ko-mecab`` for Japanese / Korean where MeCab is installed,
-    else 13a. 13a splits only at spaces and punctuation, so it scored a Chinese or Japanese
-    translation next to nothing; without MeCab, Japanese is split into characters (``char``)."""
+    characters (``char``) for Thai, Lao, Khmer, Burmese, Tibetan and Dzongkha, else 13a. 13a splits
+    only at spaces and punctuation, so it scored a Chinese or Japanese translation next to nothing,
+    and a Thai one 0.00 whatever it said (each sentence one word): training's dev BLEU stayed 0, so
+    best stayed the first checkpoint and early stopping ended the run. Without MeCab, Japanese is
+    split into characters too."""
     base = _base(lang)
     if base == "zh":
         return "zh"
@@ -29,7 +43,7 @@ def bleu_tokenizer(lang: str) -> str:
         if importlib.util.find_spec("MeCab") is not None:
             return f"{base}-mecab"
         return "char" if base == "ja" else "13a"  # Korean puts spaces between words
-    return "13a"
+    return "char" if base in _UNSPACED else "13a"
 
 
 def metric(name: str, lang: str = "") -> Metric:

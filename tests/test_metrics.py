@@ -73,6 +73,34 @@ def test_japanese_without_mecab_is_scored_on_characters_and_says_so(monkeypatch)
     assert ours["score"] > 20
 
 
+TH_HYPS = ["พระเจ้าตรัสว่า ให้มีความสว่าง", "พระเจ้าทรงเห็นว่าความสว่างนั้นดี"]
+TH_REFS = ["พระเจ้าตรัสว่า ให้มีความสว่าง แล้วความสว่างก็เกิดขึ้น", "พระเจ้าทรงเห็นว่าความสว่างนั้นดี"]
+
+
+@pytest.mark.parametrize("lang", ["th", "tha", "th_TH"])
+def test_thai_is_scored_on_characters_as_the_command_line_scores_it(tmp_path, lang):
+    """13a splits at spaces and punctuation only: an unspaced Thai sentence was one word, BLEU 0.00
+    whatever the translation, so training's dev BLEU never moved and best stayed the first
+    checkpoint."""
+    from sacrebleu.metrics import BLEU
+
+    ours = corpus_scores(TH_HYPS, TH_REFS, ("bleu",), lang=lang)["bleu"]
+    assert "tok:char" in ours["signature"] and cli_options(lang) == "-tok char"
+    assert ours["score"] == pytest.approx(BLEU(tokenize="char").corpus_score(TH_HYPS, [TH_REFS]).score, abs=1e-4)
+    assert ours["score"] > 40 and BLEU().corpus_score(TH_HYPS, [TH_REFS]).score < ours["score"] / 2
+
+
+@pytest.mark.parametrize(("lang", "tokenizer"), [("zho_Hans", "zh"), ("cmn", "zh"), ("zh-TW", "zh"), ("yue", "zh"),
+                                                 ("lao", "char"), ("km", "char"), ("mya", "char"), ("en", "13a"),
+                                                 ("eng_Latn", "13a"), ("deu", "13a")])
+def test_three_letter_and_script_codes_pick_the_languages_tokens(lang, tokenizer):
+    """Hub datasets name languages as FLORES-200 does (zho_Hans, tha_Thai) or by ISO 639-3 (cmn):
+    they were scored with 13a, Chinese next to nothing."""
+    from nmt.metrics import bleu_tokenizer
+
+    assert bleu_tokenizer(lang) == tokenizer
+
+
 def test_the_reports_intervals_and_length_ratio_use_the_languages_tokens():
     from nmt.analysis import confidence_intervals, length_buckets, length_ratio
 
