@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import reprlib
 import shutil
 import uuid
@@ -79,13 +80,12 @@ def save_checkpoint(
     except OSError as exc:  # a read-only folder: named by the checkpoint asked for, not the temporary
         raise type(exc)(exc.errno, exc.strerror, str(folder)) from None
     try:
-        save_file(_model_tensors(model), str(tmp / "model.safetensors"))
-        usual_permissions(tmp / "model.safetensors")
+        _save_tensors(_model_tensors(model), tmp, folder, "model.safetensors")
         tokenizer.save(tmp)
         files = list(REQUIRED)
         if trainer_tensors is not None:
-            save_file({k: v.contiguous().cpu() for k, v in trainer_tensors.items()}, str(tmp / "trainer.safetensors"))
-            usual_permissions(tmp / "trainer.safetensors")
+            _save_tensors({k: v.contiguous().cpu() for k, v in trainer_tensors.items()}, tmp, folder,
+                          "trainer.safetensors")
             atomic_write_text(tmp / "trainer.json", json.dumps(trainer_state or {}, indent=2))
             files += list(TRAINER_FILES)
         commit = {"nmt_commit": source_commit()} if source_commit() else {}  # the code that made it
@@ -99,6 +99,21 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], tmp: Path, folder: Path, name: str) -> None:
+    """``tensors`` written to ``tmp/name``, with the permissions the umask gives. safetensors raises
+    its own error for a failed write (a full disk: "I/O error: No space left on device (os error
+    28)"), which no handler took for the OSError it is: training ended in a 60-line traceback. It
+    is raised as that OSError here, named by the file asked for, not the temporary."""
+    try:
+        save_file(tensors, str(tmp / name))
+    except SafetensorError as exc:
+        if (code := re.search(r"\(os error (\d+)\)", str(exc))) is None:
+            raise CheckpointError(f"{folder / name}: cannot be written ({str(exc).splitlines()[0]})") from None
+        errno = int(code.group(1))
+        raise OSError(errno, os.strerror(errno), str(folder / name)) from None
+    usual_permissions(tmp / name)
 
 
 def _model_tensors(model: Seq2Seq) -> dict[str, torch.Tensor]:

@@ -126,6 +126,38 @@ def test_weights_held_as_views_of_one_buffer_save_and_reload(tmp_path):
     assert len(load_file(folder / "model.safetensors")) == len(model.state_dict()) - 1  # stored once
 
 
+@pytest.mark.parametrize("message", ["Error while serializing: I/O error: No space left on device (os error 28)",
+                                     "Error while serializing: something else"])
+def test_a_full_disk_while_saving_is_one_line_and_leaves_nothing_half_written(tmp_path, monkeypatch, message):
+    """safetensors raises its own error for a failed write, which no handler took for the OSError
+    it is: training on a full disk ended in a 60-line traceback."""
+    from safetensors import SafetensorError
+
+    from nmt import checkpoint
+    from nmt.terminal import guarded
+
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path)
+    before = sorted(tmp_path.iterdir())
+
+    def full(tensors, path):
+        with open(path, "wb") as half:
+            half.write(b"half")
+        raise SafetensorError(message)
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    command = guarded(lambda: save_checkpoint(tmp_path / "new", model, config, tokenizer, step=3))
+    with pytest.raises(SystemExit) as exited:
+        command()
+    assert exited.value.code == 1
+    assert sorted(tmp_path.iterdir()) == before  # no temporary folder, no half checkpoint
+    with pytest.raises(OSError if "os error" in message else CheckpointError) as raised:
+        save_checkpoint(tmp_path / "new", model, config, tokenizer, step=3)
+    if "os error" in message:
+        assert (raised.value.errno, raised.value.filename) == (28, str(tmp_path / "new" / "model.safetensors"))
+    else:
+        assert str(raised.value) == f"{tmp_path / 'new' / 'model.safetensors'}: cannot be written ({message})"
+
+
 def test_incompatible_version(tmp_path):
     *_, folder = saved_tiny_model(tmp_path)
     manifest = json.loads((folder / "checkpoint.json").read_text())
