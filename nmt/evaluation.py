@@ -176,8 +176,15 @@ def _significance(
 
 
 def _probe(cands: list[Candidate], sources: list[str], refs: list[str], options: ReportOptions) -> tuple[dict, dict]:
-    """The beam sweep and the search-error check of every checkpoint."""
-    beams = tuple(sorted(set(options.sweep_beams)))
+    """The beam sweep and the search-error check of every checkpoint. Beams wider than a model's
+    target pieces (``Translator.widest_beam``: a model of 41 pieces) are left out of the sweep, and
+    the check's wide beam is that many: the default 50 failed such a report after all its decoding."""
+    widest = min(cand.translator.widest_beam() for cand in cands)
+    beams = tuple(sorted(b for b in set(options.sweep_beams) if b <= widest))
+    wide = min(options.wide_beam, widest)
+    if beams != tuple(sorted(set(options.sweep_beams))) or wide != options.wide_beam:
+        log.warning("the target vocabulary has %d pieces to choose from: beams up to %d in the sweep and the "
+                    "search-error check", widest, widest)
     nonempty = [i for i, s in enumerate(sources) if s.strip()]
     sweep_index = diagnostics.spread(nonempty, options.sweep_sentences)
     sweep, errors = {}, {}
@@ -187,10 +194,10 @@ def _probe(cands: list[Candidate], sources: list[str], refs: list[str], options:
         sweep[cand.name] = {"sentences": len(sweep_index), "alpha": cand.alpha, "rows": rows}
         short = diagnostics.short_sentences(t, sources, options.search_max_pieces, options.search_sentences)
         log.info("%s: search errors on %d short sentences", cand.name, len(short))
-        found = diagnostics.search_errors(t, sources, refs, beams, cand.alpha, short, options.wide_beam)
+        found = diagnostics.search_errors(t, sources, refs, beams, cand.alpha, short, wide)
         errors[cand.name] = {"sentences": len(short), "alpha": cand.alpha, "rows": found}
     search = {"sentences_asked": options.search_sentences, "max_source_pieces": options.search_max_pieces,
-              "wide_beam": options.wide_beam,
+              "wide_beam": wide,
               "tolerance": diagnostics.SCORE_TOLERANCE, "checkpoints": errors}
     return sweep, search
 

@@ -117,11 +117,15 @@ class Translator:
         self.check_beam(beam)
         return beam, alpha, precision, stopping
 
+    def widest_beam(self) -> int:
+        """The pieces a step chooses from: the target vocabulary less <pad> and <s>, never produced
+        (``nmt.search.forbid_specials``). A wider beam's first step cannot fill it."""
+        return self.model.generator.out_features - len({PAD, BOS})
+
     def check_beam(self, beam: int) -> None:
-        """A ConfigError for a beam wider than the pieces a step chooses from (the target
-        vocabulary less <pad> and <s>, never produced: ``nmt.search.forbid_specials``): the first
-        step cannot fill it, and ``--beam 100000`` took 8 GB and 28 s for one line."""
-        if beam > (pieces := self.model.generator.out_features - len({PAD, BOS})):
+        """A ConfigError for a beam wider than ``widest_beam``: ``--beam 100000`` took 8 GB and 28 s
+        for one line."""
+        if beam > (pieces := self.widest_beam()):
             raise ConfigError(f"a beam of {beam} is wider than the {pieces:,} target pieces the model "
                               f"chooses from: give a beam of at most {pieces:,} (5–10 is usual)")
 

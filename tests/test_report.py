@@ -477,3 +477,38 @@ def test_a_source_file_given_alone_is_the_one_scored(tiny_run, tmp_path):
     cand = Candidate("best", best, Translator.from_checkpoint(best), 3, 0.6)
     src, ref, sources, refs = _test_set([cand], given, None)
     assert (src, ref) == (given, tiny_run.root / "data" / "test.en") and len(sources) == len(refs)
+
+
+def test_a_model_of_fewer_target_pieces_than_the_wide_beam_gets_its_report(tmp_path):
+    """A model of 41 target pieces: the search-error check's default beam of 50 failed the report
+    (and make report, which cannot pass --wide-beam) after all its decoding."""
+    import random
+
+    from conftest import TINY_CONFIG
+    from nmt.checkpoint import save_checkpoint
+    from nmt.config import TokenizerConfig, load_config
+    from nmt.evaluation import ReportOptions, build_report
+    from nmt.model import build_model
+    from nmt.tokenizer import Tokenizer, train_tokenizer
+
+    words = {"uno": "one", "dos": "two", "tres": "three", "cuatro": "four", "cinco": "five"}
+    draw = random.Random(0)
+    pairs = [[draw.choice(list(words)) for _ in range(draw.randint(1, 4))] for _ in range(300)]
+    src, tgt = [" ".join(p) for p in pairs], [" ".join(words[w] for w in p) for p in pairs]
+    train_tokenizer(src, tgt, TokenizerConfig(vocab_size=30), tmp_path / "tok")
+    tokenizer = Tokenizer.from_folder(tmp_path / "tok")
+    assert tokenizer.tgt_vocab < 50
+    config = load_config(TINY_CONFIG)
+    model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab)
+    save_checkpoint(tmp_path / "ckpt", model, config, tokenizer, step=1)
+    (tmp_path / "test.es").write_text("".join(line + "\n" for line in src[:4]), encoding="utf-8")
+    (tmp_path / "test.en").write_text("".join(line + "\n" for line in tgt[:4]), encoding="utf-8")
+    options = ReportOptions(sweep_beams=(1, 2, 5, 10, 40), sweep_sentences=2, search_sentences=2, heatmaps=0,
+                            examples=1, bootstrap=10)
+    report = build_report([tmp_path / "ckpt"], src=tmp_path / "test.es", ref=tmp_path / "test.en",
+                          out_dir=tmp_path / "out", options=options)
+    widest = tokenizer.tgt_vocab - 2  # <pad> and <s> are never chosen
+    assert report["search_errors"]["wide_beam"] == widest
+    (sweep,) = report["beam_sweep"].values()
+    assert [row["beam"] for row in sweep["rows"]] == [b for b in (1, 2, 5, 10, 40) if b <= widest]
+    assert f"output of a beam of {widest}" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
