@@ -329,10 +329,16 @@ def _bad_json_line(path: Path) -> str | None:
     return None
 
 
+class _NoField(DataError):
+    """A record with no field of the name asked for at some level (``_field``)."""
+
+
 def _field(record: dict, name: str, index: int, source: str):
     """Look up ``a.b`` in nested records (hub translation sets keep pairs under ``translation``);
     None where a level has no value. A name that leads nowhere is the config's mistake (a language
-    code mistyped, a dot too many), said with what the record holds there."""
+    code mistyped, a dot too many), said with what the record holds there (``_NoField`` where the
+    level is there without the field: a value missing from some records is no mistake of the
+    config's, ``_pairs_from_table``)."""
     value, parts = record, name.split(".")
     for depth, part in enumerate(parts):
         if value is None:
@@ -342,8 +348,8 @@ def _field(record: dict, name: str, index: int, source: str):
             raise DataError(f"{source}: record {index + 1}: {above} holds {type(value).__name__}, not fields, so "
                             f"it has no {name!r}")
         if part not in value:
-            raise DataError(f"{source}: record {index + 1}: no field {name!r} ({above} holds: "
-                            f"{', '.join(sorted(map(str, value)))})")
+            raise _NoField(f"{source}: record {index + 1}: no field {name!r} ({above} holds: "
+                           f"{', '.join(sorted(map(str, value)))})")
         value = value[part]
     return value
 
@@ -363,16 +369,29 @@ def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
                         f"for data.dev_groups and data.test_groups, which split by the ids' groups; name the id "
                         f"column in data.id_field, or give both groups as [] for a random split")
     pairs, valueless = [], {}  # field name: records (numbered from 1) without a value
+    missing, found = {}, set()  # field name: the first record's _NoField; the names some record has a value for
     try:
         for i, record in enumerate(table):
-            src, tgt = (_text(record, name, i, config.source) for name in (config.src_field, config.tgt_field))
+            texts = []
+            for name in (config.src_field, config.tgt_field):
+                try:
+                    texts.append(_text(record, name, i, config.source))
+                except _NoField as exc:  # a JSON record whose translation lacks one language: a value missing
+                    texts.append(None)
+                    missing.setdefault(name, exc)
+            src, tgt = texts
             for name, text in ((config.src_field, src), (config.tgt_field, tgt)):
                 if text is None:
                     valueless.setdefault(name, []).append(i + 1)
+                else:
+                    found.add(name)
             pair_id = str(_field(record, config.id_field, i, config.source)).strip() if has_id else str(i)  # CRLF: \r
             pairs.append(Pair(src or "", tgt or "", pair_id))
     except UnicodeDecodeError as exc:  # JSON's reader lets bad bytes in a string through, to here
         raise DataError(f"{config.source}: record {len(pairs) + 1} is not valid UTF-8 ({exc.reason})") from None
+    for name, exc in missing.items():  # no record has a value there: the name is the config's mistake (a
+        if name not in found:  # language code mistyped), said with what the first record holds
+            raise exc
     for name, records in valueless.items():  # a JSON record without the field, or null there
         log.warning("%s: %d record(s) without a value for %s (missing or null), the first record %d: read as "
                     "empty, and such pairs are dropped", config.source, len(records), name, records[0])

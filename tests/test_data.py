@@ -207,6 +207,27 @@ def test_a_field_name_that_leads_nowhere_is_refused_in_one_line(tmp_path, src_fi
         read_pairs(config)
 
 
+def test_a_record_whose_translation_lacks_one_language_is_a_missing_value_not_a_mistaken_name(tmp_path, caplog):
+    """{"translation": {"de": "uno"}} among records that have "en": prepare stopped with "no field
+    'translation.en'", blaming the config, where the README promises a warning and the pair
+    dropped, as for a flat field or a null."""
+    import logging
+
+    path = tmp_path / "c.jsonl"
+    lines = [{"translation": {"de": f"hallo {i}", "en": f"hello {i}"}} for i in range(4)]
+    lines[2]["translation"].pop("en")
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    config = DataConfig(source=str(path), src_field="translation.de", tgt_field="translation.en", id_field=None,
+                        dev_groups=(), test_groups=())
+    with caplog.at_level(logging.WARNING, logger="nmt.corpus"):
+        pairs = read_pairs(config)
+    assert [(p.src, p.tgt) for p in pairs] == [("hallo 0", "hello 0"), ("hallo 1", "hello 1"), ("hallo 2", ""),
+                                              ("hallo 3", "hello 3")]
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "1 record(s) without a value for translation.en (missing or null), the first record 3" \
+        in said[0]
+
+
 @pytest.mark.parametrize("field, value, words", [
     ("es", ["x", "y"], "record 2: es holds a list, not text"),
     ("es", {"text": "x"}, r"record 2: es holds a mapping, not text \(name a field inside it"),
