@@ -122,14 +122,23 @@ def split_pairs(pairs: list[Pair], config: DataConfig) -> dict[str, list[Pair]]:
     return {name: [pairs[i] for i in picked[name]] for name in SPLITS}
 
 
+MANY_DROPPED = 0.1  # a filter dropping this share of the pairs read or more is said in a warning
+
+
 def prepare(config: DataConfig) -> PreparedData:
     """Read, normalise, filter and split. Raises ``DataError`` on unusable input."""
     raw = read_pairs(config)
     kept, dropped = filter_pairs(raw, config)
+    rules = {"empty": "with an empty side", "too_short": f"under data.min_words={config.min_words}",
+             "too_long": f"over data.max_words={config.max_words}",
+             "length_ratio": f"past data.max_ratio={config.max_ratio:g}"}
+    for reason, n in dropped.items():  # half of an English–Thai corpus went past max_ratio, said at INFO only
+        if kept and reason != "empty" and n >= MANY_DROPPED * len(raw):
+            log.warning("%s: %d of %d pairs (%.0f %%) dropped as %s; words are counted at spaces (a Chinese or "
+                        "Japanese letter as one), so a language written without spaces between words (Thai, Lao, "
+                        "Khmer, Burmese) counts few: change the setting if that is not what you meant",
+                        config.source, n, len(raw), 100 * n / len(raw), rules[reason])
     if not kept:
-        rules = {"empty": "with an empty side", "too_short": f"under data.min_words={config.min_words}",
-                 "too_long": f"over data.max_words={config.max_words}",
-                 "length_ratio": f"past data.max_ratio={config.max_ratio:g}"}
         why = ", ".join(f"{n} {rules.get(reason, reason)}" for reason, n in sorted(dropped.items(), key=lambda kv: -kv[1]))
         raise DataError(f"{config.source}: the training set is empty after filtering ({len(raw)} pairs read, "
                         f"dropped: {why or 'none'})")

@@ -327,6 +327,28 @@ def test_aligned_text_files_and_random_split(tmp_path):
     assert len(all_src) == 30  # nothing lost, nothing duplicated
 
 
+def test_a_filter_dropping_a_large_share_of_the_pairs_is_a_warning(tmp_path, caplog):
+    """English–Thai: the Thai side counts a word or two at spaces, and 976 of 2,000 pairs went past
+    data.max_ratio, said only in an INFO line. A tenth or more is now a warning naming the setting."""
+    import logging
+
+    path = tmp_path / "c.tsv"
+    rows = [f"X.1.{i}\tthe cat sat on the mat today\tแมวนั่งบนเสื่อวันนี้" for i in range(4)]
+    rows += [f"X.2.{i}\tthe cat sat\tแมว นั่ง บน" for i in range(16)]
+    rows += ["D.1.1\tthe cat\tแมว นั่ง", "T.1.1\tthe mat\tเสื่อ นี้"]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    config = DataConfig(source=str(path), src_lang="en", tgt_lang="th", columns=("id", "en", "th"), src_field="en",
+                        tgt_field="th", dev_groups=("D",), test_groups=("T",))
+    for ratio, warned in ((3.0, True), (10.0, False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="nmt.data"):
+            prepared = prepare(dataclasses.replace(config, max_ratio=ratio))
+        said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert prepared.dropped.get("length_ratio", 0) == (4 if warned else 0)
+        assert len(said) == warned
+        assert not warned or said[0].startswith(f"{path}: 4 of 22 pairs (18 %) dropped as past data.max_ratio=3; ")
+
+
 def test_filters_count_what_they_drop(tmp_path):
     path = tmp_path / "c.tsv"
     rows = [
