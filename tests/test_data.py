@@ -386,6 +386,25 @@ def test_test_pairs_whose_source_is_also_in_training_are_counted_and_warned_abou
     assert json.loads((tmp_path / "data" / "stats.json").read_text())["source_in_train"] == seen
 
 
+def test_a_random_split_stays_put_as_the_corpus_grows_or_its_lines_move(tmp_path):
+    """One line added to a 2,000-line corpus moved 35 of its 100 test pairs into training (a shuffle
+    of line numbers): a model trained again on the grown corpus learned them."""
+    pairs = [f"X.{i}\tfrase número {i}\tsentence number {i}\n" for i in range(2000)]
+    config = DataConfig(source=str(tmp_path / "c.tsv"), dev_groups=(), test_groups=(), dev_size=100, test_size=100)
+
+    def splits(rows):
+        (tmp_path / "c.tsv").write_text("".join(rows), encoding="utf-8")
+        return {name: {p.src for p in chosen} for name, chosen in prepare(config).splits.items()}
+
+    before = splits(pairs)
+    grown = splits(["X.new\tuna frase nueva\ta new sentence\n", *pairs])
+    assert len(before["test"] & grown["train"]) <= 1 and len(before["dev"] - grown["dev"]) <= 1
+    assert len(before["test"] ^ grown["test"]) <= 4  # at most one out, one in, and the new pair's own push
+    assert splits(pairs[::-1]) == before  # the same pairs in another order: the same split
+    config = dataclasses.replace(config, seed=2)
+    assert len(splits(pairs)["test"] & before["test"]) < 20  # another seed, another sample
+
+
 @pytest.mark.parametrize("source", ["no/such/file.tsv", "missing.jsonl", "corpus.tsv.gz", "./nothing-here"])
 def test_missing_file(source):
     """A relative path is the working folder's, not the config file's: the error says which folder."""
