@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from nmt.checkpoint import CheckpointError, load_checkpoint, read_manifest, save_checkpoint
+from nmt.checkpoint import LONGEST_SOURCE, CheckpointError, load_checkpoint, read_manifest, save_checkpoint
 
 
 def average_checkpoints(folders: list[Path], out: Path) -> Path:
@@ -56,8 +56,9 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
     latest = max(loaded, key=lambda c: c.step)
     latest.model.load_state_dict(mean)  # tied weights: one tensor, given the same mean under both names
     sources = [{"path": str(c.path), "step": c.step} for c in loaded]
+    longest = [c.longest_source for c in loaded if c.longest_source is not None]  # one run's: the same
     return save_checkpoint(Path(out), latest.model, latest.config, latest.tokenizer, latest.step,
-                           provenance={"averaged": sources})
+                           provenance={"averaged": sources, **({LONGEST_SOURCE: max(longest)} if longest else {})})
 
 
 def _check_not_averaged(folders: list[Path]) -> None:

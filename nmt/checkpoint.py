@@ -42,6 +42,7 @@ from nmt.provenance import source_commit
 from nmt.tokenizer import Tokenizer, TokenizerError
 
 FORMAT_VERSION = 1
+LONGEST_SOURCE = "longest_source"  # checkpoint.json: the longest training source, in pieces (</s> included)
 MANIFEST = "checkpoint.json"
 REQUIRED = (MANIFEST, "model.safetensors", "src.model", "tgt.model")  # what decoding reads
 TRAINER_FILES = ("trainer.safetensors", "trainer.json")  # what resuming reads besides
@@ -58,6 +59,7 @@ class Loaded:
     tokenizer: Tokenizer
     step: int
     path: Path
+    longest_source: int | None = None  # source pieces (</s> included) of the longest training pair, where recorded
 
 
 def save_checkpoint(
@@ -237,7 +239,9 @@ def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu") -> L
     model = build_model(config.model, tokenizer.src_vocab, tokenizer.tgt_vocab)
     load_weights(model, real)
     model.to(device).eval()
-    return Loaded(config, model, tokenizer, manifest["step"], folder)
+    longest = manifest.get(LONGEST_SOURCE)
+    return Loaded(config, model, tokenizer, manifest["step"], folder,
+                  longest if isinstance(longest, int) and not isinstance(longest, bool) and longest > 0 else None)
 
 
 _FLOATS = ("F64", "F32", "F16", "BF16")  # safetensors' names of the dtypes weights may be stored in

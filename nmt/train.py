@@ -149,7 +149,8 @@ class Trainer:
 
     def _save(self, is_best: bool) -> None:
         self.state.window = self.window.state()  # a run resumed mid-window logs the whole window
-        save_run(self.run_dir, self.model, self.optimizer, self.config, self.tokenizer, self.state, self.inputs, is_best)
+        save_run(self.run_dir, self.model, self.optimizer, self.config, self.tokenizer, self.state, self.inputs, is_best,
+                 int(self.train_src.lengths.max()))
         self.saved_step = self.state.step
 
     # -- the loop ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from nmt.checkpoint import (
+    LONGEST_SOURCE,
     TRAINER_FILES,
     CheckpointError,
     load_weights,
@@ -58,10 +59,11 @@ def unusable_run(run_dir: Path, why: str) -> NmtError:
 
 
 def save_run(run_dir: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, config: Config, tokenizer: Tokenizer,
-             state: TrainerState, inputs: str, is_best: bool) -> None:
+             state: TrainerState, inputs: str, is_best: bool, longest_source: int) -> None:
     """A checkpoint of this step in ``run_dir/checkpoints``, ``last`` (and ``best`` when it is)
     pointed at it; older ones beyond train.keep_checkpoints (``best`` aside) removed. ``inputs``:
-    the data and tokenizer's fingerprint, which a resumed run must match."""
+    the data and tokenizer's fingerprint, which a resumed run must match; ``longest_source``: the
+    training split's longest source in pieces, which translation warns past."""
     tensors, optim_data = optimizer_to_tensors(optimizer)
     tensors["rng.torch"] = torch.get_rng_state()
     device = next(model.parameters()).device
@@ -69,7 +71,8 @@ def save_run(run_dir: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, co
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     folder = run_dir / "checkpoints" / f"step-{state.step:07d}"
     save_checkpoint(folder, model, config, tokenizer, state.step, tensors,
-                    {"optimizer": optim_data, "trainer": state.__dict__, "inputs": inputs})
+                    {"optimizer": optim_data, "trainer": state.__dict__, "inputs": inputs},
+                    {LONGEST_SOURCE: longest_source})
     if is_best:
         point(run_dir / "best", folder)
     point(run_dir / "last", folder)

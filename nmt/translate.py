@@ -32,11 +32,14 @@ log = logging.getLogger(__name__)
 
 class Translator:
     def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: Config, device: torch.device | str = "cpu",
-                 follow_load: bool = True):
+                 follow_load: bool = True, longest_source: int | None = None):
         """``follow_load``: on the CPU, decode with a thread fewer while other processes take a
         core (``nmt.hardware.ThreadGovernor``; never more threads than torch has, and those back
-        at the end); False keeps torch's count as it is (a trainer told train.threads)."""
+        at the end); False keeps torch's count as it is (a trainer told train.threads).
+        ``longest_source``: the longest source the model was trained on, in pieces (its
+        checkpoint's record): longer lines are said in a warning."""
         self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.longest_source = longest_source
         self.device = torch.device(device)
         self.follow_load = follow_load and self.device.type == "cpu"
         self._governor: ThreadGovernor | None = None  # kept across calls: nmt translate's next chunk starts where the last ended
@@ -51,7 +54,7 @@ class Translator:
         dev = pick_device(device)
         loaded = load_checkpoint(path, dev)
         config = loaded.config if decode is None else dataclasses.replace(loaded.config, decode=decode)
-        return cls(loaded.model, loaded.tokenizer, config, dev)
+        return cls(loaded.model, loaded.tokenizer, config, dev, longest_source=loaded.longest_source)
 
     def hypotheses(
         self,
@@ -225,6 +228,7 @@ class Translator:
         with ``split``, a line longer than train.max_train_len source pieces cut
         (``nmt.segment.split_long``); the rest whole."""
         encoded, longest = self._encoded(lines), self.config.train.max_train_len
+        _warn_unseen([len(ids) for ids in encoded if ids], self.longest_source, longest)
         if not split:
             _warn_long([len(ids) for ids in encoded if ids], longest)
             return encoded, [1] * len(lines)
@@ -255,6 +259,18 @@ def _joined(parts: list[Hypothesis]) -> Hypothesis:
     starts = np.cumsum([len(h.tokens) for h in parts[:-1]]).tolist()
     return Hypothesis([t for h in parts for t in h.tokens], sum(h.log_prob for h in parts),
                       sum(h.score for h in parts), cuts=tuple(starts))
+
+
+def _warn_unseen(lengths: list[int], seen: int | None, most: int) -> None:
+    """A warning for lines longer than any source the model was trained on (``seen`` pieces, where
+    its checkpoint records it) but within train.max_train_len (``most``; longer ones are cut into
+    parts, or warned about by ``_warn_long``), decoded whole: a model trained on sentences of up to
+    7 pieces wrote 17 words for a line of 12 sentences, 71 pieces, where 60 were due, unsaid."""
+    if seen is None or not (unseen := [n for n in lengths if seen < n <= most]):
+        return
+    log.warning("%d line(s) are longer than any source the model was trained on (%d pieces; these up to %d): "
+                "an RNN decoder tends to stop early on them, leaving words out; one sentence a line translates "
+                "best", len(unseen), seen, max(unseen))
 
 
 def _warn_long(lengths: list[int], longest: int) -> None:

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 import nmt
 from conftest import SPM200, TINY_TSV, saved_tiny_model, tiny_config
 from nmt import pipeline
-from nmt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nmt.checkpoint import LONGEST_SOURCE, CheckpointError, load_checkpoint, save_checkpoint
 from nmt.config import run_paths
 from nmt.errors import NmtError
 from nmt.provenance import versions
@@ -949,6 +949,51 @@ def test_an_interrupted_run_keeps_the_checkpoints_an_uninterrupted_one_keeps(tmp
     a, b = (load_file(run / "mean" / "model.safetensors") for run in (straight.root, resumed.root))
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_a_checkpoint_records_the_longest_source_it_trained_on_and_translation_warns_past_it(tmp_path, caplog):
+    """A model trained on sentences of up to 7 pieces wrote 17 words for a line of 71 pieces, where
+    60 were due: within train.max_train_len, nothing was cut, and nothing was said."""
+    import logging
+
+    import numpy as np
+
+    from nmt.checkpoint import read_manifest
+    from nmt.lines import read_lines
+    from nmt.tokenizer import Tokenizer
+    from nmt.trainset import fits
+
+    _, paths = _train(tmp_path, "train.max_steps=16", "train.keep_checkpoints=2", "train.max_train_len=40")
+    tokenizer = Tokenizer.from_folder(paths.tokenizer)
+    src = [len(ids) for ids in tokenizer.encode_src(read_lines(paths.data / "train.es"))]
+    tgt = [len(ids) for ids in tokenizer.encode_tgt(read_lines(paths.data / "train.en"))]
+    longest = int(np.array(src)[fits(np.array(src), np.array(tgt), 40)].max())
+    assert read_manifest(paths.root / "last")[LONGEST_SOURCE] == longest <= 40
+    translator = Translator.from_checkpoint(paths.root / "last")
+    assert translator.longest_source == longest
+    words = "y dijo Dios sea la luz y fue la luz".split()
+    lines = [" ".join(words[: 1 + i % len(words)] * 4) for i in range(40)]
+    pieces = {len(ids) for ids in tokenizer.encode_src(lines)}
+    translator.longest_source = min(pieces)  # as if trained on shorter sentences than these
+    over = [n for n in (len(ids) for ids in tokenizer.encode_src(lines)) if min(pieces) < n <= 40]
+    with caplog.at_level(logging.WARNING, logger="nmt.translate"):
+        assert len(translator.translate(lines)) == len(lines)
+    said = [r.getMessage() for r in caplog.records if "longer than any source" in r.getMessage()]
+    assert said == [f"{len(over)} line(s) are longer than any source the model was trained on ({min(pieces)} "
+                    f"pieces; these up to {max(over)}): an RNN decoder tends to stop early on them, leaving words "
+                    f"out; one sentence a line translates best"]
+    caplog.clear()
+    translator.longest_source = max(pieces)
+    with caplog.at_level(logging.WARNING, logger="nmt.translate"):
+        translator.translate(lines)
+    assert "longer than any source" not in caplog.text
+    from typer.testing import CliRunner
+
+    from nmt.cli import app
+
+    averaged = CliRunner().invoke(app, ["average", str(paths.root), "--last", "2", "-o", str(tmp_path / "mean")])
+    assert averaged.exit_code == 0, averaged.output
+    assert read_manifest(tmp_path / "mean")[LONGEST_SOURCE] == longest  # an average warns as its steps do
 
 
 def test_average_is_the_mean_of_the_weights_and_translates(tmp_path):
