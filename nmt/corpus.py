@@ -115,6 +115,8 @@ def _holds_nothing(path: Path) -> bool:
 
 # what datasets' Parquet reader says of an empty file, naming none (its row group of no rows; 0 bytes)
 EMPTY_PARQUET = re.compile(r"BatchSize must be greater than 0|Parquet file size is 0 bytes")
+# pandas' parser on a row with more fields than the rows before it (past the first data row)
+_PARSER_FIELDS = re.compile(r"Expected (?P<expected>\d+) fields in line (?P<line>\d+), saw (?P<saw>\d+)")
 
 
 def _empty_parquet(folder: Path) -> Path | None:
@@ -294,6 +296,10 @@ def read_pairs(config: DataConfig) -> list[Pair]:
             message = where
         elif source.is_dir() and EMPTY_PARQUET.search(text) and (empty := _empty_parquet(source)) is not None:
             message = f"{empty} is empty (no rows); remove it or download it again"
+        elif (fields := _PARSER_FIELDS.search(text)) is not None:  # pandas' words for a row too long, in nmt's
+            message = (f"line {fields['line']} has {fields['saw']} fields, but the rows above it have "
+                       f"{fields['expected']}: every row needs one field per column (a tab inside a sentence of a "
+                       f"TSV, or an unquoted comma in a CSV)")
         raise DataError(f"cannot load {config.source}: {message}") from exc
     pairs = _pairs_from_table(table, config)
     if source.is_file() and _file_kind(source) == "csv" and any(not pair.src or not pair.tgt for pair in pairs):
@@ -356,9 +362,10 @@ def _field(record: dict, name: str, index: int, source: str):
 
 def _pairs_from_table(table, config: DataConfig) -> list[Pair]:
     columns = set(table.column_names)
-    for name in (config.src_field, config.tgt_field):
-        if name.split(".")[0] not in columns:
-            raise DataError(f"{config.source}: no column {name!r} (columns: {', '.join(sorted(columns))})")
+    for key, name, side in (("src_field", config.src_field, "source"), ("tgt_field", config.tgt_field, "target")):
+        if name.split(".")[0] not in columns:  # (src_lang: de with a header's de column: src_field stays es)
+            raise DataError(f"{config.source}: no column {name!r} (columns: {', '.join(sorted(columns))}); "
+                            f"data.{key} names the column of the {side} sentences")
     if config.columns and len(table) and all(str(table[0].get(name)).strip() == name
                                              for name in (config.src_field, config.tgt_field)):
         raise DataError(f"{config.source}: its first row is a header ({', '.join(table[0].values())}), but "

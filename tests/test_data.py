@@ -132,17 +132,30 @@ def test_a_first_row_longer_than_the_columns_is_refused_not_shifted(tmp_path, na
 
 
 @pytest.mark.parametrize("name, text, words", [
-    ("c.csv", "id,es,en\nA.1,hola,hello\nA.2,uno,dos,tres,cuatro\n", "Expected 3 fields in line 3, saw 5"),
+    ("c.csv", "id,es,en\nA.1,hola,hello\nA.2,uno,dos,tres,cuatro\n",  # (pandas' "Expected 3 fields in line 3, saw 5")
+     r"line 3 has 5 fields, but the rows above it have 3: every row needs one field per column \(a tab inside"),
+    ("c.tsv", "id\tes\ten\nA.1\thola\thello\nA.2\tuno\tdos\ttres\n", r"line 3 has 4 fields, but the rows above"),
     ("c.jsonl", '{"id": "A.1", "es": "hola", "en": "hello"}\n{bad\n', r"line 2 is not valid JSON \(Expecting"),
     ("c.jsonl", '{"es": "hola", "en": "hello"}\n\n{"es": "uno", "en": \n', "line 3 is not valid JSON"),
 ])
-def test_a_file_the_parser_rejects_gives_the_parsers_words_and_nothing_else(tmp_path, capfd, name, text, words):
-    """A JSON Lines file: the line that fails, numbered from 1 (the parser's rows count from 0)."""
+def test_a_file_the_parser_rejects_is_one_line_saying_where(tmp_path, capfd, name, text, words):
+    """A JSON Lines file: the line that fails, numbered from 1 (the parser's rows count from 0); a
+    table row longer than the ones above it: its line and fields, in nmt's words, not pandas'."""
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     with pytest.raises(DataError, match=f"cannot load .*{words}"):
         read_pairs(DataConfig(source=str(path), columns=()))
     assert capfd.readouterr().err == ""  # the CLI's one-line error is the only line on stderr
+
+
+def test_a_missing_column_names_the_setting_to_change(tmp_path):
+    """src_lang: de with a header's de column: "no column 'es'" did not say that data.src_field,
+    whose default stays es, names it."""
+    path = tmp_path / "c.tsv"
+    path.write_text("id\tde\ten\nA.1\thallo\thello\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"no column 'es' \(columns: de, en, id\); data.src_field names the column of "
+                                        r"the source sentences$"):
+        read_pairs(DataConfig(source=str(path), columns=(), src_lang="de"))
 
 
 def test_local_files_load_without_progress_bars(tmp_path, monkeypatch):
