@@ -171,14 +171,33 @@ def split_path(folder: Path, split: str, lang: str) -> Path:
     return Path(folder) / f"{split}.{lang}"
 
 
+def _split_texts(prepared: PreparedData, config: DataConfig, name: str) -> dict[str, str]:
+    """A split's files as ``write_splits`` writes them: {file name: text}."""
+    pairs = prepared.splits[name]
+    return {split_path(Path(), name, config.src_lang).name: "".join(p.src + "\n" for p in pairs),
+            split_path(Path(), name, config.tgt_lang).name: "".join(p.tgt + "\n" for p in pairs),
+            f"{name}.ids": "".join(p.id + "\n" for p in pairs)}
+
+
+def changed_splits(prepared: PreparedData, folder: Path, config: DataConfig, names: tuple[str, ...]) -> list[str]:
+    """The sentence files of the splits ``names`` that ``write_splits`` would change in ``folder``
+    (one not there counts as changed)."""
+    changed = []
+    for name in names:
+        for file, text in _split_texts(prepared, config, name).items():
+            path = Path(folder) / file
+            if not file.endswith(".ids") and (not path.is_file() or path.read_bytes() != text.encode("utf-8")):
+                changed.append(file)
+    return changed
+
+
 def write_splits(prepared: PreparedData, folder: Path, config: DataConfig) -> Path:
     """Write ``{split}.{lang}`` and ``{split}.ids`` files, then ``stats.json`` last (the stage's marker)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for name, pairs in prepared.splits.items():
-        atomic_write_text(split_path(folder, name, config.src_lang), "".join(p.src + "\n" for p in pairs))
-        atomic_write_text(split_path(folder, name, config.tgt_lang), "".join(p.tgt + "\n" for p in pairs))
-        atomic_write_text(folder / f"{name}.ids", "".join(p.id + "\n" for p in pairs))
+    for name in prepared.splits:
+        for file, text in _split_texts(prepared, config, name).items():
+            atomic_write_text(folder / file, text)
     stats_path = folder / "stats.json"
     stats = {**prepared.stats(), "settings": settings_json(config)}  # training checks it prepared these
     atomic_write_text(stats_path, json.dumps(stats, indent=2) + "\n")

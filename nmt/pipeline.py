@@ -45,10 +45,29 @@ def _run_held(paths: RunPaths, stage: str) -> Iterator[None]:
 def prepare(config: Config, paths: RunPaths) -> Path:
     """Load, normalise, filter and split the parallel text; returns ``data/stats.json``."""
     from nmt import data
+    from nmt.config import settings_json
 
     with _run_held(paths, "nmt prepare"):
         prepared = data.prepare(config.data)
+        if changed := data.changed_splits(prepared, paths.data, config.data, ("train", "dev")):
+            _keep_trained(paths, "splits", changed, data.settings_changed(
+                paths.data / "stats.json", "data", settings_json(config.data)))
         return data.write_splits(prepared, paths.data, config.data)
+
+
+def _keep_trained(paths: RunPaths, what: str, files: list[str], settings: str) -> None:
+    """An NmtError, before anything is written, where the stage would replace ``files`` of a run
+    that has trained on them (its ``last`` is there): a tokenizer.vocab_size edit retrained the
+    run's tokenizer, and only then did training refuse to resume, the run's files replaced. The
+    same settings, or others that leave the files as they are, go on."""
+    import os
+
+    from nmt.trainstate import unusable_run
+
+    if os.path.lexists(paths.root / "last"):
+        why = f"settings changed: {settings}" if settings else "the data they come from changed"
+        raise unusable_run(paths.root, f"{paths.root / 'last'} was trained on the {what} this would replace "
+                                       f"({', '.join(files)}; {why})")
 
 
 def _after(*stages: tuple[Path, str]) -> None:
@@ -62,17 +81,34 @@ def _after(*stages: tuple[Path, str]) -> None:
 
 def tokenize(config: Config, paths: RunPaths) -> Path:
     """Train SentencePiece on the training split only; returns ``tokenizer/tokenizer.json``."""
+    import os
+    import tempfile
+
     from nmt.config import settings_json
-    from nmt.data import check_made_with, split_path
+    from nmt.data import check_made_with, settings_changed, split_path
     from nmt.lines import read_lines
-    from nmt.tokenizer import train_tokenizer
+    from nmt.tokenizer import FILES, train_tokenizer
 
     _after((paths.data / "stats.json", "nmt prepare"))
     check_made_with(paths.data / "stats.json", "data", settings_json(config.data), "nmt prepare")
     with _run_held(paths, "nmt tokenize"):
         src = read_lines(split_path(paths.data, "train", config.data.src_lang))
         tgt = read_lines(split_path(paths.data, "train", config.data.tgt_lang))
-        return train_tokenizer(src, tgt, config.tokenizer, paths.tokenizer)
+        if not os.path.lexists(paths.root / "last"):
+            return train_tokenizer(src, tgt, config.tokenizer, paths.tokenizer)
+        with tempfile.TemporaryDirectory(prefix=".tokenizer.", dir=paths.root) as made:  # trained on: compare first
+            train_tokenizer(src, tgt, config.tokenizer, Path(made))
+            if changed := [name for name in FILES if not _same_bytes(Path(made) / name, paths.tokenizer / name)]:
+                _keep_trained(paths, "tokenizer", changed, settings_changed(
+                    paths.tokenizer / "tokenizer.json", "tokenizer", settings_json(config.tokenizer)))
+            paths.tokenizer.mkdir(exist_ok=True)
+            for name in (*FILES, "tokenizer.json"):  # the manifest last: the stage's marker
+                os.replace(Path(made) / name, paths.tokenizer / name)
+        return paths.tokenizer / "tokenizer.json"
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    return b.is_file() and a.read_bytes() == b.read_bytes()
 
 
 def train(config: Config, paths: RunPaths, device: str | None = None, on_progress: Callable | None = None) -> dict:

@@ -839,9 +839,34 @@ def test_resume_goes_on_after_a_data_edit_that_left_the_splits_as_they_were(tmp_
             summary, _ = _train(tmp_path, f"train.max_steps={steps}", edit)
         assert summary["steps"] == steps and f"resumed from {paths.root / 'last'} at step {steps - 8}" in caplog.text
         assert f"{said} (the same splits and pieces)" in caplog.text
-    pipeline.prepare(tiny_config(tmp_path, "data.dev_size=7", "data.max_words=12"), paths)
-    with pytest.raises(NmtError, match=r"trained with other data or tokenizer settings \(data.max_words 40 → 12\)"):
-        _train(tmp_path, "train.max_steps=32", "data.dev_size=7", "data.max_words=12")
+    before = {p.name: p.read_bytes() for p in paths.data.iterdir()}
+    with pytest.raises(NmtError, match=rf"^{re.escape(str(paths.root / 'last'))} was trained on the splits this would "
+                                       rf"replace \(train.es, train.en, .*; settings changed: data.max_words 40 → 12\); "
+                                       rf"delete {re.escape(str(paths.root))} or choose a new name"):
+        pipeline.prepare(tiny_config(tmp_path, "data.dev_size=7", "data.max_words=12"), paths)
+    assert {p.name: p.read_bytes() for p in paths.data.iterdir()} == before  # refused before it wrote
+
+
+def test_a_tokenizer_edit_after_training_is_refused_before_the_runs_tokenizer_is_replaced(tmp_path):
+    """tokenizer.vocab_size 200 → 150 on a trained run: make trained the run's tokenizer again, and
+    only then did training refuse to resume, the run's tokenizer replaced. The same settings
+    again (make after an edit that was undone) go on."""
+    config = tiny_config(tmp_path, "train.max_steps=8", "train.valid_every=8")
+    paths = run_paths(config, tmp_path)
+    pipeline.prepare(config, paths)
+    pipeline.tokenize(config, paths)
+    pipeline.train(config, paths)
+    before = {p.name: p.read_bytes() for p in paths.tokenizer.iterdir()}
+    other = tiny_config(tmp_path, "train.max_steps=8", "train.valid_every=8", "tokenizer.vocab_size=150")
+    with pytest.raises(NmtError, match=rf"^{re.escape(str(paths.root / 'last'))} was trained on the tokenizer this "
+                                       rf"would replace \(src.model, tgt.model; settings changed: tokenizer.vocab_size "
+                                       rf"200 → 150\); delete "):
+        pipeline.tokenize(other, paths)
+    assert {p.name: p.read_bytes() for p in paths.tokenizer.iterdir()} == before
+    assert [p.name for p in paths.root.iterdir() if p.name.startswith(".tokenizer")] == []  # no temporary left
+    pipeline.tokenize(config, paths)  # the same pieces: made again, and training goes on
+    assert {p.name: p.read_bytes() for p in paths.tokenizer.iterdir()} == before
+    pipeline.train(tiny_config(tmp_path, "train.max_steps=16", "train.valid_every=8"), paths)
 
 
 def test_resume_refuses_a_run_with_another_model(tmp_path):
