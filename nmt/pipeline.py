@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -49,25 +50,28 @@ def prepare(config: Config, paths: RunPaths) -> Path:
 
     with _run_held(paths, "nmt prepare"):
         prepared = data.prepare(config.data)
-        if changed := data.changed_splits(prepared, paths.data, config.data, ("train", "dev")):
-            _keep_trained(paths, "splits", changed, data.settings_changed(
-                paths.data / "stats.json", "data", settings_json(config.data)))
+        if _trained(paths) and (changed := data.changed_splits(prepared, paths.data, config.data, ("train", "dev"))):
+            raise _replacing_trained(paths, "splits", changed, data.settings_changed(
+                paths.data / "stats.json", "data", settings_json(config.data)), "the corpus changed")
         return data.write_splits(prepared, paths.data, config.data)
 
 
-def _keep_trained(paths: RunPaths, what: str, files: list[str], settings: str) -> None:
-    """An NmtError, before anything is written, where the stage would replace ``files`` of a run
-    that has trained on them (its ``last`` is there): a tokenizer.vocab_size edit retrained the
-    run's tokenizer, and only then did training refuse to resume, the run's files replaced. The
-    same settings, or others that leave the files as they are, go on."""
-    import os
+def _trained(paths: RunPaths) -> bool:
+    """Whether the run has trained: its ``last`` checkpoint is there."""
+    return os.path.lexists(paths.root / "last")
 
+
+def _replacing_trained(paths: RunPaths, what: str, files: list[str], settings: str, otherwise: str) -> NmtError:
+    """The error of a stage that would replace ``files`` a run has trained on, said before anything
+    is written: a tokenizer.vocab_size edit retrained the run's tokenizer, and only then did
+    training refuse to resume, the run's files replaced. (The same settings, or others that leave
+    the files as they are, go on.) ``settings``: those changed, old → new; ``otherwise``: why,
+    where none did."""
     from nmt.trainstate import unusable_run
 
-    if os.path.lexists(paths.root / "last"):
-        why = f"settings changed: {settings}" if settings else "the data they come from changed"
-        raise unusable_run(paths.root, f"{paths.root / 'last'} was trained on the {what} this would replace "
-                                       f"({', '.join(files)}; {why})")
+    why = f"settings changed: {settings}" if settings else otherwise
+    return unusable_run(paths.root, f"{paths.root / 'last'} was trained on the {what} this would replace "
+                                    f"({', '.join(files)}; {why})")
 
 
 def _after(*stages: tuple[Path, str]) -> None:
@@ -81,7 +85,6 @@ def _after(*stages: tuple[Path, str]) -> None:
 
 def tokenize(config: Config, paths: RunPaths) -> Path:
     """Train SentencePiece on the training split only; returns ``tokenizer/tokenizer.json``."""
-    import os
     import tempfile
 
     from nmt.config import settings_json
@@ -94,13 +97,14 @@ def tokenize(config: Config, paths: RunPaths) -> Path:
     with _run_held(paths, "nmt tokenize"):
         src = read_lines(split_path(paths.data, "train", config.data.src_lang))
         tgt = read_lines(split_path(paths.data, "train", config.data.tgt_lang))
-        if not os.path.lexists(paths.root / "last"):
+        if not _trained(paths):
             return train_tokenizer(src, tgt, config.tokenizer, paths.tokenizer)
         with tempfile.TemporaryDirectory(prefix=".tokenizer.", dir=paths.root) as made:  # trained on: compare first
             train_tokenizer(src, tgt, config.tokenizer, Path(made))
             if changed := [name for name in FILES if not _same_bytes(Path(made) / name, paths.tokenizer / name)]:
-                _keep_trained(paths, "tokenizer", changed, settings_changed(
-                    paths.tokenizer / "tokenizer.json", "tokenizer", settings_json(config.tokenizer)))
+                raise _replacing_trained(paths, "tokenizer", changed, settings_changed(
+                    paths.tokenizer / "tokenizer.json", "tokenizer", settings_json(config.tokenizer)),
+                    "the training split changed, or the tokenizer there has no record of its settings")
             paths.tokenizer.mkdir(exist_ok=True)
             for name in (*FILES, "tokenizer.json"):  # the manifest last: the stage's marker
                 os.replace(Path(made) / name, paths.tokenizer / name)

@@ -818,8 +818,12 @@ def test_training_refuses_splits_or_pieces_made_under_other_settings(tmp_path):
     with pytest.raises(NmtError, match=r"data was made with other settings \(data.max_words 40 → 30\); run nmt "
                                        r"prepare again \(make train does it itself\)"):
         _train(tmp_path, "train.max_steps=8", "data.max_words=30")
-    config = tiny_config(tmp_path, "tokenizer.vocab_size=150")
-    pipeline.tokenize(config, paths)  # now the tokenizer folder records its settings (the copied one has none)
+    from nmt.lines import read_lines
+    from nmt.tokenizer import train_tokenizer
+
+    config = tiny_config(tmp_path, "tokenizer.vocab_size=150")  # (nmt tokenize refuses to replace a trained run's)
+    src, tgt = (read_lines(paths.data / f"train.{side}") for side in ("es", "en"))
+    train_tokenizer(src, tgt, config.tokenizer, paths.tokenizer)  # a tokenizer folder that records its settings
     with pytest.raises(NmtError, match=r"tokenizer was made with other settings \(tokenizer.vocab_size 150 → 200\); "
                                        r"run nmt tokenize again"):
         _train(tmp_path, "train.max_steps=8")
@@ -845,6 +849,23 @@ def test_resume_goes_on_after_a_data_edit_that_left_the_splits_as_they_were(tmp_
                                        rf"delete {re.escape(str(paths.root))} or choose a new name"):
         pipeline.prepare(tiny_config(tmp_path, "data.dev_size=7", "data.max_words=12"), paths)
     assert {p.name: p.read_bytes() for p in paths.data.iterdir()} == before  # refused before it wrote
+
+
+def test_a_corpus_edited_in_place_after_training_is_refused_before_the_runs_splits_are_replaced(tmp_path):
+    corpus = tmp_path / "corpus.tsv"
+    shutil.copy(TINY_TSV, corpus)
+    config = tiny_config(tmp_path, f"data.source={corpus}", "train.max_steps=8", "train.valid_every=8")
+    paths = run_paths(config, tmp_path)
+    pipeline.prepare(config, paths)
+    shutil.copytree(SPM200, paths.tokenizer)
+    pipeline.train(config, paths)
+    pipeline.prepare(config, paths)  # the same corpus again: nothing changes, nothing refused
+    corpus.write_text(corpus.read_text(encoding="utf-8").replace("Dios", "Señor"), encoding="utf-8")
+    before = {p.name: p.read_bytes() for p in paths.data.iterdir()}
+    with pytest.raises(NmtError, match=r"was trained on the splits this would replace \(train.es, dev.es; the corpus "
+                                       r"changed\); delete"):
+        pipeline.prepare(config, paths)
+    assert {p.name: p.read_bytes() for p in paths.data.iterdir()} == before
 
 
 def test_a_tokenizer_edit_after_training_is_refused_before_the_runs_tokenizer_is_replaced(tmp_path):
