@@ -171,7 +171,7 @@ def split_path(folder: Path, split: str, lang: str) -> Path:
     return Path(folder) / f"{split}.{lang}"
 
 
-def _split_texts(prepared: PreparedData, config: DataConfig, name: str) -> dict[str, str]:
+def split_texts(prepared: PreparedData, config: DataConfig, name: str) -> dict[str, str]:
     """A split's files as ``write_splits`` writes them: {file name: text}."""
     pairs = prepared.splits[name]
     return {split_path(Path(), name, config.src_lang).name: "".join(p.src + "\n" for p in pairs),
@@ -180,13 +180,14 @@ def _split_texts(prepared: PreparedData, config: DataConfig, name: str) -> dict[
 
 
 def changed_splits(prepared: PreparedData, folder: Path, config: DataConfig, names: tuple[str, ...]) -> list[str]:
-    """The sentence files of the splits ``names`` that ``write_splits`` would change in ``folder``
-    (one not there counts as changed)."""
+    """The sentence files of the splits ``names`` in ``folder`` that ``write_splits`` would write
+    other text into (one not there is not replaced: written, it is what training's fingerprint
+    checks)."""
     changed = []
     for name in names:
-        for file, text in _split_texts(prepared, config, name).items():
+        for file, text in split_texts(prepared, config, name).items():
             path = Path(folder) / file
-            if not file.endswith(".ids") and (not path.is_file() or path.read_bytes() != text.encode("utf-8")):
+            if not file.endswith(".ids") and path.is_file() and path.read_bytes() != text.encode("utf-8"):
                 changed.append(file)
     return changed
 
@@ -196,7 +197,7 @@ def write_splits(prepared: PreparedData, folder: Path, config: DataConfig) -> Pa
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in prepared.splits:
-        for file, text in _split_texts(prepared, config, name).items():
+        for file, text in split_texts(prepared, config, name).items():
             atomic_write_text(folder / file, text)
     stats_path = folder / "stats.json"
     stats = {**prepared.stats(), "settings": settings_json(config)}  # training checks it prepared these

@@ -319,10 +319,10 @@ def build_report(
         raise NmtError("give at least one --checkpoint")
     t0 = time.perf_counter()
     cands = _load(checkpoints, names, options, device, decode)
-    given_out = out_dir is not None
+    given_out, named_by_files = out_dir is not None, src is not None or ref is not None
     out_dir = Path(out_dir or _report_dir(cands, src, ref, options))
     src, ref, sources, refs = _test_set(cands, src, ref)
-    if not given_out:
+    if not given_out and named_by_files:  # (the run's own test split: a copied run's report names the original's)
         from nmt.pipeline import check_folder_inputs
 
         check_folder_inputs(out_dir, {"source": src, "reference": ref})

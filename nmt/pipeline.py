@@ -50,10 +50,28 @@ def prepare(config: Config, paths: RunPaths) -> Path:
 
     with _run_held(paths, "nmt prepare"):
         prepared = data.prepare(config.data)
-        if _trained(paths) and (changed := data.changed_splits(prepared, paths.data, config.data, ("train", "dev"))):
+        if (_trained(paths) and (changed := data.changed_splits(prepared, paths.data, config.data, ("train", "dev")))
+                and not _restores(paths, prepared, config)):
             raise _replacing_trained(paths, "splits", changed, data.settings_changed(
                 paths.data / "stats.json", "data", settings_json(config.data)), "the corpus changed")
         return data.write_splits(prepared, paths.data, config.data)
+
+
+def _restores(paths: RunPaths, prepared, config: Config) -> bool:
+    """Whether splits ``prepared`` are, with the run's pieces, what its ``last`` was trained on (its
+    trainer.json's fingerprint of them): written, they restore the run's files, not replace them."""
+    from nmt.data import split_texts
+    from nmt.trainset import fingerprint
+
+    try:
+        recorded = json.loads((paths.root / "last" / "trainer.json").read_text(encoding="utf-8")).get("inputs")
+    except (OSError, ValueError, AttributeError):
+        return False
+    sides = (config.data.src_lang, config.data.tgt_lang)
+    texts = {**split_texts(prepared, config.data, "train"), **split_texts(prepared, config.data, "dev")}
+    files = [(f"{split}.{lang}", texts[f"{split}.{lang}"].encode("utf-8")) for split in ("train", "dev") for lang in sides]
+    models = [(path.name, path.read_bytes()) for path in sorted(paths.tokenizer.glob("*.model"))]
+    return recorded is not None and recorded == fingerprint(files + models)
 
 
 def _trained(paths: RunPaths) -> bool:
@@ -87,6 +105,7 @@ def tokenize(config: Config, paths: RunPaths) -> Path:
     """Train SentencePiece on the training split only; returns ``tokenizer/tokenizer.json``."""
     import tempfile
 
+    from nmt.atomic import atomic_write_bytes
     from nmt.config import settings_json
     from nmt.data import check_made_with, settings_changed, split_path
     from nmt.lines import read_lines
@@ -101,18 +120,33 @@ def tokenize(config: Config, paths: RunPaths) -> Path:
             return train_tokenizer(src, tgt, config.tokenizer, paths.tokenizer)
         with tempfile.TemporaryDirectory(prefix=".tokenizer.", dir=paths.root) as made:  # trained on: compare first
             train_tokenizer(src, tgt, config.tokenizer, Path(made))
-            if changed := [name for name in FILES if not _same_bytes(Path(made) / name, paths.tokenizer / name)]:
+            trained = paths.root / "last"  # a checkpoint holds the models it was trained with
+            if changed := [name for name in FILES if not _same_pieces(Path(made) / name, trained / name,
+                                                                      src[:1000] + tgt[:1000])]:
                 raise _replacing_trained(paths, "tokenizer", changed, settings_changed(
                     paths.tokenizer / "tokenizer.json", "tokenizer", settings_json(config.tokenizer)),
                     "the training split changed, or the tokenizer there has no record of its settings")
             paths.tokenizer.mkdir(exist_ok=True)
-            for name in (*FILES, "tokenizer.json"):  # the manifest last: the stage's marker
-                os.replace(Path(made) / name, paths.tokenizer / name)
+            for name in FILES:  # the checkpoint's own bytes (training's fingerprint), not the new model's
+                atomic_write_bytes(paths.tokenizer / name, (trained / name).read_bytes())
+            os.replace(Path(made) / "tokenizer.json", paths.tokenizer / "tokenizer.json")  # last: the marker
         return paths.tokenizer / "tokenizer.json"
 
 
-def _same_bytes(a: Path, b: Path) -> bool:
-    return b.is_file() and a.read_bytes() == b.read_bytes()
+def _same_pieces(new: Path, old: Path, lines: list[str]) -> bool:
+    """Whether SentencePiece model ``new`` cuts text as ``old`` does: the same pieces, scores and
+    cuts of ``lines``. Not the bytes: a model records the options it was trained with, which
+    another nmt or SentencePiece version passes otherwise for the same pieces."""
+    import sentencepiece as spm
+
+    if not old.is_file():
+        return False
+    if new.read_bytes() == old.read_bytes():
+        return True
+    a, b = (spm.SentencePieceProcessor(model_file=str(path)) for path in (new, old))
+    table = lambda proc: [(proc.id_to_piece(i), proc.get_score(i)) for i in range(proc.get_piece_size())]  # noqa: E731
+    probe = [*lines, "，！？ m² ｶﾞ Ⅻ ﬁ"]  # NFKC would fold these, identity keeps them
+    return table(a) == table(b) and a.encode(probe) == b.encode(probe)
 
 
 def train(config: Config, paths: RunPaths, device: str | None = None, on_progress: Callable | None = None) -> dict:
@@ -143,20 +177,27 @@ def report_folder(checkpoint: Path, run_dir: Path, src_path: Path | None, beam: 
 
 
 def check_folder_inputs(folder: Path, inputs: dict[str, Path]) -> None:
-    """A DataError where a default report folder (``report_folder``) holds the report of another
-    source or reference file of the same name: the folder is named by the file's stem, so
-    ``--src /tmp/a/x.es``, then ``--src /tmp/b/x.es``, wrote the second report over the first. An
-    earlier report whose file is not there now (moved, or named relative to another folder) cannot
-    be told apart from this one, and is written over as before."""
+    """A DataError where a default report folder named by the files given (``report_folder``:
+    ``--src`` or ``--ref``) holds the report of another source or reference file of the same name:
+    the folder is named by the file's stem, so ``--src /tmp/a/x.es``, then ``--src /tmp/b/x.es``,
+    wrote the second report over the first. An earlier report whose file is not there now (moved,
+    or named relative to another folder), or whose file holds the same bytes (its recorded sha256),
+    cannot be told apart from this one, and is written over as before."""
+    from nmt.provenance import file_sha256
     from nmt.terminal import same_file
 
     try:
         before = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
+    if not isinstance(before, dict):
+        return
+    hashes = before.get("sha256") if isinstance(before.get("sha256"), dict) else {}
     for role, given in inputs.items():
-        was = before.get(role) if isinstance(before, dict) else None
-        if isinstance(was, str) and Path(was).is_file() and not same_file(Path(was), given):
+        was = before.get(role)
+        if not isinstance(was, str) or not Path(was).is_file() or same_file(Path(was), given):
+            continue
+        if hashes.get(role) is None or hashes.get(role) != file_sha256(given):
             raise DataError(f"{folder} holds the report of the {role} file {was}, not of {given}; "
                             f"give --out to keep both")
 
@@ -198,7 +239,7 @@ def evaluate(
     from nmt.translate import Translator
 
     run_dir = find_run_dir(checkpoint) or Path(checkpoint).parent  # runs/x/checkpoints/step-N → runs/x too
-    given_out = out_dir is not None
+    given_out, named_by_files = out_dir is not None, src_path is not None or ref_path is not None
     out_dir = Path(out_dir) if out_dir else report_folder(checkpoint, run_dir, src_path, beam, alpha, ref_path)
     check_destination(out_dir, folder=True)  # before decoding, not after
     translator = Translator.from_checkpoint(checkpoint, device, decode)
@@ -207,7 +248,7 @@ def evaluate(
         lambda: trained_on(checkpoint, run_dir, translator.config))
     beam = beam or translator.config.decode.beam
     translator.check_beam(beam)  # before the greedy pass writes its translations
-    if not given_out:
+    if not given_out and named_by_files:
         check_folder_inputs(out_dir, {"source": src_path, "reference": ref_path})
     alpha = translator.config.decode.alpha if alpha is None else alpha
     outputs = _outputs(out_dir / src_path.stem, translator.config.data.tgt_lang, beam)

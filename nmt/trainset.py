@@ -102,11 +102,17 @@ def inputs_fingerprint(data_dir: Path, tokenizer_dir: Path, config: Config) -> s
     """sha256 of what training reads: the train and dev splits and the SentencePiece models. A run
     resumes only on the same inputs: a corpus edited in place keeps the config, but retrains the
     tokenizer, and weights learned on the old pieces' ids would go on training on the new ones."""
-    digest = hashlib.sha256()
     sides = (config.data.src_lang, config.data.tgt_lang)
     files = [split_path(data_dir, split, lang) for split in ("train", "dev") for lang in sides]
-    for path in files + sorted(Path(tokenizer_dir).glob("*.model")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return fingerprint([(path.name, path.read_bytes()) for path in files + sorted(Path(tokenizer_dir).glob("*.model"))])
+
+
+def fingerprint(files: list[tuple[str, bytes]]) -> str:
+    """``inputs_fingerprint`` of files given as (name, bytes), in its order: the train and dev
+    splits' source and target, then the SentencePiece models by name."""
+    digest = hashlib.sha256()
+    for name, data in files:
+        digest.update(name.encode() + b"\0" + data)
     return digest.hexdigest()
 
 

@@ -868,6 +868,29 @@ def test_a_corpus_edited_in_place_after_training_is_refused_before_the_runs_spli
     assert {p.name: p.read_bytes() for p in paths.data.iterdir()} == before
 
 
+def test_a_run_tokenized_by_another_version_goes_on_with_its_own_tokenizer(tmp_path, monkeypatch):
+    """A SentencePiece model records the options it was trained with: one made by an nmt that passed
+    other options (input_sentence_size, shuffling) has other bytes for the same pieces, and every
+    such run was refused as if its training split had changed."""
+    import sentencepiece as spm
+
+    config = tiny_config(tmp_path, "train.max_steps=8", "train.valid_every=8")
+    paths = run_paths(config, tmp_path)
+    pipeline.prepare(config, paths)
+    train = spm.SentencePieceTrainer.train
+    with monkeypatch.context() as older:  # the options nmt passed before 87164b4
+        older.setattr(spm.SentencePieceTrainer, "train",
+                      lambda **kw: train(**{**kw, "input_sentence_size": 2_000_000, "shuffle_input_sentence": True}))
+        pipeline.tokenize(config, paths)
+    pipeline.train(config, paths)
+    before = {name: (paths.tokenizer / name).read_bytes() for name in ("src.model", "tgt.model")}
+    pipeline.tokenize(tiny_config(tmp_path, "tokenizer.max_sentences=100000"), paths)  # same pieces, other bytes
+    assert {name: (paths.tokenizer / name).read_bytes() for name in before} == before  # the run's own, kept
+    summary = pipeline.train(tiny_config(tmp_path, "train.max_steps=16", "train.valid_every=8",
+                                         "tokenizer.max_sentences=100000"), paths)
+    assert summary["steps"] == 16
+
+
 def test_a_tokenizer_edit_after_training_is_refused_before_the_runs_tokenizer_is_replaced(tmp_path):
     """tokenizer.vocab_size 200 → 150 on a trained run: make trained the run's tokenizer again, and
     only then did training refuse to resume, the run's tokenizer replaced. The same settings
