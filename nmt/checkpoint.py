@@ -112,7 +112,7 @@ def _save_tensors(tensors: dict[str, torch.Tensor], tmp: Path, folder: Path, nam
         save_file(tensors, str(tmp / name))
     except SafetensorError as exc:
         if (code := re.search(r"\(os error (\d+)\)", str(exc))) is None:
-            raise CheckpointError(f"{folder / name}: cannot be written ({str(exc).splitlines()[0]})") from None
+            raise CheckpointError(f"{folder / name}: cannot be written ({(str(exc).splitlines() or ['?'])[0]})") from None
         errno = int(code.group(1))
         raise OSError(errno, os.strerror(errno), str(folder / name)) from None
     usual_permissions(tmp / name)

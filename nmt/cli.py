@@ -329,7 +329,8 @@ def report(
     src: Annotated[Optional[Path], typer.Option(help="Source file (default: the first run's test split).")] = None,
     ref: Annotated[Optional[Path], typer.Option(help="Reference file (default: the first run's test split).")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        help="Report folder (default: runs/<name>/report for the run's best on its own test split and settings, "
+        help="Report folder (default: runs/<name>/report for the run's best on its own test split and settings "
+             "with the default knobs, "
              "else runs/<name>/eval/<checkpoint or names>[-…]/report; a checkpoint outside a run: its parent "
              "folder for runs/<name>).")] = None,
     beam: Annotated[Optional[int], typer.Option(

@@ -32,7 +32,7 @@ _ABOVE_ZERO = ("train.lr", "train.clip_norm", "train.max_minutes")
 # ... and the most they may take
 _AT_MOST = {
     # train.seed: torch.manual_seed takes up to 2**64 - 1, numpy's default_rng nothing below 0 (above);
-    # data.seed (random.Random) the same range, as Random(-5) would shuffle as Random(5) does
+    # data.seed the same range: the random split's hash key is its 8 bytes (nmt.data._rank)
     "data.seed": 2**64 - 1, "train.seed": 2**64 - 1,
     # lp(n) = ((5 + n) / 6) ** alpha: at 300 it overflowed a float from n = 59 (a traceback), at inf
     # every score was -0.0. GNMT tuned alpha in [0, 1]; up to 10, lp stays finite in float32 (the

@@ -140,12 +140,13 @@ def prepare(config: DataConfig) -> PreparedData:
     rules = {"empty": "with an empty side", "too_short": f"under data.min_words={config.min_words}",
              "too_long": f"over data.max_words={config.max_words}",
              "length_ratio": f"past data.max_ratio={config.max_ratio:g}"}
+    few = ("; words are counted at spaces (a Chinese or Japanese letter as one), so a language written without "
+           "spaces between words (Thai, Lao, Khmer, Burmese) counts few")
     for reason, n in dropped.items():  # half of an English–Thai corpus went past max_ratio, said at INFO only
         if kept and reason != "empty" and n >= MANY_DROPPED * len(raw):
-            log.warning("%s: %d of %d pairs (%.0f %%) dropped as %s; words are counted at spaces (a Chinese or "
-                        "Japanese letter as one), so a language written without spaces between words (Thai, Lao, "
-                        "Khmer, Burmese) counts few: change the setting if that is not what you meant",
-                        config.source, n, len(raw), 100 * n / len(raw), rules[reason])
+            log.warning("%s: %d of %d pairs (%.0f %%) dropped as %s%s: change the setting if that is not what you "
+                        "meant", config.source, n, len(raw), 100 * n / len(raw), rules[reason],
+                        few if reason != "too_long" else "")
     if not kept:
         why = ", ".join(f"{n} {rules.get(reason, reason)}" for reason, n in sorted(dropped.items(), key=lambda kv: -kv[1]))
         raise DataError(f"{config.source}: the training set is empty after filtering ({len(raw)} pairs read, "

@@ -277,8 +277,10 @@ def _figures(report: dict) -> dict[str, bytes]:
 
 
 def _knobs(options: ReportOptions) -> dict:
-    """A report's options but its beam and alpha (which the folder's name says)."""
-    return {k: v for k, v in asdict(options).items() if k not in ("beam", "alpha")}
+    """A report's options but its beam and alpha (which the folder's name says), the sweep's beams as
+    a set (``_probe`` sorts them: --beams 10,5,2,1 is the default sweep)."""
+    knobs = {k: v for k, v in asdict(options).items() if k not in ("beam", "alpha")}
+    return knobs | {"sweep_beams": sorted(set(options.sweep_beams))}
 
 
 def _report_dir(cands: list[Candidate], src: Path | None, ref: Path | None, options: ReportOptions) -> Path:

@@ -55,7 +55,8 @@ def _preamble(report: dict) -> list[str]:
             f"{training['device']} ({training['threads']} thread{'s' * (training['threads'] != 1)}); "
             f"{training['stopped']}"
         )
-    made = [f"nmt {v['nmt']}{_commit(v)} (torch {v['torch']}, Python {v['python']})"
+    made = [f"nmt {v['nmt']}{_commit(v)} (torch {v['torch']}, "
+            f"{'SentencePiece ' + v['sentencepiece'] + ', ' if 'sentencepiece' in v else ''}Python {v['python']})"
             for v in [report.get("versions")] if v]
     if "created" in report:
         made.append(f"sacreBLEU {report['sacrebleu']}")

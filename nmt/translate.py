@@ -228,8 +228,8 @@ class Translator:
         with ``split``, a line longer than train.max_train_len source pieces cut
         (``nmt.segment.split_long``); the rest whole."""
         encoded, longest = self._encoded(lines), self.config.train.max_train_len
-        _warn_unseen([len(ids) for ids in encoded if ids], self.longest_source, longest)
         if not split:
+            _warn_unseen([len(ids) for ids in encoded if ids], self.longest_source, longest)
             _warn_long([len(ids) for ids in encoded if ids], longest)
             return encoded, [1] * len(lines)
         parts, counts, glued_lines = [], [], 0
@@ -246,6 +246,7 @@ class Translator:
             log.info("%d line(s) longer than the %d source pieces the model was trained on: translated in %d "
                      "parts, cut where sentences end, else between words (decode.split_long)",
                      sum(n > 1 for n in counts), longest, sum(n for n in counts if n > 1))
+        _warn_unseen([len(ids) for ids in parts if ids], self.longest_source, longest)  # the parts of cut lines too
         if glued_lines:
             log.warning("%d line(s) hold a stretch longer than the %d source pieces the model was trained on "
                         "with no sentence mark or space to cut it at: cut between characters, which may split "
@@ -262,13 +263,13 @@ def _joined(parts: list[Hypothesis]) -> Hypothesis:
 
 
 def _warn_unseen(lengths: list[int], seen: int | None, most: int) -> None:
-    """A warning for lines longer than any source the model was trained on (``seen`` pieces, where
-    its checkpoint records it) but within train.max_train_len (``most``; longer ones are cut into
-    parts, or warned about by ``_warn_long``), decoded whole: a model trained on sentences of up to
-    7 pieces wrote 17 words for a line of 12 sentences, 71 pieces, where 60 were due, unsaid."""
+    """A warning for lines, or parts of cut lines, decoded longer than any source the model was
+    trained on (``seen`` pieces, where its checkpoint records it) but within train.max_train_len
+    (``most``; longer lines decoded whole are ``_warn_long``'s): a model trained on sentences of up
+    to 7 pieces wrote 17 words for a line of 12 sentences, 71 pieces, where 60 were due, unsaid."""
     if seen is None or not (unseen := [n for n in lengths if seen < n <= most]):
         return
-    log.warning("%d line(s) are longer than any source the model was trained on (%d pieces; these up to %d): "
+    log.warning("%d line(s) or parts are longer than any source the model was trained on (%d pieces; these up to %d): "
                 "an RNN decoder tends to stop early on them, leaving words out; one sentence a line translates "
                 "best", len(unseen), seen, max(unseen))
 

@@ -476,9 +476,10 @@ def test_evaluate_writes_reports_for_greedy_and_beam(tiny_run, tmp_path):
 
     import torch
 
-    commit = report["versions"]["commit"]  # the tests run from a git checkout
-    at = f" at {commit[:12]}{'+changes' if commit.endswith('+changes') else ''}"
-    made = f"- made with nmt {nmt.__version__}{at} (torch {torch.__version__}, Python {platform.python_version()})"
+    commit = report["versions"].get("commit")  # where the tests run from a git checkout
+    at = f" at {commit[:12]}{'+changes' if commit.endswith('+changes') else ''}" if commit else ""
+    made = (f"- made with nmt {nmt.__version__}{at} (torch {torch.__version__}, SentencePiece "
+            f"{report['versions']['sentencepiece']}, Python {platform.python_version()})")
     assert made in (tmp_path / "report.md").read_text(encoding="utf-8")  # the head says what made it too
     hyps = (tmp_path / "test.greedy.en").read_text(encoding="utf-8").split("\n")[:-1]
     assert len(hyps) == report["sentences"] == 34
@@ -656,6 +657,8 @@ def test_the_runs_report_folder_is_make_reports_only_with_its_knobs(tiny_run, tm
     step = os.readlink(run / "best").rpartition("/")[2]
     best = [Candidate("tiny", run / "best", None, 3, 0.6)]
     assert _report_dir(best, None, None, ReportOptions()) == run / "report"
+    assert _report_dir(best, None, None, dataclasses.replace(ReportOptions(), sweep_beams=(10, 5, 2, 1, 5))) == \
+        run / "report"  # the same sweep, given in another order
     assert _report_dir(best, None, None, dataclasses.replace(ReportOptions(), beam=2)) == \
         run / "eval" / f"{step}-beam2" / "report"
     for knob, value in (("sweep_sentences", 3), ("heatmaps", 0), ("sweep_beams", (1, 2)), ("bootstrap", 10)):
