@@ -321,6 +321,9 @@ def build_report(
         raise NmtError("give at least one --checkpoint")
     t0 = time.perf_counter()
     cands = _load(checkpoints, names, options, device, decode)
+    if (widest := min(c.translator.widest_beam() for c in cands)) < min(options.sweep_beams):  # before the decoding
+        raise NmtError(f"--beams: every beam of the sweep is wider than the {widest:,} target pieces a model here "
+                       f"chooses from; give beams of at most {widest:,}")
     given_out, named_by_files = out_dir is not None, src is not None or ref is not None
     out_dir = Path(out_dir or _report_dir(cands, src, ref, options))
     src, ref, sources, refs = _test_set(cands, src, ref)

@@ -482,6 +482,7 @@ def test_a_source_file_given_alone_is_the_one_scored(tiny_run, tmp_path):
 def test_a_model_of_fewer_target_pieces_than_the_wide_beam_gets_its_report(tmp_path):
     """A model of 41 target pieces: the search-error check's default beam of 50 failed the report
     (and make report, which cannot pass --wide-beam) after all its decoding."""
+    import dataclasses
     import random
 
     from conftest import TINY_CONFIG
@@ -512,3 +513,9 @@ def test_a_model_of_fewer_target_pieces_than_the_wide_beam_gets_its_report(tmp_p
     (sweep,) = report["beam_sweep"].values()
     assert [row["beam"] for row in sweep["rows"]] == [b for b in (1, 2, 5, 10, 40) if b <= widest]
     assert f"output of a beam of {widest}" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    from nmt.errors import NmtError
+
+    with pytest.raises(NmtError, match=rf"^--beams: every beam of the sweep is wider than the {widest} target pieces"):
+        build_report([tmp_path / "ckpt"], src=tmp_path / "test.es", ref=tmp_path / "test.en", out_dir=tmp_path / "none",
+                     options=dataclasses.replace(options, sweep_beams=(40, 45)))
+    assert not (tmp_path / "none").exists()  # refused before any decoding
