@@ -93,6 +93,12 @@ def naming(path: str | Path) -> Iterator[None]:
         raise
 
 
+def renamed(exc: OSError, path: str | Path) -> OSError:
+    """``exc`` named by the file or folder asked for, ``path``, not by the temporary that failed: the
+    one-line error should say what was being written."""
+    return type(exc)(exc.errno, exc.strerror, str(path))
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``. A
@@ -118,8 +124,8 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     stem = target.name.encode()[:200].decode(errors="ignore")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:  # a read-only or full folder: named by the file asked for, not the temporary
-        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
+    except OSError as exc:  # a read-only or full folder
+        raise renamed(exc, path) from None
     try:
         os.chmod(tmp, permissions)
         with naming(path), os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:

@@ -34,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_file
 
 from nmt import __version__
-from nmt.atomic import atomic_write_text, check_destination, usual_permissions
+from nmt.atomic import atomic_write_text, check_destination, renamed, usual_permissions
 from nmt.config import DECODING, SECTIONS, Config, ConfigError, from_dict
 from nmt.errors import NmtError, path_error
 from nmt.model import Seq2Seq, build_model
@@ -79,8 +79,8 @@ def save_checkpoint(
     check_destination(folder, folder=True)  # an error naming the path, not the temporary
     try:
         tmp.mkdir(parents=True)
-    except OSError as exc:  # a read-only folder: named by the checkpoint asked for, not the temporary
-        raise type(exc)(exc.errno, exc.strerror, str(folder)) from None
+    except OSError as exc:  # a read-only folder
+        raise renamed(exc, folder) from None
     try:
         _save_tensors(_model_tensors(model), tmp, folder, "model.safetensors")
         tokenizer.save(tmp)
@@ -90,8 +90,9 @@ def save_checkpoint(
                           "trainer.safetensors")
             atomic_write_text(tmp / "trainer.json", json.dumps(trainer_state or {}, indent=2))
             files += list(TRAINER_FILES)
-        commit = {"nmt_commit": source_commit()} if source_commit() else {}  # the code that made it
-        manifest = {"format_version": FORMAT_VERSION, "nmt_version": __version__, **commit, "step": step,
+        commit = source_commit()  # the code that made it
+        manifest = {"format_version": FORMAT_VERSION, "nmt_version": __version__,
+                    **({"nmt_commit": commit} if commit else {}), "step": step,
                     "files": files, "config": config.to_dict(), **(provenance or {})}
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2))
         if folder.exists():

@@ -52,15 +52,11 @@ def _version(value: bool) -> None:
     metadata: no import), the three a bug report needs."""
     if value:
         import platform
-        from importlib.metadata import PackageNotFoundError, version
 
         from nmt import __version__
+        from nmt.provenance import installed
 
-        try:
-            torch_version = version("torch")
-        except PackageNotFoundError:
-            torch_version = "not installed"
-        typer.echo(f"nmt {__version__} (Python {platform.python_version()}, torch {torch_version})")
+        typer.echo(f"nmt {__version__} (Python {platform.python_version()}, torch {installed('torch')})")
         raise typer.Exit()
 
 

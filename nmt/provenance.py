@@ -21,13 +21,14 @@ def versions() -> dict[str, str]:
     stays 0.1.0 from commit to commit, so without the commit a number named no code."""
     import torch
 
-    found = {"nmt": __version__, "torch": torch.__version__, "sentencepiece": _installed("sentencepiece"),
+    found = {"nmt": __version__, "torch": torch.__version__, "sentencepiece": installed("sentencepiece"),
              "python": platform.python_version()}
     commit = source_commit()
     return found | ({"commit": commit} if commit else {})
 
 
-def _installed(package: str) -> str:
+def installed(package: str) -> str:
+    """An installed package's version, from its metadata (nothing imported), or "not installed"."""
     try:
         return version(package)
     except PackageNotFoundError:
