@@ -328,9 +328,9 @@ def build_report(
     out_dir = Path(out_dir or _report_dir(cands, src, ref, options))
     src, ref, sources, refs = _test_set(cands, src, ref)
     if not given_out and named_by_files:  # (the run's own test split: a copied run's report names the original's)
-        from nmt.pipeline import check_folder_inputs
+        from nmt.pipeline import check_folder_inputs, earlier_report
 
-        check_folder_inputs(out_dir, {"source": src, "reference": ref})
+        check_folder_inputs(out_dir, earlier_report(out_dir), {"source": src, "reference": ref})
     check_destination(out_dir, folder=True)  # before minutes of decoding, not after
     systems = _decode_systems(cands, sources)
     texts = {name: cand.decoded[beam].texts for name, (cand, beam) in systems.items()}
@@ -381,11 +381,11 @@ def _outputs(report: dict) -> set[str]:
 def _write(out_dir: Path, report: dict, images: dict[str, bytes]) -> None:
     from nmt.report import render_html, render_markdown
 
-    try:  # an earlier report's figures and outputs, not made again: its report is gone, and hyps/
-        earlier = _outputs(json.loads((out_dir / "report.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, AttributeError):  # is what its "reproduce with" command scores
-        earlier = set()
-    for name in earlier - _outputs(report):  # (only those: any other file there is the user's and stays)
+    from nmt.pipeline import earlier_report
+
+    # an earlier report's figures and outputs, not made again: its report is gone, and hyps/ is what
+    # its "reproduce with" command scores (only those: any other file there is the user's and stays)
+    for name in _outputs(earlier_report(out_dir)) - _outputs(report):
         (out_dir / name).unlink(missing_ok=True)
     for name, data in images.items():
         atomic_write_bytes(out_dir / "figures" / f"{name}.png", data)

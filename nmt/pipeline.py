@@ -176,22 +176,27 @@ def report_folder(checkpoint: Path, run_dir: Path, src_path: Path | None, beam: 
     return run_dir / "eval" / (folder.name + asked)
 
 
-def check_folder_inputs(folder: Path, inputs: dict[str, Path]) -> None:
+def earlier_report(folder: Path) -> dict:
+    """The report.json a report folder holds from an earlier evaluation or report, {} where there is
+    none (or it is not a JSON object)."""
+    try:
+        before = json.loads((Path(folder) / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return before if isinstance(before, dict) else {}
+
+
+def check_folder_inputs(folder: Path, before: dict, inputs: dict[str, Path]) -> None:
     """A DataError where a default report folder named by the files given (``report_folder``:
-    ``--src`` or ``--ref``) holds the report of another source or reference file of the same name:
-    the folder is named by the file's stem, so ``--src /tmp/a/x.es``, then ``--src /tmp/b/x.es``,
-    wrote the second report over the first. An earlier report whose file is not there now (moved,
-    or named relative to another folder), or whose file holds the same bytes (its recorded sha256),
-    cannot be told apart from this one, and is written over as before."""
+    ``--src`` or ``--ref``) holds the report (``before``: ``earlier_report``) of another source or
+    reference file of the same name: the folder is named by the file's stem, so ``--src
+    /tmp/a/x.es``, then ``--src /tmp/b/x.es``, wrote the second report over the first. An earlier
+    report whose file is not there now (moved, or named relative to another folder), or whose file
+    holds the same bytes (its recorded sha256), cannot be told apart from this one, and is written
+    over as before."""
     from nmt.provenance import file_sha256
     from nmt.terminal import same_file
 
-    try:
-        before = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if not isinstance(before, dict):
-        return
     hashes = before.get("sha256") if isinstance(before.get("sha256"), dict) else {}
     for role, given in inputs.items():
         was = before.get(role)
@@ -248,14 +253,14 @@ def evaluate(
         lambda: trained_on(checkpoint, run_dir, translator.config))
     beam = beam or translator.config.decode.beam
     translator.check_beam(beam)  # before the greedy pass writes its translations
+    inputs, before = {"source": src_path, "reference": ref_path}, earlier_report(out_dir)
     if not given_out and named_by_files:
-        check_folder_inputs(out_dir, {"source": src_path, "reference": ref_path})
+        check_folder_inputs(out_dir, before, inputs)
     alpha = translator.config.decode.alpha if alpha is None else alpha
     outputs = _outputs(out_dir / src_path.stem, translator.config.data.tgt_lang, beam)
     _check_not_inputs([path for _, path in outputs.values()] + [out_dir / "report.json", out_dir / "report.md"],
-                      {"source": src_path, "reference": ref_path})
-    stale = _stale_outputs(out_dir, src_path.stem, translator.config.data.tgt_lang, set(outputs),
-                           {"source": src_path, "reference": ref_path})  # read before the report is replaced
+                      inputs)
+    stale = _stale_outputs(before, out_dir, src_path.stem, translator.config.data.tgt_lang, set(outputs), inputs)
     systems = _systems(translator, sources, refs, alpha, outputs)
     report = {
         "checkpoint": str(checkpoint),
@@ -279,19 +284,19 @@ def evaluate(
     return report
 
 
-def _stale_outputs(out_dir: Path, stem: str, lang: str, systems: set[str], inputs: dict[str, Path]) -> list[Path]:
-    """The translations the report in ``out_dir`` names (of a source called ``stem``) that this
-    evaluation will not write again: ``decode.beam=1`` after a beam-3 evaluation left test.beam3.en
-    beside a report that no longer scored it, an output that read as current. Not the files
-    evaluate reads, and nothing of another source's report."""
+def _stale_outputs(before: dict, out_dir: Path, stem: str, lang: str, systems: set[str],
+                   inputs: dict[str, Path]) -> list[Path]:
+    """The translations the earlier report in ``out_dir`` (``before``) names, of a source called
+    ``stem``, that this evaluation will not write again: ``decode.beam=1`` after a beam-3
+    evaluation left test.beam3.en beside a report that no longer scored it, an output that read as
+    current. Not the files evaluate reads, and nothing of another source's report."""
     from nmt.terminal import same_file
 
     try:
-        before = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
         if Path(before["source"]).stem != stem:
             return []
         names = [name for name in before["systems"] if re.fullmatch(r"greedy|beam[0-9]+", name)]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError):
         return []
     paths = [out_dir / f"{stem}.{name}.{lang}" for name in names if name not in systems]
     return [path for path in paths if not any(same_file(given, path) for given in inputs.values())]
