@@ -172,34 +172,24 @@ def split_path(folder: Path, split: str, lang: str) -> Path:
     return Path(folder) / f"{split}.{lang}"
 
 
-def split_texts(prepared: PreparedData, config: DataConfig, name: str) -> dict[str, str]:
-    """A split's files as ``write_splits`` writes them: {file name: text}."""
-    pairs = prepared.splits[name]
-    return {split_path(Path(), name, config.src_lang).name: "".join(p.src + "\n" for p in pairs),
-            split_path(Path(), name, config.tgt_lang).name: "".join(p.tgt + "\n" for p in pairs),
-            f"{name}.ids": "".join(p.id + "\n" for p in pairs)}
+def split_texts(prepared: PreparedData, config: DataConfig) -> dict[str, str]:
+    """The splits' files as ``write_splits`` writes them: {file name: text}."""
+    texts = {}
+    for name, pairs in prepared.splits.items():
+        texts[split_path(Path(), name, config.src_lang).name] = "".join(p.src + "\n" for p in pairs)
+        texts[split_path(Path(), name, config.tgt_lang).name] = "".join(p.tgt + "\n" for p in pairs)
+        texts[f"{name}.ids"] = "".join(p.id + "\n" for p in pairs)
+    return texts
 
 
-def changed_splits(prepared: PreparedData, folder: Path, config: DataConfig, names: tuple[str, ...]) -> list[str]:
-    """The sentence files of the splits ``names`` in ``folder`` that ``write_splits`` would write
-    other text into (one not there is not replaced: written, it is what training's fingerprint
-    checks)."""
-    changed = []
-    for name in names:
-        for file, text in split_texts(prepared, config, name).items():
-            path = Path(folder) / file
-            if not file.endswith(".ids") and path.is_file() and path.read_bytes() != text.encode("utf-8"):
-                changed.append(file)
-    return changed
-
-
-def write_splits(prepared: PreparedData, folder: Path, config: DataConfig) -> Path:
-    """Write ``{split}.{lang}`` and ``{split}.ids`` files, then ``stats.json`` last (the stage's marker)."""
+def write_splits(prepared: PreparedData, folder: Path, config: DataConfig, texts: dict[str, str] | None = None
+                 ) -> Path:
+    """Write ``{split}.{lang}`` and ``{split}.ids`` files (``texts``: ``split_texts``' of them, where
+    the caller has them), then ``stats.json`` last (the stage's marker)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for name in prepared.splits:
-        for file, text in split_texts(prepared, config, name).items():
-            atomic_write_text(folder / file, text)
+    for file, text in (texts if texts is not None else split_texts(prepared, config)).items():
+        atomic_write_text(folder / file, text)
     stats_path = folder / "stats.json"
     stats = {**prepared.stats(), "settings": settings_json(config)}  # training checks it prepared these
     atomic_write_text(stats_path, json.dumps(stats, indent=2) + "\n")

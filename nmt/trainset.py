@@ -98,22 +98,27 @@ def read_split(data_dir: Path, split: str, config: Config) -> tuple[list[str], l
     return src, tgt
 
 
-def inputs_fingerprint(data_dir: Path, tokenizer_dir: Path, config: Config) -> str:
+def inputs_fingerprint(data_dir: Path, tokenizer_dir: Path, config: Config, splits: dict[str, bytes] | None = None
+                       ) -> str:
     """sha256 of what training reads: the train and dev splits and the SentencePiece models. A run
     resumes only on the same inputs: a corpus edited in place keeps the config, but retrains the
-    tokenizer, and weights learned on the old pieces' ids would go on training on the new ones."""
-    sides = (config.data.src_lang, config.data.tgt_lang)
-    files = [split_path(data_dir, split, lang) for split in ("train", "dev") for lang in sides]
-    return fingerprint([(path.name, path.read_bytes()) for path in files + sorted(Path(tokenizer_dir).glob("*.model"))])
-
-
-def fingerprint(files: list[tuple[str, bytes]]) -> str:
-    """``inputs_fingerprint`` of files given as (name, bytes), in its order: the train and dev
-    splits' source and target, then the SentencePiece models by name."""
+    tokenizer, and weights learned on the old pieces' ids would go on training on the new ones.
+    ``splits``: the splits' bytes by file name (``input_splits``), for splits not written yet;
+    else ``data_dir``'s files."""
+    names = input_splits(config)
+    data = splits if splits is not None else {name: (Path(data_dir) / name).read_bytes() for name in names}
     digest = hashlib.sha256()
-    for name, data in files:
-        digest.update(name.encode() + b"\0" + data)
+    for name, content in [(name, data[name]) for name in names] + [
+            (path.name, path.read_bytes()) for path in sorted(Path(tokenizer_dir).glob("*.model"))]:
+        digest.update(name.encode() + b"\0" + content)
     return digest.hexdigest()
+
+
+def input_splits(config: Config) -> list[str]:
+    """The split files training reads, as ``inputs_fingerprint`` takes them: train and dev, source
+    and target."""
+    sides = (config.data.src_lang, config.data.tgt_lang)
+    return [split_path(Path(), split, lang).name for split in ("train", "dev") for lang in sides]
 
 
 def encode_split(tokenizer: Tokenizer, src: list[str], tgt: list[str]) -> tuple[Sequences, Sequences]:
