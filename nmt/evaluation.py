@@ -175,11 +175,12 @@ def _significance(
             "pairs": tests}
 
 
-def _probe(cands: list[Candidate], sources: list[str], refs: list[str], options: ReportOptions) -> tuple[dict, dict]:
-    """The beam sweep and the search-error check of every checkpoint. Beams wider than a model's
-    target pieces (``Translator.widest_beam``: a model of 41 pieces) are left out of the sweep, and
-    the check's wide beam is that many: the default 50 failed such a report after all its decoding."""
-    widest = min(cand.translator.widest_beam() for cand in cands)
+def _probe(cands: list[Candidate], sources: list[str], refs: list[str], options: ReportOptions,
+           widest: int) -> tuple[dict, dict]:
+    """The beam sweep and the search-error check of every checkpoint. Beams wider than ``widest``,
+    the fewest target pieces a model here chooses from (``Translator.widest_beam``: a model of 41
+    pieces), are left out of the sweep, and the check's wide beam is that many: the default 50
+    failed such a report after all its decoding."""
     beams = tuple(sorted(b for b in set(options.sweep_beams) if b <= widest))
     wide = min(options.wide_beam, widest)
     if beams != tuple(sorted(set(options.sweep_beams))) or wide != options.wide_beam:
@@ -353,7 +354,7 @@ def build_report(
         "significance": _significance(cands, texts, intervals, refs, options.bootstrap, lang),
         "length_buckets": analysis.length_buckets(sources, refs, texts, n=options.bootstrap, lang=lang),
     }
-    report["beam_sweep"], report["search_errors"] = _probe(cands, sources, refs, options)
+    report["beam_sweep"], report["search_errors"] = _probe(cands, sources, refs, options, widest)
     run_dirs = [analysis.find_run_dir(c.path) for c in cands]
     report["curves"] = _curves(cands, run_dirs)
     report["no_training_log"] = [c.name for c, run_dir in zip(cands, run_dirs) if run_dir is None]

@@ -119,6 +119,7 @@ class Trainer:
         data = load_training_data(self.data_dir, self.tokenizer, tokenizer_dir, config)
         self.inputs, self.train_src, self.train_tgt = data.fingerprint, data.train_src, data.train_tgt
         self.train_ids, self.split_lengths = data.train_ids, data.split_lengths
+        self.longest_source = int(self.train_src.lengths.max())  # recorded in checkpoints: translation warns past it
         self.dev_src, self.dev_tgt, self.dev_lines, self.dev_refs = data.dev_src, data.dev_tgt, data.dev_lines, data.dev_refs
 
         torch.manual_seed(config.train.seed)
@@ -150,7 +151,7 @@ class Trainer:
     def _save(self, is_best: bool) -> None:
         self.state.window = self.window.state()  # a run resumed mid-window logs the whole window
         save_run(self.run_dir, self.model, self.optimizer, self.config, self.tokenizer, self.state, self.inputs, is_best,
-                 int(self.train_src.lengths.max()))
+                 self.longest_source)
         self.saved_step = self.state.step
 
     # -- the loop ----------------------------------------------------------------------------

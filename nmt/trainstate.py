@@ -80,10 +80,11 @@ def save_run(run_dir: Path, model: Seq2Seq, optimizer: torch.optim.Optimizer, co
     # sort after it) and the latest others saved at a validation: a checkpoint a stop saved, between
     # two validations, goes once a later one is saved, so an interrupted and resumed run keeps the
     # checkpoints an uninterrupted one keeps (and nmt average means the same weights)
-    saved = [p for p in run_checkpoints(run_dir) if p.resolve() == folder.resolve() or _at_validation(p)]
+    every = run_checkpoints(run_dir)
+    saved = [p for p in every if p.resolve() == folder.resolve() or _at_validation(p)]
     keep = {(run_dir / "best").resolve(), folder.resolve(),
             *(p.resolve() for p in saved[-config.train.keep_checkpoints:])}
-    for old in run_checkpoints(run_dir):
+    for old in every:
         if old.resolve() not in keep:
             shutil.rmtree(old, ignore_errors=True)
 
