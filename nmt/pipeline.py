@@ -47,32 +47,22 @@ def prepare(config: Config, paths: RunPaths) -> Path:
     """Load, normalise, filter and split the parallel text; returns ``data/stats.json``."""
     from nmt import data
     from nmt.config import settings_json
-    from nmt.trainset import input_splits
 
     with _run_held(paths, "nmt prepare"):
         prepared = data.prepare(config.data)
         texts = data.split_texts(prepared, config.data)
         if _trained(paths):  # splits a run has trained on are not replaced by others (a missing one is written)
+            from nmt.trainset import input_splits  # (torch: only for a run that has trained)
+            from nmt.trainstate import trained_on
+
             trained = {name: texts[name].encode("utf-8") for name in input_splits(config)}
             changed = [name for name, content in trained.items()
                        if (paths.data / name).is_file() and (paths.data / name).read_bytes() != content]
-            if changed and not _restores(paths, trained, config):
+            # (unless they are what its last checkpoint trained on: written, they restore the run's files)
+            if changed and not trained_on(paths.root / "last", paths.root, config, trained):
                 raise _replacing_trained(paths, "splits", changed, data.settings_changed(
                     paths.data / "stats.json", "data", settings_json(config.data)), "the corpus changed")
         return data.write_splits(prepared, paths.data, config.data, texts)
-
-
-def _restores(paths: RunPaths, splits: dict[str, bytes], config: Config) -> bool:
-    """Whether ``splits`` (training's input files, by name) are, with the run's pieces, what its
-    ``last`` was trained on (its trainer.json's fingerprint of them): written, they restore the
-    run's files, not replace them."""
-    from nmt.trainset import inputs_fingerprint
-
-    try:
-        recorded = json.loads((paths.root / "last" / "trainer.json").read_text(encoding="utf-8")).get("inputs")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return recorded is not None and recorded == inputs_fingerprint(paths.data, paths.tokenizer, config, splits)
 
 
 def _trained(paths: RunPaths) -> bool:

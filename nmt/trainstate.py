@@ -197,12 +197,14 @@ def optimizer_from_tensors(
     optimizer.load_state_dict({"state": state, "param_groups": data["param_groups"]})
 
 
-def trained_on(checkpoint: Path, run_dir: Path, config: Config) -> bool:
+def trained_on(checkpoint: Path, run_dir: Path, config: Config, splits: dict[str, bytes] | None = None) -> bool:
     """Whether ``checkpoint`` was trained on ``run_dir``'s train and dev splits and pieces as they
     are now (its trainer.json's fingerprint of them): then their data settings may read otherwise
-    (the corpus's path written another way), but its test split holds no sentence it trained on."""
+    (the corpus's path written another way), but its test split holds no sentence it trained on.
+    ``splits``: the splits' bytes by file name, for splits not written yet (``inputs_fingerprint``)."""
     try:
         recorded = json.loads((Path(checkpoint) / "trainer.json").read_text(encoding="utf-8")).get("inputs")
-        return recorded is not None and recorded == inputs_fingerprint(run_dir / "data", run_dir / "tokenizer", config)
+        return recorded is not None and recorded == inputs_fingerprint(run_dir / "data", run_dir / "tokenizer", config,
+                                                                       splits)
     except (OSError, ValueError, AttributeError):  # no trainer state (an average), a split or tokenizer missing
         return False
