@@ -256,7 +256,8 @@ def translate(
                 continue
             typer.echo(rendered([line.rstrip("\r\n")])[0])
         return
-    write_in_chunks(lines, rendered, output, TRANSLATE_CHUNK)
+    with translator.noting():  # a long file's notes (lines cut …) once, summed over its chunks
+        write_in_chunks(lines, rendered, output, TRANSLATE_CHUNK)
 
 
 @app.command(cls=_Command)

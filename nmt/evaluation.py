@@ -9,6 +9,7 @@ score, test, probe and plot, and write into one folder
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -333,36 +334,39 @@ def build_report(
 
         check_folder_inputs(out_dir, earlier_report(out_dir), {"source": src, "reference": ref})
     check_destination(out_dir, folder=True)  # before minutes of decoding, not after
-    systems = _decode_systems(cands, sources)
-    texts = {name: cand.decoded[beam].texts for name, (cand, beam) in systems.items()}
-    lang = cands[0].translator.config.data.tgt_lang
-    intervals = analysis.confidence_intervals(texts, refs, n=options.bootstrap, lang=lang)  # and tests vs the first
-    report = {
-        "title": f"Evaluation report: {', '.join(c.name for c in cands)}",
-        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "sacrebleu": sacrebleu.__version__,
-        "versions": versions(),
-        "output": str(out_dir), "source": str(src), "reference": str(ref),
-        "sha256": {"source": file_sha256(src), "reference": file_sha256(ref)}, "sentences": len(sources),
-        "checkpoints": [_checkpoint_info(c) for c in cands],
-        "options": asdict(options),
-        "bootstrap": {
-            "resamples": options.bootstrap, "seed": analysis.bootstrap_seed(), "hypotheses_dir": str(out_dir / "hyps"),
-            "sacrebleu_options": cli_options(lang),  # the command line's, to score as the report does
-        },
-        "systems": _score(systems, intervals, refs, out_dir, lang),
-        "significance": _significance(cands, texts, intervals, refs, options.bootstrap, lang),
-        "length_buckets": analysis.length_buckets(sources, refs, texts, n=options.bootstrap, lang=lang),
-    }
-    report["beam_sweep"], report["search_errors"] = _probe(cands, sources, refs, options, widest)
-    run_dirs = [analysis.find_run_dir(c.path) for c in cands]
-    report["curves"] = _curves(cands, run_dirs)
-    report["no_training_log"] = [c.name for c, run_dir in zip(cands, run_dirs) if run_dir is None]
-    main = {n: texts[n] for n in (c.system_names(len(cands) > 1)[c.main_beam] for c in cands)}
-    report["examples"] = {
-        n: analysis.best_and_worst(sources, refs, t, options.examples) for n, t in main.items() if options.examples
-    }
-    report["attention"], images = _attention(cands, sources, options.heatmaps)
+    with contextlib.ExitStack() as noting:  # a model's notes on the lines (lines cut …) once, not once a pass
+        for cand in cands:
+            noting.enter_context(cand.translator.noting("first"))
+        systems = _decode_systems(cands, sources)
+        texts = {name: cand.decoded[beam].texts for name, (cand, beam) in systems.items()}
+        lang = cands[0].translator.config.data.tgt_lang
+        intervals = analysis.confidence_intervals(texts, refs, n=options.bootstrap, lang=lang)  # and tests vs the first
+        report = {
+            "title": f"Evaluation report: {', '.join(c.name for c in cands)}",
+            "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "sacrebleu": sacrebleu.__version__,
+            "versions": versions(),
+            "output": str(out_dir), "source": str(src), "reference": str(ref),
+            "sha256": {"source": file_sha256(src), "reference": file_sha256(ref)}, "sentences": len(sources),
+            "checkpoints": [_checkpoint_info(c) for c in cands],
+            "options": asdict(options),
+            "bootstrap": {
+                "resamples": options.bootstrap, "seed": analysis.bootstrap_seed(), "hypotheses_dir": str(out_dir / "hyps"),
+                "sacrebleu_options": cli_options(lang),  # the command line's, to score as the report does
+            },
+            "systems": _score(systems, intervals, refs, out_dir, lang),
+            "significance": _significance(cands, texts, intervals, refs, options.bootstrap, lang),
+            "length_buckets": analysis.length_buckets(sources, refs, texts, n=options.bootstrap, lang=lang),
+        }
+        report["beam_sweep"], report["search_errors"] = _probe(cands, sources, refs, options, widest)
+        run_dirs = [analysis.find_run_dir(c.path) for c in cands]
+        report["curves"] = _curves(cands, run_dirs)
+        report["no_training_log"] = [c.name for c, run_dir in zip(cands, run_dirs) if run_dir is None]
+        main = {n: texts[n] for n in (c.system_names(len(cands) > 1)[c.main_beam] for c in cands)}
+        report["examples"] = {
+            n: analysis.best_and_worst(sources, refs, t, options.examples) for n, t in main.items() if options.examples
+        }
+        report["attention"], images = _attention(cands, sources, options.heatmaps)
     images.update(_figures(report))
     report["figures"] = sorted(images)
     report["seconds"] = round(time.perf_counter() - t0, 1)

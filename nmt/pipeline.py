@@ -323,19 +323,20 @@ def _systems(translator: Translator, sources: list[str], refs: list[str], alpha:
     from nmt.metrics import corpus_scores
 
     systems, lang = {}, translator.config.data.tgt_lang
-    for name, (k, path) in outputs.items():
-        t0 = time.perf_counter()
-        hyps = translator.translate(sources, beam=k, alpha=alpha)
-        seconds = time.perf_counter() - t0
-        atomic_write_text(path, "".join(h + "\n" for h in hyps))
-        systems[name] = {
-            "beam": k,
-            "alpha": alpha if k > 1 else 0.0,
-            "scores": corpus_scores(hyps, refs, lang=lang),
-            "seconds": round(seconds, 2),
-            "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 2),
-            "hypotheses": hyps,
-        }
+    with translator.noting("first"):  # the same lines for each system: their notes (lines cut …) once
+        for name, (k, path) in outputs.items():
+            t0 = time.perf_counter()
+            hyps = translator.translate(sources, beam=k, alpha=alpha)
+            seconds = time.perf_counter() - t0
+            atomic_write_text(path, "".join(h + "\n" for h in hyps))
+            systems[name] = {
+                "beam": k,
+                "alpha": alpha if k > 1 else 0.0,
+                "scores": corpus_scores(hyps, refs, lang=lang),
+                "seconds": round(seconds, 2),
+                "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 2),
+                "hypotheses": hyps,
+            }
     return systems
 
 

@@ -109,6 +109,7 @@ class Trainer:
                                                  f"resume from")
         self.saved_step: int | None = None  # the step of runs/<name>/last, where a new run would resume
         self.nonfinite_in_row = 0  # steps in a row whose gradient was not finite
+        self._dev_noted = False  # the dev lines' notes said (lines cut …): a validation says them once
         self.data_dir = Path(data_dir)
         self.device = pick_device(device)
         self.precision = resolve_precision(config.train.precision, self.device, "train.precision")
@@ -189,7 +190,10 @@ class Trainer:
         loss = dev_loss(self.model, self.dev_src, self.dev_tgt, self.config.train.max_tokens, self.device)
         translator = Translator(self.model, self.tokenizer, self.config, self.device,
                                 follow_load=self.config.train.threads == 0)
-        hyps = translator.translate(self.dev_lines, beam=1)
+        # the dev lines' notes (lines cut …) at the first validation of a process, not at each one
+        with contextlib.nullcontext() if not self._dev_noted else translator.noting("none"):
+            hyps = translator.translate(self.dev_lines, beam=1)
+        self._dev_noted = True
         bleu = corpus_scores(hyps, self.dev_refs, ("bleu",), self.config.data.tgt_lang)["bleu"]["score"]
         return {"dev_loss": loss, "dev_ppl": math.exp(min(loss, 50.0)), "dev_bleu": bleu}
 

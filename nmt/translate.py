@@ -43,6 +43,8 @@ class Translator:
         self.device = torch.device(device)
         self.follow_load = follow_load and self.device.type == "cpu"
         self._governor: ThreadGovernor | None = None  # kept across calls: nmt translate's next chunk starts where the last ended
+        self._noting: str | None = None  # how notes on the lines are said (``noting``); None: at each call
+        self._notes: list[_Notes] = []
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None,
@@ -223,14 +225,38 @@ class Translator:
         bounds = [0, *hyp.cuts, len(hyp.tokens)]
         return join_parts(self.tokenizer.decode_tgt([hyp.tokens[a:b] for a, b in zip(bounds, bounds[1:])]))
 
+    @contextlib.contextmanager
+    def noting(self, calls: str = "summed") -> Iterator[None]:
+        """Notes on the lines decoded (lines cut, longer than the model saw) said once for the calls
+        inside, not once a call: "summed" says their totals when the calls end (nmt translate's
+        20,000-line chunks of one file: a 100,000-line file had its warnings five times, each
+        counting a fifth); "first" says the first call's, as it comes, and no other (each call gets
+        the same lines: evaluate's systems, training's validations); "none" says none."""
+        if calls not in ("summed", "first", "none"):
+            raise ValueError(f"calls must be summed, first or none, not {calls!r}")
+        self._notes, self._noting = [], calls
+        try:
+            yield
+            if calls == "summed" and self._notes:
+                sum(self._notes, _Notes()).say(self.config.train.max_train_len, self.longest_source)
+        finally:
+            self._notes, self._noting = [], None
+
+    def _note(self, notes: "_Notes") -> None:
+        """``notes`` said now, or kept for ``noting``'s end, or left unsaid (see ``noting``)."""
+        if self._noting is None or (self._noting == "first" and not self._notes):
+            notes.say(self.config.train.max_train_len, self.longest_source)
+        if self._noting is not None:
+            self._notes.append(notes)
+
     def _parts(self, lines: list[str], split: bool) -> tuple[list[list[int] | None], list[int]]:
         """The source ids decoded for ``lines`` (``_encoded``), and how many parts each line has:
         with ``split``, a line longer than train.max_train_len source pieces cut
-        (``nmt.segment.split_long``); the rest whole."""
+        (``nmt.segment.split_long``); the rest whole. What it found is noted (``_note``)."""
         encoded, longest = self._encoded(lines), self.config.train.max_train_len
         if not split:
-            _warn_unseen([len(ids) for ids in encoded if ids], self.longest_source, longest)
-            _warn_long([len(ids) for ids in encoded if ids], longest)
+            whole = [len(ids) for ids in encoded if ids]
+            self._note(_Notes.of(whole, self.longest_source, longest, whole=True))
             return encoded, [1] * len(lines)
         parts, counts, glued_lines = [], [], 0
         for line, ids in zip(lines, encoded):
@@ -242,16 +268,67 @@ class Translator:
             glued_lines += glued
             parts += found
             counts.append(len(found))
-        if len(parts) > len(lines):
+        notes = _Notes.of([len(ids) for ids in parts if ids], self.longest_source, longest)  # the parts of cut lines too
+        notes.cut_lines, notes.cut_parts = sum(n > 1 for n in counts), sum(n for n in counts if n > 1)
+        notes.glued = glued_lines
+        self._note(notes)
+        return parts, counts
+
+
+@dataclasses.dataclass
+class _Notes:
+    """What ``Translator._parts`` found in the lines of a call, to be said (``say``), or added up
+    over several calls (``+``): lines cut into parts, lines or parts longer than any source the
+    model was trained on, lines decoded whole though longer than train.max_train_len, stretches
+    with nowhere to cut them."""
+
+    cut_lines: int = 0
+    cut_parts: int = 0
+    unseen: int = 0  # lines or parts within max_train_len but longer than the longest source seen
+    unseen_most: int = 0
+    long: int = 0  # lines decoded whole, longer than max_train_len …
+    long_of: int = 0  # … of these lines decoded whole
+    long_most: int = 0
+    glued: int = 0
+
+    @classmethod
+    def of(cls, lengths: list[int], seen: int | None, most: int, whole: bool = False) -> "_Notes":
+        """The notes on lines or parts of ``lengths`` source pieces, for a model trained on sources
+        of up to ``seen`` pieces (None: its checkpoint does not say) and max_train_len ``most``;
+        ``whole``: lines decoded whole, not cut."""
+        unseen = [n for n in lengths if seen is not None and seen < n <= most]
+        notes = cls(unseen=len(unseen), unseen_most=max(unseen, default=0))
+        if whole:
+            notes.long, notes.long_of = sum(n > most for n in lengths), len(lengths)
+            notes.long_most = max(lengths, default=0)
+        return notes
+
+    def __add__(self, other: "_Notes") -> "_Notes":
+        most = {"unseen_most", "long_most"}
+        return _Notes(**{f.name: (max if f.name in most else sum)((getattr(self, f.name), getattr(other, f.name)))
+                         for f in dataclasses.fields(self)})
+
+    def say(self, most: int, seen: int | None) -> None:
+        """The notes logged: the cuts as information, the rest as warnings."""
+        if self.cut_lines:
             log.info("%d line(s) longer than the %d source pieces the model was trained on: translated in %d "
                      "parts, cut where sentences end, else between words (decode.split_long)",
-                     sum(n > 1 for n in counts), longest, sum(n for n in counts if n > 1))
-        _warn_unseen([len(ids) for ids in parts if ids], self.longest_source, longest)  # the parts of cut lines too
-        if glued_lines:
+                     self.cut_lines, most, self.cut_parts)
+        if self.unseen:
+            # a model trained on sentences of up to 7 pieces wrote 17 words for a line of 12
+            # sentences, 71 pieces, where 60 were due, unsaid
+            log.warning("%d line(s) or parts are longer than any source the model was trained on (%d pieces; these "
+                        "up to %d): an RNN decoder tends to stop early on them, leaving words out; one sentence a "
+                        "line translates best", self.unseen, seen, self.unseen_most)
+        if self.long:  # their translations tend to stop early (nmt.segment)
+            log.warning("%d of %d line(s) longer than the %d source pieces the model was trained on (the longest "
+                        "%d), decoded whole: their translations may stop early (with decode.split_long, one "
+                        "hypothesis a line and no attention, they are cut where sentences end)",
+                        self.long, self.long_of, most, self.long_most)
+        if self.glued:
             log.warning("%d line(s) hold a stretch longer than the %d source pieces the model was trained on "
                         "with no sentence mark or space to cut it at: cut between characters, which may split "
-                        "a word", glued_lines, longest)
-        return parts, counts
+                        "a word", self.glued, most)
 
 
 def _joined(parts: list[Hypothesis]) -> Hypothesis:
@@ -262,23 +339,3 @@ def _joined(parts: list[Hypothesis]) -> Hypothesis:
                       sum(h.score for h in parts), cuts=tuple(starts))
 
 
-def _warn_unseen(lengths: list[int], seen: int | None, most: int) -> None:
-    """A warning for lines, or parts of cut lines, decoded longer than any source the model was
-    trained on (``seen`` pieces, where its checkpoint records it) but within train.max_train_len
-    (``most``; longer lines decoded whole are ``_warn_long``'s): a model trained on sentences of up
-    to 7 pieces wrote 17 words for a line of 12 sentences, 71 pieces, where 60 were due, unsaid."""
-    if seen is None or not (unseen := [n for n in lengths if seen < n <= most]):
-        return
-    log.warning("%d line(s) or parts are longer than any source the model was trained on (%d pieces; these up to %d): "
-                "an RNN decoder tends to stop early on them, leaving words out; one sentence a line translates "
-                "best", len(unseen), seen, max(unseen))
-
-
-def _warn_long(lengths: list[int], longest: int) -> None:
-    """A warning when lines decoded whole (``lengths``: their source pieces) are longer than the
-    model was trained on: its translations of them tend to stop early (``nmt.segment``)."""
-    if (over := sum(n > longest for n in lengths)):
-        log.warning("%d of %d line(s) longer than the %d source pieces the model was trained on (the longest "
-                    "%d), decoded whole: their translations may stop early (with decode.split_long, one "
-                    "hypothesis a line and no attention, they are cut where sentences end)",
-                    over, len(lengths), longest, max(lengths))

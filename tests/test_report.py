@@ -519,3 +519,22 @@ def test_a_model_of_fewer_target_pieces_than_the_wide_beam_gets_its_report(tmp_p
         build_report([tmp_path / "ckpt"], src=tmp_path / "test.es", ref=tmp_path / "test.en", out_dir=tmp_path / "none",
                      options=dataclasses.replace(options, sweep_beams=(40, 45)))
     assert not (tmp_path / "none").exists()  # refused before any decoding
+
+
+def test_the_report_says_the_notes_on_its_source_once_for_all_its_passes(tiny_run, tmp_path, caplog):
+    """The report decodes its source greedily, with the beam, then in the sweep: a line cut into
+    parts was said at each pass."""
+    import logging
+
+    from test_segment import LONG, _said
+
+    long_line = " ".join([LONG] * 8)  # past the tiny run's 128 pieces
+    (tmp_path / "src.es").write_text(f"{long_line}\nY fué la tarde\n", encoding="utf-8")
+    (tmp_path / "ref.en").write_text("And God said\nAnd the evening\n", encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="nmt.translate"):
+        result = CliRunner().invoke(app, ["report", "--checkpoint", str(tiny_run.root / "best"), "--src",
+                                          str(tmp_path / "src.es"), "--ref", str(tmp_path / "ref.en"), "--out",
+                                          str(tmp_path / "r"), "--beams", "1,2", "--search-sentences", "0",
+                                          "--heatmaps", "0"])
+    assert result.exit_code == 0, result.output
+    assert len(_said(caplog, "translated in")) == 1

@@ -272,3 +272,82 @@ def test_the_report_draws_attention_only_for_lines_decoded_whole(tmp_path):
     cand.decoded[1] = diagnostics.decode(translator, sources, 1, 0.0)
     report, images = evaluation._attention([cand], sources, count=3)
     assert sorted(m["index"] for m in report["m"]) == [0, 2] and len(images) == 2
+
+
+def _said(caplog, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "nmt.translate" and text in r.getMessage()]
+
+
+def test_nmt_translate_says_a_long_file_s_notes_once_for_all_its_chunks(tiny_run, caplog, monkeypatch, tmp_path):
+    """A file is translated 20,000 lines at a time: a 100,000-line file's warnings came five
+    times, each counting its own fifth. Said once now, counting the whole file."""
+    from typer.testing import CliRunner
+
+    from nmt import cli
+
+    monkeypatch.setattr(cli, "TRANSLATE_CHUNK", 2)
+    long_line = " ".join([LONG] * 8)  # past the tiny run's 128 pieces
+    source = tmp_path / "in.es"
+    source.write_text("\n".join([long_line, "Y fué la tarde", long_line, "Y fué la mañana", long_line]) + "\n",
+                      encoding="utf-8")
+    args = ["translate", "--checkpoint", str(tiny_run.root / "best"), "--input", str(source)]
+    for extra, said, count in (([], "translated in", "3 line(s) longer"), (["--whole-lines"], "decoded whole",
+                                                                           "3 of 5 line(s) longer")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="nmt.translate"):
+            result = CliRunner().invoke(cli.app, args + extra)
+        assert result.exit_code == 0, result.output
+        assert len(result.stdout.splitlines()) == 5
+        notes = _said(caplog, said)
+        assert len(notes) == 1 and notes[0].startswith(count), notes
+
+
+def test_evaluate_says_the_notes_on_its_source_once_not_once_a_system(tiny_run, caplog, tmp_path):
+    from typer.testing import CliRunner
+
+    from nmt.cli import app
+
+    long_line = " ".join([LONG] * 8)
+    (tmp_path / "src.es").write_text(f"{long_line}\nY fué la tarde\n", encoding="utf-8")
+    (tmp_path / "ref.en").write_text("And God said\nAnd the evening\n", encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="nmt.translate"):
+        result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(tiny_run.root / "best"), "--src",
+                                          str(tmp_path / "src.es"), "--ref", str(tmp_path / "ref.en"),
+                                          "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "eval" / "src.beam3.en").exists()  # greedy and beam 3 both translated it …
+    assert len(_said(caplog, "translated in")) == 1  # … and it was said once
+
+
+def test_translator_noting_sums_says_the_first_or_says_nothing(tmp_path, caplog):
+    translator = _translator(tmp_path)
+    for calls, expected in (("summed", ["2 line(s)"]), ("first", ["1 line(s)"]), ("none", [])):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="nmt.translate"):
+            with translator.noting(calls):
+                translator.translate([LONG], beam=1)
+                at_once = _said(caplog, "translated in")
+                translator.translate(["Y fué la tarde", LONG], beam=1)
+        assert [note.split(" longer")[0] for note in _said(caplog, "translated in")] == expected
+        assert len(at_once) == (calls == "first")  # summed: at the end; first: as it comes
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="nmt.translate"):  # outside noting: at each call, as before
+        translator.translate([LONG], beam=1)
+        translator.translate([LONG], beam=1)
+    assert len(_said(caplog, "translated in")) == 2
+
+
+def test_training_says_the_dev_lines_notes_at_its_first_validation_only(tmp_path, caplog):
+    from conftest import tiny_config
+    from nmt import pipeline
+    from nmt.config import run_paths
+
+    config = tiny_config(tmp_path, "train.max_train_len=40", "train.max_steps=4", "train.valid_every=2")
+    paths = run_paths(config, tmp_path)
+    pipeline.prepare(config, paths)
+    pipeline.tokenize(config, paths)
+    with caplog.at_level(logging.INFO, logger="nmt"):
+        pipeline.train(config, paths)
+    validations = [r for r in caplog.records if r.name == "nmt.train" and ": dev loss " in r.getMessage()]
+    assert len(validations) == 2  # at steps 2 and 4, each translating the dev lines, some of them cut …
+    assert len(_said(caplog, "translated in")) == 1  # … said once
