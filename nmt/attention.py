@@ -1,13 +1,15 @@
 """Attention over the encoder outputs: additive (Bahdanau) and multiplicative (Luong "general").
 
-    additive        score(q, h_j) = v · tanh(W_q q + b + W_k h_j)    Bahdanau et al. 2015
+    additive        score(q, h_j) = v · tanh(W_q q + b + W_k h_j)    Bahdanau et al. 2015's score
     multiplicative  score(q, h_j) = q · (W_k h_j)                    Luong et al. 2015, "general"
     both            α_j = softmax_j(score(q, h_j))   (padding positions get α_j = 0)
                     context = Σ_j α_j h_j
 
-q is the decoder's query (its state s_t), h_j the encoder output at source position j: the
-projected keys W_k h_j are made from h_j, and the context is a mix of the h_j themselves (the
-``values`` the caller hands in).
+q is the decoder's query: its state s_t, after the step's recurrence, as in Luong et al.'s global
+attention (Bahdanau et al.'s RNNsearch queries with s_{t-1} and feeds the context into the
+recurrence; README, "The model"). h_j is the encoder output at source position j: the projected
+keys W_k h_j are made from h_j, and the context is a mix of the ``values`` the caller hands in,
+the h_j themselves in training (when decoding, W_c,ctx h_j: ``nmt.model.Seq2Seq.encode``).
 
 The modules hold only parameters. The projected keys ``W_k h`` are computed once per sentence by
 ``project_keys`` and handed back by the caller at every step, so neither module has hidden state.
@@ -71,9 +73,9 @@ class AdditiveAttention(nn.Module):
 
         query:     (B, T, query_dim)   T decoder positions (T = 1 for one step)
         proj_keys: (B, S, attn_dim)    from ``project_keys``
-        values:    (B, S, key_dim)     encoder outputs
+        values:    (B, S, E)           encoder outputs h_j (E = key_dim); decoding: W_c,ctx h_j (E = D)
         mask:      (B, S) bool         True at real tokens
-        returns    context (B, T, key_dim), weights (B, T, S)
+        returns    context Σ_j α_tj values_j (B, T, E), weights (B, T, S)
         """
         q = _at_least_fp32(linear(query, self.query_proj.weight, self.query_proj.bias))  # W_q q + b: (B, T, A)
         with torch.autocast(query.device.type, enabled=False):  # fp32: see the module docstring

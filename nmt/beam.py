@@ -41,8 +41,9 @@ def beam_search(
 
     - ``stopping="bound"``: once it has ``nbest`` finished hypotheses and no live one can still
       beat them: log p only falls as tokens are added and lp grows with length (alpha ≥ 0), so a live
-      hypothesis's best reachable score is log p / lp(max_len + 1), the length penalty of one cut at
-      the limit (scored as if </s> followed). Exact with respect to the beam.
+      hypothesis's best reachable score is log p / lp(limit + 1), limit its sentence's length
+      limit (``limits``, from ``nmt.search.max_lengths``): the length penalty of one cut there,
+      which counts the </s> it did not reach. Exact with respect to the beam.
     - ``stopping="finished"``: once ``beam`` hypotheses have finished (fairseq's rule). A live
       hypothesis might still have beaten them; fewer steps.
 

@@ -184,7 +184,8 @@ def translate(
     beam: Annotated[int, typer.Option(
         min=1, help="Beam size; 1 = greedy (the default, whatever decode.beam says).")] = 1,
     alpha: AlphaOpt = None,
-    nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line; above 1, each with its score, tab-separated.")] = 1,
+    nbest: Annotated[int, typer.Option(min=1, help="Hypotheses per line; above 1, each with its score "
+                                                   "(log-probability / length penalty), tab-separated.")] = 1,
     precision: Annotated[
         Optional[str],
         typer.Option(callback=_one_of("DecodePrecision"),

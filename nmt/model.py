@@ -1,14 +1,17 @@
 """Encoder–decoder RNN with optional attention (additive or multiplicative).
 
     encoder   h_1 … h_S = BiRNN(E_src x)                       (B, S, 2H)
-    bridge    s_0 = tanh(W_b [→h_S ; ←h_1])                   decoder start state
+    bridge    s_0 = tanh(W_b [→h_S ; ←h_1] + b_b)             decoder start state
     decoder   s_t = RNN(s_{t-1}, [E_tgt y_{t-1} ; ã_{t-1}])    ã fed back = input feeding
-    attention c_t = Σ_j α_tj h_j,  α_t = softmax(v·tanh(W_q s_t + W_k h_j))    bahdanau
-                                  or α_t = softmax(s_t · W_k h_j)             luong
-    output    ã_t = tanh(W_c [c_t ; s_t]),  p(y_t | y_<t, x) = softmax(W_o ã_t)
+    attention c_t = Σ_j α_tj h_j,  α_t = softmax(v·tanh(W_q s_t + b + W_k h_j))    bahdanau
+                                  or α_t = softmax(s_t · W_k h_j)                 luong
+    output    ã_t = tanh(W_c [c_t ; s_t]),  p(y_t | y_<t, x) = softmax(W_o ã_t + b_o)
+              W_o = E_tgt with model.tie_embeddings (the default; it needs emb_dim = dec_hidden)
 
-With ``attention: none`` the decoder sees the source only through s_0 (Sutskever et al.), and
-ã_t = s_t. Training and inference share ``Decoder.step``; without input feeding, training runs the
+The query is the current state s_t, as in Luong et al.'s global attention, for either score
+(Bahdanau et al.'s RNNsearch queries with s_{t-1}). With ``attention: none`` the decoder sees the
+source only through s_0, as in Sutskever et al.'s encoder–decoder (theirs had a one-way encoder
+over the reversed source, whose final state the decoder started from), and ã_t = s_t. Training and inference share ``Decoder.step``; without input feeding, training runs the
 decoder RNN over the whole target at once (same maths, fused kernels), tested equal to the steps.
 With ``fused`` (the trainer's default), LSTM training runs the encoder and the input-feeding
 decoder through ``nmt.recurrence`` instead: the same parameters and maths with a hand-written
@@ -145,7 +148,7 @@ class Decoder(nn.Module):
             return out, None
         context, weights = self.attention(out, memory.keys, memory.values, memory.mask)  # c_t = Σ_j α_tj h_j
         if memory.combined:  # decoding: W_c's context columns were applied to h_j once (Memory), so
-            # the "context" is W_c,ctx c_t already, and ã_t = tanh(W_c,ctx c_t + W_c,s s_t); fp32
+            # the "context" is W_c,ctx c_t already, and ã_t = tanh(W_c,ctx c_t + W_c,state s_t); fp32
             state_part = linear(out, self.combine_columns()[1], bound=1.0)  # |out| ≤ 1
             return tanh_(context.add_(state_part)).to(state_part.dtype), weights
         # |context|, |out| ≤ 1: RNN outputs, and weighted means of them
@@ -248,12 +251,13 @@ class Seq2Seq(nn.Module):
         return Memory(values, keys, mask, combined), decoder.init_state(final_h, final_c)
 
     def decode_step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
-        """prev (B,) → log-probabilities (B, V), next state, attention weights (B, S) or None."""
+        """prev (R,) → log-probabilities (R, V), next state, attention weights (R, S) or None; R rows:
+        a sentence each (greedy), or its beam's hypotheses (n·k in beam search)."""
         logits, state, weights = self.step_logits(prev, state, memory)
         return torch.log_softmax(logits, dim=-1), state, weights
 
     def step_logits(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
-        """``decode_step`` before the softmax: the logits (B, V) in fp32, next state, weights."""
+        """``decode_step`` before the softmax: the logits (R, V) in fp32, next state, weights."""
         attn_vec, state, weights = self.decoder.step(prev, state, memory)
         # W_o ã_t + b_o: p(y_t | y_<t, x) = softmax(these), taken by the caller (|ã_t| ≤ 1: ``bound``)
         logits = linear(self.dropout(attn_vec), self.generator.weight, self.generator.bias, bound=1.0)

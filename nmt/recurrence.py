@@ -152,6 +152,12 @@ class _AttentionDecoder(torch.autograd.Function):
     [ã_{t-1} or drop(h^{l-1}_t) ; h^l_{t-1}]. Attention (additive: ``query`` = (W_q, b_q, v); or
     multiplicative: ``query`` = None) reads keys (B, S, A) and values (B, S, K), then
     ã_t = tanh(W_c [c_t ; h_t]). Returns ã (T, B, D) in the compute dtype.
+
+    Notation: an LSTM's state is h here, as in the cell above, so h^l_t is the decoder's layer l
+    and h_t its top layer: the s_t of ``nmt.model`` and the README. The encoder's outputs stay
+    h_j (the values; keys W_k h_j). e_tj is the score of source position j at step t (v · u_tj,
+    u_tj = tanh(W_q h_t + b_q + W_k h_j), additive; h_t · W_k h_j, multiplicative), α_t its softmax,
+    and δx the loss's gradient with respect to x.
     """
 
     @staticmethod

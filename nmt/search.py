@@ -3,10 +3,11 @@ search, which shares this module's scores and batch streaming, is ``nmt.beam``.
 
 A hypothesis's log p is the sum of its token log-probabilities (</s> included). Beam search and
 the exhaustive oracle score it as log p divided by the GNMT length penalty lp(n) = ((5 + n) / 6)
-** alpha (alpha = 0 leaves raw log p); greedy search has no alpha, and its score is raw log p
-(or none: ``greedy_stream`` can leave scores out).
-A hypothesis ends at </s>, or is cut at its sentence's ``max_len`` tokens. <pad> and <s> are
-never produced.
+** alpha, n its pieces counting </s> (alpha = 0 leaves raw log p); greedy search has no alpha, and
+its score is raw log p (or none: ``greedy_stream`` can leave scores out).
+A hypothesis ends at </s>, or is cut at its sentence's length limit (``max_lengths``: tokens,
+</s> counted; a cut one's log p has no </s> term, its lp counts one). <pad> and <s> are never
+produced.
 
 A batch holds at most ``capacity`` sentences (``decode.batch_size``); when one finishes, the next
 sentence waiting takes its place in the batch, in place (``greedy_stream``, ``nmt.beam.beam_stream``), so
