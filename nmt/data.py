@@ -234,6 +234,7 @@ def read_test_pair(
     ``data_dir``, which must have been prepared under ``config`` (the checkpoint's data settings:
     prepared again with another seed, say, it can hold sentences the model was trained on). Line
     counts must match and the set must not be empty."""
+    given_src, given_ref = src, ref
     if src is None or ref is None:
         check_test_split(data_dir, config, trained_here=trained_here)
     paths = []
@@ -244,6 +245,11 @@ def read_test_pair(
         paths.append(path)
     src, ref = paths
     sources, refs = read_lines(src), read_lines(ref)
+    own = split_path(data_dir, "test", config.src_lang)
+    if given_src is not None and given_ref is None and (not own.is_file() or sources != read_lines(own)):
+        # other lines scored against the test split's references: a BLEU of 0.69, and no error
+        raise DataError(f"--src {src} is not the run's test source, and no --ref was given for it: give --ref, "
+                        f"its reference file (the run's test references are {ref})")
     if len(sources) != len(refs):
         raise DataError(f"{src} has {len(sources)} lines but {ref} has {len(refs)}")
     if not sources:

@@ -1283,3 +1283,25 @@ def test_a_beam_search_option_with_greedy_search_says_it_is_ignored(tiny_run, ca
         assert result.exit_code == 0, result.output
         assert (f"{option[0]} is beam search's; greedy search (--beam 1, the default) ignores it" in caplog.text) \
             is warned
+
+
+@pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_a_source_other_than_the_test_split_s_needs_its_own_reference(command, tiny_run, tmp_path):
+    """--src of other lines without --ref scored them against the run's test references: it
+    printed a BLEU of 0.69 and exited 0. The test source under another name needs none."""
+    import shutil
+
+    quick = ["--beam", "1"] if command == "evaluate" else \
+        ["--beams", "1", "--sweep-sentences", "1", "--search-sentences", "0", "--heatmaps", "0"]
+    other = tmp_path / "other.es"
+    other.write_text((tiny_run.data / "test.es").read_text(encoding="utf-8").upper(), encoding="utf-8")
+    ask = lambda src, out: runner.invoke(app, [command, "--checkpoint", str(tiny_run.root / "best"),  # noqa: E731
+                                               "--src", str(src), "--out", str(out), *quick])
+    assert _error(ask(other, tmp_path / "a")) == (f"error: --src {other} is not the run's test source, and no --ref "
+                                                  f"was given for it: give --ref, its reference file (the run's test "
+                                                  f"references are {tiny_run.data / 'test.en'})")
+    assert not (tmp_path / "a").exists()
+    shutil.copy(tiny_run.data / "test.es", tmp_path / "copy.es")
+    result = ask(tmp_path / "copy.es", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["reference"] == str(tiny_run.data / "test.en")
