@@ -1305,3 +1305,58 @@ def test_a_source_other_than_the_test_split_s_needs_its_own_reference(command, t
     result = ask(tmp_path / "copy.es", tmp_path / "b")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "b" / "report.json").read_text())["reference"] == str(tiny_run.data / "test.en")
+
+
+def test_translate_s_alpha_reaches_the_search_and_its_options_reach_the_translator(tmp_path, monkeypatch):
+    """--alpha, --precision and --stopping changed nothing anyone checked: the tiny run's
+    translations are empty lines whatever they say. An untrained model's run on, so its scores
+    show the length penalty it was searched with; the command hands its options on as given."""
+    from conftest import saved_tiny_model
+    from nmt.translate import Translator
+
+    folder = saved_tiny_model(tmp_path)[3]
+    translator = Translator.from_checkpoint(folder)
+    lines = ["Y dijo Dios: Sea la luz.", "Y fué la tarde y la mañana el día primero."]
+    for alpha in (0.0, 2.0):
+        for hyps in translator.hypotheses(lines, beam=3, alpha=alpha, nbest=2):
+            for h in hyps:
+                assert h.score == pytest.approx(h.log_prob / ((5 + len(h.tokens) + 1) / 6) ** alpha, rel=1e-5)
+    source = tmp_path / "in.es"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    asked = []
+    monkeypatch.setattr(Translator, "translate", lambda self, lines, **options: asked.append(options) or lines)
+    result = runner.invoke(app, ["translate", "--checkpoint", str(folder), "--input", str(source), "--beam", "3",
+                                 "--alpha", "2", "--precision", "int8", "--stopping", "finished"])
+    assert result.exit_code == 0, result.output
+    assert [{k: v for k, v in options.items() if k != "progress"} for options in asked] == [
+        {"beam": 3, "alpha": 2.0, "precision": "int8", "stopping": "finished"}]
+
+
+def test_evaluate_s_scores_are_sacrebleu_s_on_the_translations_it_wrote(tmp_path):
+    """Hypotheses and references the right way round: BLEU's brevity penalty, chrF's recall
+    weight and TER's reference length all change when they are swapped. The tiny run writes empty
+    lines, which score 0 either way; an untrained model's lines, against references that add words
+    to them, do not."""
+    import sacrebleu
+
+    from conftest import saved_tiny_model
+    from nmt.translate import Translator
+
+    folder = saved_tiny_model(tmp_path)[3]
+    lines = ["Y dijo Dios: Sea la luz.", "Y fué la tarde y la mañana el día primero.", "En el principio"]
+    hyps = Translator.from_checkpoint(folder).translate(lines, beam=1)
+    refs = [f"{hyp[: len(hyp) // 2]} and the light was good" for hyp in hyps]
+    (tmp_path / "s.es").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "r.en").write_text("\n".join(refs) + "\n", encoding="utf-8")
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(folder), "--src", str(tmp_path / "s.es"), "--ref",
+                                 str(tmp_path / "r.en"), "--beam", "1", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    written = (tmp_path / "out" / "s.greedy.en").read_text(encoding="utf-8").splitlines()
+    assert written == hyps
+    expected = {"bleu": sacrebleu.corpus_bleu(written, [refs]).score, "chrf": sacrebleu.corpus_chrf(written, [refs]).score,
+                "ter": sacrebleu.corpus_ter(written, [refs]).score}
+    swapped = sacrebleu.corpus_ter(refs, [written]).score
+    assert abs(swapped - expected["ter"]) > 1  # the check below can tell the two apart
+    for name, score in expected.items():
+        assert report["systems"]["greedy"]["scores"][name]["score"] == pytest.approx(score, abs=1e-3), name

@@ -350,3 +350,28 @@ def test_the_length_limit_is_ratio_times_source_length_as_written_in_decimals():
     for ratio in (0.7, 1.1, 1.2, 1.3, 1.45, 2.6, 3.3):
         expected = [math.floor(Fraction(str(ratio)) * n) + 4 for n in range(1, 501)]
         assert max_lengths(lengths, ratio, 4).tolist() == expected, ratio
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_hypothesis_s_score_is_log_p_over_the_gnmt_penalty_and_ranks_the_n_best(seed, monkeypatch):
+    """score = log p / ((5 + n) / 6) ** alpha, n its pieces counting </s> (Wu et al. 2016), written
+    out here rather than taken from nmt.search; the n-best come in that order, which with alpha > 0
+    is not log p's: the penalty chose another best hypothesis than log p would, for some sentence."""
+    model = small_model(vocab=VOCAB, seed=0)
+    step, table = type(model).decode_step, torch.zeros(VOCAB, VOCAB)
+
+    def markov(prev, state, memory):  # peaked log-probabilities, as when trained: lengths vary
+        _, state, weights = step(model, prev, state, memory)
+        return table[prev].clone(), state, weights
+
+    monkeypatch.setattr(model, "decode_step", markov)
+    src, lengths, g, reordered = torch.tensor([[4, 5, 3]]), torch.tensor([3]), torch.Generator().manual_seed(seed), 0
+    for _ in range(20):
+        table[:] = torch.log_softmax(2 * torch.randn(VOCAB, VOCAB, generator=g), dim=-1)
+        for alpha in (0.0, 0.6, 2.0):
+            hyps = beam_search(model, src, lengths, torch.tensor([6]), 5, alpha, nbest=5)[0]
+            for h in hyps:
+                assert h.score == pytest.approx(h.log_prob / ((5 + len(h.tokens) + 1) / 6) ** alpha, rel=1e-5)
+            assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+            reordered += max(h.log_prob for h in hyps) > hyps[0].log_prob
+    assert reordered > 0
