@@ -66,6 +66,46 @@ def test_checkpoint_holds_no_pickle(tmp_path):
     )
 
 
+class _Planted:
+    """A pickle that runs code when unpickled: it creates the file ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_of_pickles_runs_no_code_when_loaded_translated_or_resumed(tmp_path):
+    """torch.save writes a zip of pickles (not starting with \\x80), and torch.load of an untrusted
+    one runs its code. Each weights file replaced by such a file is refused in one line, and the
+    code it holds never runs."""
+    from typer.testing import CliRunner
+
+    from nmt.checkpoint import load_checkpoint
+    from nmt.cli import app
+    from nmt.errors import NmtError
+    from nmt.trainstate import load_trainer_state
+
+    *_, folder = saved_tiny_model(tmp_path)
+    marker = tmp_path / "ran"
+    planted = tmp_path / "planted.pt"
+    torch.save({"weights": _Planted(marker)}, planted)
+    for name in ("model.safetensors", "trainer.safetensors"):
+        shutil.copy(planted, folder / name)
+    (folder / "trainer.json").write_text(json.dumps({}), encoding="utf-8")
+    assert (folder / "model.safetensors").read_bytes()[:2] == b"PK"  # as torch.save writes it
+    with pytest.raises(NmtError):
+        load_checkpoint(folder)
+    with pytest.raises(NmtError):
+        load_trainer_state(folder)
+    result = CliRunner().invoke(app, ["translate", "--checkpoint", str(folder)], input="Y dijo Dios\n")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert not marker.exists()
+    torch.load(planted, weights_only=False)  # where unpickled, the planted code runs:
+    assert marker.exists()  # the check above can fail
+
+
 @pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
 def test_every_checkpoint_file_gets_the_permissions_the_umask_gives_a_new_file(tmp_path):
     """safetensors 0.8 writes its files 0600: the weights of a checkpoint shared with a group, or

@@ -37,3 +37,24 @@ def test_sigterm_twice_is_one_request_and_a_second_ctrl_c_stops_at_once():
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C after it: the user wants out now
             signal.sigtimedwait([], 0.1)  # (a handler runs between two bytecodes: give it some)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_dev_loss_is_the_mean_cross_entropy_per_target_token_end_of_sentence_included(tmp_path):
+    """What the log and metrics.jsonl call dev loss (and its exp, perplexity): summed -log p of
+    every target piece and </s>, over their count, as a teacher-forced sentence scores them one at
+    a time, whatever the batches."""
+    import pytest
+    import torch
+
+    from conftest import saved_tiny_model
+    from nmt.batching import Sequences
+    from nmt.search import sequence_log_prob
+    from nmt.train import dev_loss
+
+    _, tokenizer, model, _ = saved_tiny_model(tmp_path)
+    src = tokenizer.encode_src(["Y dijo Dios: Sea la luz.", "En el principio", "Y fué la tarde y la mañana."])
+    tgt = tokenizer.encode_tgt(["And God said, Let there be light.", "In the beginning", "And the evening."])
+    total = sum(-sequence_log_prob(model, torch.tensor([s]), torch.tensor([len(s)]), t, ended=True)
+                for s, t in zip(src, tgt))
+    loss = dev_loss(model, Sequences.from_lists(src), Sequences.from_lists(tgt), 60, "cpu")
+    assert loss == pytest.approx(total / sum(len(t) + 1 for t in tgt), rel=1e-5)
