@@ -1138,12 +1138,19 @@ def test_average_is_the_mean_of_the_weights_and_translates(tmp_path):
     report = pipeline.evaluate(tmp_path / "mean", paths.data / "test.es", paths.data / "test.en", tmp_path / "eval")
     assert report["step"] == 40 and report["averaged_steps"] == [24, 32, 40]
     assert "(step 40, the mean of the weights of steps 24, 32, 40)" in (tmp_path / "eval" / "report.md").read_text()
+    shutil.copytree(tmp_path / "mean", tmp_path / "mean3")
     again = CliRunner().invoke(app, ["average", str(paths.root), "--last", "2", "-o", str(tmp_path / "mean")])
     assert again.exit_code == 0, again.output  # an earlier average is replaced
     assert [s["step"] for s in read_manifest(tmp_path / "mean")["averaged"]] == [32, 40]
     fewer = CliRunner().invoke(app, ["average", str(paths.root), "--last", "9", "-o", str(tmp_path / "mean9")])
     assert fewer.exit_code == 1 and not (tmp_path / "mean9").exists()  # not the mean of the 3 or 4 there are
     assert "error: --last 9: only " in fewer.stderr and "set that to 9 or more" in fewer.stderr
+    folders = [str(paths.root / "checkpoints" / f"step-00000{step}") for step in (40, 24, 32)]  # any order
+    listed = CliRunner().invoke(app, ["average", *folders, "-o", str(tmp_path / "listed")])
+    assert listed.exit_code == 0, listed.output
+    assert load_checkpoint(tmp_path / "listed").step == 40  # the latest's step and config, not the last named
+    assert (tmp_path / "listed" / "model.safetensors").read_bytes() == (tmp_path / "mean3" / "model.safetensors"
+                                                                       ).read_bytes()
 
 
 def test_a_checkpoint_without_optimizer_state_translates_evaluates_and_averages_but_does_not_resume(tmp_path):
