@@ -58,3 +58,28 @@ def test_dev_loss_is_the_mean_cross_entropy_per_target_token_end_of_sentence_inc
                 for s, t in zip(src, tgt))
     loss = dev_loss(model, Sequences.from_lists(src), Sequences.from_lists(tgt), 60, "cpu")
     assert loss == pytest.approx(total / sum(len(t) + 1 for t in tgt), rel=1e-5)
+
+
+def test_the_learning_rate_is_halved_after_lr_patience_validations_without_a_better_dev_bleu(tmp_path):
+    """The tiny model's dev BLEU stays 0: the first validation is the best, and from then on every
+    lr_patience=2 validations without gain halve the rate, down to min_lr, logged in metrics.jsonl."""
+    import json
+
+    import pytest
+
+    from conftest import tiny_config
+    from nmt import pipeline
+    from nmt.config import run_paths
+
+    config = tiny_config(tmp_path, "train.max_steps=14", "train.valid_every=2", "train.lr_patience=2",
+                         "train.patience=100", "train.lr=0.004", "train.min_lr=0.0006")
+    paths = run_paths(config, tmp_path)
+    pipeline.prepare(config, paths)
+    pipeline.tokenize(config, paths)
+    pipeline.train(config, paths)
+    records = [json.loads(line) for line in (paths.root / "metrics.jsonl").read_text().splitlines()]
+    validations = [r for r in records if "dev_bleu" in r]
+    assert [v["dev_bleu"] for v in validations] == [0.0] * 7  # (else the plateau below is not one)
+    # each record has the rate its steps ran at; the 3rd, 5th and 7th validations then halve it
+    assert [v["lr"] for v in validations] == pytest.approx([0.004, 0.004, 0.004, 0.002, 0.002, 0.001, 0.001])
+    assert json.loads((paths.root / "last" / "trainer.json").read_text())["trainer"]["lr"] == pytest.approx(0.0006)
