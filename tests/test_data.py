@@ -932,3 +932,19 @@ def test_a_compressed_parquet_or_arrow_file_is_refused_by_name(tmp_path, kind):
     with pytest.raises(DataError, match=f"^{re.escape(str(packed))} is a compressed {name} file, which cannot "
                                         f"be read as it is: decompress it first$"):
         read_pairs(DataConfig(source=str(packed)))
+
+
+def test_the_length_filters_keep_their_limits_and_look_at_both_sides():
+    """max_words and max_ratio are the most kept (a pair at the limit stays); min_words the fewest,
+    on the shorter side, source or target."""
+    config = DataConfig(min_words=2, max_words=6, max_ratio=2.0)
+    words = lambda n: " ".join(["w"] * n)  # noqa: E731
+    cases = {
+        (6, 6): None, (7, 6): "too_long", (6, 7): "too_long",  # max_words: at it kept, past it dropped
+        (3, 6): None, (6, 3): None, (4, 7): "too_long",  # max_ratio 2: exactly 2 kept
+        (2, 5): "length_ratio", (5, 2): "length_ratio",
+        (2, 2): None, (1, 2): "too_short", (2, 1): "too_short",  # min_words on either side
+    }
+    for (n_src, n_tgt), dropped in cases.items():
+        kept, counts = filter_pairs([Pair(words(n_src), words(n_tgt), "X.1.1")], config)
+        assert (dict(counts), len(kept)) == (({dropped: 1}, 0) if dropped else ({}, 1)), (n_src, n_tgt)
