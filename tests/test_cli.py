@@ -89,6 +89,32 @@ def test_a_full_disk_while_replacing_a_file_names_it_and_leaves_it_as_it_was(tmp
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"] and out.read_text() == "earlier\n"
 
 
+def test_a_full_disk_without_a_file_name_is_one_line_too(capsys):
+    """An ENOSPC that names no file (an fsync's, a flush's) is still one line, not a traceback."""
+    import errno
+
+    from nmt.terminal import guarded
+
+    def fill():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(SystemExit) as exited:
+        guarded(fill)()
+    assert (exited.value.code, capsys.readouterr().err) == (1, "error: No space left on device\n")
+
+
+def test_a_replaced_file_s_bytes_are_synced_before_it_takes_the_name(tmp_path, monkeypatch):
+    """Renamed into place unsynced, a file can be empty after a crash: the new file itself is
+    fsynced (its directory as well), not only the folder."""
+    from nmt.atomic import atomic_write_text
+
+    synced, fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_ino) or fsync(fd))
+    out = tmp_path / "report.json"
+    atomic_write_text(out, "new\n")
+    assert out.stat().st_ino in synced
+
+
 def test_help_does_not_import_torch():
     code = "import sys; from nmt.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n" \
            "assert 'torch' not in sys.modules and 'datasets' not in sys.modules, 'heavy import'"
