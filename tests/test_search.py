@@ -375,3 +375,21 @@ def test_a_hypothesis_s_score_is_log_p_over_the_gnmt_penalty_and_ranks_the_n_bes
             assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
             reordered += max(h.log_prob for h in hyps) > hyps[0].log_prob
     assert reordered > 0
+
+
+def test_translations_are_cut_at_ratio_times_source_pieces_plus_offset_as_the_config_says(tmp_path):
+    """decode.max_len_ratio and decode.max_len_offset reach the Translator: an untrained model never
+    ends a sentence, so each translation runs to its limit, int(ratio * n) + offset pieces for n
+    source pieces (</s> counted), greedy and beam."""
+    from conftest import saved_tiny_model
+    from nmt.translate import Translator
+
+    config, tokenizer, model, _ = saved_tiny_model(tmp_path)
+    lines = ["Y dijo Dios: Sea la luz.", "En el principio"]
+    n = [len(ids) for ids in tokenizer.encode_src(lines)]
+    for ratio, offset in ((2.0, 10), (1.5, 3)):
+        decode = dataclasses.replace(config.decode, max_len_ratio=ratio, max_len_offset=offset)
+        translator = Translator(model, tokenizer, dataclasses.replace(config, decode=decode))
+        for beam in (1, 3):
+            hyps = translator.hypotheses(lines, beam=beam)
+            assert [len(h[0].tokens) for h in hyps] == [int(ratio * k) + offset for k in n], (ratio, offset, beam)
