@@ -1,7 +1,9 @@
 """Quality per unit of time: every toolkit trains the matched model for the same wall-clock
 budget on the Bible data, then translates the test split with beam 5; sacreBLEU scores the
 detokenised output against the raw references. Same data, SentencePiece model, batch size,
-optimiser, learning rate, dropout and label smoothing for all; one scorer for all.
+optimiser, starting learning rate, dropout and label smoothing for all; one scorer for all (the
+peers keep their rate constant; nmt's default loop halves it after two validations without a
+better dev BLEU: in every committed quality run nmt's last validation was its best).
 
     python benchmarks/quality.py --minutes 20 --peers all        (make bench-quality)
 
@@ -121,7 +123,8 @@ def render(results: dict) -> str:
         f"# Quality per unit of time — {results['date'][:10]}, {m['cpu']}{isa_text(m)}, {m['cores_available']} cores",
         "",
         f"Each toolkit trained for **{s['budget_minutes']:g} minutes** of wall clock ({s['threads']} threads, "
-        f"batches of {s['max_tokens']} target tokens), then translated the {s['test_sentences']} test verses "
+        f"batches of {s['max_tokens']} padded tokens, the longest of source and target), then translated "
+        f"the {s['test_sentences']} test verses "
         f"with beam {s['beam']}; sacreBLEU on detokenised text. torch {m['torch']}. "
         f"Command: `{results['command']}`{at_code(results)}.",
         "",
