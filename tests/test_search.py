@@ -393,3 +393,26 @@ def test_translations_are_cut_at_ratio_times_source_pieces_plus_offset_as_the_co
         for beam in (1, 3):
             hyps = translator.hypotheses(lines, beam=beam)
             assert [len(h[0].tokens) for h in hyps] == [int(ratio * k) + offset for k in n], (ratio, offset, beam)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_pad_and_bos_are_never_produced_even_where_the_model_likes_them_best(beam, monkeypatch):
+    """A model that puts most of its probability on <pad> and <s> (as an untrained or odd one can)
+    still gets neither in its hypotheses: the search takes the best of the other pieces."""
+    from nmt.tokenizer import BOS, PAD
+
+    model = small_model(vocab=VOCAB, seed=3)
+    step = type(model).decode_step
+
+    def fond_of_specials(prev, state, memory):
+        log_probs, state, weights = step(model, prev, state, memory)
+        log_probs[:, PAD], log_probs[:, BOS] = 5.0, 4.0  # above every real piece's log-probability
+        return log_probs, state, weights
+
+    monkeypatch.setattr(model, "decode_step", fond_of_specials)
+    src, lengths = _sources(7, n=4)
+    limits = max_lengths(lengths, 2.0, 3)
+    found = [hyps[0] for hyps in beam_search(model, src, lengths, limits, beam=beam)] if beam > 1 else \
+        greedy(model, src, lengths, limits)
+    tokens = [t for h in found for t in h.tokens]
+    assert tokens and PAD not in tokens and BOS not in tokens
