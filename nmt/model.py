@@ -11,11 +11,12 @@
 The query is the current state s_t, as in Luong et al.'s global attention, for either score
 (Bahdanau et al.'s RNNsearch queries with s_{t-1}). With ``attention: none`` the decoder sees the
 source only through s_0, as in Sutskever et al.'s encoder–decoder (theirs had a one-way encoder
-over the reversed source, whose final state the decoder started from), and ã_t = s_t. Training and inference share ``Decoder.step``; without input feeding, training runs the
-decoder RNN over the whole target at once (same maths, fused kernels), tested equal to the steps.
-With ``fused`` (the trainer's default), LSTM training runs the encoder and the input-feeding
-decoder through ``nmt.recurrence`` instead: the same parameters and maths with a hand-written
-backward, tested equal to these modules' own path.
+over the reversed source, whose final state the decoder started from), and ã_t = s_t. Training and
+inference share ``Decoder.step``; without input feeding, training runs the decoder RNN over the
+whole target at once (same maths, fused kernels), tested equal to the steps. With ``fused`` (the
+trainer's default), LSTM training runs the encoder and the input-feeding decoder through
+``nmt.recurrence`` instead: the same parameters and maths with a hand-written backward, tested
+equal to these modules' own path.
 """
 
 from __future__ import annotations
