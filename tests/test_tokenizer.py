@@ -157,3 +157,23 @@ def test_a_sample_is_of_the_lines_given_in_their_order_and_all_of_them_below_the
     assert len(kept) == len(set(kept)) == 300 and kept == sorted(kept, key=lines.index)
     assert kept == sample_lines(lines, 300) and kept != lines[:300]
     assert sample_lines(lines, 0) == sample_lines(lines, 1000) == lines
+
+
+@pytest.mark.parametrize("ids", [dict(bos_id=3, eos_id=2), dict(eos_id=-1, bos_id=2), dict(pad_id=-1, unk_id=0)])
+def test_a_sentencepiece_model_with_other_special_ids_is_refused(tmp_path, ids):
+    """A model trained elsewhere with </s> (or <s>, <pad>, <unk>) at another id would decode
+    without ever ending, or end at once: refused when loaded, on either side."""
+    import io
+
+    import sentencepiece as spm
+
+    text = [pair.src for pair in read_pairs(DataConfig(source=str(TINY_TSV)))][:300]
+    model = io.BytesIO()
+    settings = dict(pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS) | ids
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_writer=model, vocab_size=100,
+                                   minloglevel=2, **settings)
+    good = (SPM200 / "src.model").read_bytes()
+    for src, tgt in ((model.getvalue(), good), (good, model.getvalue())):
+        with pytest.raises(TokenizerError, match="unexpected special ids"):
+            Tokenizer(src, tgt)
+    Tokenizer(good, good)
