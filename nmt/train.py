@@ -191,7 +191,7 @@ class Trainer:
         translator = Translator(self.model, self.tokenizer, self.config, self.device,
                                 follow_load=self.config.train.threads == 0)
         # the dev lines' notes (lines cut …) at the first validation of a process, not at each one
-        with contextlib.nullcontext() if not self._dev_noted else translator.noting("none"):
+        with translator.noting("none" if self._dev_noted else "first"):
             hyps = translator.translate(self.dev_lines, beam=1)
         self._dev_noted = True
         bleu = corpus_scores(hyps, self.dev_refs, ("bleu",), self.config.data.tgt_lang)["bleu"]["score"]

@@ -15,6 +15,9 @@ from nmt.cli import app
 from nmt.provenance import versions
 
 runner = CliRunner()
+# the fewest decodings each command makes: greedy only; a report with a one-line sweep and no probes
+QUICK = {"evaluate": ["--beam", "1"],
+         "report": ["--beams", "1", "--sweep-sentences", "1", "--search-sentences", "0", "--heatmaps", "0"]}
 
 
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device", "runs/x/report.json"),
@@ -599,8 +602,7 @@ def test_a_source_of_the_same_name_in_another_folder_does_not_replace_the_first_
         for lang in ("es", "en"):
             lines = (run / "data" / f"test.{lang}").read_text(encoding="utf-8")
             (tmp_path / folder / f"x.{lang}").write_text(text(lines), encoding="utf-8")
-    quick = ["--beam", "1"] if command == "evaluate" else \
-        ["--beams", "1", "--sweep-sentences", "1", "--search-sentences", "0", "--heatmaps", "0"]
+    quick = QUICK[command]
     ask = lambda folder, *more: runner.invoke(app, [  # noqa: E731
         command, "--checkpoint", str(run / "best"), "--src", str(tmp_path / folder / "x.es"),
         "--ref", str(tmp_path / folder / "x.en"), *quick, *more])
@@ -652,7 +654,7 @@ def test_a_comparison_or_other_settings_report_beside_the_runs_report_not_over_i
     run = tmp_path / "tiny"
     shutil.copytree(tiny_run.root, run, symlinks=True)
     shutil.copytree(run / "best", run / "average")
-    quick = ["--beams", "1", "--sweep-sentences", "1", "--search-sentences", "0", "--heatmaps", "0"]
+    quick = QUICK["report"]
     (run / "report").mkdir()
     (run / "report" / "report.json").write_text("{}")  # make report's (the default knobs: its folder, below)
     own = runner.invoke(app, ["report", "--checkpoint", str(run / "best"), *quick])
@@ -1317,8 +1319,7 @@ def test_a_source_other_than_the_test_split_s_needs_its_own_reference(command, t
     printed a BLEU of 0.69 and exited 0. The test source under another name needs none."""
     import shutil
 
-    quick = ["--beam", "1"] if command == "evaluate" else \
-        ["--beams", "1", "--sweep-sentences", "1", "--search-sentences", "0", "--heatmaps", "0"]
+    quick = QUICK[command]
     other = tmp_path / "other.es"
     other.write_text((tiny_run.data / "test.es").read_text(encoding="utf-8").upper(), encoding="utf-8")
     ask = lambda src, out: runner.invoke(app, [command, "--checkpoint", str(tiny_run.root / "best"),  # noqa: E731
